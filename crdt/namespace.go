@@ -1,0 +1,327 @@
+package crdt
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+)
+
+// Namespace is the replicated state of one keyspace: every key's [Value] and
+// the causal context shared by all of them. The zero Namespace is not ready;
+// use [NewNamespace].
+type Namespace struct {
+	ctx    Context
+	keys   map[string]Value // only non-empty values
+	limits Limits
+}
+
+// NewNamespace returns an empty namespace that checks operations against
+// limits (zero fields take defaults).
+func NewNamespace(limits Limits) *Namespace {
+	return &Namespace{keys: make(map[string]Value), limits: limits.withDefaults()}
+}
+
+// Limits returns the limits the namespace enforces.
+func (n *Namespace) Limits() Limits { return n.limits }
+
+// Len returns the number of keys holding a value.
+func (n *Namespace) Len() int { return len(n.keys) }
+
+// Get returns the value under key.
+func (n *Namespace) Get(key string) (Value, bool) {
+	v, ok := n.keys[key]
+	return v, ok
+}
+
+// Context returns a copy of the namespace's causal context.
+func (n *Namespace) Context() Context { return n.ctx.Clone() }
+
+// ContextRanges returns how many ranges the causal context holds: one per
+// replica when nothing is missing.
+func (n *Namespace) ContextRanges() int { return n.ctx.Ranges() }
+
+// Keys returns the keys with the given prefix, sorted.
+func (n *Namespace) Keys(prefix string) []string {
+	out := make([]string, 0, len(n.keys))
+	for k := range n.keys {
+		if strings.HasPrefix(k, prefix) {
+			out = append(out, k)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Range calls fn for every key in key order until fn returns false.
+func (n *Namespace) Range(fn func(key string, v Value) bool) {
+	for _, k := range n.Keys("") {
+		if !fn(k, n.keys[k]) {
+			return
+		}
+	}
+}
+
+// Clone returns a deep copy.
+func (n *Namespace) Clone() *Namespace {
+	c := &Namespace{ctx: n.ctx.Clone(), keys: make(map[string]Value, len(n.keys)), limits: n.limits}
+	for k, v := range n.keys {
+		c.keys[k] = v.clone()
+	}
+	return c
+}
+
+// Prepare computes the delta of a local operation by replica r at clock
+// reading ts, without changing n. The caller persists the delta and then
+// applies it with [Namespace.ApplyDelta]; it must apply one prepared delta
+// before preparing the next, since the next dot is taken from n's context.
+func (n *Namespace) Prepare(op Op, r ReplicaID, ts Timestamp) (Delta, error) {
+	if err := op.Validate(n.limits); err != nil {
+		return Delta{}, err
+	}
+	if r == 0 {
+		return Delta{}, fmt.Errorf("%w: replica id 0", ErrInvalidOp)
+	}
+	p := preparer{op: &op, next: n.ctx.Max(r) + 1, replica: r, ts: ts}
+	v, err := p.at(n.keys[op.Key], 0)
+	if err != nil {
+		return Delta{}, err
+	}
+	return Delta{ctx: p.ctx, entries: []entry{{key: op.Key, val: v}}}, nil
+}
+
+type preparer struct {
+	op      *Op
+	replica ReplicaID
+	next    uint64
+	ts      Timestamp
+	ctx     Context
+}
+
+func (p *preparer) dot() Dot {
+	d := Dot{p.replica, p.next}
+	p.next++
+	p.ctx.Add(d)
+	return d
+}
+
+// at returns the delta value for the op applied below cur at path depth.
+func (p *preparer) at(cur Value, depth int) (Value, error) {
+	op := p.op
+	if depth < len(op.Path) {
+		if op.Kind == OpDelete && cur.Kinds()&KindMap == 0 {
+			return Value{}, nil // nothing there to delete
+		}
+		if k := cur.Kinds(); k != 0 && k&KindMap == 0 {
+			return Value{}, fmt.Errorf("%w: %s holds a %s, not a map", ErrWrongType, p.where(depth), k)
+		}
+		name := op.Path[depth]
+		child, _ := cur.Field(name)
+		cd, err := p.at(child, depth+1)
+		if err != nil {
+			return Value{}, err
+		}
+		out := Value{ext: &valueExt{fields: map[string]Value{name: cd}}}
+		if op.Kind != OpDelete {
+			p.heal(cur, KindMap, &out)
+		}
+		return out, nil
+	}
+	if op.Kind == OpDelete {
+		cur.addDotsTo(&p.ctx)
+		return Value{ext: &valueExt{covers: true}}, nil
+	}
+	want := op.Kind.kind()
+	if k := cur.Kinds(); k != 0 && k&want == 0 {
+		return Value{}, fmt.Errorf("%w: %s holds a %s, not a %s", ErrWrongType, p.where(depth), k, want)
+	}
+	var out Value
+	switch op.Kind {
+	case OpPut:
+		for i := range cur.reg {
+			p.ctx.Add(cur.reg[i].Dot)
+		}
+		val := append(make([]byte, 0, len(op.Value)), op.Value...)
+		out.reg = []RegEntry{{Dot: p.dot(), Time: p.ts, Value: val}}
+	case OpCounterAdd:
+		var share int64
+		if cur.ext != nil {
+			for _, e := range cur.ext.ctr {
+				if e.Dot.Replica == p.replica {
+					share += e.N
+					p.ctx.Add(e.Dot)
+				}
+			}
+		}
+		if (op.N > 0 && share > math.MaxInt64-op.N) || (op.N < 0 && share < math.MinInt64-op.N) {
+			return Value{}, fmt.Errorf("%w: counter overflow", ErrLimit)
+		}
+		out.ext = &valueExt{ctr: []counterEntry{{Dot: p.dot(), N: share + op.N}}}
+	case OpSetUpdate:
+		set := make(map[string][]Dot, len(op.Add)+len(op.Remove))
+		for _, e := range op.Remove {
+			if ds := cur.setDots(e); len(ds) > 0 {
+				for _, d := range ds {
+					p.ctx.Add(d)
+				}
+				set[e] = nil
+			}
+		}
+		for _, e := range op.Add {
+			if _, seen := set[e]; seen && set[e] != nil {
+				continue // listed twice
+			}
+			for _, d := range cur.setDots(e) {
+				p.ctx.Add(d)
+			}
+			set[e] = []Dot{p.dot()}
+		}
+		out.ext = &valueExt{set: set}
+	case OpFlag:
+		if cur.ext != nil {
+			for _, d := range cur.ext.flag {
+				p.ctx.Add(d)
+			}
+		}
+		out.ext = &valueExt{}
+		if op.Enable {
+			out.ext.flag = []Dot{p.dot()}
+		}
+	}
+	p.heal(cur, want, &out)
+	return out, nil
+}
+
+// heal makes a write of kind keep observe-remove every other kind held at
+// cur, so a value left with mixed kinds by concurrent writers becomes one
+// kind again.
+func (p *preparer) heal(cur Value, keep Kind, out *Value) {
+	other := cur.Kinds() &^ keep
+	if other == 0 {
+		return
+	}
+	for i := range cur.reg {
+		if keep != KindRegister {
+			p.ctx.Add(cur.reg[i].Dot)
+		}
+	}
+	e := cur.ext
+	if e == nil {
+		return
+	}
+	if keep != KindCounter {
+		for _, c := range e.ctr {
+			p.ctx.Add(c.Dot)
+		}
+	}
+	if keep != KindFlag {
+		for _, d := range e.flag {
+			p.ctx.Add(d)
+		}
+	}
+	if other&(KindSet|KindMap) != 0 {
+		if keep != KindSet {
+			for _, ds := range e.set {
+				for _, d := range ds {
+					p.ctx.Add(d)
+				}
+			}
+		}
+		if keep != KindMap {
+			for _, f := range e.fields {
+				f.addDotsTo(&p.ctx)
+			}
+		}
+		// The context now covers entries the delta does not name.
+		out.extension().covers = true
+	}
+}
+
+func (p *preparer) where(depth int) string {
+	return fmt.Sprintf("%q", strings.Join(append([]string{p.op.Key}, p.op.Path[:depth]...), "."))
+}
+
+func (v Value) setDots(elem string) []Dot {
+	if v.ext == nil {
+		return nil
+	}
+	return v.ext.set[elem]
+}
+
+// ApplyDelta joins a delta into n. The delta must come from [Namespace.Prepare]
+// (here or on another replica), [JoinDeltas], [DeltaBuilder] or a decoder:
+// such deltas name every key their context can affect, so only those keys
+// are visited. changed, if not nil, is called for each key the delta names
+// with the key's new value (empty if the key is now gone).
+func (n *Namespace) ApplyDelta(d Delta, changed func(key string, v Value)) {
+	for i := range d.entries {
+		e := &d.entries[i]
+		a := n.keys[e.key]
+		joinValue(&a, &n.ctx, e.val, &d.ctx, false, false)
+		if a.IsEmpty() {
+			delete(n.keys, e.key)
+		} else {
+			n.keys[e.key] = a
+		}
+		if changed != nil {
+			changed(e.key, a)
+		}
+	}
+	n.ctx.Merge(d.ctx)
+}
+
+// Join joins the whole state o into n: the lattice join of two replicas.
+// It visits every key of both.
+func (n *Namespace) Join(o *Namespace) {
+	for k, a := range n.keys {
+		b := o.keys[k]
+		joinValue(&a, &n.ctx, b, &o.ctx, true, false)
+		if a.IsEmpty() {
+			delete(n.keys, k)
+		} else {
+			n.keys[k] = a
+		}
+	}
+	for k, b := range o.keys {
+		if _, done := n.keys[k]; done {
+			continue
+		}
+		var a Value
+		joinValue(&a, &n.ctx, b, &o.ctx, true, false)
+		if !a.IsEmpty() {
+			n.keys[k] = a
+		}
+	}
+	n.ctx.Merge(o.ctx)
+}
+
+// KeyDelta returns a delta that carries key's value in n to a replica whose
+// context is peer: joining it there gives that replica n's value for key,
+// including removals (dots of the key that n has seen removed are in the
+// delta's context when the peer may still hold them). The delta's context is
+// n's whole context restricted to what matters for key; theirs is the set of
+// dots the peer holds under key.
+func (n *Namespace) KeyDelta(key string, theirs []Dot) Delta {
+	v := n.keys[key]
+	var ctx Context
+	v.addDotsTo(&ctx)
+	for _, d := range theirs {
+		if n.ctx.Contains(d) {
+			ctx.Add(d)
+		}
+	}
+	val := v
+	if !v.IsEmpty() || len(theirs) > 0 {
+		val = v.clone()
+		val.extension().covers = true
+	}
+	return Delta{ctx: ctx, entries: []entry{{key: key, val: val}}}
+}
+
+// ValueDots returns every dot held under key, sorted.
+func (n *Namespace) ValueDots(key string) []Dot {
+	var ds []Dot
+	n.keys[key].Dots(func(d Dot) { ds = append(ds, d) })
+	sort.Slice(ds, func(i, j int) bool { return ds[i].Less(ds[j]) })
+	return ds
+}

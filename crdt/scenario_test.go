@@ -1,0 +1,265 @@
+package crdt
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+)
+
+// replica is a test harness: one namespace, its id and its clock.
+type replica struct {
+	t     *testing.T
+	id    ReplicaID
+	ns    *Namespace
+	clock Clock
+	now   int64 // physical ms
+}
+
+func newReplica(t *testing.T, id ReplicaID) *replica {
+	return &replica{t: t, id: id, ns: NewNamespace(Limits{}), now: 1_000}
+}
+
+func (r *replica) do(op Op) Delta {
+	r.t.Helper()
+	d, err := r.ns.Prepare(op, r.id, r.clock.Now(r.now))
+	if err != nil {
+		r.t.Fatalf("replica %d: %v: %v", r.id, op.Kind, err)
+	}
+	r.ns.ApplyDelta(d, nil)
+	return d
+}
+
+func (r *replica) recv(ds ...Delta) {
+	for _, d := range ds {
+		r.ns.ApplyDelta(d, nil)
+	}
+}
+
+func TestConcurrentSetAddRemoveAddWins(t *testing.T) {
+	a, b := newReplica(t, 1), newReplica(t, 2)
+	d0 := a.do(Op{Kind: OpSetUpdate, Key: "s", Add: []string{"x"}})
+	b.recv(d0)
+	// Concurrently: a removes x, b re-adds x.
+	da := a.do(Op{Kind: OpSetUpdate, Key: "s", Remove: []string{"x"}})
+	db := b.do(Op{Kind: OpSetUpdate, Key: "s", Add: []string{"x"}})
+	a.recv(db)
+	b.recv(da)
+	for _, r := range []*replica{a, b} {
+		v, _ := r.ns.Get("s")
+		if !v.SetContains("x") {
+			t.Fatalf("replica %d: x missing after concurrent add/remove", r.id)
+		}
+	}
+	if a.ns.Digest() != b.ns.Digest() {
+		t.Fatal("digests differ")
+	}
+}
+
+func TestConcurrentRegisterWritesKeepSiblings(t *testing.T) {
+	a, b := newReplica(t, 1), newReplica(t, 2)
+	da := a.do(Op{Kind: OpPut, Key: "k", Value: []byte("from-a")})
+	b.now = 2_000 // b's clock is later: b wins
+	db := b.do(Op{Kind: OpPut, Key: "k", Value: []byte("from-b")})
+	a.recv(db)
+	b.recv(da)
+	for _, r := range []*replica{a, b} {
+		v, _ := r.ns.Get("k")
+		val, sib, ok := v.Register()
+		if !ok || sib != 2 || string(val) != "from-b" {
+			t.Fatalf("replica %d: got %q siblings=%d ok=%v", r.id, val, sib, ok)
+		}
+	}
+	// A later write observes both siblings and replaces them.
+	d := a.do(Op{Kind: OpPut, Key: "k", Value: []byte("merged")})
+	b.recv(d)
+	v, _ := b.ns.Get("k")
+	if val, sib, _ := v.Register(); sib != 1 || string(val) != "merged" {
+		t.Fatalf("after overwrite: %q siblings=%d", val, sib)
+	}
+}
+
+func TestDeleteConcurrentWithUpdateKeepsUpdate(t *testing.T) {
+	a, b := newReplica(t, 1), newReplica(t, 2)
+	b.recv(a.do(Op{Kind: OpPut, Key: "k", Value: []byte("v1")}))
+	del := a.do(Op{Kind: OpDelete, Key: "k"})
+	upd := b.do(Op{Kind: OpPut, Key: "k", Value: []byte("v2")})
+	a.recv(upd)
+	b.recv(del)
+	for _, r := range []*replica{a, b} {
+		v, ok := r.ns.Get("k")
+		val, _, _ := v.Register()
+		if !ok || string(val) != "v2" {
+			t.Fatalf("replica %d: update lost: %q %v", r.id, val, ok)
+		}
+	}
+	// A delete that observed the update removes it everywhere.
+	b.recv(a.do(Op{Kind: OpDelete, Key: "k"}))
+	if _, ok := b.ns.Get("k"); ok {
+		t.Fatal("observed delete did not remove the key")
+	}
+}
+
+func TestCounterFromFiveReplicasSumsExactly(t *testing.T) {
+	rs := make([]*replica, 5)
+	for i := range rs {
+		rs[i] = newReplica(t, ReplicaID(i+1))
+	}
+	var all []Delta
+	var want int64
+	for round := 0; round < 20; round++ {
+		for i, r := range rs {
+			n := int64(i+1) * int64(round%3-1) // +, 0, -
+			if n == 0 {
+				n = 7
+			}
+			want += n
+			all = append(all, r.do(Op{Kind: OpCounterAdd, Key: "c", N: n}))
+		}
+	}
+	for _, r := range rs {
+		// Deliver everything, in reverse, twice.
+		for i := len(all) - 1; i >= 0; i-- {
+			r.recv(all[i], all[i])
+		}
+		v, _ := r.ns.Get("c")
+		if got := v.Counter(); got != want {
+			t.Fatalf("replica %d: counter %d, want %d", r.id, got, want)
+		}
+	}
+}
+
+func TestCounterResetByMapRemove(t *testing.T) {
+	a, b := newReplica(t, 1), newReplica(t, 2)
+	b.recv(a.do(Op{Kind: OpCounterAdd, Key: "m", Path: []string{"hits"}, N: 5}))
+	b.recv(a.do(Op{Kind: OpDelete, Key: "m", Path: []string{"hits"}}))
+	inc := b.do(Op{Kind: OpCounterAdd, Key: "m", Path: []string{"hits"}, N: 2})
+	a.recv(inc)
+	v, _ := a.ns.Get("m")
+	f, _ := v.Field("hits")
+	if got := f.Counter(); got != 2 {
+		t.Fatalf("counter after reset and +2: %d", got)
+	}
+}
+
+func TestMapNestedFields(t *testing.T) {
+	a, b := newReplica(t, 1), newReplica(t, 2)
+	b.recv(a.do(Op{Kind: OpPut, Key: "user", Path: []string{"name"}, Value: []byte("ann")}))
+	b.recv(a.do(Op{Kind: OpSetUpdate, Key: "user", Path: []string{"tags"}, Add: []string{"x", "y"}}))
+	b.recv(a.do(Op{Kind: OpFlag, Key: "user", Path: []string{"prefs", "dark"}, Enable: true}))
+	// Concurrent: a removes field "tags", b adds a tag.
+	rm := a.do(Op{Kind: OpDelete, Key: "user", Path: []string{"tags"}})
+	add := b.do(Op{Kind: OpSetUpdate, Key: "user", Path: []string{"tags"}, Add: []string{"z"}})
+	a.recv(add)
+	b.recv(rm)
+	for _, r := range []*replica{a, b} {
+		v, _ := r.ns.Get("user")
+		tags, _ := v.Field("tags")
+		if got := tags.SetElements(); len(got) != 1 || got[0] != "z" {
+			t.Fatalf("replica %d: tags %v, want [z]", r.id, got)
+		}
+		prefs, _ := v.Field("prefs")
+		dark, _ := prefs.Field("dark")
+		if !dark.Flag() {
+			t.Fatalf("replica %d: nested flag lost", r.id)
+		}
+	}
+	if a.ns.Digest() != b.ns.Digest() {
+		t.Fatal("digests differ")
+	}
+}
+
+func TestWrongTypeIsRefused(t *testing.T) {
+	a := newReplica(t, 1)
+	a.do(Op{Kind: OpCounterAdd, Key: "c", N: 1})
+	before := a.ns.Digest()
+	_, err := a.ns.Prepare(Op{Kind: OpPut, Key: "c", Value: []byte("x")}, 1, a.clock.Now(a.now))
+	if !errors.Is(err, ErrWrongType) {
+		t.Fatalf("err = %v, want ErrWrongType", err)
+	}
+	if a.ns.Digest() != before {
+		t.Fatal("refused op changed state")
+	}
+}
+
+func TestConcurrentTypesHealOnNextWrite(t *testing.T) {
+	a, b := newReplica(t, 1), newReplica(t, 2)
+	da := a.do(Op{Kind: OpSetUpdate, Key: "k", Add: []string{"e"}})
+	db := b.do(Op{Kind: OpPut, Key: "k", Value: []byte("v")})
+	a.recv(db)
+	b.recv(da)
+	v, _ := a.ns.Get("k")
+	if v.Kinds() != KindRegister|KindSet {
+		t.Fatalf("kinds %v", v.Kinds())
+	}
+	b.recv(a.do(Op{Kind: OpPut, Key: "k", Value: []byte("w")}))
+	for _, r := range []*replica{a, b} {
+		v, _ := r.ns.Get("k")
+		if v.Kinds() != KindRegister {
+			t.Fatalf("replica %d: kinds %v after healing write", r.id, v.Kinds())
+		}
+	}
+}
+
+func TestHLCUnderSkewOrdersCausalWrites(t *testing.T) {
+	// b's physical clock runs 5 s behind a's. b reads a's write and then
+	// overwrites it: b's write must win although its clock is behind.
+	a, b := newReplica(t, 1), newReplica(t, 2)
+	a.now, b.now = 10_000, 5_000
+	a.clock.MaxDrift, b.clock.MaxDrift = 10_000, 10_000
+	d := a.do(Op{Kind: OpPut, Key: "k", Value: []byte("first")})
+	if err := b.clock.Update(d.Value(0).reg[0].Time, b.now); err != nil {
+		t.Fatal(err)
+	}
+	b.recv(d)
+	d2 := b.do(Op{Kind: OpPut, Key: "k", Value: []byte("second")})
+	if !d.Value(0).reg[0].Time.Less(d2.Value(0).reg[0].Time) {
+		t.Fatal("causally later write has an earlier timestamp")
+	}
+	// A third replica receiving both in the wrong order agrees.
+	c := newReplica(t, 3)
+	c.recv(d2, d)
+	v, _ := c.ns.Get("k")
+	if val, sib, _ := v.Register(); string(val) != "second" || sib != 1 {
+		t.Fatalf("got %q siblings=%d", val, sib)
+	}
+	// Beyond the drift bound the update is refused and the clock unchanged.
+	last := b.clock.Last()
+	if err := b.clock.Update(Timestamp{Wall: b.now + 20_000}, b.now); !errors.Is(err, ErrClockDrift) {
+		t.Fatalf("err = %v", err)
+	}
+	if b.clock.Last() != last {
+		t.Fatal("rejected update moved the clock")
+	}
+}
+
+func TestEncodeRoundTrip(t *testing.T) {
+	a := newReplica(t, 1)
+	var ds []Delta
+	ds = append(ds, a.do(Op{Kind: OpPut, Key: "k", Value: []byte("v")}))
+	ds = append(ds, a.do(Op{Kind: OpSetUpdate, Key: "s", Add: []string{"a", "b"}}))
+	ds = append(ds, a.do(Op{Kind: OpSetUpdate, Key: "s", Remove: []string{"a"}}))
+	ds = append(ds, a.do(Op{Kind: OpCounterAdd, Key: "m", Path: []string{"c"}, N: -3}))
+	ds = append(ds, a.do(Op{Kind: OpDelete, Key: "k"}))
+	batch := JoinDeltas(ds...)
+	enc := batch.Encode(nil)
+	got, err := DecodeDelta(enc, Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.Encode(nil), enc) {
+		t.Fatal("delta does not re-encode to the same bytes")
+	}
+	b := newReplica(t, 2)
+	b.recv(got)
+	if a.ns.Digest() != b.ns.Digest() {
+		t.Fatal("replica fed the decoded batch differs")
+	}
+	st := a.ns.Encode(nil)
+	ns, err := DecodeNamespace(st, Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ns.Equal(a.ns) || ns.Digest() != a.ns.Digest() {
+		t.Fatal("state round trip differs")
+	}
+}

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The project's test command (README: "Set-up on a fresh machine").
+# gofmt, go vet, the test suite with the race detector, then a short run of
+# every fuzz target. Fails on the first problem.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then
+	echo "gofmt wants these files rewritten:"; echo "$unformatted"; exit 1
+fi
+
+echo "== go vet"
+go vet ./...
+
+echo "== go test -race"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+go test -race -count=1 -timeout 20m -v ./... >"$log" 2>&1 || status=$?
+grep -E '^(ok|FAIL|---|panic:|\s+--- FAIL)|^\S+_test\.go:' "$log" | grep -v -- '--- PASS' || true
+passed=$(grep -cE '^\s*--- PASS:' "$log" || true)
+failed=$(grep -cE '^\s*--- FAIL:' "$log" || true)
+if [ "$status" -ne 0 ]; then
+	tail -n 200 "$log"
+	echo "tests: $passed passed, $failed failed"
+	exit "$status"
+fi
+
+echo "== fuzz (a few seconds per target)"
+fuzztime="${FUZZTIME:-3s}"
+for pkg in $(go list ./...); do
+	dir=$(go list -f '{{.Dir}}' "$pkg")
+	for target in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //'); do
+		echo "-- $pkg $target"
+		go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" "$pkg"
+	done
+done
+echo "== all checks passed"
+echo "tests: $passed passed, $failed failed"
