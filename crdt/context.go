@@ -115,7 +115,12 @@ func (c *Context) Merge(o Context) {
 
 // Max returns the highest counter seen from r, or 0.
 func (c *Context) Max(r ReplicaID) uint64 {
-	i := c.search(r+1, 0)
+	// Index just past r's ranges. r+1 would wrap to 0 for the highest id,
+	// whose ranges, if any, are the last.
+	i := len(c.ranges)
+	if r != ^ReplicaID(0) {
+		i = c.search(r+1, 0)
+	}
 	if i > 0 && c.ranges[i-1].Replica == r {
 		return c.ranges[i-1].Hi
 	}
@@ -240,10 +245,60 @@ func (c *Context) valid() bool {
 		}
 		if i > 0 {
 			p := c.ranges[i-1]
-			if p.Replica > r.Replica || (p.Replica == r.Replica && p.Hi+1 >= r.Lo) {
+			// sat: a range ending at the last counter leaves no room
+			// after it (p.Hi+1 would wrap to 0).
+			if p.Replica > r.Replica || (p.Replica == r.Replica && sat(p.Hi) >= r.Lo) {
 				return false
 			}
 		}
 	}
 	return true
+}
+
+// AddRange inserts the dots r:lo ..= r:hi.
+func (c *Context) AddRange(r ReplicaID, lo, hi uint64) {
+	if lo == 0 || hi < lo {
+		return
+	}
+	c.addRange(dotRange{r, lo, hi})
+}
+
+// Of returns the part of the context that holds r's dots.
+func (c *Context) Of(r ReplicaID) Context {
+	i := c.search(r, 0)
+	j := i
+	for j < len(c.ranges) && c.ranges[j].Replica == r {
+		j++
+	}
+	return Context{ranges: append([]dotRange(nil), c.ranges[i:j]...)}
+}
+
+// Min returns the lowest counter held for r, or 0.
+func (c *Context) Min(r ReplicaID) uint64 {
+	i := c.search(r, 0)
+	if i < len(c.ranges) && c.ranges[i].Replica == r {
+		return c.ranges[i].Lo
+	}
+	return 0
+}
+
+// Remove deletes the dots r:lo ..= r:hi.
+func (c *Context) Remove(r ReplicaID, lo, hi uint64) {
+	if lo == 0 || hi < lo {
+		return
+	}
+	var out []dotRange
+	for _, x := range c.ranges {
+		if x.Replica != r || x.Hi < lo || x.Lo > hi {
+			out = append(out, x)
+			continue
+		}
+		if x.Lo < lo {
+			out = append(out, dotRange{r, x.Lo, lo - 1})
+		}
+		if x.Hi > hi {
+			out = append(out, dotRange{r, hi + 1, x.Hi})
+		}
+	}
+	c.ranges = out
 }

@@ -86,3 +86,34 @@ func JoinDeltas(ds ...Delta) Delta {
 	}
 	return b.Build()
 }
+
+// ContextDelta returns a delta that names no key and carries only c. It is
+// for announcing dots that were never used for any write (a replica that
+// skips counters after a crash announces the skipped range this way); a
+// context covering dots that some key holds would not be key-complete.
+func ContextDelta(c Context) Delta { return Delta{ctx: c.Clone()} }
+
+// MaxTimestamp returns the latest register timestamp held in the delta.
+func (d Delta) MaxTimestamp() Timestamp {
+	var t Timestamp
+	for i := range d.entries {
+		d.entries[i].val.maxTime(&t)
+	}
+	return t
+}
+
+func (v Value) maxTime(t *Timestamp) {
+	for i := range v.reg {
+		if t.Less(v.reg[i].Time) {
+			*t = v.reg[i].Time
+		}
+	}
+	if v.ext != nil {
+		for _, f := range v.ext.fields {
+			f.maxTime(t)
+		}
+	}
+}
+
+// Replicas returns the replicas with dots in the delta's context, sorted.
+func (d Delta) Replicas() []ReplicaID { return d.ctx.Replicas() }

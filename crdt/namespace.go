@@ -82,12 +82,37 @@ func (n *Namespace) Prepare(op Op, r ReplicaID, ts Timestamp) (Delta, error) {
 	if r == 0 {
 		return Delta{}, fmt.Errorf("%w: replica id 0", ErrInvalidOp)
 	}
-	p := preparer{op: &op, next: n.ctx.Max(r) + 1, replica: r, ts: ts}
+	// New dots count up from the highest seen, which a peer's context can
+	// set as high as it likes: refuse rather than wrap to counter 0.
+	need := uint64(1) // dots the op may take
+	switch op.Kind {
+	case OpDelete:
+		need = 0
+	case OpSetUpdate:
+		need = uint64(len(op.Add))
+	}
+	if n.ctx.Max(r) > math.MaxUint64-need {
+		return Delta{}, fmt.Errorf("%w: replica %v has no dot counters left", ErrLimit, r)
+	}
+	// One allocation holds what the delta needs and the state never
+	// retains (the entry list, the context ranges, the top extension).
+	s := new(prepScratch)
+	p := preparer{op: &s.op, next: n.ctx.Max(r) + 1, replica: r, ts: ts, scratch: s}
+	s.op = op
+	p.ctx.ranges = s.ranges[:0]
 	v, err := p.at(n.keys[op.Key], 0)
 	if err != nil {
 		return Delta{}, err
 	}
-	return Delta{ctx: p.ctx, entries: []entry{{key: op.Key, val: v}}}, nil
+	s.entries[0] = entry{key: op.Key, val: v}
+	return Delta{ctx: p.ctx, entries: s.entries[:]}, nil
+}
+
+type prepScratch struct {
+	op      Op
+	entries [1]entry
+	ranges  [3]dotRange
+	ext     valueExt
 }
 
 type preparer struct {
@@ -96,6 +121,17 @@ type preparer struct {
 	next    uint64
 	ts      Timestamp
 	ctx     Context
+	scratch *prepScratch
+}
+
+// newExt returns an empty extension for the delta, from the scratch space
+// the first time.
+func (p *preparer) newExt() *valueExt {
+	if s := p.scratch; s != nil {
+		p.scratch = nil
+		return &s.ext
+	}
+	return &valueExt{}
 }
 
 func (p *preparer) dot() Dot {
@@ -121,7 +157,8 @@ func (p *preparer) at(cur Value, depth int) (Value, error) {
 		if err != nil {
 			return Value{}, err
 		}
-		out := Value{ext: &valueExt{fields: map[string]Value{name: cd}}}
+		out := Value{ext: p.newExt()}
+		out.ext.fields = map[string]Value{name: cd}
 		if op.Kind != OpDelete {
 			p.heal(cur, KindMap, &out)
 		}
@@ -129,7 +166,9 @@ func (p *preparer) at(cur Value, depth int) (Value, error) {
 	}
 	if op.Kind == OpDelete {
 		cur.addDotsTo(&p.ctx)
-		return Value{ext: &valueExt{covers: true}}, nil
+		out := Value{ext: p.newExt()}
+		out.ext.covers = true
+		return out, nil
 	}
 	want := op.Kind.kind()
 	if k := cur.Kinds(); k != 0 && k&want == 0 {
@@ -156,7 +195,8 @@ func (p *preparer) at(cur Value, depth int) (Value, error) {
 		if (op.N > 0 && share > math.MaxInt64-op.N) || (op.N < 0 && share < math.MinInt64-op.N) {
 			return Value{}, fmt.Errorf("%w: counter overflow", ErrLimit)
 		}
-		out.ext = &valueExt{ctr: []counterEntry{{Dot: p.dot(), N: share + op.N}}}
+		out.ext = p.newExt()
+		out.ext.ctr = []counterEntry{{Dot: p.dot(), N: share + op.N}}
 	case OpSetUpdate:
 		set := make(map[string][]Dot, len(op.Add)+len(op.Remove))
 		for _, e := range op.Remove {
@@ -168,7 +208,7 @@ func (p *preparer) at(cur Value, depth int) (Value, error) {
 			}
 		}
 		for _, e := range op.Add {
-			if _, seen := set[e]; seen && set[e] != nil {
+			if ds, seen := set[e]; seen && ds != nil {
 				continue // listed twice
 			}
 			for _, d := range cur.setDots(e) {
@@ -176,14 +216,15 @@ func (p *preparer) at(cur Value, depth int) (Value, error) {
 			}
 			set[e] = []Dot{p.dot()}
 		}
-		out.ext = &valueExt{set: set}
+		out.ext = p.newExt()
+		out.ext.set = set
 	case OpFlag:
 		if cur.ext != nil {
 			for _, d := range cur.ext.flag {
 				p.ctx.Add(d)
 			}
 		}
-		out.ext = &valueExt{}
+		out.ext = p.newExt()
 		if op.Enable {
 			out.ext.flag = []Dot{p.dot()}
 		}
@@ -233,7 +274,10 @@ func (p *preparer) heal(cur Value, keep Kind, out *Value) {
 			}
 		}
 		// The context now covers entries the delta does not name.
-		out.extension().covers = true
+		if out.ext == nil {
+			out.ext = p.newExt()
+		}
+		out.ext.covers = true
 	}
 }
 
@@ -325,3 +369,9 @@ func (n *Namespace) ValueDots(key string) []Dot {
 	sort.Slice(ds, func(i, j int) bool { return ds[i].Less(ds[j]) })
 	return ds
 }
+
+// ContextOf returns the part of the causal context holding r's dots.
+func (n *Namespace) ContextOf(r ReplicaID) Context { return n.ctx.Of(r) }
+
+// MaxDot returns the highest counter seen from r.
+func (n *Namespace) MaxDot(r ReplicaID) uint64 { return n.ctx.Max(r) }

@@ -484,3 +484,7 @@ func cmpAt[T any](a []T, i int, b []T, j int, dot func(*T) Dot) int {
 	}
 	return compareDots(dot(&a[i]), dot(&b[j]))
 }
+
+// Clone returns a copy of v that shares no mutable state with it, safe to
+// read after the owning namespace changes.
+func (v Value) Clone() Value { return v.clone() }

@@ -1,0 +1,251 @@
+package store
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	ds "github.com/ipfs/go-datastore"
+
+	"github.com/mycelnet/mycel/crdt"
+)
+
+type pendingKind uint8
+
+const (
+	pendingLocal  pendingKind = iota // a local operation's delta
+	pendingRemote                    // a batch from another replica (or our own, resent)
+	pendingFlush                     // a barrier: nothing to write, but sync
+)
+
+// pending is one change applied in memory and waiting to be committed. The
+// writer fills it under the namespace lock with the encoded effects, so the
+// commit loop never reads namespace state it does not own.
+type pending struct {
+	kind    pendingKind
+	ns      *Namespace
+	durable bool
+	delta   crdt.Delta
+	// remote batches
+	origin  crdt.ReplicaID
+	seq     uint64
+	encoded []byte
+	seen    []byte // encoded seen ranges of origin after this batch
+	// effects
+	keys []keyWrite
+	ctxs []ctxWrite
+	done chan error
+}
+
+type keyWrite struct {
+	key string
+	val []byte // nil: delete
+}
+
+type ctxWrite struct {
+	replica crdt.ReplicaID
+	ranges  []byte
+}
+
+func (p *pending) wait(ctx context.Context) error {
+	select {
+	case err := <-p.done:
+		return err
+	case <-ctx.Done():
+		// The change is applied in memory and will still be committed.
+		return ctx.Err()
+	}
+}
+
+func (s *Store) enqueue(p *pending) {
+	s.qMu.Lock()
+	s.queue = append(s.queue, p)
+	s.qMu.Unlock()
+	select {
+	case s.qNotify <- struct{}{}:
+	default:
+	}
+}
+
+// run is the commit loop: it takes everything queued, commits it as one
+// datastore batch with at most one sync, and acknowledges.
+func (s *Store) run() {
+	defer s.wg.Done()
+	for {
+		s.qMu.Lock()
+		items := s.queue
+		s.queue = nil
+		s.qMu.Unlock()
+		if len(items) > 0 {
+			s.commit(items)
+			continue
+		}
+		select {
+		case <-s.qNotify:
+		case <-s.closing:
+			// Writers holding a slot may still enqueue: drain until
+			// every slot is free, then stop.
+			if len(s.slots) == 0 {
+				s.qMu.Lock()
+				empty := len(s.queue) == 0
+				s.qMu.Unlock()
+				if empty {
+					return
+				}
+			}
+			<-s.qNotify
+		}
+	}
+}
+
+// batchOut is one batch committed, reported through OnCommit.
+type batchOut struct {
+	ns     *Namespace
+	commit Commit
+}
+
+func (s *Store) commit(items []*pending) {
+	ctx := context.Background()
+	err := s.check()
+	if errors.Is(err, ErrClosed) {
+		err = nil // closing: still commit what was accepted
+	}
+	var outs []batchOut
+	if err == nil {
+		outs, err = s.write(ctx, items)
+	}
+	if err != nil {
+		err = s.fail(err)
+	}
+	for _, p := range items {
+		p.done <- err
+		s.release()
+	}
+	if err != nil || s.opts.OnCommit == nil {
+		return
+	}
+	for _, o := range outs {
+		s.opts.OnCommit(o.commit)
+	}
+}
+
+func (s *Store) write(ctx context.Context, items []*pending) ([]batchOut, error) {
+	b, err := s.ds.Batch(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sync := false
+	var outs []batchOut
+	var locals map[*Namespace]*crdt.DeltaBuilder
+	var order []*Namespace
+	for _, p := range items {
+		sync = sync || p.durable
+		if p.kind == pendingFlush {
+			continue
+		}
+		l := p.ns.layout
+		for _, kw := range p.keys {
+			if kw.val == nil {
+				err = b.Delete(ctx, l.stateKey(kw.key))
+			} else {
+				err = b.Put(ctx, l.stateKey(kw.key), kw.val)
+			}
+			if err != nil {
+				return nil, err
+			}
+		}
+		for _, cw := range p.ctxs {
+			if err := b.Put(ctx, l.ctxKey(cw.replica), cw.ranges); err != nil {
+				return nil, err
+			}
+		}
+		switch p.kind {
+		case pendingRemote:
+			rec := logRecord(s.opts.Now().UnixMilli(), p.encoded)
+			if err := b.Put(ctx, l.logKey(p.origin, p.seq), rec); err != nil {
+				return nil, err
+			}
+			if err := b.Put(ctx, l.seenKey(p.origin), p.seen); err != nil {
+				return nil, err
+			}
+			p.ns.noteLogged(p.origin, p.seq, len(rec))
+			outs = append(outs, batchOut{p.ns, Commit{Namespace: p.ns.name, Origin: p.origin, Seq: p.seq, Delta: p.delta, Encoded: p.encoded}})
+		case pendingLocal:
+			if locals == nil {
+				locals = make(map[*Namespace]*crdt.DeltaBuilder)
+			}
+			db := locals[p.ns]
+			if db == nil {
+				db = new(crdt.DeltaBuilder)
+				locals[p.ns] = db
+				order = append(order, p.ns)
+			}
+			db.Add(p.delta)
+		}
+	}
+	// Each namespace's local operations of this commit form one batch.
+	for _, n := range order {
+		d := locals[n].Build()
+		enc := d.Encode(nil)
+		seq, seen := n.sealLocal()
+		rec := logRecord(s.opts.Now().UnixMilli(), enc)
+		if err := b.Put(ctx, n.layout.logKey(s.opts.Replica, seq), rec); err != nil {
+			return nil, err
+		}
+		if err := b.Put(ctx, n.layout.seenKey(s.opts.Replica), seen); err != nil {
+			return nil, err
+		}
+		n.noteLogged(s.opts.Replica, seq, len(rec))
+		outs = append(outs, batchOut{n, Commit{Namespace: n.name, Origin: s.opts.Replica, Seq: seq, Delta: d, Encoded: enc, Local: true}})
+	}
+	if len(order) > 0 {
+		s.clockMu.Lock()
+		t := s.clock.Last()
+		s.clockMu.Unlock()
+		if err := b.Put(ctx, ds.RawKey(keyHLC), encodeTimestamp(t)); err != nil {
+			return nil, err
+		}
+	}
+	if err := b.Commit(ctx); err != nil {
+		return nil, fmt.Errorf("commit batch: %w", err)
+	}
+	if sync {
+		if err := s.ds.Sync(ctx, ds.RawKey("/")); err != nil {
+			return nil, fmt.Errorf("sync: %w", err)
+		}
+	}
+	return outs, nil
+}
+
+// logRecord is a log entry's value: when it was logged, then the delta.
+func logRecord(unixMillis int64, delta []byte) []byte {
+	b := make([]byte, 0, binary.MaxVarintLen64+len(delta))
+	b = binary.AppendUvarint(b, uint64(unixMillis))
+	return append(b, delta...)
+}
+
+func parseLogRecord(b []byte) (unixMillis int64, delta []byte, err error) {
+	t, n := binary.Uvarint(b)
+	if n <= 0 {
+		return 0, nil, errors.New("bad log record header")
+	}
+	return int64(t), b[n:], nil
+}
+
+func encodeTimestamp(t crdt.Timestamp) []byte {
+	b := binary.AppendUvarint(nil, uint64(t.Wall))
+	return binary.AppendUvarint(b, uint64(t.Logical))
+}
+
+func decodeTimestamp(b []byte) (crdt.Timestamp, error) {
+	w, n := binary.Uvarint(b)
+	if n <= 0 {
+		return crdt.Timestamp{}, errors.New("bad timestamp")
+	}
+	l, m := binary.Uvarint(b[n:])
+	if m <= 0 || n+m != len(b) || l > uint64(^uint32(0)) {
+		return crdt.Timestamp{}, errors.New("bad timestamp")
+	}
+	return crdt.Timestamp{Wall: int64(w), Logical: uint32(l)}, nil
+}

@@ -1,0 +1,68 @@
+package store
+
+import (
+	"context"
+	"errors"
+
+	ds "github.com/ipfs/go-datastore"
+
+	"github.com/mycelnet/mycel/crdt"
+)
+
+func isNotFound(err error) bool { return errors.Is(err, ds.ErrNotFound) }
+
+// compact removes log entries, oldest first per origin, until the log is
+// within the retention policy. Key states are never touched; Seen still
+// lists the removed batches, which is how sync learns it must reconcile
+// state instead of replaying the log.
+func (n *Namespace) compact(ctx context.Context) error {
+	s := n.s
+	cutoff := s.opts.Now().Add(-s.opts.Retention.MaxAge).UnixMilli()
+	for {
+		if err := s.check(); err != nil {
+			return err
+		}
+		n.mu.RLock()
+		kept := n.kept.Clone()
+		over := n.logBytes > s.opts.Retention.MaxBytes
+		n.mu.RUnlock()
+		// Candidates: the oldest entry of each origin.
+		var victim crdt.Dot
+		var victimTime int64
+		var victimSize int
+		found := false
+		for _, origin := range kept.Replicas() {
+			seq := kept.Min(origin)
+			raw, err := s.ds.Get(ctx, n.layout.logKey(origin, seq))
+			if isNotFound(err) {
+				// Bookkeeping ahead of the datastore: drop it.
+				n.forget(origin, seq, 0)
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			t, _, err := parseLogRecord(raw)
+			if err != nil {
+				return corrupt(n.name, err)
+			}
+			if !found || t < victimTime {
+				victim, victimTime, victimSize, found = crdt.Dot{Replica: origin, Counter: seq}, t, len(raw), true
+			}
+		}
+		if !found || (!over && victimTime >= cutoff) {
+			return nil
+		}
+		if err := s.ds.Delete(ctx, n.layout.logKey(victim.Replica, victim.Counter)); err != nil {
+			return err
+		}
+		n.forget(victim.Replica, victim.Counter, victimSize)
+	}
+}
+
+func (n *Namespace) forget(origin crdt.ReplicaID, seq uint64, size int) {
+	n.mu.Lock()
+	n.kept.Remove(origin, seq, seq)
+	n.logBytes -= int64(size)
+	n.mu.Unlock()
+}

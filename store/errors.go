@@ -1,0 +1,19 @@
+package store
+
+import "errors"
+
+var (
+	// ErrClosed: the store was closed.
+	ErrClosed = errors.New("store: closed")
+	// ErrCorrupt: a record read from the datastore could not be decoded.
+	// The error names the namespace and key.
+	ErrCorrupt = errors.New("store: corrupt record")
+	// ErrFailed: an earlier write to the datastore failed; the in-memory
+	// state may be ahead of the disk, so the store refuses further writes.
+	// Reopen it.
+	ErrFailed = errors.New("store: failed, reopen required")
+	// ErrInUse: the data directory is held by another process.
+	ErrInUse = errors.New("store: data directory already in use")
+	// ErrInvalidName: a namespace name is empty, too long or not UTF-8.
+	ErrInvalidName = errors.New("store: invalid namespace name")
+)

@@ -1,0 +1,84 @@
+package store
+
+import (
+	"encoding/hex"
+	"strconv"
+
+	ds "github.com/ipfs/go-datastore"
+
+	"github.com/mycelnet/mycel/crdt"
+)
+
+// Datastore layout. Names and keys are hex-encoded so that any UTF-8 string
+// (slashes included) maps to one datastore key, in byte order.
+//
+//	/node/meta/<hex name>             caller metadata (identity key, config fingerprint)
+//	/node/hlc                         last hybrid-clock reading
+//	/node/ns/<hex ns>                 namespace registry
+//	/ns/<hex ns>/c/<replica>          causal context ranges of one replica
+//	/ns/<hex ns>/k/<hex key>          key state (crdt.Value encoding)
+//	/ns/<hex ns>/l/<origin>/<seq>     log entry: uvarint unix ms, delta encoding
+//	/ns/<hex ns>/s/<origin>           sequence numbers of batches applied from origin
+//
+// Replica ids and sequence numbers are 16 hex digits.
+const (
+	prefixNodeMeta = "/node/meta/"
+	keyHLC         = "/node/hlc"
+	prefixRegistry = "/node/ns/"
+)
+
+type layout struct {
+	base string // "/ns/<hex ns>"
+}
+
+func newLayout(ns string) layout { return layout{base: "/ns/" + hex.EncodeToString([]byte(ns))} }
+
+func hex16(n uint64) string {
+	const digits = "0123456789abcdef"
+	var b [16]byte
+	for i := 15; i >= 0; i-- {
+		b[i] = digits[n&0xf]
+		n >>= 4
+	}
+	return string(b[:])
+}
+
+func parseHex16(s string) (uint64, bool) {
+	if len(s) != 16 {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(s, 16, 64)
+	return n, err == nil
+}
+
+func (l layout) stateKey(key string) ds.Key {
+	return ds.RawKey(l.base + "/k/" + hex.EncodeToString([]byte(key)))
+}
+func (l layout) statePrefix() string { return l.base + "/k" }
+
+func (l layout) ctxKey(r crdt.ReplicaID) ds.Key { return ds.RawKey(l.base + "/c/" + hex16(uint64(r))) }
+func (l layout) ctxPrefix() string               { return l.base + "/c" }
+
+func (l layout) seenKey(origin crdt.ReplicaID) ds.Key {
+	return ds.RawKey(l.base + "/s/" + hex16(uint64(origin)))
+}
+func (l layout) seenPrefix() string { return l.base + "/s" }
+
+func (l layout) logKey(origin crdt.ReplicaID, seq uint64) ds.Key {
+	return ds.RawKey(l.base + "/l/" + hex16(uint64(origin)) + "/" + hex16(seq))
+}
+func (l layout) logPrefix() string { return l.base + "/l" }
+
+func registryKey(ns string) ds.Key { return ds.RawKey(prefixRegistry + hex.EncodeToString([]byte(ns))) }
+
+func metaKey(name string) ds.Key { return ds.RawKey(prefixNodeMeta + hex.EncodeToString([]byte(name))) }
+
+// lastSegment returns what follows the final slash.
+func lastSegment(k string) string {
+	for i := len(k) - 1; i >= 0; i-- {
+		if k[i] == '/' {
+			return k[i+1:]
+		}
+	}
+	return k
+}

@@ -1,0 +1,389 @@
+package store
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"unicode/utf8"
+
+	"github.com/ipfs/go-datastore/query"
+
+	"github.com/mycelnet/mycel/crdt"
+)
+
+// Namespace is one replicated keyspace held by the store. Its methods are
+// safe for concurrent use.
+type Namespace struct {
+	s      *Store
+	name   string
+	layout layout
+
+	mu    sync.RWMutex
+	state *crdt.Namespace
+	sum   crdt.DigestSum
+	// seen holds, as dots (origin, seq), every batch applied.
+	seen crdt.Context
+	// kept holds, as dots (origin, seq), the batches still in the log.
+	kept     crdt.Context
+	logBytes int64
+}
+
+func newNamespace(s *Store, name string) *Namespace {
+	return &Namespace{s: s, name: name, layout: newLayout(name), state: crdt.NewNamespace(s.opts.Limits)}
+}
+
+// Name returns the namespace's name.
+func (n *Namespace) Name() string { return n.name }
+
+// WriteOption changes one write.
+type WriteOption func(*writeOpts)
+
+type writeOpts struct{ durable bool }
+
+// WithDurability overrides the store's NoSync setting for one write: true
+// waits for an fsync, false only for the datastore write.
+func WithDurability(durable bool) WriteOption { return func(o *writeOpts) { o.durable = durable } }
+
+// Apply performs a local operation. It returns once the operation is
+// committed (and, unless NoSync, durable). The returned delta is what the
+// operation changed, for callers that notify or replicate.
+func (n *Namespace) Apply(ctx context.Context, op crdt.Op, opts ...WriteOption) (crdt.Delta, error) {
+	wo := writeOpts{durable: !n.s.opts.NoSync}
+	for _, o := range opts {
+		o(&wo)
+	}
+	s := n.s
+	if err := s.acquire(ctx); err != nil {
+		return crdt.Delta{}, err
+	}
+	n.mu.Lock()
+	d, err := n.state.Prepare(op, s.opts.Replica, s.now())
+	if err != nil {
+		n.mu.Unlock()
+		s.release()
+		return crdt.Delta{}, err
+	}
+	p := &pending{kind: pendingLocal, ns: n, durable: wo.durable, delta: d, done: make(chan error, 1)}
+	n.applyLocked(d, p)
+	s.enqueue(p)
+	n.mu.Unlock()
+	return d, p.wait(ctx)
+}
+
+// Batch is a delta batch from some replica's log: what gossip carries and
+// sync resends.
+type Batch struct {
+	Origin crdt.ReplicaID
+	Seq    uint64
+	Delta  crdt.Delta
+	// Encoded is Delta's encoding if the caller has it (saves re-encoding).
+	Encoded []byte
+}
+
+// ApplyBatch applies a batch from the log of replica b.Origin. A batch
+// already applied is skipped (applied false). It returns once the batch is
+// committed (not synced: a lost batch is fetched again by sync).
+func (n *Namespace) ApplyBatch(ctx context.Context, b Batch) (applied bool, err error) {
+	if b.Origin == 0 || b.Seq == 0 {
+		return false, fmt.Errorf("store: batch with zero origin or sequence")
+	}
+	s := n.s
+	if err := s.acquire(ctx); err != nil {
+		return false, err
+	}
+	n.mu.Lock()
+	id := crdt.Dot{Replica: b.Origin, Counter: b.Seq}
+	if n.seen.Contains(id) {
+		n.mu.Unlock()
+		s.release()
+		return false, nil
+	}
+	s.observe(b.Delta.MaxTimestamp())
+	n.seen.Add(id)
+	enc := b.Encoded
+	if enc == nil {
+		enc = b.Delta.Encode(nil)
+	}
+	seen := n.seen.Of(b.Origin)
+	p := &pending{
+		kind: pendingRemote, ns: n, delta: b.Delta, origin: b.Origin, seq: b.Seq,
+		encoded: enc, seen: seen.Encode(nil), done: make(chan error, 1),
+	}
+	n.applyLocked(b.Delta, p)
+	s.enqueue(p)
+	n.mu.Unlock()
+	return true, p.wait(ctx)
+}
+
+// applyLocked joins d into the state, keeps the digest sum current and
+// records the encoded effects in p. n.mu is held.
+func (n *Namespace) applyLocked(d crdt.Delta, p *pending) {
+	for i := 0; i < d.Len(); i++ {
+		k := d.Key(i)
+		if v, ok := n.state.Get(k); ok {
+			n.sum.Remove(crdt.KeyDigest(k, v))
+		}
+	}
+	p.keys = make([]keyWrite, 0, d.Len())
+	n.state.ApplyDelta(d, func(k string, v crdt.Value) {
+		if v.IsEmpty() {
+			p.keys = append(p.keys, keyWrite{key: k})
+			return
+		}
+		n.sum.Add(crdt.KeyDigest(k, v))
+		p.keys = append(p.keys, keyWrite{key: k, val: v.Encode(nil)})
+	})
+	for _, r := range d.Replicas() {
+		c := n.state.ContextOf(r)
+		p.ctxs = append(p.ctxs, ctxWrite{replica: r, ranges: c.Encode(nil)})
+	}
+}
+
+// sealLocal assigns the next sequence number to a local batch being
+// committed and returns it with the encoded seen ranges of this replica.
+func (n *Namespace) sealLocal() (uint64, []byte) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	self := n.s.opts.Replica
+	seq := n.seen.Max(self) + 1
+	n.seen.Add(crdt.Dot{Replica: self, Counter: seq})
+	c := n.seen.Of(self)
+	return seq, c.Encode(nil)
+}
+
+func (n *Namespace) noteLogged(origin crdt.ReplicaID, seq uint64, size int) {
+	n.mu.Lock()
+	n.kept.Add(crdt.Dot{Replica: origin, Counter: seq})
+	n.logBytes += int64(size)
+	n.mu.Unlock()
+}
+
+// skipDots moves this replica's dot counter DotSkip ahead and commits a
+// batch announcing the skipped range (see DotSkip).
+func (n *Namespace) skipDots(ctx context.Context) error {
+	s := n.s
+	self := s.opts.Replica
+	if err := s.acquire(ctx); err != nil {
+		return err
+	}
+	n.mu.Lock()
+	hi := n.state.MaxDot(self)
+	if hi == 0 {
+		n.mu.Unlock()
+		s.release()
+		return nil
+	}
+	var skipped crdt.Context
+	skipped.AddRange(self, hi+1, hi+DotSkip)
+	d := crdt.ContextDelta(skipped)
+	p := &pending{kind: pendingLocal, ns: n, durable: true, delta: d, done: make(chan error, 1)}
+	n.applyLocked(d, p)
+	s.enqueue(p)
+	n.mu.Unlock()
+	return p.wait(ctx)
+}
+
+// Get returns a copy of the value under key.
+func (n *Namespace) Get(key string) (crdt.Value, bool) {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	v, ok := n.state.Get(key)
+	if !ok {
+		return crdt.Value{}, false
+	}
+	return v.Clone(), true
+}
+
+// Keys returns up to limit keys (all if limit <= 0) that have the prefix
+// and sort after the key after, in order.
+func (n *Namespace) Keys(prefix, after string, limit int) []string {
+	n.mu.RLock()
+	all := n.state.Keys(prefix)
+	n.mu.RUnlock()
+	i := sort.SearchStrings(all, after)
+	if i < len(all) && all[i] == after {
+		i++
+	}
+	all = all[i:]
+	if limit > 0 && len(all) > limit {
+		all = all[:limit]
+	}
+	return all
+}
+
+// Len returns the number of keys holding a value.
+func (n *Namespace) Len() int {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.state.Len()
+}
+
+// Digest returns the namespace digest and key count: equal digests mean
+// equal replicas. It is maintained per write, not computed by a scan.
+func (n *Namespace) Digest() (crdt.Digest, int) {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	c := n.state.Context()
+	return crdt.NamespaceDigest(&c, &n.sum), n.state.Len()
+}
+
+// Seen returns the batches applied, as dots (origin, seq).
+func (n *Namespace) Seen() crdt.Context {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.seen.Clone()
+}
+
+// Kept returns the batches still held in the log, as dots (origin, seq).
+// Where Seen has a batch that Kept lacks, the log was compacted past it.
+func (n *Namespace) Kept() crdt.Context {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.kept.Clone()
+}
+
+// LogBytes returns the encoded size of the log.
+func (n *Namespace) LogBytes() int64 {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.logBytes
+}
+
+// View calls fn with the namespace state under the read lock. fn must not
+// keep the state or call back into n.
+func (n *Namespace) View(fn func(st *crdt.Namespace)) {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	fn(n.state)
+}
+
+// ReadLog returns the logged batch (origin, seq), or ok false if it is not
+// in the log.
+func (n *Namespace) ReadLog(ctx context.Context, origin crdt.ReplicaID, seq uint64) (b Batch, ok bool, err error) {
+	raw, err := n.s.ds.Get(ctx, n.layout.logKey(origin, seq))
+	if err != nil {
+		if isNotFound(err) {
+			return Batch{}, false, nil
+		}
+		return Batch{}, false, fmt.Errorf("store: read log %s/%d of %q: %w", origin, seq, n.name, err)
+	}
+	_, enc, err := parseLogRecord(raw)
+	if err == nil {
+		var d crdt.Delta
+		d, err = crdt.DecodeDelta(enc, n.s.opts.Limits)
+		if err == nil {
+			return Batch{Origin: origin, Seq: seq, Delta: d, Encoded: enc}, true, nil
+		}
+	}
+	return Batch{}, false, fmt.Errorf("%w: namespace %q log entry %s/%d: %v", ErrCorrupt, n.name, origin, seq, err)
+}
+
+// loadNamespace reads a namespace back: context, key states, seen batches
+// and the log's bookkeeping. Any record that does not decode is an error
+// naming the namespace and key.
+func loadNamespace(ctx context.Context, s *Store, name string) (*Namespace, error) {
+	n := newNamespace(s, name)
+	lim := s.opts.Limits
+	var c crdt.Context
+	err := scan(ctx, s, n.layout.ctxPrefix(), false, func(key string, val []byte) error {
+		r, ok := parseHex16(lastSegment(key))
+		if !ok {
+			return errors.New("bad replica id")
+		}
+		part, err := crdt.DecodeContext(val, lim)
+		if err != nil {
+			return err
+		}
+		if reps := part.Replicas(); len(reps) != 1 || reps[0] != crdt.ReplicaID(r) {
+			return errors.New("ranges of another replica")
+		}
+		c.Merge(part)
+		return nil
+	})
+	if err != nil {
+		return nil, corrupt(name, err)
+	}
+	n.state.RestoreContext(c)
+	err = scan(ctx, s, n.layout.statePrefix(), false, func(key string, val []byte) error {
+		k, err := decodeHexName(lastSegment(key))
+		if err != nil {
+			return err
+		}
+		v, err := crdt.DecodeValue(val, lim)
+		if err != nil {
+			return fmt.Errorf("key %q: %w", k, err)
+		}
+		if err := n.state.Restore(k, v); err != nil {
+			return fmt.Errorf("key %q: %w", k, err)
+		}
+		n.sum.Add(crdt.KeyDigest(k, v))
+		return nil
+	})
+	if err != nil {
+		return nil, corrupt(name, err)
+	}
+	err = scan(ctx, s, n.layout.seenPrefix(), false, func(key string, val []byte) error {
+		part, err := crdt.DecodeContext(val, lim)
+		if err != nil {
+			return err
+		}
+		n.seen.Merge(part)
+		return nil
+	})
+	if err != nil {
+		return nil, corrupt(name, err)
+	}
+	err = scan(ctx, s, n.layout.logPrefix(), true, func(key string, val []byte) error {
+		rest := strings.TrimPrefix(key, n.layout.logPrefix()+"/")
+		o, seq, ok := strings.Cut(rest, "/")
+		origin, ok1 := parseHex16(o)
+		sq, ok2 := parseHex16(seq)
+		if !ok || !ok1 || !ok2 || origin == 0 || sq == 0 {
+			return errors.New("bad log entry key")
+		}
+		n.kept.Add(crdt.Dot{Replica: crdt.ReplicaID(origin), Counter: sq})
+		n.logBytes += int64(len(val))
+		return nil
+	})
+	if err != nil {
+		return nil, corrupt(name, err)
+	}
+	return n, nil
+}
+
+func corrupt(ns string, err error) error {
+	return fmt.Errorf("%w: namespace %q: %v", ErrCorrupt, ns, err)
+}
+
+// scan calls fn for every entry under prefix.
+func scan(ctx context.Context, s *Store, prefix string, sizesOnly bool, fn func(key string, val []byte) error) error {
+	res, err := s.ds.Query(ctx, query.Query{Prefix: prefix})
+	if err != nil {
+		return err
+	}
+	defer res.Close()
+	for r := range res.Next() {
+		if r.Error != nil {
+			return r.Error
+		}
+		if err := fn(r.Key, r.Value); err != nil {
+			return fmt.Errorf("record %s: %w", r.Key, err)
+		}
+	}
+	return ctx.Err()
+}
+
+func decodeHexName(h string) (string, error) {
+	b, err := hex.DecodeString(h)
+	if err != nil {
+		return "", err
+	}
+	if len(b) == 0 || !utf8.Valid(b) {
+		return "", errors.New("not a valid name")
+	}
+	return string(b), nil
+}

@@ -1,0 +1,450 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	ds "github.com/ipfs/go-datastore"
+	"github.com/ipfs/go-datastore/query"
+
+	"github.com/mycelnet/mycel/crdt"
+)
+
+// DotSkip is how far reopening a namespace moves this replica's dot counter
+// ahead. It must exceed the dots that can be applied in memory but not yet
+// durable when the process dies: at most MaxPending operations of at most
+// Limits.MaxElements+1 dots each (4,096 × 1,000,001 < 2^32 with defaults).
+const DotSkip = 1 << 40
+
+// Options configure a Store. The zero value of each field means its default.
+type Options struct {
+	// Replica is this node's replica id (crdt.DeriveReplicaID of its peer
+	// id). Required.
+	Replica crdt.ReplicaID
+	// Limits bound keys, values and decoded records. Default crdt.DefaultLimits().
+	Limits crdt.Limits
+	// NoSync acknowledges writes once they are written to the datastore,
+	// without waiting for an fsync: faster, but a machine crash (not a
+	// process crash, with Pebble) can lose the last acknowledged writes.
+	// Default false: every acknowledged write is durable. Per call, see
+	// WithDurability.
+	NoSync bool
+	// MaxPending bounds the operations applied but not yet committed;
+	// writers wait beyond it (backpressure). Default 4,096.
+	MaxPending int
+	// Retention bounds each namespace's delta log. Defaults: 256 MiB, 24 h.
+	Retention Retention
+	// CompactEvery is how often the log is trimmed to Retention.
+	// Default 1 minute; negative disables the background trim.
+	CompactEvery time.Duration
+	// MaxClockDrift is how far ahead of local time a remote register
+	// timestamp may be and still advance the local hybrid clock. Default 1 min.
+	MaxClockDrift time.Duration
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+	// OnCommit, if set, is called once per committed batch, in commit
+	// order, from the commit goroutine. It must not block or call back into
+	// the store's write methods.
+	OnCommit func(Commit)
+	// Logger receives warnings. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Retention bounds a namespace's delta log. Compaction removes whole log
+// entries, oldest first; it never changes key states.
+type Retention struct {
+	MaxBytes int64         // total encoded bytes kept
+	MaxAge   time.Duration // entries older than this are removed
+}
+
+func (o Options) withDefaults() (Options, error) {
+	if o.Replica == 0 {
+		return o, errors.New("store: Options.Replica is required")
+	}
+	o.Limits = withDefaultLimits(o.Limits)
+	if o.MaxPending <= 0 {
+		o.MaxPending = 4096
+	}
+	if o.Retention.MaxBytes <= 0 {
+		o.Retention.MaxBytes = 256 << 20
+	}
+	if o.Retention.MaxAge <= 0 {
+		o.Retention.MaxAge = 24 * time.Hour
+	}
+	if o.CompactEvery == 0 {
+		o.CompactEvery = time.Minute
+	}
+	if o.MaxClockDrift <= 0 {
+		o.MaxClockDrift = time.Minute
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o, nil
+}
+
+func withDefaultLimits(l crdt.Limits) crdt.Limits {
+	d := crdt.DefaultLimits()
+	if l.MaxKeyBytes <= 0 {
+		l.MaxKeyBytes = d.MaxKeyBytes
+	}
+	if l.MaxValueBytes <= 0 {
+		l.MaxValueBytes = d.MaxValueBytes
+	}
+	if l.MaxDepth <= 0 {
+		l.MaxDepth = d.MaxDepth
+	}
+	if l.MaxElements <= 0 {
+		l.MaxElements = d.MaxElements
+	}
+	if l.MaxBytes <= 0 {
+		l.MaxBytes = d.MaxBytes
+	}
+	return l
+}
+
+// Commit describes one committed batch.
+type Commit struct {
+	Namespace string
+	Origin    crdt.ReplicaID
+	Seq       uint64
+	Delta     crdt.Delta
+	// Encoded is Delta's canonical encoding, as logged.
+	Encoded []byte
+	// Local is true for a batch of this replica's own operations.
+	Local bool
+}
+
+// Store is the durable state of all namespaces of one node. Its methods are
+// safe for concurrent use.
+type Store struct {
+	ds     ds.Batching
+	opts   Options
+	closer func() error // closes ds when the store owns it
+
+	clockMu sync.Mutex
+	clock   crdt.Clock
+
+	nsMu sync.RWMutex
+	ns   map[string]*Namespace
+
+	slots chan struct{} // backpressure: one per pending operation
+
+	qMu     sync.Mutex
+	queue   []*pending
+	qNotify chan struct{}
+
+	failMu sync.Mutex
+	failed error
+
+	closing   chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+	wg        sync.WaitGroup
+}
+
+// Open loads every namespace in the datastore and starts the commit loop.
+// The caller keeps ownership of d: Close does not close it.
+func Open(ctx context.Context, d ds.Batching, opts Options) (*Store, error) {
+	return open(ctx, d, opts, nil)
+}
+
+func open(ctx context.Context, d ds.Batching, opts Options, closer func() error) (*Store, error) {
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{
+		ds:      d,
+		opts:    opts,
+		closer:  closer,
+		ns:      make(map[string]*Namespace),
+		slots:   make(chan struct{}, opts.MaxPending),
+		qNotify: make(chan struct{}, 1),
+		closing: make(chan struct{}),
+	}
+	s.clock.MaxDrift = opts.MaxClockDrift.Milliseconds()
+	if err := s.loadClock(ctx); err != nil {
+		return nil, err
+	}
+	names, err := s.registry(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range names {
+		n, err := loadNamespace(ctx, s, name)
+		if err != nil {
+			return nil, err
+		}
+		s.ns[name] = n
+	}
+	s.wg.Add(1)
+	go s.run()
+	if opts.CompactEvery > 0 {
+		s.wg.Add(1)
+		go s.compactLoop()
+	}
+	// Skip ahead of any dot that may have been used but not persisted
+	// before this open, and announce the skipped range.
+	for _, n := range s.ns {
+		if err := n.skipDots(ctx); err != nil {
+			_ = s.Close()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+func (s *Store) loadClock(ctx context.Context) error {
+	b, err := s.ds.Get(ctx, ds.RawKey(keyHLC))
+	if errors.Is(err, ds.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("store: read clock: %w", err)
+	}
+	t, err := decodeTimestamp(b)
+	if err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrCorrupt, keyHLC, err)
+	}
+	s.clock.Observe(t)
+	return nil
+}
+
+func (s *Store) registry(ctx context.Context) ([]string, error) {
+	res, err := s.ds.Query(ctx, query.Query{Prefix: prefixRegistry, KeysOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("store: list namespaces: %w", err)
+	}
+	defer res.Close()
+	var names []string
+	for r := range res.Next() {
+		if r.Error != nil {
+			return nil, fmt.Errorf("store: list namespaces: %w", r.Error)
+		}
+		name, err := decodeHexName(lastSegment(r.Key))
+		if err != nil {
+			return nil, fmt.Errorf("%w: namespace registry key %q: %v", ErrCorrupt, r.Key, err)
+		}
+		names = append(names, name)
+	}
+	return names, nil
+}
+
+// Replica returns this node's replica id.
+func (s *Store) Replica() crdt.ReplicaID { return s.opts.Replica }
+
+// Limits returns the limits in force.
+func (s *Store) Limits() crdt.Limits { return s.opts.Limits }
+
+// now returns a hybrid-clock reading for a local write.
+func (s *Store) now() crdt.Timestamp {
+	s.clockMu.Lock()
+	defer s.clockMu.Unlock()
+	return s.clock.Now(s.opts.Now().UnixMilli())
+}
+
+// observe folds a remote timestamp into the clock. A reading beyond the
+// drift bound is not absorbed; the batch is still applied.
+func (s *Store) observe(t crdt.Timestamp) {
+	if t.IsZero() {
+		return
+	}
+	s.clockMu.Lock()
+	err := s.clock.Update(t, s.opts.Now().UnixMilli())
+	s.clockMu.Unlock()
+	if err != nil {
+		s.opts.Logger.Debug("store: remote clock ahead", "err", err)
+	}
+}
+
+// ValidName checks a namespace name.
+func ValidName(name string, l crdt.Limits) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("%w: empty", ErrInvalidName)
+	case len(name) > withDefaultLimits(l).MaxKeyBytes:
+		return fmt.Errorf("%w: %d bytes", ErrInvalidName, len(name))
+	case !utf8.ValidString(name):
+		return fmt.Errorf("%w: not valid UTF-8", ErrInvalidName)
+	}
+	return nil
+}
+
+// Namespace returns the named namespace, creating it (durably) if needed.
+func (s *Store) Namespace(ctx context.Context, name string) (*Namespace, error) {
+	if err := ValidName(name, s.opts.Limits); err != nil {
+		return nil, err
+	}
+	s.nsMu.RLock()
+	n := s.ns[name]
+	s.nsMu.RUnlock()
+	if n != nil {
+		return n, nil
+	}
+	s.nsMu.Lock()
+	defer s.nsMu.Unlock()
+	if n := s.ns[name]; n != nil {
+		return n, nil
+	}
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	if err := s.ds.Put(ctx, registryKey(name), []byte{1}); err != nil {
+		return nil, fmt.Errorf("store: register namespace %q: %w", name, err)
+	}
+	if err := s.ds.Sync(ctx, registryKey(name)); err != nil {
+		return nil, fmt.Errorf("store: register namespace %q: %w", name, err)
+	}
+	n = newNamespace(s, name)
+	s.ns[name] = n
+	return n, nil
+}
+
+// Namespaces returns the names of all namespaces, in no particular order.
+func (s *Store) Namespaces() []string {
+	s.nsMu.RLock()
+	defer s.nsMu.RUnlock()
+	out := make([]string, 0, len(s.ns))
+	for name := range s.ns {
+		out = append(out, name)
+	}
+	return out
+}
+
+// GetMeta reads caller metadata stored under name; ok is false if absent.
+func (s *Store) GetMeta(ctx context.Context, name string) (val []byte, ok bool, err error) {
+	b, err := s.ds.Get(ctx, metaKey(name))
+	if errors.Is(err, ds.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("store: read meta %q: %w", name, err)
+	}
+	return b, true, nil
+}
+
+// PutMeta durably stores caller metadata under name.
+func (s *Store) PutMeta(ctx context.Context, name string, val []byte) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	if err := s.ds.Put(ctx, metaKey(name), val); err != nil {
+		return fmt.Errorf("store: write meta %q: %w", name, err)
+	}
+	if err := s.ds.Sync(ctx, metaKey(name)); err != nil {
+		return fmt.Errorf("store: sync meta %q: %w", name, err)
+	}
+	return nil
+}
+
+func (s *Store) check() error {
+	select {
+	case <-s.closing:
+		return ErrClosed
+	default:
+	}
+	s.failMu.Lock()
+	defer s.failMu.Unlock()
+	return s.failed
+}
+
+func (s *Store) fail(err error) error {
+	s.failMu.Lock()
+	defer s.failMu.Unlock()
+	if s.failed == nil {
+		s.failed = fmt.Errorf("%w: %v", ErrFailed, err)
+		s.opts.Logger.Error("store: write failed; refusing further writes", "err", err)
+	}
+	return s.failed
+}
+
+// acquire takes a pending slot, waiting while MaxPending operations are in
+// flight.
+func (s *Store) acquire(ctx context.Context) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	select {
+	case s.slots <- struct{}{}:
+		return nil
+	case <-s.closing:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *Store) release() {
+	<-s.slots
+	// Wake the commit loop: while closing, it waits for free slots.
+	select {
+	case s.qNotify <- struct{}{}:
+	default:
+	}
+}
+
+// Flush waits until every operation applied so far is committed and synced.
+func (s *Store) Flush(ctx context.Context) error {
+	if err := s.acquire(ctx); err != nil {
+		return err
+	}
+	p := &pending{kind: pendingFlush, durable: true, done: make(chan error, 1)}
+	s.enqueue(p)
+	return p.wait(ctx)
+}
+
+// Compact trims every namespace's log to the retention policy now.
+func (s *Store) Compact(ctx context.Context) error {
+	s.nsMu.RLock()
+	list := make([]*Namespace, 0, len(s.ns))
+	for _, n := range s.ns {
+		list = append(list, n)
+	}
+	s.nsMu.RUnlock()
+	for _, n := range list {
+		if err := n.compact(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Store) compactLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(s.opts.CompactEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.closing:
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(context.Background(), s.opts.CompactEvery)
+			if err := s.Compact(ctx); err != nil && !errors.Is(err, ErrClosed) {
+				s.opts.Logger.Warn("store: log compaction failed", "err", err)
+			}
+			cancel()
+		}
+	}
+}
+
+// Close commits what is queued, stops the store's goroutines and, if the
+// store opened its datastore, closes it. It is safe to call more than once.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		close(s.closing)
+		s.wg.Wait()
+		if s.closer != nil {
+			s.closeErr = s.closer()
+		}
+	})
+	return s.closeErr
+}

@@ -1,0 +1,346 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	ds "github.com/ipfs/go-datastore"
+
+	"github.com/mycelnet/mycel/crdt"
+)
+
+const testReplica crdt.ReplicaID = 0xabc
+
+func openPebble(t *testing.T, dir string, opts Options) *Store {
+	t.Helper()
+	if opts.Replica == 0 {
+		opts.Replica = testReplica
+	}
+	s, err := OpenPebble(context.Background(), dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func mustNS(t *testing.T, s *Store, name string) *Namespace {
+	t.Helper()
+	n, err := s.Namespace(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func put(t *testing.T, n *Namespace, key, val string) {
+	t.Helper()
+	if _, err := n.Apply(context.Background(), crdt.Op{Kind: crdt.OpPut, Key: key, Value: []byte(val)}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func getString(n *Namespace, key string) (string, bool) {
+	v, ok := n.Get(key)
+	if !ok {
+		return "", false
+	}
+	b, _, ok := v.Register()
+	return string(b), ok
+}
+
+// fullDigest recomputes the digest by scanning, to check the incremental one.
+func fullDigest(n *Namespace) crdt.Digest {
+	var d crdt.Digest
+	n.View(func(st *crdt.Namespace) { d = st.Digest() })
+	return d
+}
+
+func TestReopenKeepsEverything(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openPebble(t, dir, Options{})
+	n := mustNS(t, s, "inv/entory") // slashes are fine in names
+	for i := 0; i < 100; i++ {
+		put(t, n, fmt.Sprintf("k/%03d", i), fmt.Sprint("v", i))
+	}
+	for _, op := range []crdt.Op{
+		{Kind: crdt.OpCounterAdd, Key: "hits", N: 41},
+		{Kind: crdt.OpCounterAdd, Key: "hits", N: 1},
+		{Kind: crdt.OpSetUpdate, Key: "tags", Add: []string{"a", "b", "c"}},
+		{Kind: crdt.OpSetUpdate, Key: "tags", Remove: []string{"b"}},
+		{Kind: crdt.OpPut, Key: "user", Path: []string{"name"}, Value: []byte("ann")},
+		{Kind: crdt.OpDelete, Key: "k/000"},
+	} {
+		if _, err := n.Apply(ctx, op); err != nil {
+			t.Fatal(err)
+		}
+	}
+	digest, keys := n.Digest()
+	if digest != fullDigest(n) {
+		t.Fatal("incremental digest differs from a full scan")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s = openPebble(t, dir, Options{})
+	defer s.Close()
+	n = mustNS(t, s, "inv/entory")
+	if got, ok := getString(n, "k/042"); !ok || got != "v42" {
+		t.Fatalf("k/042 = %q %v", got, ok)
+	}
+	if _, ok := n.Get("k/000"); ok {
+		t.Fatal("deleted key came back")
+	}
+	v, _ := n.Get("hits")
+	if v.Counter() != 42 {
+		t.Fatalf("counter %d", v.Counter())
+	}
+	v, _ = n.Get("tags")
+	if got := strings.Join(v.SetElements(), ","); got != "a,c" {
+		t.Fatalf("set %q", got)
+	}
+	if _, k := n.Digest(); k != keys {
+		t.Fatalf("%d keys after reopen, want %d", k, keys)
+	}
+	// Reopening skipped this replica's dots ahead: the context differs from
+	// before only by the announced skip, and the digest is still exact.
+	d2, _ := n.Digest()
+	if d2 != fullDigest(n) {
+		t.Fatal("digest after reopen differs from a full scan")
+	}
+	if got := n.Keys("k/", "k/097", 0); strings.Join(got, ",") != "k/098,k/099" {
+		t.Fatalf("keys after k/097: %v", got)
+	}
+	if got := n.Keys("k/", "", 3); strings.Join(got, ",") != "k/001,k/002,k/003" {
+		t.Fatalf("first keys: %v", got)
+	}
+}
+
+func TestReopenSkipsDots(t *testing.T) {
+	dir := t.TempDir()
+	s := openPebble(t, dir, Options{})
+	n := mustNS(t, s, "ns")
+	put(t, n, "a", "1")
+	s.Close()
+	s = openPebble(t, dir, Options{})
+	defer s.Close()
+	n = mustNS(t, s, "ns")
+	d, err := n.Apply(context.Background(), crdt.Op{Kind: crdt.OpPut, Key: "b", Value: []byte("2")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dot crdt.Dot
+	d.StoreDots(func(x crdt.Dot) { dot = x })
+	if dot.Counter <= DotSkip {
+		t.Fatalf("first write after reopen took dot %v, want > %d", dot, DotSkip)
+	}
+	if c := n.Seen(); c.Max(testReplica) != 3 {
+		t.Fatalf("seen %d local batches, want 3 (write, skip, write)", c.Max(testReplica))
+	}
+}
+
+func TestReplicationThroughCommitHook(t *testing.T) {
+	ctx := context.Background()
+	var mu sync.Mutex
+	var batches []Commit
+	a, err := OpenMemory(ctx, Options{Replica: 1, OnCommit: func(c Commit) {
+		mu.Lock()
+		batches = append(batches, c)
+		mu.Unlock()
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := OpenMemory(ctx, Options{Replica: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	na, nb := mustNS(t, a, "x"), mustNS(t, b, "x")
+	var wg sync.WaitGroup
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 50; i++ {
+				_, _ = na.Apply(ctx, crdt.Op{Kind: crdt.OpPut, Key: fmt.Sprintf("w%d-%d", w, i), Value: []byte("v")})
+				_, _ = na.Apply(ctx, crdt.Op{Kind: crdt.OpCounterAdd, Key: "c", N: 1})
+			}
+		}()
+	}
+	wg.Wait()
+	mu.Lock()
+	got := append([]Commit(nil), batches...)
+	mu.Unlock()
+	// Deliver in reverse, twice: duplicates are skipped.
+	for round := 0; round < 2; round++ {
+		for i := len(got) - 1; i >= 0; i-- {
+			c := got[i]
+			applied, err := nb.ApplyBatch(ctx, Batch{Origin: c.Origin, Seq: c.Seq, Delta: c.Delta, Encoded: c.Encoded})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if applied != (round == 0) {
+				t.Fatalf("round %d batch %d applied=%v", round, c.Seq, applied)
+			}
+		}
+	}
+	da, ka := na.Digest()
+	db, kb := nb.Digest()
+	if da != db || ka != kb || ka != 401 {
+		t.Fatalf("replicas differ: %d vs %d keys", ka, kb)
+	}
+	v, _ := nb.Get("c")
+	if v.Counter() != 400 {
+		t.Fatalf("counter %d", v.Counter())
+	}
+	if len(got) >= 800 {
+		t.Logf("no group commit happened: %d batches for 800 ops", len(got))
+	}
+	// The log of b holds a's batches and can serve them.
+	bb, ok, err := nb.ReadLog(ctx, 1, got[0].Seq)
+	if err != nil || !ok || string(bb.Encoded) != string(got[0].Encoded) {
+		t.Fatalf("log read: ok=%v err=%v", ok, err)
+	}
+}
+
+func TestOversizedValueRefusedBeforeWrite(t *testing.T) {
+	ctx := context.Background()
+	mem := ds.NewMapDatastore()
+	s, err := Open(ctx, mem, Options{Replica: 1, Limits: crdt.Limits{MaxValueBytes: 10, MaxKeyBytes: 8}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	n := mustNS(t, s, "ns")
+	put(t, n, "ok", "small")
+	before, _ := n.Digest()
+	countBefore := countRecords(t, mem)
+	for _, op := range []crdt.Op{
+		{Kind: crdt.OpPut, Key: "big", Value: make([]byte, 11)},
+		{Kind: crdt.OpPut, Key: "much-too-long-key", Value: []byte("x")},
+		{Kind: crdt.OpPut, Key: "", Value: []byte("x")},
+		{Kind: crdt.OpPut, Key: "bad\xff", Value: []byte("x")},
+		{Kind: crdt.OpCounterAdd, Key: "ok", N: 1}, // wrong type
+	} {
+		if _, err := n.Apply(ctx, op); err == nil {
+			t.Fatalf("op %+v accepted", op)
+		}
+	}
+	after, _ := n.Digest()
+	if before != after || countRecords(t, mem) != countBefore {
+		t.Fatal("a refused op changed state")
+	}
+	if _, err := s.Namespace(ctx, ""); !errors.Is(err, ErrInvalidName) {
+		t.Fatalf("empty namespace name: %v", err)
+	}
+}
+
+func countRecords(t *testing.T, d ds.Datastore) int {
+	t.Helper()
+	n := 0
+	if err := scan(context.Background(), &Store{ds: d.(ds.Batching)}, "/", false, func(string, []byte) error { n++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestCorruptRecordIsNamed(t *testing.T) {
+	ctx := context.Background()
+	mem := ds.NewMapDatastore()
+	s, err := Open(ctx, mem, Options{Replica: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := mustNS(t, s, "orders")
+	put(t, n, "order-17", "paid")
+	s.Close()
+	k := newLayout("orders").stateKey("order-17")
+	good, _ := mem.Get(ctx, k)
+	for name, bad := range map[string][]byte{
+		"truncated": good[:len(good)-3],
+		"garbage":   []byte("\xff\xff\xff"),
+		"empty":     {},
+	} {
+		if err := mem.Put(ctx, k, bad); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Open(ctx, mem, Options{Replica: 1})
+		if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), `"orders"`) || !strings.Contains(err.Error(), `"order-17"`) {
+			t.Fatalf("%s: error %v does not name namespace and key", name, err)
+		}
+	}
+}
+
+func TestSecondOpenIsInUse(t *testing.T) {
+	dir := t.TempDir()
+	s := openPebble(t, dir, Options{})
+	defer s.Close()
+	_, err := OpenPebble(context.Background(), dir, Options{Replica: 2})
+	if !errors.Is(err, ErrInUse) {
+		t.Fatalf("second open: %v", err)
+	}
+}
+
+func TestLogRetention(t *testing.T) {
+	ctx := context.Background()
+	now := time.Unix(1_700_000_000, 0)
+	var clockMu sync.Mutex
+	clock := func() time.Time { clockMu.Lock(); defer clockMu.Unlock(); return now }
+	s, err := OpenMemory(ctx, Options{Replica: 1, Now: clock, CompactEvery: -1,
+		Retention: Retention{MaxBytes: 2_000, MaxAge: time.Hour}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	n := mustNS(t, s, "ns")
+	for i := 0; i < 100; i++ {
+		put(t, n, fmt.Sprint("k", i), strings.Repeat("x", 50))
+	}
+	if err := s.Compact(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n.LogBytes() > 2_000 {
+		t.Fatalf("log holds %d bytes after compaction", n.LogBytes())
+	}
+	kept, seen := n.Kept(), n.Seen()
+	if kept.Min(1) <= 1 || seen.Min(1) != 1 || kept.Max(1) != seen.Max(1) {
+		t.Fatalf("kept %d..%d, seen %d..%d", kept.Min(1), kept.Max(1), seen.Min(1), seen.Max(1))
+	}
+	if _, ok, _ := n.ReadLog(ctx, 1, 1); ok {
+		t.Fatal("compacted entry still readable")
+	}
+	if n.Len() != 100 {
+		t.Fatal("compaction touched key states")
+	}
+	// Age: two hours later everything goes.
+	clockMu.Lock()
+	now = now.Add(2 * time.Hour)
+	clockMu.Unlock()
+	if err := s.Compact(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if k := n.Kept(); k.Len() != 0 || n.LogBytes() != 0 {
+		t.Fatalf("%d entries, %d bytes left after max age", k.Len(), n.LogBytes())
+	}
+}
+
+func TestCloseIsIdempotentAndRefusesWrites(t *testing.T) {
+	s, err := OpenMemory(context.Background(), Options{Replica: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := mustNS(t, s, "ns")
+	s.Close()
+	s.Close()
+	if _, err := n.Apply(context.Background(), crdt.Op{Kind: crdt.OpPut, Key: "k", Value: []byte("v")}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("write after close: %v", err)
+	}
+}
