@@ -252,6 +252,11 @@ func (dec *decoder) value(b []byte, depth int) (Value, error) {
 			if err := dec.count("map fields", len(e.fields)+1); err != nil {
 				return err
 			}
+			// Checked here, not only when the field's value is decoded:
+			// a removal marker may omit its (empty) value.
+			if depth+1 > dec.lim.MaxDepth {
+				return overLimit("nesting deeper than %d", dec.lim.MaxDepth)
+			}
 			name, fv, err := dec.fieldEntry(f.b, depth)
 			if err != nil {
 				return err

@@ -230,6 +230,7 @@ func hostileCases() []hostileCase {
 
 		// Limits.
 		{"nesting deeper than MaxDepth", onAll, wireCat(ctx, wireKey("a", wireNested(3))), Limits{MaxDepth: 2}, ErrLimit, "nesting deeper than 2"},
+		{"removal marker deeper than MaxDepth", onAll, wireCat(ctx, wireKey("a", wireField("f", wireField("g", wireMsg(fValField, wireString(fFieldName, "h")))))), Limits{MaxDepth: 2}, ErrLimit, "nesting deeper than 2"},
 		{"nesting deeper than default MaxDepth", onAll, wireCat(ctx, wireKey("a", wireNested(DefaultLimits().MaxDepth+1))), Limits{}, ErrLimit, "nesting deeper than 8"},
 		{"register value over MaxValueBytes", onAll, wireCat(ctx, wireKey("a", wireReg(1, 1, "12345"))), Limits{MaxValueBytes: 4}, ErrLimit, "register value is 5 bytes, max 4"},
 		{"key over MaxKeyBytes", onStates, wireCat(ctx, wireKey("abcde", reg1)), Limits{MaxKeyBytes: 4}, ErrLimit, "key is 5 bytes, max 4"},

@@ -84,7 +84,9 @@ func appendStringField(b []byte, num protowire.Number, v string) []byte {
 
 // --- dots and contexts ---
 
-func sizeDotBody(d Dot) int { return sizeTag(fDotReplica) + 8 + sizeUvarintField(fDotCounter, d.Counter) }
+func sizeDotBody(d Dot) int {
+	return sizeTag(fDotReplica) + 8 + sizeUvarintField(fDotCounter, d.Counter)
+}
 
 func appendDotBody(b []byte, d Dot) []byte {
 	b = protowire.AppendTag(b, fDotReplica, protowire.Fixed64Type)

@@ -1,6 +1,9 @@
 package crdt
 
-import "fmt"
+import (
+	"fmt"
+	"math"
+)
 
 // Timestamp is a hybrid logical clock reading: physical milliseconds since
 // the Unix epoch, and a logical counter that orders events within one
@@ -63,8 +66,11 @@ func (c *Clock) Now(pt int64) Timestamp {
 func (c *Clock) tick() {
 	if c.last.Logical == ^uint32(0) {
 		// The logical counter is exhausted within one millisecond:
-		// borrow the next millisecond rather than wrap.
-		c.last = Timestamp{Wall: c.last.Wall + 1}
+		// borrow the next millisecond rather than wrap. At the end of
+		// time the clock saturates instead of overflowing.
+		if c.last.Wall < math.MaxInt64 {
+			c.last = Timestamp{Wall: c.last.Wall + 1}
+		}
 		return
 	}
 	c.last.Logical++

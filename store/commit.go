@@ -139,6 +139,13 @@ func (s *Store) write(ctx context.Context, items []*pending) ([]batchOut, error)
 	var outs []batchOut
 	var locals map[*Namespace]*crdt.DeltaBuilder
 	var order []*Namespace
+	// Context ranges of one replica are rewritten by every change that
+	// touches them: write only the last version of each.
+	type ctxSlot struct {
+		ns      *Namespace
+		replica crdt.ReplicaID
+	}
+	lastCtx := make(map[ctxSlot][]byte)
 	for _, p := range items {
 		sync = sync || p.durable
 		if p.kind == pendingFlush {
@@ -156,9 +163,7 @@ func (s *Store) write(ctx context.Context, items []*pending) ([]batchOut, error)
 			}
 		}
 		for _, cw := range p.ctxs {
-			if err := b.Put(ctx, l.ctxKey(cw.replica), cw.ranges); err != nil {
-				return nil, err
-			}
+			lastCtx[ctxSlot{p.ns, cw.replica}] = cw.ranges
 		}
 		switch p.kind {
 		case pendingRemote:
@@ -182,6 +187,11 @@ func (s *Store) write(ctx context.Context, items []*pending) ([]batchOut, error)
 				order = append(order, p.ns)
 			}
 			db.Add(p.delta)
+		}
+	}
+	for slot, ranges := range lastCtx {
+		if err := b.Put(ctx, slot.ns.layout.ctxKey(slot.replica), ranges); err != nil {
+			return nil, err
 		}
 	}
 	// Each namespace's local operations of this commit form one batch.

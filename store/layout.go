@@ -57,7 +57,7 @@ func (l layout) stateKey(key string) ds.Key {
 func (l layout) statePrefix() string { return l.base + "/k" }
 
 func (l layout) ctxKey(r crdt.ReplicaID) ds.Key { return ds.RawKey(l.base + "/c/" + hex16(uint64(r))) }
-func (l layout) ctxPrefix() string               { return l.base + "/c" }
+func (l layout) ctxPrefix() string              { return l.base + "/c" }
 
 func (l layout) seenKey(origin crdt.ReplicaID) ds.Key {
 	return ds.RawKey(l.base + "/s/" + hex16(uint64(origin)))

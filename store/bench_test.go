@@ -1,0 +1,146 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/mycelnet/mycel/crdt"
+)
+
+func benchPut(b *testing.B, writers int) {
+	ctx := context.Background()
+	s := openPebble(&testing.T{}, b.TempDir(), Options{CompactEvery: -1})
+	defer s.Close()
+	n, err := s.Namespace(ctx, "bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	val := make([]byte, 100)
+	var next atomic.Int64
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1)
+				if i > int64(b.N) {
+					return
+				}
+				if _, err := n.Apply(ctx, crdt.Op{Kind: crdt.OpPut, Key: fmt.Sprintf("key-%09d", i), Value: val}); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "puts/s")
+}
+
+// BenchmarkDurablePut1 is one writer doing durable (fsynced) register puts
+// of 100-byte values on Pebble.
+func BenchmarkDurablePut1(b *testing.B) { benchPut(b, 1) }
+
+// BenchmarkDurablePut64 is 64 concurrent writers doing durable puts: group
+// commit shares each fsync among them.
+func BenchmarkDurablePut64(b *testing.B) { benchPut(b, 64) }
+
+// remoteBatches builds batches of size keys each from another replica.
+func remoteBatches(b *testing.B, count, size int) []Batch {
+	src := crdt.NewNamespace(crdt.Limits{})
+	val := make([]byte, 100)
+	out := make([]Batch, 0, count)
+	for j := 0; j < count; j++ {
+		var db crdt.DeltaBuilder
+		for i := 0; i < size; i++ {
+			d, err := src.Prepare(crdt.Op{Kind: crdt.OpPut, Key: fmt.Sprintf("key-%09d", j*size+i), Value: val}, 99, crdt.Timestamp{Wall: int64(j*size + i)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			src.ApplyDelta(d, nil)
+			db.Add(d)
+		}
+		d := db.Build()
+		out = append(out, Batch{Origin: 99, Seq: uint64(j + 1), Delta: d, Encoded: d.Encode(nil)})
+	}
+	return out
+}
+
+// BenchmarkApplyBatchNoSync applies 512-key batches from another replica on
+// Pebble without fsync: the replication receive path.
+func BenchmarkApplyBatchNoSync(b *testing.B) {
+	ctx := context.Background()
+	const size = 512
+	batches := remoteBatches(b, b.N, size)
+	s := openPebble(&testing.T{}, b.TempDir(), Options{CompactEvery: -1, NoSync: true})
+	defer s.Close()
+	n, err := s.Namespace(ctx, "bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := n.ApplyBatch(ctx, batches[i]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*size)/b.Elapsed().Seconds(), "keys/s")
+}
+
+// BenchmarkOpen measures reopening a Pebble store of 1,000,000 keys (100-byte
+// values) until its state is ready to serve, and the memory the state takes
+// per key beyond the key and value bytes. Run with -benchtime=1x.
+func BenchmarkOpen(b *testing.B) {
+	ctx := context.Background()
+	const keys, size = 1_000_000, 1000
+	dir := b.TempDir()
+	s := openPebble(&testing.T{}, dir, Options{CompactEvery: -1, NoSync: true})
+	n, err := s.Namespace(ctx, "bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var payload int64
+	for j, bt := range remoteBatches(b, keys/size, size) {
+		if _, err := n.ApplyBatch(ctx, bt); err != nil {
+			b.Fatal(err)
+		}
+		_ = j
+	}
+	n.View(func(st *crdt.Namespace) {
+		st.Range(func(k string, v crdt.Value) bool {
+			val, _, _ := v.Register()
+			payload += int64(len(k) + len(val))
+			return true
+		})
+	})
+	if err := s.Close(); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		runtime.GC()
+		var before runtime.MemStats
+		runtime.ReadMemStats(&before)
+		b.StartTimer()
+		s := openPebble(&testing.T{}, dir, Options{CompactEvery: -1})
+		b.StopTimer()
+		n, _ := s.Namespace(ctx, "bench")
+		if n.Len() != keys {
+			b.Fatalf("%d keys after open", n.Len())
+		}
+		runtime.GC()
+		var after runtime.MemStats
+		runtime.ReadMemStats(&after)
+		heap := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+		b.ReportMetric(float64(heap-payload)/keys, "overhead-B/key")
+		s.Close()
+		b.StartTimer()
+	}
+}
