@@ -118,3 +118,14 @@ func (n *Namespace) Restore(key string, v Value) error {
 // RestoreContext sets the namespace's causal context while loading it from
 // storage.
 func (n *Namespace) RestoreContext(c Context) { n.ctx = c.Clone() }
+
+// Bytes returns the sum and count as 40 bytes, for comparing sums across
+// replicas.
+func (s *DigestSum) Bytes() []byte {
+	b := make([]byte, 40)
+	for i, l := range s.limbs {
+		binary.BigEndian.PutUint64(b[i*8:], l)
+	}
+	binary.BigEndian.PutUint64(b[32:], s.n)
+	return b
+}

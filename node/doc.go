@@ -1,7 +1,15 @@
-// Package node will be Mycel's embeddable library: it will own the libp2p
-// host, identity, discovery and security, open namespaces backed by store/
-// and replicated by gossip/, and expose reads, writes and watches.
+// Package node is Mycel's embeddable library. It owns a node's libp2p host
+// (identity, transports, security, connection management, discovery), opens
+// the node's store, and wires namespaces to replication:
 //
-// Not built yet: this file only records what the package will own. It must
-// not reach into crdt/ internals or persist anything itself.
+//	n, err := node.Open(ctx, node.DefaultLANConfig())
+//	defer n.Close()
+//	ns, _ := n.Namespace(ctx, "inventory")
+//	_ = ns.Put(ctx, "sku-1", []byte("42"))
+//	v, _ := ns.Get(ctx, "sku-1")
+//
+// Every write is applied through the store (durable before it returns, by
+// default), published by gossip, and repaired by sync; reads are served from
+// the local replica. The package must not reach into crdt internals or
+// persist anything except through store/.
 package node

@@ -35,7 +35,11 @@ func OpenPebble(ctx context.Context, dir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	popts := &pebble.Options{}
+	popts := &pebble.Options{
+		// Larger memtables mean fewer flushes and less write amplification
+		// for a workload that writes every change twice (state and log).
+		MemTableSize: 64 << 20,
+	}
 	d, err := pebbleds.NewDatastore(dir, pebbleds.WithPebbleOpts(popts), pebbleds.WithPebbleWriteOptions(pebble.NoSync))
 	if err != nil {
 		lock.Close()

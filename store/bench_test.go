@@ -112,7 +112,7 @@ func BenchmarkOpen(b *testing.B) {
 		}
 		_ = j
 	}
-	n.View(func(st *crdt.Namespace) {
+	n.View(func(st *crdt.Namespace, _ *crdt.Context) {
 		st.Range(func(k string, v crdt.Value) bool {
 			val, _, _ := v.Register()
 			payload += int64(len(k) + len(val))

@@ -17,6 +17,7 @@ const (
 	pendingLocal  pendingKind = iota // a local operation's delta
 	pendingRemote                    // a batch from another replica (or our own, resent)
 	pendingFlush                     // a barrier: nothing to write, but sync
+	pendingState                     // the result of a state reconciliation
 )
 
 // pending is one change applied in memory and waiting to be committed. The
@@ -33,9 +34,10 @@ type pending struct {
 	encoded []byte
 	seen    []byte // encoded seen ranges of origin after this batch
 	// effects
-	keys []keyWrite
-	ctxs []ctxWrite
-	done chan error
+	keys  []keyWrite
+	ctxs  []ctxWrite
+	seens []ctxWrite // state reconciliation: seen ranges per origin
+	done  chan error
 }
 
 type keyWrite struct {
@@ -68,10 +70,12 @@ func (s *Store) enqueue(p *pending) {
 	}
 }
 
-// run is the commit loop: it takes everything queued, commits it as one
-// datastore batch with at most one sync, and acknowledges.
+// run is the commit loop: it takes everything queued and writes it as one
+// datastore batch, then hands the batch to the sync loop. Writing the next
+// batch overlaps with syncing the previous one.
 func (s *Store) run() {
 	defer s.wg.Done()
+	defer close(s.synced)
 	for {
 		s.qMu.Lock()
 		items := s.queue
@@ -99,6 +103,60 @@ func (s *Store) run() {
 	}
 }
 
+// group is one written datastore batch waiting for its sync.
+type group struct {
+	items   []*pending
+	outs    []batchOut
+	durable bool
+	err     error
+}
+
+// syncLoop syncs written batches, as many per sync as are waiting, then
+// acknowledges them and reports them through OnCommit, in commit order.
+func (s *Store) syncLoop() {
+	defer s.wg.Done()
+	for g := range s.synced {
+		groups := []*group{g}
+	drain:
+		for {
+			select {
+			case more, ok := <-s.synced:
+				if !ok {
+					break drain
+				}
+				groups = append(groups, more)
+			default:
+				break drain
+			}
+		}
+		durable := false
+		for _, g := range groups {
+			durable = durable || (g.durable && g.err == nil)
+		}
+		var syncErr error
+		if durable {
+			if err := s.ds.Sync(context.Background(), ds.RawKey("/")); err != nil {
+				syncErr = s.fail(fmt.Errorf("sync: %w", err))
+			}
+		}
+		for _, g := range groups {
+			err := g.err
+			if err == nil {
+				err = syncErr
+			}
+			for _, p := range g.items {
+				p.done <- err
+				s.release()
+			}
+			if err == nil && s.opts.OnCommit != nil {
+				for _, o := range g.outs {
+					s.opts.OnCommit(o.commit)
+				}
+			}
+		}
+	}
+}
+
 // batchOut is one batch committed, reported through OnCommit.
 type batchOut struct {
 	ns     *Namespace
@@ -111,32 +169,21 @@ func (s *Store) commit(items []*pending) {
 	if errors.Is(err, ErrClosed) {
 		err = nil // closing: still commit what was accepted
 	}
-	var outs []batchOut
+	g := &group{items: items}
 	if err == nil {
-		outs, err = s.write(ctx, items)
+		g.outs, g.durable, err = s.write(ctx, items)
 	}
 	if err != nil {
-		err = s.fail(err)
+		g.err = s.fail(err)
 	}
-	for _, p := range items {
-		p.done <- err
-		s.release()
-	}
-	if err != nil || s.opts.OnCommit == nil {
-		return
-	}
-	for _, o := range outs {
-		s.opts.OnCommit(o.commit)
-	}
+	s.synced <- g
 }
 
-func (s *Store) write(ctx context.Context, items []*pending) ([]batchOut, error) {
+func (s *Store) write(ctx context.Context, items []*pending) (outs []batchOut, sync bool, err error) {
 	b, err := s.ds.Batch(ctx)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	sync := false
-	var outs []batchOut
 	var locals map[*Namespace]*crdt.DeltaBuilder
 	var order []*Namespace
 	// Context ranges of one replica are rewritten by every change that
@@ -159,20 +206,25 @@ func (s *Store) write(ctx context.Context, items []*pending) ([]batchOut, error)
 				err = b.Put(ctx, l.stateKey(kw.key), kw.val)
 			}
 			if err != nil {
-				return nil, err
+				return nil, false, err
 			}
 		}
 		for _, cw := range p.ctxs {
 			lastCtx[ctxSlot{p.ns, cw.replica}] = cw.ranges
 		}
+		for _, sw := range p.seens {
+			if err := b.Put(ctx, l.seenKey(sw.replica), sw.ranges); err != nil {
+				return nil, false, err
+			}
+		}
 		switch p.kind {
 		case pendingRemote:
 			rec := logRecord(s.opts.Now().UnixMilli(), p.encoded)
 			if err := b.Put(ctx, l.logKey(p.origin, p.seq), rec); err != nil {
-				return nil, err
+				return nil, false, err
 			}
 			if err := b.Put(ctx, l.seenKey(p.origin), p.seen); err != nil {
-				return nil, err
+				return nil, false, err
 			}
 			p.ns.noteLogged(p.origin, p.seq, len(rec))
 			outs = append(outs, batchOut{p.ns, Commit{Namespace: p.ns.name, Origin: p.origin, Seq: p.seq, Delta: p.delta, Encoded: p.encoded}})
@@ -191,7 +243,7 @@ func (s *Store) write(ctx context.Context, items []*pending) ([]batchOut, error)
 	}
 	for slot, ranges := range lastCtx {
 		if err := b.Put(ctx, slot.ns.layout.ctxKey(slot.replica), ranges); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 	}
 	// Each namespace's local operations of this commit form one batch.
@@ -201,10 +253,10 @@ func (s *Store) write(ctx context.Context, items []*pending) ([]batchOut, error)
 		seq, seen := n.sealLocal()
 		rec := logRecord(s.opts.Now().UnixMilli(), enc)
 		if err := b.Put(ctx, n.layout.logKey(s.opts.Replica, seq), rec); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		if err := b.Put(ctx, n.layout.seenKey(s.opts.Replica), seen); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		n.noteLogged(s.opts.Replica, seq, len(rec))
 		outs = append(outs, batchOut{n, Commit{Namespace: n.name, Origin: s.opts.Replica, Seq: seq, Delta: d, Encoded: enc, Local: true}})
@@ -214,18 +266,13 @@ func (s *Store) write(ctx context.Context, items []*pending) ([]batchOut, error)
 		t := s.clock.Last()
 		s.clockMu.Unlock()
 		if err := b.Put(ctx, ds.RawKey(keyHLC), encodeTimestamp(t)); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 	}
 	if err := b.Commit(ctx); err != nil {
-		return nil, fmt.Errorf("commit batch: %w", err)
+		return nil, false, fmt.Errorf("commit batch: %w", err)
 	}
-	if sync {
-		if err := s.ds.Sync(ctx, ds.RawKey("/")); err != nil {
-			return nil, fmt.Errorf("sync: %w", err)
-		}
-	}
-	return outs, nil
+	return outs, sync, nil
 }
 
 // logRecord is a log entry's value: when it was logged, then the delta.

@@ -42,7 +42,12 @@ func (n *Namespace) Name() string { return n.name }
 // WriteOption changes one write.
 type WriteOption func(*writeOpts)
 
-type writeOpts struct{ durable bool }
+type writeOpts struct{ durable, noWait bool }
+
+// WithoutWait returns as soon as the change is applied in memory and queued
+// for commit, without waiting for it to be written. For replication, where
+// a lost batch is fetched again by sync.
+func WithoutWait() WriteOption { return func(o *writeOpts) { o.noWait = true } }
 
 // WithDurability overrides the store's NoSync setting for one write: true
 // waits for an fsync, false only for the datastore write.
@@ -71,6 +76,9 @@ func (n *Namespace) Apply(ctx context.Context, op crdt.Op, opts ...WriteOption) 
 	n.applyLocked(d, p)
 	s.enqueue(p)
 	n.mu.Unlock()
+	if wo.noWait {
+		return d, nil
+	}
 	return d, p.wait(ctx)
 }
 
@@ -87,7 +95,11 @@ type Batch struct {
 // ApplyBatch applies a batch from the log of replica b.Origin. A batch
 // already applied is skipped (applied false). It returns once the batch is
 // committed (not synced: a lost batch is fetched again by sync).
-func (n *Namespace) ApplyBatch(ctx context.Context, b Batch) (applied bool, err error) {
+func (n *Namespace) ApplyBatch(ctx context.Context, b Batch, opts ...WriteOption) (applied bool, err error) {
+	var wo writeOpts
+	for _, o := range opts {
+		o(&wo)
+	}
 	if b.Origin == 0 || b.Seq == 0 {
 		return false, fmt.Errorf("store: batch with zero origin or sequence")
 	}
@@ -116,6 +128,9 @@ func (n *Namespace) ApplyBatch(ctx context.Context, b Batch) (applied bool, err 
 	n.applyLocked(b.Delta, p)
 	s.enqueue(p)
 	n.mu.Unlock()
+	if wo.noWait {
+		return true, nil
+	}
 	return true, p.wait(ctx)
 }
 
@@ -253,12 +268,47 @@ func (n *Namespace) LogBytes() int64 {
 	return n.logBytes
 }
 
-// View calls fn with the namespace state under the read lock. fn must not
-// keep the state or call back into n.
-func (n *Namespace) View(fn func(st *crdt.Namespace)) {
+// View calls fn with the namespace state and the batches seen, under the
+// read lock, so both are one consistent snapshot. fn must not keep them or
+// call back into n.
+func (n *Namespace) View(fn func(st *crdt.Namespace, seen *crdt.Context)) {
 	n.mu.RLock()
 	defer n.mu.RUnlock()
-	fn(n.state)
+	fn(n.state, &n.seen)
+}
+
+// HasSeen reports whether the batch (origin, seq) was applied.
+func (n *Namespace) HasSeen(origin crdt.ReplicaID, seq uint64) bool {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.seen.Contains(crdt.Dot{Replica: origin, Counter: seq})
+}
+
+// ApplyState applies the result of a state reconciliation: key deltas
+// (which are not log batches and are not logged), then the peer's seen
+// batches and causal context as of the snapshot the deltas were cut from.
+// The caller guarantees the deltas cover every key where the two replicas
+// differed at that snapshot; merging the context is only sound then.
+func (n *Namespace) ApplyState(ctx context.Context, deltas []crdt.Delta, seen, cctx crdt.Context) error {
+	s := n.s
+	if err := s.acquire(ctx); err != nil {
+		return err
+	}
+	n.mu.Lock()
+	p := &pending{kind: pendingState, ns: n, durable: !s.opts.NoSync, done: make(chan error, 1)}
+	for _, d := range deltas {
+		s.observe(d.MaxTimestamp())
+		n.applyLocked(d, p)
+	}
+	n.applyLocked(crdt.ContextDelta(cctx), p)
+	n.seen.Merge(seen)
+	for _, origin := range seen.Replicas() {
+		c := n.seen.Of(origin)
+		p.seens = append(p.seens, ctxWrite{replica: origin, ranges: c.Encode(nil)})
+	}
+	s.enqueue(p)
+	n.mu.Unlock()
+	return p.wait(ctx)
 }
 
 // ReadLog returns the logged batch (origin, seq), or ok false if it is not

@@ -141,6 +141,7 @@ type Store struct {
 	qMu     sync.Mutex
 	queue   []*pending
 	qNotify chan struct{}
+	synced  chan *group // written batches waiting for a sync
 
 	failMu sync.Mutex
 	failed error
@@ -169,6 +170,7 @@ func open(ctx context.Context, d ds.Batching, opts Options, closer func() error)
 		ns:      make(map[string]*Namespace),
 		slots:   make(chan struct{}, opts.MaxPending),
 		qNotify: make(chan struct{}, 1),
+		synced:  make(chan *group, 64),
 		closing: make(chan struct{}),
 	}
 	s.clock.MaxDrift = opts.MaxClockDrift.Milliseconds()
@@ -186,8 +188,9 @@ func open(ctx context.Context, d ds.Batching, opts Options, closer func() error)
 		}
 		s.ns[name] = n
 	}
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.run()
+	go s.syncLoop()
 	if opts.CompactEvery > 0 {
 		s.wg.Add(1)
 		go s.compactLoop()

@@ -56,7 +56,7 @@ func getString(n *Namespace, key string) (string, bool) {
 // fullDigest recomputes the digest by scanning, to check the incremental one.
 func fullDigest(n *Namespace) crdt.Digest {
 	var d crdt.Digest
-	n.View(func(st *crdt.Namespace) { d = st.Digest() })
+	n.View(func(st *crdt.Namespace, _ *crdt.Context) { d = st.Digest() })
 	return d
 }
 

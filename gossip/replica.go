@@ -1,0 +1,55 @@
+package gossip
+
+import (
+	"context"
+	"sync/atomic"
+
+	"github.com/mycelnet/mycel/crdt"
+)
+
+// Replica is what replication needs of a namespace's storage. Implementations
+// must be safe for concurrent use.
+type Replica interface {
+	// Seen returns the batches applied, as dots (origin, seq).
+	Seen() crdt.Context
+	// HasSeen reports whether batch (origin, seq) was applied.
+	HasSeen(origin crdt.ReplicaID, seq uint64) bool
+	// Kept returns the batches still held in the log.
+	Kept() crdt.Context
+	// ReadLog returns a logged batch; ok is false if it is not in the log.
+	ReadLog(ctx context.Context, origin crdt.ReplicaID, seq uint64) (b Batch, ok bool, err error)
+	// ApplyBatch applies a batch of origin's log; it may return before the
+	// batch is written (a lost batch is fetched again by sync).
+	ApplyBatch(ctx context.Context, b Batch) (applied bool, err error)
+	// View calls fn with a consistent snapshot of the state and the batches
+	// seen, under a read lock; fn must not keep them.
+	View(fn func(st *crdt.Namespace, seen *crdt.Context))
+	// ApplyState applies key deltas from a state reconciliation, then the
+	// peer's seen batches and context as of that reconciliation's snapshot.
+	ApplyState(ctx context.Context, deltas []crdt.Delta, seen, cctx crdt.Context) error
+}
+
+// Stats counts what replication did. All fields are safe to read while the
+// replicator runs.
+type Stats struct {
+	MessagesPublished atomic.Int64 // gossip messages published
+	BatchesPublished  atomic.Int64
+	BytesPublished    atomic.Int64
+	MessagesReceived  atomic.Int64 // accepted gossip messages from others
+	BatchesReceived   atomic.Int64
+	BatchesApplied    atomic.Int64 // batches that were new
+	BytesReceived     atomic.Int64
+	RejectMalformed   atomic.Int64 // messages or frames that did not decode
+	RejectOrigin      atomic.Int64 // batch origin is not the signer
+	RejectNotWriter   atomic.Int64 // signer not in the namespace's writer allowlist
+	IgnoredDuplicate  atomic.Int64 // every batch already applied
+	SyncSessions      atomic.Int64 // sync sessions completed as client
+	SyncServed        atomic.Int64 // sync sessions served
+	SyncRefused       atomic.Int64 // sync requests refused by rate limits
+	SyncBatchesIn     atomic.Int64
+	SyncBatchesOut    atomic.Int64
+	SyncBytesIn       atomic.Int64
+	SyncBytesOut      atomic.Int64
+	StateSessions     atomic.Int64 // sync sessions that reconciled state
+	StateKeysIn       atomic.Int64
+}

@@ -1,0 +1,333 @@
+package gossip
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/mycelnet/mycel/crdt"
+)
+
+// ProtocolSync is the repair protocol's id.
+const ProtocolSync = "/mycel/sync/1.0.0"
+
+// TopicName returns the gossipsub topic of a namespace.
+func TopicName(ns string) string { return "/mycel/ns/" + ns + "/1" }
+
+// Config configures a Replicator. Zero fields take the documented defaults.
+type Config struct {
+	// Host is the libp2p host. Required.
+	Host host.Host
+	// PubSub is a gossipsub router on Host, made with the options from
+	// PubSubOptions. Required.
+	PubSub *pubsub.PubSub
+	// Replica is this node's replica id. Required.
+	Replica crdt.ReplicaID
+	// Limits bound what peers can make us decode.
+	Limits Limits
+	// CoalesceWindow is how long local batches wait to be published
+	// together. Default 2 ms.
+	CoalesceWindow time.Duration
+	// MaxPublishOps publishes as soon as this many key changes are queued.
+	// Default 512.
+	MaxPublishOps int
+	// MaxPublishBytes bounds one published message. Default 1 MiB.
+	MaxPublishBytes int
+	// DisablePublish turns the gossip fast path off (sync alone then
+	// replicates): for tests and for measuring the repair path.
+	DisablePublish bool
+	// SyncInterval is the mean time between background syncs with a random
+	// peer (jittered ±50%). Default 10 s.
+	SyncInterval time.Duration
+	// SyncTimeout bounds one sync session. Default 30 s.
+	SyncTimeout time.Duration
+	// MaxSyncBatches bounds the log batches sent in one session; the client
+	// syncs again for the rest. Default 4,096.
+	MaxSyncBatches int
+	// MaxSyncsPerPeer bounds concurrent sync sessions served to one peer.
+	// Default 2.
+	MaxSyncsPerPeer int
+	// SyncBurst and SyncRate bound sessions served to one peer: a bucket of
+	// SyncBurst sessions refilled at SyncRate per second. Defaults 20, 5.
+	SyncBurst int
+	SyncRate  float64
+	// Rand drives sync peer choice and jitter. Default: seeded from the
+	// replica id.
+	Rand *rand.Rand
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+	// Logger. Default slog.Default().
+	Logger *slog.Logger
+}
+
+func (c Config) withDefaults() (Config, error) {
+	if c.Host == nil || c.PubSub == nil || c.Replica == 0 {
+		return c, errors.New("gossip: Config needs Host, PubSub and Replica")
+	}
+	c.Limits = c.Limits.withDefaults()
+	if c.CoalesceWindow <= 0 {
+		c.CoalesceWindow = 2 * time.Millisecond
+	}
+	if c.MaxPublishOps <= 0 {
+		c.MaxPublishOps = 512
+	}
+	if c.MaxPublishBytes <= 0 {
+		c.MaxPublishBytes = 1 << 20
+	}
+	if c.MaxPublishBytes > c.Limits.MaxMessageBytes/2 {
+		c.MaxPublishBytes = c.Limits.MaxMessageBytes / 2
+	}
+	if c.SyncInterval <= 0 {
+		c.SyncInterval = 10 * time.Second
+	}
+	if c.SyncTimeout <= 0 {
+		c.SyncTimeout = 30 * time.Second
+	}
+	if c.MaxSyncBatches <= 0 {
+		c.MaxSyncBatches = 4096
+	}
+	if c.MaxSyncsPerPeer <= 0 {
+		c.MaxSyncsPerPeer = 2
+	}
+	if c.SyncBurst <= 0 {
+		c.SyncBurst = 20
+	}
+	if c.SyncRate <= 0 {
+		c.SyncRate = 5
+	}
+	if c.Rand == nil {
+		c.Rand = rand.New(rand.NewPCG(uint64(c.Replica), 0x6d7963656c))
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c, nil
+}
+
+// PubSubOptions returns the gossipsub options replication relies on: strict
+// signing, message ids from (origin, first seq, last seq), and queues sized
+// for batched traffic.
+func PubSubOptions(lim Limits) []pubsub.Option {
+	lim = lim.withDefaults()
+	return []pubsub.Option{
+		pubsub.WithMessageSignaturePolicy(pubsub.StrictSign),
+		pubsub.WithMessageIdFn(messageID),
+		pubsub.WithMaxMessageSize(lim.MaxMessageBytes + 4096),
+		pubsub.WithPeerOutboundQueueSize(1024),
+		pubsub.WithValidateQueueSize(1024),
+		pubsub.WithPeerExchange(true),
+	}
+}
+
+// Replicator replicates joined namespaces over one host.
+type Replicator struct {
+	cfg   Config
+	stats Stats
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu     sync.Mutex
+	spaces map[string]*space
+	// client side: one sync in flight per peer
+	syncing map[peer.ID]bool
+	// server side: per-peer admission
+	served map[peer.ID]*admission
+	randMu sync.Mutex
+
+	kick      chan peer.ID
+	notifiee  *network.NotifyBundle
+	closeOnce sync.Once
+}
+
+// New starts replication on cfg.Host: the sync protocol handler, a listener
+// for new connections, and the background sync loop. Close stops them.
+func New(cfg Config) (*Replicator, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &Replicator{
+		cfg:     cfg,
+		ctx:     ctx,
+		cancel:  cancel,
+		spaces:  make(map[string]*space),
+		syncing: make(map[peer.ID]bool),
+		served:  make(map[peer.ID]*admission),
+		kick:    make(chan peer.ID, 256),
+	}
+	cfg.Host.SetStreamHandler(ProtocolSync, r.serve)
+	r.notifiee = &network.NotifyBundle{ConnectedF: func(_ network.Network, c network.Conn) {
+		select {
+		case r.kick <- c.RemotePeer():
+		default: // the periodic sync will get to it
+		}
+	}}
+	cfg.Host.Network().Notify(r.notifiee)
+	r.wg.Add(1)
+	go r.syncLoop()
+	return r, nil
+}
+
+// Stats returns live counters.
+func (r *Replicator) Stats() *Stats { return &r.stats }
+
+// Close leaves every namespace and stops every goroutine the replicator
+// started. It is safe to call more than once.
+func (r *Replicator) Close() error {
+	r.closeOnce.Do(func() {
+		r.cfg.Host.RemoveStreamHandler(ProtocolSync)
+		r.cfg.Host.Network().StopNotify(r.notifiee)
+		r.cancel()
+		r.mu.Lock()
+		spaces := make([]*space, 0, len(r.spaces))
+		for _, s := range r.spaces {
+			spaces = append(spaces, s)
+		}
+		r.mu.Unlock()
+		for _, s := range spaces {
+			s.close()
+		}
+		r.wg.Wait()
+	})
+	return nil
+}
+
+// Join starts replicating namespace ns held by rep. writers, if not empty,
+// is the namespace's writer allowlist: batches from other peers are refused.
+func (r *Replicator) Join(ns string, rep Replica, writers []peer.ID) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ctx.Err() != nil {
+		return errors.New("gossip: replicator closed")
+	}
+	if _, ok := r.spaces[ns]; ok {
+		return fmt.Errorf("gossip: namespace %q already joined", ns)
+	}
+	s, err := r.newSpace(ns, rep, writers)
+	if err != nil {
+		return err
+	}
+	r.spaces[ns] = s
+	return nil
+}
+
+// Publish queues a committed local batch of ns for publishing. It never
+// blocks; call it from the store's commit callback.
+func (r *Replicator) Publish(ns string, b Batch) {
+	r.mu.Lock()
+	s := r.spaces[ns]
+	r.mu.Unlock()
+	if s != nil && !r.cfg.DisablePublish {
+		s.enqueue(b)
+	}
+}
+
+func (r *Replicator) space(ns string) *space {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.spaces[ns]
+}
+
+func (r *Replicator) spaceList() []*space {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]*space, 0, len(r.spaces))
+	for _, s := range r.spaces {
+		out = append(out, s)
+	}
+	return out
+}
+
+// syncLoop syncs with each newly connected peer, and every SyncInterval
+// (jittered) with one random connected peer.
+func (r *Replicator) syncLoop() {
+	defer r.wg.Done()
+	timer := time.NewTimer(r.jitter())
+	defer timer.Stop()
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case p := <-r.kick:
+			r.startSync(p)
+		case <-timer.C:
+			if p, ok := r.randomPeer(); ok {
+				r.startSync(p)
+			}
+			timer.Reset(r.jitter())
+		}
+	}
+}
+
+func (r *Replicator) jitter() time.Duration {
+	r.randMu.Lock()
+	defer r.randMu.Unlock()
+	return r.cfg.SyncInterval/2 + time.Duration(r.cfg.Rand.Int64N(int64(r.cfg.SyncInterval)))
+}
+
+func (r *Replicator) randomPeer() (peer.ID, bool) {
+	peers := r.cfg.Host.Network().Peers()
+	if len(peers) == 0 {
+		return "", false
+	}
+	r.randMu.Lock()
+	defer r.randMu.Unlock()
+	return peers[r.cfg.Rand.IntN(len(peers))], true
+}
+
+// startSync runs a sync with p in the background unless one is running.
+func (r *Replicator) startSync(p peer.ID) {
+	r.mu.Lock()
+	if r.syncing[p] || r.ctx.Err() != nil {
+		r.mu.Unlock()
+		return
+	}
+	r.syncing[p] = true
+	r.wg.Add(1)
+	r.mu.Unlock()
+	go func() {
+		defer r.wg.Done()
+		defer func() {
+			r.mu.Lock()
+			delete(r.syncing, p)
+			r.mu.Unlock()
+		}()
+		if err := r.SyncWith(r.ctx, p); err != nil && r.ctx.Err() == nil {
+			r.cfg.Logger.Debug("gossip: sync failed", "peer", p, "err", err)
+		}
+	}()
+}
+
+// SyncWith syncs every joined namespace with p now, as the client: it pulls
+// what this replica lacks. Both sides pulling makes them converge.
+func (r *Replicator) SyncWith(ctx context.Context, p peer.ID) error {
+	var errs []error
+	for _, s := range r.spaceList() {
+		for round := 0; round < 64; round++ { // each round is bounded; "more" asks for another
+			more, err := r.syncSpace(ctx, p, s)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("namespace %q: %w", s.name, err))
+				break
+			}
+			if !more {
+				break
+			}
+		}
+	}
+	return errors.Join(errs...)
+}

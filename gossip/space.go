@@ -1,0 +1,262 @@
+package gossip
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"sync"
+	"time"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	pb "github.com/libp2p/go-libp2p-pubsub/pb"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/mycelnet/mycel/crdt"
+)
+
+// space is one joined namespace: its topic, subscription and publisher.
+type space struct {
+	r       *Replicator
+	name    string
+	rep     Replica
+	writers map[crdt.ReplicaID]bool // nil: anyone may write
+
+	topic *pubsub.Topic
+	sub   *pubsub.Subscription
+
+	mu     sync.Mutex
+	co     coalescer
+	notify chan struct{}
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+func (r *Replicator) newSpace(ns string, rep Replica, writers []peer.ID) (*space, error) {
+	s := &space{
+		r: r, name: ns, rep: rep,
+		co:     coalescer{window: r.cfg.CoalesceWindow, maxOps: r.cfg.MaxPublishOps, maxBytes: r.cfg.MaxPublishBytes},
+		notify: make(chan struct{}, 1),
+	}
+	if len(writers) > 0 {
+		s.writers = make(map[crdt.ReplicaID]bool, len(writers))
+		for _, w := range writers {
+			s.writers[crdt.DeriveReplicaID([]byte(w))] = true
+		}
+	}
+	name := TopicName(ns)
+	if err := r.cfg.PubSub.RegisterTopicValidator(name, s.validate); err != nil {
+		return nil, err
+	}
+	topic, err := r.cfg.PubSub.Join(name)
+	if err != nil {
+		_ = r.cfg.PubSub.UnregisterTopicValidator(name)
+		return nil, err
+	}
+	sub, err := topic.Subscribe(pubsub.WithBufferSize(4096))
+	if err != nil {
+		_ = topic.Close()
+		_ = r.cfg.PubSub.UnregisterTopicValidator(name)
+		return nil, err
+	}
+	s.topic, s.sub = topic, sub
+	s.ctx, s.cancel = context.WithCancel(r.ctx)
+	s.wg.Add(2)
+	go s.receive()
+	go s.publish()
+	return s, nil
+}
+
+func (s *space) close() {
+	s.cancel()
+	s.sub.Cancel()
+	s.wg.Wait()
+	_ = s.topic.Close()
+	_ = s.r.cfg.PubSub.UnregisterTopicValidator(TopicName(s.name))
+}
+
+func (s *space) writerOK(origin crdt.ReplicaID) bool { return s.writers == nil || s.writers[origin] }
+
+// validate is the topic validator: decode with limits, the origin must be
+// the signer, the signer must be a writer; a message whose batches were all
+// applied already is ignored (not penalised).
+func (s *space) validate(_ context.Context, _ peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
+	st := &s.r.stats
+	if m, ok := msg.ValidatorData.(*Message); ok && msg.Local {
+		_ = m
+		return pubsub.ValidationAccept
+	}
+	m, err := DecodeMessage(msg.Data, s.r.cfg.Limits)
+	if err != nil {
+		st.RejectMalformed.Add(1)
+		return pubsub.ValidationReject
+	}
+	from, err := peer.IDFromBytes(msg.From)
+	if err != nil || crdt.DeriveReplicaID([]byte(from)) != m.Origin {
+		st.RejectOrigin.Add(1)
+		return pubsub.ValidationReject
+	}
+	if !s.writerOK(m.Origin) {
+		st.RejectNotWriter.Add(1)
+		return pubsub.ValidationReject
+	}
+	fresh := false
+	for _, b := range m.Batches {
+		if !s.rep.HasSeen(b.Origin, b.Seq) {
+			fresh = true
+			break
+		}
+	}
+	if !fresh {
+		st.IgnoredDuplicate.Add(1)
+		return pubsub.ValidationIgnore
+	}
+	msg.ValidatorData = &m
+	return pubsub.ValidationAccept
+}
+
+// receive applies every accepted message from other nodes.
+func (s *space) receive() {
+	defer s.wg.Done()
+	self := s.r.cfg.Host.ID()
+	st := &s.r.stats
+	for {
+		msg, err := s.sub.Next(s.ctx)
+		if err != nil {
+			return
+		}
+		if msg.ReceivedFrom == self {
+			continue
+		}
+		m, ok := msg.ValidatorData.(*Message)
+		if !ok {
+			continue
+		}
+		st.MessagesReceived.Add(1)
+		st.BytesReceived.Add(int64(len(msg.Data)))
+		for _, b := range m.Batches {
+			st.BatchesReceived.Add(1)
+			applied, err := s.rep.ApplyBatch(s.ctx, b)
+			if err != nil {
+				if s.ctx.Err() == nil {
+					s.r.cfg.Logger.Warn("gossip: apply failed", "ns", s.name, "err", err)
+				}
+				continue
+			}
+			if applied {
+				st.BatchesApplied.Add(1)
+			}
+		}
+	}
+}
+
+// enqueue queues a committed local batch for publishing.
+func (s *space) enqueue(b Batch) {
+	s.mu.Lock()
+	s.co.add(b, s.r.cfg.Now())
+	s.mu.Unlock()
+	select {
+	case s.notify <- struct{}{}:
+	default:
+	}
+}
+
+// publish sends queued local batches when the coalescing window closes or
+// the queue is full.
+func (s *space) publish() {
+	defer s.wg.Done()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	for {
+		s.mu.Lock()
+		due, pending := s.co.due()
+		var batches []Batch
+		if pending && (s.co.full() || !s.r.cfg.Now().Before(due)) {
+			batches = s.co.take()
+		}
+		s.mu.Unlock()
+		if len(batches) > 0 {
+			s.send(batches)
+			continue
+		}
+		if pending {
+			timer.Reset(due.Sub(s.r.cfg.Now()))
+		}
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-s.notify:
+			if pending {
+				timer.Stop()
+			}
+		case <-timer.C:
+		}
+	}
+}
+
+func (s *space) send(batches []Batch) {
+	m := &Message{Origin: s.r.cfg.Replica, Batches: batches}
+	data := m.Encode(nil)
+	err := s.topic.Publish(s.ctx, data, pubsub.WithValidatorData(m))
+	if err != nil {
+		if !errors.Is(err, context.Canceled) {
+			s.r.cfg.Logger.Debug("gossip: publish failed; sync will deliver", "ns", s.name, "err", err)
+		}
+		return
+	}
+	st := &s.r.stats
+	st.MessagesPublished.Add(1)
+	st.BatchesPublished.Add(int64(len(batches)))
+	st.BytesPublished.Add(int64(len(data)))
+}
+
+// messageID names a message by (origin, first seq, last seq) without
+// decoding deltas; anything unparsable falls back to a hash of the bytes
+// (and will be rejected by the validator).
+func messageID(m *pb.Message) string {
+	origin, first, last, ok := peekIDs(m.Data)
+	if !ok {
+		return pubsub.DefaultMsgIdFn(m)
+	}
+	return strconv.FormatUint(uint64(origin), 16) + "/" + strconv.FormatUint(first, 10) + "-" + strconv.FormatUint(last, 10)
+}
+
+func peekIDs(b []byte) (origin crdt.ReplicaID, first, last uint64, ok bool) {
+	num, typ, n := protowire.ConsumeTag(b)
+	if n < 0 || num != fMsgOrigin || typ != protowire.Fixed64Type {
+		return 0, 0, 0, false
+	}
+	b = b[n:]
+	o, n := protowire.ConsumeFixed64(b)
+	if n < 0 {
+		return 0, 0, 0, false
+	}
+	b = b[n:]
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 || num != fMsgBatch || typ != protowire.BytesType {
+			return 0, 0, 0, false
+		}
+		body, n2 := protowire.ConsumeBytes(b[n:])
+		if n2 < 0 {
+			return 0, 0, 0, false
+		}
+		b = b[n+n2:]
+		tnum, ttyp, tn := protowire.ConsumeTag(body)
+		if tn < 0 || tnum != fBatchSeq || ttyp != protowire.VarintType {
+			return 0, 0, 0, false
+		}
+		seq, sn := protowire.ConsumeVarint(body[tn:])
+		if sn < 0 {
+			return 0, 0, 0, false
+		}
+		if first == 0 {
+			first = seq
+		}
+		last = seq
+	}
+	return crdt.ReplicaID(o), first, last, first != 0
+}

@@ -1,0 +1,379 @@
+package gossip
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-msgio"
+
+	"github.com/mycelnet/mycel/crdt"
+)
+
+// The sync protocol, one namespace per stream, the client pulling:
+//
+//	client: Hello{ns, seen}
+//	server: Batch* Done{more, compacted}
+//	if compacted (the server no longer has some batches the client lacks):
+//	client: Buckets{sums}         (keys hashed into 2^k buckets)
+//	server: Differ{bucket ids}
+//	client: KeyDots* EndKeys      (its keys in those buckets and their dots)
+//	server: KeyDelta* State{seen, ctx}
+//
+// Traffic is the batches the client lacks, or, past a compacted log, the
+// bucket sums plus the keys in differing buckets.
+
+type conn struct {
+	s   network.Stream
+	r   msgio.ReadCloser
+	w   msgio.WriteCloser
+	lim Limits
+	in  int64
+	out int64
+}
+
+func newConn(s network.Stream, lim Limits) *conn {
+	return &conn{s: s, r: msgio.NewVarintReaderSize(s, lim.MaxMessageBytes), w: msgio.NewVarintWriter(s), lim: lim}
+}
+
+func (c *conn) send(f *frame) error {
+	b := encodeFrame(f)
+	c.out += int64(len(b))
+	return c.w.WriteMsg(b)
+}
+
+func (c *conn) recv() (*frame, error) {
+	msg, err := c.r.ReadMsg()
+	if err != nil {
+		return nil, err
+	}
+	b := append([]byte(nil), msg...)
+	c.r.ReleaseMsg(msg)
+	c.in += int64(len(b))
+	return decodeFrame(b, c.lim)
+}
+
+func (c *conn) expect(kind frameKind) (*frame, error) {
+	f, err := c.recv()
+	if err != nil {
+		return nil, err
+	}
+	if f.kind != kind {
+		return nil, fmt.Errorf("%w: frame %d where %d was expected", ErrMalformed, f.kind, kind)
+	}
+	return f, nil
+}
+
+// syncSpace runs one client session for s with p. more reports that the
+// server stopped early and another session should follow.
+func (r *Replicator) syncSpace(ctx context.Context, p peer.ID, s *space) (more bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.SyncTimeout)
+	defer cancel()
+	st, err := r.cfg.Host.NewStream(network.WithAllowLimitedConn(ctx, "sync"), p, ProtocolSync)
+	if err != nil {
+		return false, err
+	}
+	defer st.Close()
+	_ = st.SetDeadline(r.cfg.Now().Add(r.cfg.SyncTimeout))
+	c := newConn(st, r.cfg.Limits)
+	defer func() {
+		r.stats.SyncBytesIn.Add(c.in)
+		r.stats.SyncBytesOut.Add(c.out)
+		if err != nil {
+			st.Reset()
+		}
+	}()
+	if err := c.send(&frame{kind: frameHello, ns: s.name, seen: s.rep.Seen()}); err != nil {
+		return false, err
+	}
+	for {
+		f, err := c.recv()
+		if err != nil {
+			return false, err
+		}
+		switch f.kind {
+		case frameBatch:
+			r.stats.SyncBatchesIn.Add(1)
+			if !s.writerOK(f.batch.Origin) {
+				r.stats.RejectNotWriter.Add(1)
+				continue
+			}
+			if _, err := s.rep.ApplyBatch(ctx, f.batch); err != nil {
+				return false, err
+			}
+		case frameDone:
+			if f.compacted {
+				if err := r.reconcileState(ctx, c, s); err != nil {
+					return false, fmt.Errorf("state reconciliation: %w", err)
+				}
+			}
+			r.stats.SyncSessions.Add(1)
+			return f.more, nil
+		default:
+			return false, fmt.Errorf("%w: unexpected frame %d", ErrMalformed, f.kind)
+		}
+	}
+}
+
+// bucketSums computes the digest sum of each of n buckets of keys.
+func bucketSums(st *crdt.Namespace, n int) []bucketSum {
+	sums := make([]crdt.DigestSum, n)
+	st.Range(func(k string, v crdt.Value) bool {
+		sums[bucketOf(k, n)].Add(crdt.KeyDigest(k, v))
+		return true
+	})
+	out := make([]bucketSum, n)
+	for i := range sums {
+		out[i] = sumBytes(&sums[i])
+	}
+	return out
+}
+
+// reconcileState is the client side of state reconciliation.
+func (r *Replicator) reconcileState(ctx context.Context, c *conn, s *space) error {
+	var sums []bucketSum
+	var mine map[uint32][]string
+	s.rep.View(func(st *crdt.Namespace, _ *crdt.Context) {
+		sums = bucketSums(st, bucketCount(st.Len()))
+	})
+	if err := c.send(&frame{kind: frameBuckets, buckets: sums}); err != nil {
+		return err
+	}
+	f, err := c.expect(frameDiffer)
+	if err != nil {
+		return err
+	}
+	differ := make(map[uint32]bool, len(f.differ))
+	for _, id := range f.differ {
+		if int(id) >= len(sums) {
+			return fmt.Errorf("%w: bucket %d of %d", ErrMalformed, id, len(sums))
+		}
+		differ[id] = true
+	}
+	mine = make(map[uint32][]string)
+	var keyDots []frame
+	s.rep.View(func(st *crdt.Namespace, _ *crdt.Context) {
+		for _, k := range st.Keys("") {
+			if b := bucketOf(k, len(sums)); differ[b] {
+				mine[b] = append(mine[b], k)
+				keyDots = append(keyDots, frame{kind: frameKeyDots, key: k, dots: crdt.ContextOf(st.ValueDots(k)...)})
+			}
+		}
+	})
+	for i := range keyDots {
+		if err := c.send(&keyDots[i]); err != nil {
+			return err
+		}
+	}
+	if err := c.send(&frame{kind: frameEndKeys}); err != nil {
+		return err
+	}
+	var deltas []crdt.Delta
+	for {
+		f, err := c.recv()
+		if err != nil {
+			return err
+		}
+		switch f.kind {
+		case frameKeyDelta:
+			if b := bucketOf(f.delta.Key(0), len(sums)); !differ[b] {
+				return fmt.Errorf("%w: key delta outside the differing buckets", ErrMalformed)
+			}
+			if err := s.checkKeyDelta(f.delta); err != nil {
+				return err
+			}
+			deltas = append(deltas, f.delta)
+		case frameState:
+			if err := s.rep.ApplyState(ctx, deltas, f.seen, f.cctx); err != nil {
+				return err
+			}
+			r.stats.StateSessions.Add(1)
+			r.stats.StateKeysIn.Add(int64(len(deltas)))
+			return nil
+		default:
+			return fmt.Errorf("%w: unexpected frame %d", ErrMalformed, f.kind)
+		}
+	}
+}
+
+// checkKeyDelta refuses a key delta holding writes of non-writers.
+func (s *space) checkKeyDelta(d crdt.Delta) error {
+	if s.writers == nil {
+		return nil
+	}
+	var bad bool
+	d.StoreDots(func(x crdt.Dot) { bad = bad || !s.writers[x.Replica] })
+	if bad {
+		s.r.stats.RejectNotWriter.Add(1)
+		return errors.New("gossip: key delta holds a non-writer's write")
+	}
+	return nil
+}
+
+// admission limits the sync sessions one peer may open.
+type admission struct {
+	active int
+	tokens float64
+	last   time.Time
+}
+
+func (r *Replicator) admit(p peer.ID) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	a := r.served[p]
+	now := r.cfg.Now()
+	if a == nil {
+		a = &admission{tokens: float64(r.cfg.SyncBurst), last: now}
+		r.served[p] = a
+	}
+	a.tokens = min(float64(r.cfg.SyncBurst), a.tokens+now.Sub(a.last).Seconds()*r.cfg.SyncRate)
+	a.last = now
+	if a.active >= r.cfg.MaxSyncsPerPeer || a.tokens < 1 {
+		return false
+	}
+	a.tokens--
+	a.active++
+	return true
+}
+
+func (r *Replicator) done(p peer.ID) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if a := r.served[p]; a != nil {
+		a.active--
+	}
+}
+
+// serve is the server side of the sync protocol.
+func (r *Replicator) serve(st network.Stream) {
+	p := st.Conn().RemotePeer()
+	if r.ctx.Err() != nil || !r.admit(p) {
+		r.stats.SyncRefused.Add(1)
+		st.Reset()
+		return
+	}
+	r.wg.Add(1)
+	defer r.wg.Done()
+	defer r.done(p)
+	_ = st.SetDeadline(r.cfg.Now().Add(r.cfg.SyncTimeout))
+	c := newConn(st, r.cfg.Limits)
+	err := r.serveSession(c)
+	r.stats.SyncBytesIn.Add(c.in)
+	r.stats.SyncBytesOut.Add(c.out)
+	if err != nil {
+		if errors.Is(err, ErrMalformed) {
+			r.stats.RejectMalformed.Add(1)
+		}
+		if !errors.Is(err, io.EOF) {
+			r.cfg.Logger.Debug("gossip: serving sync failed", "peer", p, "err", err)
+		}
+		st.Reset()
+		return
+	}
+	r.stats.SyncServed.Add(1)
+	st.Close()
+}
+
+func (r *Replicator) serveSession(c *conn) error {
+	hello, err := c.expect(frameHello)
+	if err != nil {
+		return err
+	}
+	s := r.space(hello.ns)
+	if s == nil {
+		return fmt.Errorf("gossip: namespace %q not joined here", hello.ns)
+	}
+	ctx := r.ctx
+	plan := planSend(s.rep.Seen(), s.rep.Kept(), hello.seen, r.cfg.MaxSyncBatches)
+	for _, id := range plan.batches {
+		b, ok, err := s.rep.ReadLog(ctx, id.Replica, id.Counter)
+		if err != nil {
+			return err
+		}
+		if !ok { // compacted since the plan was made
+			plan.compacted = true
+			continue
+		}
+		if err := c.send(&frame{kind: frameBatch, batch: b}); err != nil {
+			return err
+		}
+		r.stats.SyncBatchesOut.Add(1)
+	}
+	if err := c.send(&frame{kind: frameDone, more: plan.more, compacted: plan.compacted}); err != nil {
+		return err
+	}
+	if !plan.compacted {
+		return nil
+	}
+	return r.serveState(c, s)
+}
+
+// serveState is the server side of state reconciliation.
+func (r *Replicator) serveState(c *conn, s *space) error {
+	f, err := c.expect(frameBuckets)
+	if err != nil {
+		return err
+	}
+	n := len(f.buckets)
+	var mine []bucketSum
+	var seen, cctx crdt.Context
+	s.rep.View(func(st *crdt.Namespace, sn *crdt.Context) {
+		mine = bucketSums(st, n)
+		seen, cctx = sn.Clone(), st.Context()
+	})
+	differ := differingBuckets(mine, f.buckets)
+	if err := c.send(&frame{kind: frameDiffer, differ: differ}); err != nil {
+		return err
+	}
+	inDiffer := make(map[uint32]bool, len(differ))
+	for _, id := range differ {
+		inDiffer[id] = true
+	}
+	theirs := make(map[string]crdt.Context)
+	for {
+		f, err := c.recv()
+		if err != nil {
+			return err
+		}
+		if f.kind == frameEndKeys {
+			break
+		}
+		if f.kind != frameKeyDots || !inDiffer[bucketOf(f.key, n)] || len(theirs) >= r.cfg.Limits.Delta.MaxElements {
+			return fmt.Errorf("%w: unexpected frame in key list", ErrMalformed)
+		}
+		theirs[f.key] = f.dots
+	}
+	var out []frame
+	s.rep.View(func(st *crdt.Namespace, _ *crdt.Context) {
+		keys := make(map[string]bool)
+		for _, k := range st.Keys("") {
+			if inDiffer[bucketOf(k, n)] {
+				keys[k] = true
+			}
+		}
+		for k := range theirs {
+			keys[k] = true
+		}
+		for k := range keys {
+			var dots []crdt.Dot
+			if t, ok := theirs[k]; ok {
+				t.ForEachRange(func(rep crdt.ReplicaID, lo, hi uint64) {
+					for c := lo; c <= hi && len(dots) < 1<<16; c++ {
+						dots = append(dots, crdt.Dot{Replica: rep, Counter: c})
+					}
+				})
+			}
+			out = append(out, frame{kind: frameKeyDelta, delta: st.KeyDelta(k, dots)})
+		}
+	})
+	for i := range out {
+		if err := c.send(&out[i]); err != nil {
+			return err
+		}
+	}
+	return c.send(&frame{kind: frameState, seen: seen, cctx: cctx})
+}

@@ -1,0 +1,114 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/mycelnet/mycel/crdt"
+)
+
+// cluster starts n nodes on loopback with cfg (DefaultLocalConfig if nil
+// change), each with its own in-memory store unless dirs are given.
+func cluster(t *testing.T, n int, change func(i int, c *Config)) []*Node {
+	t.Helper()
+	nodes := make([]*Node, n)
+	for i := range nodes {
+		cfg := DefaultLocalConfig()
+		if change != nil {
+			change(i, &cfg)
+		}
+		nd, err := Open(context.Background(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes[i] = nd
+		t.Cleanup(func() { nd.Close() })
+	}
+	return nodes
+}
+
+func connect(t *testing.T, a, b *Node) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.Connect(ctx, b.Addrs()[0]); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// mesh connects every pair; chain connects i to i+1.
+func mesh(t *testing.T, nodes []*Node) {
+	for i := range nodes {
+		for j := i + 1; j < len(nodes); j++ {
+			connect(t, nodes[i], nodes[j])
+		}
+	}
+}
+
+func chain(t *testing.T, nodes []*Node) {
+	for i := 0; i+1 < len(nodes); i++ {
+		connect(t, nodes[i], nodes[i+1])
+	}
+}
+
+func mustNS(t *testing.T, n *Node, name string) *Namespace {
+	t.Helper()
+	ns, err := n.Namespace(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ns
+}
+
+// waitConverged polls until every node's digest of ns is equal (and, if
+// keys >= 0, holds that many keys), or fails after timeout.
+func waitConverged(t *testing.T, nodes []*Node, ns string, keys int, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		var first crdt.Digest
+		same := true
+		detail := ""
+		for i, n := range nodes {
+			d, k := mustNS(t, n, ns).Digest()
+			detail += fmt.Sprintf(" node%d:%d keys", i, k)
+			if i == 0 {
+				first = d
+			}
+			if d != first || (keys >= 0 && k != keys) {
+				same = false
+			}
+		}
+		if same {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not converged after %v:%s", timeout, detail)
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval, not a wait for a condition
+	}
+}
+
+func TestThreeNodesConverge(t *testing.T) {
+	nodes := cluster(t, 3, nil)
+	chain(t, nodes)
+	ctx := context.Background()
+	for i, n := range nodes {
+		ns := mustNS(t, n, "demo")
+		for k := 0; k < 50; k++ {
+			if err := ns.Put(ctx, fmt.Sprintf("n%d-k%d", i, k), []byte("v")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := ns.Counter("hits").Add(ctx, int64(i+1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitConverged(t, nodes, "demo", 151, 20*time.Second)
+	v, err := mustNS(t, nodes[2], "demo").Counter("hits").Value(ctx)
+	if err != nil || v != 6 {
+		t.Fatalf("counter %d %v", v, err)
+	}
+}

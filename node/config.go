@@ -1,0 +1,172 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	ds "github.com/ipfs/go-datastore"
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/multiformats/go-multiaddr"
+
+	"github.com/mycelnet/mycel/crdt"
+	"github.com/mycelnet/mycel/store"
+)
+
+// Config configures a node. Start from a preset; every zero field takes the
+// default written on it.
+type Config struct {
+	// DataDir holds the identity key and the Pebble store. Empty: an
+	// in-memory store and a fresh identity each start (tests, simulation).
+	DataDir string
+	// Listen are the multiaddrs to listen on. Default (LAN/WAN): TCP and
+	// QUIC on port 4001 of every interface.
+	Listen []string
+	// Bootstrap are peer multiaddrs (with /p2p/<id>) dialled at start and
+	// redialled with backoff while disconnected.
+	Bootstrap []string
+	// MDNS finds peers on the local network. Default false (LAN preset: true).
+	MDNS bool
+	// PSK, if set (32 bytes), makes the node part of a private network:
+	// only nodes with the same key can connect. libp2p cannot run QUIC in
+	// a private network, so QUIC listeners are dropped (and logged).
+	PSK []byte
+	// AllowPeers, if not empty, is the only set of peers the node connects
+	// with (connection gater).
+	AllowPeers []peer.ID
+	// Writers maps a namespace to its writer allowlist: batches by any
+	// other peer are refused by the validator and by sync.
+	Writers map[string][]peer.ID
+	// NoSync acknowledges writes before fsync (see store.Options.NoSync).
+	// Default false: acknowledged writes are durable.
+	NoSync bool
+	// Limits bound keys (default 1 KiB), values (1 MiB) and decoding.
+	Limits crdt.Limits
+	// Retention bounds each namespace's delta log. Defaults 256 MiB, 24 h.
+	Retention store.Retention
+	// SyncInterval is the mean time between background syncs with a random
+	// peer. Default 10 s (local preset: 1 s).
+	SyncInterval time.Duration
+	// CoalesceWindow is how long local batches wait to be published
+	// together. Default 2 ms.
+	CoalesceWindow time.Duration
+	// DisablePublish turns the gossip fast path off; sync alone replicates.
+	DisablePublish bool
+	// ConnLow and ConnHigh are the connection manager's watermarks.
+	// Defaults 100 and 400.
+	ConnLow, ConnHigh int
+	// MaxClockDrift bounds how far ahead a remote clock may pull ours.
+	// Default 1 min.
+	MaxClockDrift time.Duration
+	// NAT enables AutoNAT, hole punching and the circuit relay v2 client
+	// (WAN preset).
+	NAT bool
+}
+
+// DefaultLANConfig is for nodes on one network: mDNS on, sync every 10 s.
+func DefaultLANConfig() Config {
+	return Config{
+		DataDir: "mycel-data",
+		Listen:  []string{"/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"},
+		MDNS:    true,
+	}
+}
+
+// DefaultWANConfig is for nodes across regions: no mDNS, NAT traversal on,
+// sync every 30 s (gossip carries the fast path; sync repairs).
+func DefaultWANConfig() Config {
+	return Config{
+		DataDir:      "mycel-data",
+		Listen:       []string{"/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"},
+		NAT:          true,
+		SyncInterval: 30 * time.Second,
+	}
+}
+
+// DefaultLocalConfig is for tests and examples: in memory, loopback only,
+// an ephemeral TCP port, sync every second.
+func DefaultLocalConfig() Config {
+	return Config{
+		Listen:       []string{"/ip4/127.0.0.1/tcp/0"},
+		SyncInterval: time.Second,
+	}
+}
+
+func (c Config) withDefaults() (Config, error) {
+	if c.ConnLow <= 0 {
+		c.ConnLow = 100
+	}
+	if c.ConnHigh <= c.ConnLow {
+		c.ConnHigh = 4 * c.ConnLow
+	}
+	if c.SyncInterval <= 0 {
+		c.SyncInterval = 10 * time.Second
+	}
+	if c.PSK != nil && len(c.PSK) != 32 {
+		return c, fmt.Errorf("%w: PSK must be 32 bytes, got %d", ErrConfig, len(c.PSK))
+	}
+	for _, a := range append(append([]string(nil), c.Listen...), c.Bootstrap...) {
+		if _, err := multiaddr.NewMultiaddr(a); err != nil {
+			return c, fmt.Errorf("%w: multiaddr %q: %v", ErrConfig, a, err)
+		}
+	}
+	for _, a := range c.Bootstrap {
+		if _, err := peer.AddrInfoFromString(a); err != nil {
+			return c, fmt.Errorf("%w: bootstrap %q needs /p2p/<peer id>: %v", ErrConfig, a, err)
+		}
+	}
+	return c, nil
+}
+
+// Option changes what Open injects. Defaults are the real parts.
+type Option func(*options) error
+
+type options struct {
+	datastore ds.Batching
+	identity  crypto.PrivKey
+	hostOpts  []libp2p.Option
+	now       func() time.Time
+	rand      *rand.Rand
+	logger    *slog.Logger
+}
+
+// WithDatastore stores state in d instead of DataDir's Pebble store (the
+// caller keeps ownership of d).
+func WithDatastore(d ds.Batching) Option {
+	return func(o *options) error {
+		if d == nil {
+			return errors.New("node: nil datastore")
+		}
+		o.datastore = d
+		return nil
+	}
+}
+
+// WithIdentity uses key as the node's identity instead of the one in DataDir.
+func WithIdentity(key crypto.PrivKey) Option {
+	return func(o *options) error { o.identity = key; return nil }
+}
+
+// WithHostOptions adds libp2p options (e.g. a simulated network transport).
+func WithHostOptions(opts ...libp2p.Option) Option {
+	return func(o *options) error { o.hostOpts = append(o.hostOpts, opts...); return nil }
+}
+
+// WithClock replaces time.Now.
+func WithClock(now func() time.Time) Option {
+	return func(o *options) error { o.now = now; return nil }
+}
+
+// WithRand replaces the random source (peer choice, jitter).
+func WithRand(r *rand.Rand) Option {
+	return func(o *options) error { o.rand = r; return nil }
+}
+
+// WithLogger sets the logger. Default slog.Default().
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) error { o.logger = l; return nil }
+}

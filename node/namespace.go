@@ -1,0 +1,275 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/mycelnet/mycel/crdt"
+	"github.com/mycelnet/mycel/gossip"
+	"github.com/mycelnet/mycel/store"
+)
+
+// Namespace is a replicated keyspace. Its methods are safe for concurrent
+// use. Writes return once durable locally (unless Config.NoSync) and reach
+// other nodes through gossip and sync.
+type Namespace struct {
+	n  *Node
+	st *store.Namespace
+}
+
+// Namespace opens (joining replication on first use) the named namespace.
+func (n *Node) Namespace(ctx context.Context, name string) (*Namespace, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if s := n.spaces[name]; s != nil {
+		return s, nil
+	}
+	if n.ctx.Err() != nil {
+		return nil, ErrClosed
+	}
+	st, err := n.st.Namespace(ctx, name)
+	if err != nil {
+		if errors.Is(err, store.ErrInvalidName) {
+			return nil, fmt.Errorf("%w: namespace: %v", ErrInvalid, err)
+		}
+		return nil, err
+	}
+	s := &Namespace{n: n, st: st}
+	if err := n.rep.Join(name, replicaAdapter{st}, n.cfg.Writers[name]); err != nil {
+		return nil, err
+	}
+	n.spaces[name] = s
+	return s, nil
+}
+
+// Namespaces returns the names of the namespaces this node holds, sorted.
+func (n *Node) Namespaces() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make([]string, 0, len(n.spaces))
+	for name := range n.spaces {
+		out = append(out, name)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Name returns the namespace's name.
+func (s *Namespace) Name() string { return s.st.Name() }
+
+func (s *Namespace) apply(ctx context.Context, op crdt.Op) error {
+	_, err := s.st.Apply(ctx, op)
+	if errors.Is(err, store.ErrClosed) {
+		return ErrClosed
+	}
+	return err
+}
+
+// Put writes val to the register under key.
+func (s *Namespace) Put(ctx context.Context, key string, val []byte) error {
+	return s.apply(ctx, crdt.Op{Kind: crdt.OpPut, Key: key, Value: val})
+}
+
+// Get returns the register's winning value (latest by hybrid clock, ties by
+// replica id), or ErrNotFound.
+func (s *Namespace) Get(_ context.Context, key string) ([]byte, error) {
+	v, ok := s.st.Get(key)
+	if !ok {
+		return nil, ErrNotFound
+	}
+	b, _, ok := v.Register()
+	if !ok {
+		return nil, fmt.Errorf("%w: %q holds a %s", ErrWrongType, key, v.Kinds())
+	}
+	return b, nil
+}
+
+// GetAll returns every concurrent value of the register (siblings), the
+// winner last.
+func (s *Namespace) GetAll(_ context.Context, key string) ([][]byte, error) {
+	v, ok := s.st.Get(key)
+	if !ok {
+		return nil, ErrNotFound
+	}
+	regs := v.Registers()
+	if len(regs) == 0 {
+		return nil, fmt.Errorf("%w: %q holds a %s", ErrWrongType, key, v.Kinds())
+	}
+	out := make([][]byte, len(regs))
+	for i, r := range regs {
+		out[i] = r.Value
+	}
+	return out, nil
+}
+
+// Value returns the raw replicated value under key (any type).
+func (s *Namespace) Value(key string) (crdt.Value, bool) { return s.st.Get(key) }
+
+// Delete removes the key and everything under it that this node has seen;
+// a concurrent write elsewhere survives.
+func (s *Namespace) Delete(ctx context.Context, key string) error {
+	return s.apply(ctx, crdt.Op{Kind: crdt.OpDelete, Key: key})
+}
+
+// Keys returns up to limit keys (all if limit <= 0) with the prefix that
+// sort after after, in order.
+func (s *Namespace) Keys(prefix, after string, limit int) []string {
+	return s.st.Keys(prefix, after, limit)
+}
+
+// Digest returns the namespace digest and key count: equal digests mean
+// equal replicas.
+func (s *Namespace) Digest() (crdt.Digest, int) { return s.st.Digest() }
+
+// Watch delivers every change (local or remote) to keys with the prefix,
+// in commit order, until ctx ends. A watcher that falls behind by more
+// than buffer events has its channel closed.
+func (s *Namespace) Watch(ctx context.Context, prefix string) <-chan Event {
+	return s.n.watchers.add(ctx, s.Name(), prefix, 1024)
+}
+
+// Counter is a replicated PN counter.
+type Counter struct {
+	s   *Namespace
+	key string
+}
+
+// Counter returns the counter under key.
+func (s *Namespace) Counter(key string) Counter { return Counter{s, key} }
+
+// Add adds delta (negative to subtract).
+func (c Counter) Add(ctx context.Context, delta int64) error {
+	return c.s.apply(ctx, crdt.Op{Kind: crdt.OpCounterAdd, Key: c.key, N: delta})
+}
+
+// Value returns the counter's value (0 if absent).
+func (c Counter) Value(context.Context) (int64, error) {
+	v, ok := c.s.st.Get(c.key)
+	if !ok {
+		return 0, nil
+	}
+	if k := v.Kinds(); k&crdt.KindCounter == 0 {
+		return 0, fmt.Errorf("%w: %q holds a %s", ErrWrongType, c.key, k)
+	}
+	return v.Counter(), nil
+}
+
+// Set is a replicated add-wins set of strings.
+type Set struct {
+	s   *Namespace
+	key string
+}
+
+// Set returns the set under key.
+func (s *Namespace) Set(key string) Set { return Set{s, key} }
+
+// Update removes then adds elements in one operation.
+func (t Set) Update(ctx context.Context, add, remove []string) error {
+	return t.s.apply(ctx, crdt.Op{Kind: crdt.OpSetUpdate, Key: t.key, Add: add, Remove: remove})
+}
+
+// Add adds elements.
+func (t Set) Add(ctx context.Context, elems ...string) error { return t.Update(ctx, elems, nil) }
+
+// Remove removes the elements this node has seen added.
+func (t Set) Remove(ctx context.Context, elems ...string) error { return t.Update(ctx, nil, elems) }
+
+// Elements returns the elements, sorted.
+func (t Set) Elements(context.Context) ([]string, error) {
+	v, ok := t.s.st.Get(t.key)
+	if !ok {
+		return nil, nil
+	}
+	if k := v.Kinds(); k&crdt.KindSet == 0 {
+		return nil, fmt.Errorf("%w: %q holds a %s", ErrWrongType, t.key, k)
+	}
+	return v.SetElements(), nil
+}
+
+// Map is a replicated map of fields, each a register, counter, set, flag or
+// nested map.
+type Map struct {
+	s    *Namespace
+	key  string
+	path []string
+}
+
+// Map returns the map under key.
+func (s *Namespace) Map(key string) Map { return Map{s: s, key: key} }
+
+// Map returns the nested map in field.
+func (m Map) Map(field string) Map {
+	return Map{s: m.s, key: m.key, path: append(append([]string(nil), m.path...), field)}
+}
+
+func (m Map) op(kind crdt.OpKind, field string) crdt.Op {
+	return crdt.Op{Kind: kind, Key: m.key, Path: append(append([]string(nil), m.path...), field)}
+}
+
+// Put writes a register field.
+func (m Map) Put(ctx context.Context, field string, val []byte) error {
+	op := m.op(crdt.OpPut, field)
+	op.Value = val
+	return m.s.apply(ctx, op)
+}
+
+// Add adds to a counter field.
+func (m Map) Add(ctx context.Context, field string, delta int64) error {
+	op := m.op(crdt.OpCounterAdd, field)
+	op.N = delta
+	return m.s.apply(ctx, op)
+}
+
+// SetAdd adds elements to a set field.
+func (m Map) SetAdd(ctx context.Context, field string, elems ...string) error {
+	op := m.op(crdt.OpSetUpdate, field)
+	op.Add = elems
+	return m.s.apply(ctx, op)
+}
+
+// Flag enables or disables a flag field.
+func (m Map) Flag(ctx context.Context, field string, on bool) error {
+	op := m.op(crdt.OpFlag, field)
+	op.Enable = on
+	return m.s.apply(ctx, op)
+}
+
+// Delete removes a field (observed-remove: concurrent updates survive).
+func (m Map) Delete(ctx context.Context, field string) error {
+	return m.s.apply(ctx, m.op(crdt.OpDelete, field))
+}
+
+// Value returns the map's current value (crdt.Value with Field accessors).
+func (m Map) Value() (crdt.Value, bool) {
+	v, ok := m.s.st.Get(m.key)
+	for _, f := range m.path {
+		if !ok {
+			break
+		}
+		v, ok = v.Field(f)
+	}
+	return v, ok
+}
+
+// replicaAdapter lets gossip reach a store namespace.
+type replicaAdapter struct{ st *store.Namespace }
+
+func (a replicaAdapter) Seen() crdt.Context                           { return a.st.Seen() }
+func (a replicaAdapter) HasSeen(o crdt.ReplicaID, seq uint64) bool    { return a.st.HasSeen(o, seq) }
+func (a replicaAdapter) Kept() crdt.Context                           { return a.st.Kept() }
+func (a replicaAdapter) View(fn func(*crdt.Namespace, *crdt.Context)) { a.st.View(fn) }
+
+func (a replicaAdapter) ReadLog(ctx context.Context, o crdt.ReplicaID, seq uint64) (gossip.Batch, bool, error) {
+	b, ok, err := a.st.ReadLog(ctx, o, seq)
+	return gossip.Batch{Origin: b.Origin, Seq: b.Seq, Delta: b.Delta, Encoded: b.Encoded}, ok, err
+}
+
+func (a replicaAdapter) ApplyBatch(ctx context.Context, b gossip.Batch) (bool, error) {
+	return a.st.ApplyBatch(ctx, store.Batch{Origin: b.Origin, Seq: b.Seq, Delta: b.Delta, Encoded: b.Encoded}, store.WithoutWait())
+}
+
+func (a replicaAdapter) ApplyState(ctx context.Context, deltas []crdt.Delta, seen, cctx crdt.Context) error {
+	return a.st.ApplyState(ctx, deltas, seen, cctx)
+}

@@ -1,0 +1,361 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	ds "github.com/ipfs/go-datastore"
+	dssync "github.com/ipfs/go-datastore/sync"
+	"github.com/libp2p/go-libp2p"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/pnet"
+	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
+	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	"github.com/multiformats/go-multiaddr"
+
+	"github.com/mycelnet/mycel/crdt"
+	"github.com/mycelnet/mycel/gossip"
+	"github.com/mycelnet/mycel/store"
+)
+
+// Node is one Mycel replica: a libp2p host, a store and replication.
+type Node struct {
+	cfg     Config
+	opts    options
+	log     *slog.Logger
+	replica crdt.ReplicaID
+
+	host  host.Host
+	gater *Gater
+	ps    *pubsub.PubSub
+	rep   *gossip.Replicator
+	st    *store.Store
+	mdns  mdns.Service
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu       sync.Mutex
+	spaces   map[string]*Namespace
+	watchers *watchHub
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open starts a node: identity, store, libp2p host, gossipsub, replication,
+// discovery. Close stops all of it.
+func Open(ctx context.Context, cfg Config, opts ...Option) (*Node, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	var o options
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, err
+		}
+	}
+	if o.now == nil {
+		o.now = time.Now
+	}
+	if o.logger == nil {
+		o.logger = slog.Default()
+	}
+	n := &Node{cfg: cfg, opts: o, log: o.logger, spaces: make(map[string]*Namespace), watchers: newWatchHub()}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	if err := n.open(ctx); err != nil {
+		_ = n.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
+func (n *Node) open(ctx context.Context) error {
+	key, err := n.identity()
+	if err != nil {
+		return err
+	}
+	pid, err := peer.IDFromPrivateKey(key)
+	if err != nil {
+		return err
+	}
+	n.replica = crdt.DeriveReplicaID([]byte(pid))
+	if o := n.opts; o.rand == nil {
+		n.opts.rand = rand.New(rand.NewPCG(uint64(n.replica), uint64(o.now().UnixNano())))
+	}
+	if err := n.openStore(ctx); err != nil {
+		return err
+	}
+	if err := n.openHost(key); err != nil {
+		return err
+	}
+	lim := gossip.Limits{Delta: n.st.Limits()}
+	n.ps, err = pubsub.NewGossipSub(n.ctx, n.host, gossip.PubSubOptions(lim)...)
+	if err != nil {
+		return fmt.Errorf("node: gossipsub: %w", err)
+	}
+	n.rep, err = gossip.New(gossip.Config{
+		Host: n.host, PubSub: n.ps, Replica: n.replica, Limits: lim,
+		CoalesceWindow: n.cfg.CoalesceWindow, DisablePublish: n.cfg.DisablePublish,
+		SyncInterval: n.cfg.SyncInterval, Rand: n.opts.rand, Now: n.opts.now, Logger: n.log,
+	})
+	if err != nil {
+		return err
+	}
+	for _, name := range n.st.Namespaces() {
+		if _, err := n.Namespace(ctx, name); err != nil {
+			return err
+		}
+	}
+	if n.cfg.MDNS {
+		n.mdns = mdns.NewMdnsService(n.host, "mycel", mdnsNotifee{n})
+		if err := n.mdns.Start(); err != nil {
+			return fmt.Errorf("node: mdns: %w", err)
+		}
+	}
+	for _, a := range n.cfg.Bootstrap {
+		ai, _ := peer.AddrInfoFromString(a)
+		n.wg.Add(1)
+		go n.keepConnected(*ai)
+	}
+	return nil
+}
+
+// identity loads the node key from DataDir (creating it, mode 0600), or
+// takes the injected one, or makes an ephemeral one.
+func (n *Node) identity() (crypto.PrivKey, error) {
+	if n.opts.identity != nil {
+		return n.opts.identity, nil
+	}
+	if n.cfg.DataDir == "" {
+		k, _, err := crypto.GenerateEd25519Key(nil)
+		return k, err
+	}
+	if err := os.MkdirAll(n.cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("node: data dir: %w", err)
+	}
+	path := filepath.Join(n.cfg.DataDir, "identity.key")
+	b, err := os.ReadFile(path)
+	if err == nil {
+		k, err := crypto.UnmarshalPrivateKey(b)
+		if err != nil {
+			return nil, fmt.Errorf("node: identity key %s is corrupt: %w", path, err)
+		}
+		return k, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("node: read identity: %w", err)
+	}
+	k, _, err := crypto.GenerateEd25519Key(nil)
+	if err != nil {
+		return nil, err
+	}
+	b, err = crypto.MarshalPrivateKey(k)
+	if err != nil {
+		return nil, err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return nil, fmt.Errorf("node: write identity: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return nil, fmt.Errorf("node: write identity: %w", err)
+	}
+	return k, nil
+}
+
+func (n *Node) openStore(ctx context.Context) error {
+	so := store.Options{
+		Replica: n.replica, Limits: n.cfg.Limits, NoSync: n.cfg.NoSync, Retention: n.cfg.Retention,
+		MaxClockDrift: n.cfg.MaxClockDrift, Now: n.opts.now, OnCommit: n.onCommit, Logger: n.log,
+	}
+	var err error
+	switch {
+	case n.opts.datastore != nil:
+		n.st, err = store.Open(ctx, n.opts.datastore, so)
+	case n.cfg.DataDir != "":
+		n.st, err = store.OpenPebble(ctx, filepath.Join(n.cfg.DataDir, "store"), so)
+	default:
+		n.st, err = store.Open(ctx, dssync.MutexWrap(ds.NewMapDatastore()), so)
+	}
+	return err
+}
+
+func (n *Node) openHost(key crypto.PrivKey) error {
+	cm, err := connmgr.NewConnManager(n.cfg.ConnLow, n.cfg.ConnHigh, connmgr.WithGracePeriod(time.Minute))
+	if err != nil {
+		return err
+	}
+	n.gater = newGater(n.cfg.AllowPeers)
+	listen := n.cfg.Listen
+	if n.cfg.PSK != nil {
+		var tcpOnly []string
+		for _, a := range listen {
+			if ma, _ := multiaddr.NewMultiaddr(a); ma != nil {
+				if _, err := ma.ValueForProtocol(multiaddr.P_QUIC_V1); err == nil {
+					n.log.Warn("node: private network: QUIC cannot run with a pre-shared key; not listening on it", "addr", a)
+					continue
+				}
+			}
+			tcpOnly = append(tcpOnly, a)
+		}
+		listen = tcpOnly
+	}
+	hopts := []libp2p.Option{
+		libp2p.Identity(key),
+		libp2p.ListenAddrStrings(listen...),
+		libp2p.ConnectionManager(cm),
+		libp2p.ConnectionGater(n.gater),
+		libp2p.UserAgent("mycel"),
+	}
+	if n.cfg.PSK != nil {
+		hopts = append(hopts, libp2p.PrivateNetwork(pnet.PSK(n.cfg.PSK)))
+	}
+	if n.cfg.NAT {
+		hopts = append(hopts, libp2p.EnableNATService(), libp2p.EnableHolePunching(), libp2p.EnableRelay(), libp2p.NATPortMap())
+	}
+	hopts = append(hopts, n.opts.hostOpts...)
+	n.host, err = libp2p.New(hopts...)
+	if err != nil {
+		return fmt.Errorf("node: libp2p host: %w", err)
+	}
+	return nil
+}
+
+// onCommit receives every batch the store commits: local ones are
+// published, and watchers hear of every change.
+func (n *Node) onCommit(c store.Commit) {
+	if c.Local && n.rep != nil {
+		n.rep.Publish(c.Namespace, gossip.Batch{Origin: c.Origin, Seq: c.Seq, Delta: c.Delta, Encoded: c.Encoded})
+	}
+	if n.watchers.count() == 0 {
+		return
+	}
+	ns, err := n.st.Namespace(n.ctx, c.Namespace)
+	if err != nil {
+		return
+	}
+	n.watchers.publish(c, func(key string) crdt.Value {
+		v, _ := ns.Get(key)
+		return v
+	})
+}
+
+// keepConnected dials a bootstrap peer and redials with exponential backoff
+// (1 s doubling to 1 min, with jitter) whenever it is not connected.
+func (n *Node) keepConnected(ai peer.AddrInfo) {
+	defer n.wg.Done()
+	backoff := time.Second
+	for {
+		if n.host.Network().Connectedness(ai.ID) != 1 /* Connected */ {
+			ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
+			err := n.host.Connect(ctx, ai)
+			cancel()
+			if err != nil {
+				n.log.Debug("node: bootstrap dial failed", "peer", ai.ID, "err", err)
+			} else {
+				backoff = time.Second
+			}
+		}
+		wait := backoff/2 + time.Duration(n.randInt64(int64(backoff)))
+		if backoff < time.Minute {
+			backoff *= 2
+		}
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+func (n *Node) randInt64(max int64) int64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.opts.rand.Int64N(max)
+}
+
+type mdnsNotifee struct{ n *Node }
+
+func (m mdnsNotifee) HandlePeerFound(ai peer.AddrInfo) {
+	if ai.ID == m.n.host.ID() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(m.n.ctx, 10*time.Second)
+	defer cancel()
+	_ = m.n.host.Connect(ctx, ai)
+}
+
+// ID returns the node's peer id.
+func (n *Node) ID() peer.ID { return n.host.ID() }
+
+// Replica returns the node's replica id.
+func (n *Node) Replica() crdt.ReplicaID { return n.replica }
+
+// Addrs returns the node's listen addresses with its /p2p/ id appended:
+// each can be given to another node as a bootstrap address.
+func (n *Node) Addrs() []string {
+	var out []string
+	for _, a := range n.host.Addrs() {
+		out = append(out, a.String()+"/p2p/"+n.host.ID().String())
+	}
+	return out
+}
+
+// Host returns the libp2p host (for tests and the simulator).
+func (n *Node) Host() host.Host { return n.host }
+
+// Gater returns the connection gater, which can block peers at run time.
+func (n *Node) Gater() *Gater { return n.gater }
+
+// Stats returns replication counters.
+func (n *Node) Stats() *gossip.Stats { return n.rep.Stats() }
+
+// Connect dials a peer by multiaddr (with /p2p/<id>).
+func (n *Node) Connect(ctx context.Context, addr string) error {
+	ai, err := peer.AddrInfoFromString(addr)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	return n.host.Connect(ctx, *ai)
+}
+
+// SyncWith runs a sync of every namespace with p now.
+func (n *Node) SyncWith(ctx context.Context, p peer.ID) error { return n.rep.SyncWith(ctx, p) }
+
+// Close stops replication, discovery and the host, then flushes and closes
+// the store. It is safe to call more than once.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		var errs []error
+		if n.mdns != nil {
+			errs = append(errs, n.mdns.Close())
+		}
+		if n.rep != nil {
+			errs = append(errs, n.rep.Close())
+		}
+		n.watchers.close()
+		n.cancel()
+		n.wg.Wait()
+		if n.host != nil {
+			errs = append(errs, n.host.Close())
+		}
+		if n.st != nil {
+			errs = append(errs, n.st.Close())
+		}
+		n.closeErr = errors.Join(errs...)
+	})
+	return n.closeErr
+}
