@@ -1,0 +1,187 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-msgio"
+
+	"github.com/mycelnet/mycel/crdt"
+	"github.com/mycelnet/mycel/gossip"
+)
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond) // polling interval
+	}
+}
+
+// TestHostilePeer joins a raw libp2p peer to a namespace topic and has it
+// publish garbage, an oversized message, batches claiming another origin, a
+// replayed message and batches holding another replica's dots, and send
+// garbage on the sync protocol. Nothing may be applied; every rejection is
+// counted; the node keeps working.
+func TestHostilePeer(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	victim := cluster(t, 2, nil)
+	connect(t, victim[0], victim[1])
+	ns := mustNS(t, victim[0], "h")
+	mustNS(t, victim[1], "h")
+	if err := ns.Put(ctx, "legit", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	waitConverged(t, victim, "h", 1, 10*time.Second)
+	before, _ := ns.Digest()
+
+	evil, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer evil.Close()
+	ps, err := pubsub.NewGossipSub(ctx, evil, pubsub.WithMessageSignaturePolicy(pubsub.StrictSign), pubsub.WithMaxMessageSize(16<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	topic, err := ps.Join(gossip.TopicName("h"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer topic.Close()
+	if err := evil.Connect(ctx, peer.AddrInfo{ID: victim[0].ID(), Addrs: victim[0].Host().Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the victim in the evil peer's topic", 10*time.Second, func() bool {
+		for _, p := range topic.ListPeers() {
+			if p == victim[0].ID() {
+				return true
+			}
+		}
+		return false
+	})
+
+	// A valid-looking batch from the victim's own replica, to claim and replay.
+	src := crdt.NewNamespace(crdt.Limits{})
+	d, _ := src.Prepare(crdt.Op{Kind: crdt.OpPut, Key: "stolen", Value: []byte("x")}, victim[1].Replica(), crdt.Timestamp{Wall: 1})
+	claimed := (&gossip.Message{Origin: victim[1].Replica(), Batches: []gossip.Batch{{Origin: victim[1].Replica(), Seq: 99, Delta: d, Encoded: d.Encode(nil)}}}).Encode(nil)
+	// Batches in the evil peer's own name but holding another replica's dots.
+	foreignDots := (&gossip.Message{Origin: crdt.DeriveReplicaID([]byte(evil.ID())), Batches: []gossip.Batch{{Origin: crdt.DeriveReplicaID([]byte(evil.ID())), Seq: 1, Delta: d, Encoded: d.Encode(nil)}}}).Encode(nil)
+	garbage := make([]byte, 300)
+	rand.Read(garbage)
+	oversized := append(bytes.Repeat([]byte{0x09}, 1), make([]byte, 4<<20+100)...)
+
+	st := victim[0].Stats()
+	for _, payload := range [][]byte{garbage, oversized, claimed, claimed, foreignDots} {
+		if err := topic.Publish(ctx, payload); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "rejections to be counted", 10*time.Second, func() bool {
+		return st.RejectMalformed.Load() >= 3 && st.RejectOrigin.Load() >= 1
+	})
+
+	// Garbage on the sync protocol.
+	for _, junk := range [][]byte{garbage, {0x0a, 0x02, 'h'}} {
+		s, err := evil.NewStream(ctx, victim[0].ID(), gossip.ProtocolSync)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = msgio.NewVarintWriter(s).WriteMsg(junk)
+		_ = s.CloseWrite()
+		buf := make([]byte, 1)
+		_, _ = s.Read(buf) // the node resets the stream
+		s.Close()
+	}
+	waitFor(t, "sync garbage to be counted", 10*time.Second, func() bool { return st.RejectMalformed.Load() >= 5 })
+
+	after, _ := ns.Digest()
+	if after != before {
+		t.Fatal("hostile input changed the replica")
+	}
+	if _, err := ns.Get(ctx, "stolen"); err != ErrNotFound {
+		t.Fatal("a batch claiming another origin was applied")
+	}
+	// The node still replicates.
+	if err := ns.Put(ctx, "after", []byte("2")); err != nil {
+		t.Fatal(err)
+	}
+	waitConverged(t, victim, "h", 2, 10*time.Second)
+}
+
+func TestPSKMismatchCannotConnect(t *testing.T) {
+	keyA, keyB := make([]byte, 32), make([]byte, 32)
+	rand.Read(keyA)
+	rand.Read(keyB)
+	nodes := cluster(t, 3, func(i int, c *Config) {
+		c.PSK = keyA
+		if i == 2 {
+			c.PSK = keyB
+		}
+		c.Listen = append(c.Listen, "/ip4/127.0.0.1/udp/0/quic-v1") // dropped with a PSK
+	})
+	for _, n := range nodes {
+		for _, a := range n.Addrs() {
+			if bytes.Contains([]byte(a), []byte("quic")) {
+				t.Fatalf("a node with a PSK listens on QUIC: %s", a)
+			}
+		}
+	}
+	connect(t, nodes[0], nodes[1])
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := nodes[0].Connect(ctx, nodes[2].Addrs()[0]); err == nil {
+		t.Fatal("nodes with different pre-shared keys connected")
+	}
+}
+
+func TestWriterAllowlist(t *testing.T) {
+	ctx := context.Background()
+	nodes := cluster(t, 3, nil)
+	writers := []peer.ID{nodes[0].ID(), nodes[1].ID()}
+	// Peer ids are known only once the nodes exist; the allowlist is read
+	// when a namespace is opened, which happens below.
+	for _, n := range nodes {
+		n.cfg.Writers = map[string][]peer.ID{"w": writers}
+	}
+	mesh(t, nodes)
+	for _, n := range nodes {
+		mustNS(t, n, "w")
+	}
+	if err := mustNS(t, nodes[0], "w").Put(ctx, "by-writer", []byte("ok")); err != nil {
+		t.Fatal(err)
+	}
+	if err := mustNS(t, nodes[2], "w").Put(ctx, "by-outsider", []byte("no")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the writer's key everywhere", 10*time.Second, func() bool {
+		_, err := mustNS(t, nodes[2], "w").Get(ctx, "by-writer")
+		_, err1 := mustNS(t, nodes[1], "w").Get(ctx, "by-writer")
+		return err == nil && err1 == nil
+	})
+	waitFor(t, "the outsider's batches refused", 10*time.Second, func() bool {
+		return nodes[0].Stats().RejectNotWriter.Load() > 0 && nodes[1].Stats().RejectNotWriter.Load() > 0
+	})
+	// Also through sync: force sessions both ways.
+	for _, n := range nodes[:2] {
+		if err := n.SyncWith(ctx, nodes[2].ID()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range nodes[:2] {
+		if _, err := mustNS(t, n, "w").Get(ctx, "by-outsider"); err != ErrNotFound {
+			t.Fatalf("a non-writer's write was applied: %v", err)
+		}
+	}
+}
