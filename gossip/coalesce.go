@@ -2,25 +2,25 @@ package gossip
 
 import "time"
 
-// coalescer decides when queued local batches are published: as soon as the
-// window since the first queued batch has passed, or the queue holds enough
-// operations or bytes. It holds no clock; callers pass the time.
+// coalescer decides when queued local batches are published. At most one
+// message goes out per window: a batch queued when nothing was published in
+// the last window goes out at once (no added latency at low rates); under
+// load, batches wait for the window to close and go out together, or as
+// soon as the queue holds enough operations or bytes. It holds no clock;
+// callers pass the time.
 type coalescer struct {
 	window   time.Duration
 	maxOps   int
 	maxBytes int
 
-	queue []Batch
-	ops   int
-	bytes int
-	since time.Time
+	queue    []Batch
+	ops      int
+	bytes    int
+	lastSent time.Time
 }
 
 // add queues a batch at time now.
-func (c *coalescer) add(b Batch, now time.Time) {
-	if len(c.queue) == 0 {
-		c.since = now
-	}
+func (c *coalescer) add(b Batch, _ time.Time) {
 	c.queue = append(c.queue, b)
 	c.ops += b.Delta.Len()
 	c.bytes += len(b.Encoded)
@@ -36,12 +36,13 @@ func (c *coalescer) due() (at time.Time, ok bool) {
 	if len(c.queue) == 0 {
 		return time.Time{}, false
 	}
-	return c.since.Add(c.window), true
+	return c.lastSent.Add(c.window), true
 }
 
 // take returns the queued batches, at most maxBytes worth unless a single
-// batch is larger, and keeps the rest.
-func (c *coalescer) take() []Batch {
+// batch is larger, and keeps the rest; now is when they are sent.
+func (c *coalescer) take(now time.Time) []Batch {
+	c.lastSent = now
 	n, bytes := 0, 0
 	for n < len(c.queue) && (n == 0 || bytes+len(c.queue[n].Encoded) <= c.maxBytes) {
 		bytes += len(c.queue[n].Encoded)

@@ -19,16 +19,19 @@ type sendPlan struct {
 }
 
 // planSend decides what to send a client that has seen theirs, given what
-// this replica has seen and still keeps in its log, sending at most max
-// batches.
-func planSend(seen, kept, theirs crdt.Context, max int) sendPlan {
+// this replica has seen, keeps in its log and has lost from it, sending at
+// most max batches. A batch seen but neither kept nor gone is still being
+// committed here; the client gets it next time.
+func planSend(seen, kept, gone, theirs crdt.Context, max int) sendPlan {
 	var p sendPlan
 	lack := theirs.Missing(seen)
 	lack.ForEachRange(func(origin crdt.ReplicaID, lo, hi uint64) {
 		for seq := lo; seq <= hi; seq++ {
 			id := crdt.Dot{Replica: origin, Counter: seq}
 			if !kept.Contains(id) {
-				p.compacted = true
+				if gone.Contains(id) {
+					p.compacted = true
+				}
 				continue
 			}
 			if len(p.batches) >= max {

@@ -14,8 +14,12 @@ type Replica interface {
 	Seen() crdt.Context
 	// HasSeen reports whether batch (origin, seq) was applied.
 	HasSeen(origin crdt.ReplicaID, seq uint64) bool
-	// Kept returns the batches still held in the log.
+	// Kept returns the batches held in the log.
 	Kept() crdt.Context
+	// Gone returns the batches seen that the log will never serve again
+	// (compacted, or received as state). Seen batches neither kept nor gone
+	// are still being written.
+	Gone() crdt.Context
 	// ReadLog returns a logged batch; ok is false if it is not in the log.
 	ReadLog(ctx context.Context, origin crdt.ReplicaID, seq uint64) (b Batch, ok bool, err error)
 	// ApplyBatch applies a batch of origin's log; it may return before the

@@ -288,7 +288,7 @@ func (r *Replicator) serveSession(c *conn) error {
 		return fmt.Errorf("gossip: namespace %q not joined here", hello.ns)
 	}
 	ctx := r.ctx
-	plan := planSend(s.rep.Seen(), s.rep.Kept(), hello.seen, r.cfg.MaxSyncBatches)
+	plan := planSend(s.rep.Seen(), s.rep.Kept(), s.rep.Gone(), hello.seen, r.cfg.MaxSyncBatches)
 	for _, id := range plan.batches {
 		b, ok, err := s.rep.ReadLog(ctx, id.Replica, id.Counter)
 		if err != nil {

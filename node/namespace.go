@@ -124,10 +124,11 @@ func (s *Namespace) Keys(prefix, after string, limit int) []string {
 func (s *Namespace) Digest() (crdt.Digest, int) { return s.st.Digest() }
 
 // Watch delivers every change (local or remote) to keys with the prefix,
-// in commit order, until ctx ends. A watcher that falls behind by more
-// than buffer events has its channel closed.
+// in commit order, until ctx ends or the node closes (the channel is then
+// closed). A reader more than a million events behind is cut off the same
+// way rather than allowed to hold back commits.
 func (s *Namespace) Watch(ctx context.Context, prefix string) <-chan Event {
-	return s.n.watchers.add(ctx, s.Name(), prefix, 1024)
+	return s.n.watchers.add(ctx, s.Name(), prefix)
 }
 
 // Counter is a replicated PN counter.
@@ -259,6 +260,7 @@ type replicaAdapter struct{ st *store.Namespace }
 func (a replicaAdapter) Seen() crdt.Context                           { return a.st.Seen() }
 func (a replicaAdapter) HasSeen(o crdt.ReplicaID, seq uint64) bool    { return a.st.HasSeen(o, seq) }
 func (a replicaAdapter) Kept() crdt.Context                           { return a.st.Kept() }
+func (a replicaAdapter) Gone() crdt.Context                           { return a.st.Gone() }
 func (a replicaAdapter) View(fn func(*crdt.Namespace, *crdt.Context)) { a.st.View(fn) }
 
 func (a replicaAdapter) ReadLog(ctx context.Context, o crdt.ReplicaID, seq uint64) (gossip.Batch, bool, error) {

@@ -63,6 +63,7 @@ func (n *Namespace) compact(ctx context.Context) error {
 func (n *Namespace) forget(origin crdt.ReplicaID, seq uint64, size int) {
 	n.mu.Lock()
 	n.kept.Remove(origin, seq, seq)
+	n.gone.Add(crdt.Dot{Replica: origin, Counter: seq})
 	n.logBytes -= int64(size)
 	n.mu.Unlock()
 }

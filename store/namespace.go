@@ -28,7 +28,11 @@ type Namespace struct {
 	// seen holds, as dots (origin, seq), every batch applied.
 	seen crdt.Context
 	// kept holds, as dots (origin, seq), the batches still in the log.
-	kept     crdt.Context
+	kept crdt.Context
+	// gone holds the batches seen that will never be in the log: removed
+	// by compaction, or known only through state reconciliation. A batch
+	// seen but neither kept nor gone is still being committed.
+	gone     crdt.Context
 	logBytes int64
 }
 
@@ -261,6 +265,15 @@ func (n *Namespace) Kept() crdt.Context {
 	return n.kept.Clone()
 }
 
+// Gone returns the batches seen that the log can no longer serve (compacted,
+// or received as state): a peer lacking one of them needs state
+// reconciliation.
+func (n *Namespace) Gone() crdt.Context {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.gone.Clone()
+}
+
 // LogBytes returns the encoded size of the log.
 func (n *Namespace) LogBytes() int64 {
 	n.mu.RLock()
@@ -301,6 +314,7 @@ func (n *Namespace) ApplyState(ctx context.Context, deltas []crdt.Delta, seen, c
 		n.applyLocked(d, p)
 	}
 	n.applyLocked(crdt.ContextDelta(cctx), p)
+	n.gone.Merge(n.seen.Missing(seen))
 	n.seen.Merge(seen)
 	for _, origin := range seen.Replicas() {
 		c := n.seen.Of(origin)
@@ -402,6 +416,7 @@ func loadNamespace(ctx context.Context, s *Store, name string) (*Namespace, erro
 	if err != nil {
 		return nil, corrupt(name, err)
 	}
+	n.gone = n.kept.Missing(n.seen)
 	return n, nil
 }
 

@@ -1,0 +1,287 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// Cluster benchmarks: real libp2p hosts on 127.0.0.1 (TCP), each node with a
+// Pebble store in its own temp dir. Run with -benchtime=1x; each reports
+// its figures with b.ReportMetric.
+
+func benchCluster(b *testing.B, n int, change func(int, *Config)) []*Node {
+	b.Helper()
+	nodes := make([]*Node, n)
+	for i := range nodes {
+		cfg := DefaultLocalConfig()
+		cfg.DataDir = b.TempDir()
+		if change != nil {
+			change(i, &cfg)
+		}
+		nd, err := Open(context.Background(), cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		nodes[i] = nd
+		b.Cleanup(func() { nd.Close() })
+	}
+	for i := range nodes {
+		for j := i + 1; j < len(nodes); j++ {
+			if err := nodes[i].Connect(context.Background(), nodes[j].Addrs()[0]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	for _, nd := range nodes {
+		if _, err := nd.Namespace(context.Background(), "bench"); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return nodes
+}
+
+func benchWait(b *testing.B, nodes []*Node, keys int, timeout time.Duration) time.Time {
+	b.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		all := true
+		for _, nd := range nodes {
+			ns, _ := nd.Namespace(context.Background(), "bench")
+			if _, k := ns.Digest(); k < keys {
+				all = false
+				break
+			}
+		}
+		if all {
+			return time.Now()
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("not converged within %v", timeout)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// BenchmarkClusterThroughput: 5 nodes, 64 writers each, durable 100-byte
+// puts spread over all nodes; replicated throughput = keys / time until
+// every node holds every key.
+func BenchmarkClusterThroughput(b *testing.B) { benchThroughput(b, false) }
+
+// BenchmarkClusterThroughputNoSync is the same with writes acknowledged
+// before fsync (Config.NoSync).
+func BenchmarkClusterThroughputNoSync(b *testing.B) { benchThroughput(b, true) }
+
+func benchThroughput(b *testing.B, noSync bool) {
+	const nodesN, writers, total = 5, 64, 200_000
+	nodes := benchCluster(b, nodesN, func(_ int, c *Config) { c.NoSync = noSync; c.CoalesceWindow = benchWindow })
+	val := make([]byte, 100)
+	b.ResetTimer()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i, nd := range nodes {
+		ns, _ := nd.Namespace(context.Background(), "bench")
+		var next atomic.Int64
+		for w := 0; w < writers; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					k := next.Add(1)
+					if k > total/nodesN {
+						return
+					}
+					if err := ns.Put(context.Background(), fmt.Sprintf("n%d-%07d", i, k), val); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	acked := time.Since(start)
+	end := benchWait(b, nodes, total, 5*time.Minute)
+	el := end.Sub(start).Seconds()
+	b.ReportMetric(total/acked.Seconds(), "acked-puts/s")
+	b.ReportMetric(total/el, "replicated-puts/s")
+}
+
+// BenchmarkClusterLatency: 5 nodes, node 0 puts at 1,000/s for 5 s; the
+// delay from acknowledgement to the key being visible on every node.
+func BenchmarkClusterLatency(b *testing.B) {
+	const rate, dur = 1000, 5 * time.Second
+	nodes := benchCluster(b, 5, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	type seen struct {
+		mu   sync.Mutex
+		last map[string]time.Time
+		cnt  map[string]int
+	}
+	s := &seen{last: map[string]time.Time{}, cnt: map[string]int{}}
+	var wg sync.WaitGroup
+	for _, nd := range nodes[1:] {
+		ns, _ := nd.Namespace(ctx, "bench")
+		ch := ns.Watch(ctx, "lat-")
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ev := range ch {
+				now := time.Now()
+				s.mu.Lock()
+				s.cnt[ev.Key]++
+				if now.After(s.last[ev.Key]) {
+					s.last[ev.Key] = now
+				}
+				s.mu.Unlock()
+			}
+		}()
+	}
+	ns0, _ := nodes[0].Namespace(ctx, "bench")
+	acks := map[string]time.Time{}
+	val := make([]byte, 100)
+	b.ResetTimer()
+	tick := time.NewTicker(time.Second / rate)
+	stop := time.Now().Add(dur)
+	for i := 0; time.Now().Before(stop); i++ {
+		<-tick.C
+		k := fmt.Sprintf("lat-%06d", i)
+		if err := ns0.Put(ctx, k, val); err != nil {
+			b.Fatal(err)
+		}
+		acks[k] = time.Now()
+	}
+	tick.Stop()
+	benchWait(b, nodes, len(acks), time.Minute)
+	time.Sleep(200 * time.Millisecond) // let watch events drain
+	cancel()
+	wg.Wait()
+	var delays []float64
+	s.mu.Lock()
+	for k, at := range acks {
+		if s.cnt[k] >= len(nodes)-1 {
+			delays = append(delays, float64(s.last[k].Sub(at).Microseconds())/1000)
+		}
+	}
+	s.mu.Unlock()
+	if len(delays) < len(acks)*9/10 {
+		b.Fatalf("only %d of %d keys seen by every watcher", len(delays), len(acks))
+	}
+	sort.Float64s(delays)
+	b.ReportMetric(delays[len(delays)/2], "p50-ms")
+	b.ReportMetric(delays[len(delays)*99/100], "p99-ms")
+}
+
+// BenchmarkClusterPartitionHeal: node 4 is cut off while node 0 writes
+// 10,000 puts of 100-byte values; then the cut heals. Time from reconnect
+// until node 4 holds all, and sync bytes against the raw bytes missed.
+func BenchmarkClusterPartitionHeal(b *testing.B) {
+	const puts = 10_000
+	nodes := benchCluster(b, 5, nil)
+	cut := nodes[4]
+	for _, nd := range nodes[:4] {
+		nd.Block(cut.ID())
+		cut.Block(nd.ID())
+	}
+	ctx := context.Background()
+	ns0, _ := nodes[0].Namespace(ctx, "bench")
+	val := make([]byte, 100)
+	var raw int64
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	for w := 0; w < 16; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				k := next.Add(1)
+				if k > puts {
+					return
+				}
+				key := fmt.Sprintf("heal-%06d", k)
+				atomic.AddInt64(&raw, int64(len(key)+len(val)))
+				if err := ns0.Put(ctx, key, val); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	benchWait(b, nodes[:4], puts, time.Minute)
+	before := cut.Stats().SyncBytesIn.Load()
+	b.ResetTimer()
+	start := time.Now()
+	for _, nd := range nodes[:4] {
+		nd.Unblock(cut.ID())
+		cut.Unblock(nd.ID())
+	}
+	if err := cut.Connect(ctx, nodes[1].Addrs()[0]); err != nil {
+		b.Fatal(err)
+	}
+	end := benchWait(b, []*Node{cut}, puts, time.Minute)
+	b.ReportMetric(end.Sub(start).Seconds(), "heal-s")
+	b.ReportMetric(float64(cut.Stats().SyncBytesIn.Load()-before)/float64(raw), "sync-bytes/raw-bytes")
+}
+
+// BenchmarkClusterLateJoiner: a cluster of 2 holds 100,000 keys; an empty
+// node joins; keys/s it receives until it holds all.
+func BenchmarkClusterLateJoiner(b *testing.B) {
+	const keys = 100_000
+	nodes := benchCluster(b, 2, func(_ int, c *Config) { c.NoSync = true })
+	ctx := context.Background()
+	ns0, _ := nodes[0].Namespace(ctx, "bench")
+	val := make([]byte, 100)
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	for w := 0; w < 16; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				k := next.Add(1)
+				if k > keys {
+					return
+				}
+				if err := ns0.Put(ctx, fmt.Sprintf("late-%07d", k), val); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	benchWait(b, nodes, keys, 2*time.Minute)
+	cfg := DefaultLocalConfig()
+	cfg.DataDir = b.TempDir()
+	late, err := Open(ctx, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer late.Close()
+	if _, err := late.Namespace(ctx, "bench"); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	start := time.Now()
+	if err := late.Connect(ctx, nodes[0].Addrs()[0]); err != nil {
+		b.Fatal(err)
+	}
+	end := benchWait(b, []*Node{late}, keys, 2*time.Minute)
+	b.ReportMetric(keys/end.Sub(start).Seconds(), "keys/s")
+}
+
+// benchWindow is the coalescing window for the throughput benchmarks
+// (default 2 ms; MYCEL_BENCH_WINDOW overrides, e.g. "5ms").
+var benchWindow = func() time.Duration {
+	if d, err := time.ParseDuration(os.Getenv("MYCEL_BENCH_WINDOW")); err == nil {
+		return d
+	}
+	return 0
+}()
