@@ -350,7 +350,7 @@ func (dec *decoder) regEntry(b []byte) (RegEntry, error) {
 			if len(f.b) > dec.lim.MaxValueBytes {
 				return overLimit("register value is %d bytes, max %d", len(f.b), dec.lim.MaxValueBytes)
 			}
-			r.Value = append(make([]byte, 0, len(f.b)), f.b...)
+			r.Value = string(f.b)
 		default:
 			return unknown(f)
 		}
@@ -566,7 +566,8 @@ func DecodeNamespace(b []byte, lim Limits) (*Namespace, error) {
 	n := NewNamespace(lim)
 	n.ctx = ctx
 	for _, e := range entries {
-		n.keys[e.key] = e.val
+		v := e.val
+		n.keys[e.key] = &v
 	}
 	return n, nil
 }

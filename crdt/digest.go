@@ -72,7 +72,7 @@ func NamespaceDigest(ctx *Context, sum *DigestSum) Digest {
 func (n *Namespace) Digest() Digest {
 	var sum DigestSum
 	for k, v := range n.keys {
-		sum.Add(KeyDigest(k, v))
+		sum.Add(KeyDigest(k, *v))
 	}
 	return NamespaceDigest(&n.ctx, &sum)
 }
@@ -111,7 +111,7 @@ func (n *Namespace) Restore(key string, v Value) error {
 		delete(n.keys, key)
 		return nil
 	}
-	n.keys[key] = v
+	n.keys[key] = &v
 	return nil
 }
 
@@ -128,4 +128,17 @@ func (s *DigestSum) Bytes() []byte {
 	}
 	binary.BigEndian.PutUint64(b[32:], s.n)
 	return b
+}
+
+// ParseDigestSum reads a sum written by DigestSum.Bytes.
+func ParseDigestSum(b []byte) (DigestSum, error) {
+	var s DigestSum
+	if len(b) != 40 {
+		return s, fmt.Errorf("%w: digest sum of %d bytes", ErrMalformed, len(b))
+	}
+	for i := range s.limbs {
+		s.limbs[i] = binary.BigEndian.Uint64(b[i*8:])
+	}
+	s.n = binary.BigEndian.Uint64(b[32:])
+	return s, nil
 }

@@ -189,7 +189,7 @@ func appendValueBody(b []byte, v *Value) []byte {
 		b = appendDotField(b, fRegDot, e.Dot)
 		b = appendUvarintField(b, fRegWall, uint64(e.Time.Wall))
 		b = appendUvarintField(b, fRegLogical, uint64(e.Time.Logical))
-		b = appendBytesField(b, fRegValue, e.Value)
+		b = appendStringField(b, fRegValue, e.Value)
 	}
 	e := v.ext
 	if e == nil {
@@ -266,8 +266,7 @@ func (d Delta) Encode(b []byte) []byte {
 func (n *Namespace) Encode(b []byte) []byte {
 	b = appendStateHeader(b, &n.ctx)
 	for _, k := range n.Keys("") {
-		v := n.keys[k]
-		b = appendEntry(b, k, &v)
+		b = appendEntry(b, k, n.keys[k])
 	}
 	return b
 }

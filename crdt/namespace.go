@@ -12,14 +12,15 @@ import (
 // use [NewNamespace].
 type Namespace struct {
 	ctx    Context
-	keys   map[string]Value // only non-empty values
+	keys   map[string]*Value // only non-empty values; boxed: a map of small
+	// pointers grows in far less memory than a map of 32-byte values
 	limits Limits
 }
 
 // NewNamespace returns an empty namespace that checks operations against
 // limits (zero fields take defaults).
 func NewNamespace(limits Limits) *Namespace {
-	return &Namespace{keys: make(map[string]Value), limits: limits.withDefaults()}
+	return &Namespace{keys: make(map[string]*Value), limits: limits.withDefaults()}
 }
 
 // Limits returns the limits the namespace enforces.
@@ -30,8 +31,18 @@ func (n *Namespace) Len() int { return len(n.keys) }
 
 // Get returns the value under key.
 func (n *Namespace) Get(key string) (Value, bool) {
-	v, ok := n.keys[key]
-	return v, ok
+	if p := n.keys[key]; p != nil {
+		return *p, true
+	}
+	return Value{}, false
+}
+
+// value returns the value under key, or the empty value.
+func (n *Namespace) value(key string) Value {
+	if p := n.keys[key]; p != nil {
+		return *p
+	}
+	return Value{}
 }
 
 // Context returns a copy of the namespace's causal context.
@@ -56,7 +67,7 @@ func (n *Namespace) Keys(prefix string) []string {
 // Range calls fn for every key in key order until fn returns false.
 func (n *Namespace) Range(fn func(key string, v Value) bool) {
 	for _, k := range n.Keys("") {
-		if !fn(k, n.keys[k]) {
+		if !fn(k, *n.keys[k]) {
 			return
 		}
 	}
@@ -64,9 +75,10 @@ func (n *Namespace) Range(fn func(key string, v Value) bool) {
 
 // Clone returns a deep copy.
 func (n *Namespace) Clone() *Namespace {
-	c := &Namespace{ctx: n.ctx.Clone(), keys: make(map[string]Value, len(n.keys)), limits: n.limits}
+	c := &Namespace{ctx: n.ctx.Clone(), keys: make(map[string]*Value, len(n.keys)), limits: n.limits}
 	for k, v := range n.keys {
-		c.keys[k] = v.clone()
+		cv := v.clone()
+		c.keys[k] = &cv
 	}
 	return c
 }
@@ -100,7 +112,7 @@ func (n *Namespace) Prepare(op Op, r ReplicaID, ts Timestamp) (Delta, error) {
 	p := preparer{op: &s.op, next: n.ctx.Max(r) + 1, replica: r, ts: ts, scratch: s}
 	s.op = op
 	p.ctx.ranges = s.ranges[:0]
-	v, err := p.at(n.keys[op.Key], 0)
+	v, err := p.at(n.value(op.Key), 0)
 	if err != nil {
 		return Delta{}, err
 	}
@@ -180,8 +192,7 @@ func (p *preparer) at(cur Value, depth int) (Value, error) {
 		for i := range cur.reg {
 			p.ctx.Add(cur.reg[i].Dot)
 		}
-		val := append(make([]byte, 0, len(op.Value)), op.Value...)
-		out.reg = []RegEntry{{Dot: p.dot(), Time: p.ts, Value: val}}
+		out.reg = []RegEntry{{Dot: p.dot(), Time: p.ts, Value: string(op.Value)}}
 	case OpCounterAdd:
 		var share int64
 		if cur.ext != nil {
@@ -301,14 +312,17 @@ func (n *Namespace) ApplyDelta(d Delta, changed func(key string, v Value)) {
 	for i := range d.entries {
 		e := &d.entries[i]
 		a := n.keys[e.key]
-		joinValue(&a, &n.ctx, e.val, &d.ctx, false, false)
+		if a == nil {
+			a = new(Value)
+		}
+		joinValue(a, &n.ctx, e.val, &d.ctx, false, false)
 		if a.IsEmpty() {
 			delete(n.keys, e.key)
 		} else {
 			n.keys[e.key] = a
 		}
 		if changed != nil {
-			changed(e.key, a)
+			changed(e.key, *a)
 		}
 	}
 	n.ctx.Merge(d.ctx)
@@ -318,20 +332,17 @@ func (n *Namespace) ApplyDelta(d Delta, changed func(key string, v Value)) {
 // It visits every key of both.
 func (n *Namespace) Join(o *Namespace) {
 	for k, a := range n.keys {
-		b := o.keys[k]
-		joinValue(&a, &n.ctx, b, &o.ctx, true, false)
+		joinValue(a, &n.ctx, o.value(k), &o.ctx, true, false)
 		if a.IsEmpty() {
 			delete(n.keys, k)
-		} else {
-			n.keys[k] = a
 		}
 	}
 	for k, b := range o.keys {
 		if _, done := n.keys[k]; done {
 			continue
 		}
-		var a Value
-		joinValue(&a, &n.ctx, b, &o.ctx, true, false)
+		a := new(Value)
+		joinValue(a, &n.ctx, *b, &o.ctx, true, false)
 		if !a.IsEmpty() {
 			n.keys[k] = a
 		}
@@ -346,7 +357,7 @@ func (n *Namespace) Join(o *Namespace) {
 // n's whole context restricted to what matters for key; theirs is the set of
 // dots the peer holds under key.
 func (n *Namespace) KeyDelta(key string, theirs []Dot) Delta {
-	v := n.keys[key]
+	v := n.value(key)
 	var ctx Context
 	v.addDotsTo(&ctx)
 	for _, d := range theirs {
@@ -365,7 +376,7 @@ func (n *Namespace) KeyDelta(key string, theirs []Dot) Delta {
 // ValueDots returns every dot held under key, sorted.
 func (n *Namespace) ValueDots(key string) []Dot {
 	var ds []Dot
-	n.keys[key].Dots(func(d Dot) { ds = append(ds, d) })
+	n.value(key).Dots(func(d Dot) { ds = append(ds, d) })
 	sort.Slice(ds, func(i, j int) bool { return ds[i].Less(ds[j]) })
 	return ds
 }
@@ -375,3 +386,11 @@ func (n *Namespace) ContextOf(r ReplicaID) Context { return n.ctx.Of(r) }
 
 // MaxDot returns the highest counter seen from r.
 func (n *Namespace) MaxDot(r ReplicaID) uint64 { return n.ctx.Max(r) }
+
+// Grow makes room for count keys in an empty namespace, so that loading a
+// large state does not rehash the key map as it grows.
+func (n *Namespace) Grow(count int) {
+	if len(n.keys) == 0 && count > 0 {
+		n.keys = make(map[string]*Value, count)
+	}
+}

@@ -324,7 +324,7 @@ func stateOf(d Delta) *Namespace {
 		var v Value
 		joinValue(&v, &empty, e.val, &d.ctx, true, false)
 		if !v.IsEmpty() {
-			n.keys[e.key] = v
+			n.keys[e.key] = &v
 		}
 	}
 	return n

@@ -99,7 +99,7 @@ func (s *Namespace) GetAll(_ context.Context, key string) ([][]byte, error) {
 	}
 	out := make([][]byte, len(regs))
 	for i, r := range regs {
-		out[i] = r.Value
+		out[i] = []byte(r.Value)
 	}
 	return out, nil
 }

@@ -53,7 +53,7 @@ func OpenPebble(ctx context.Context, dir string, opts Options) (*Store, error) {
 		lock.Close()
 		return err
 	}
-	s, err := open(ctx, d, opts, closeAll)
+	s, err := open(ctx, pebbleStore{d}, opts, closeAll)
 	if err != nil {
 		_ = closeAll()
 		return nil, err
@@ -81,4 +81,34 @@ func lockDir(dir string) (*os.File, error) {
 func isLockErr(err error) bool {
 	return errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EWOULDBLOCK) ||
 		strings.Contains(err.Error(), "lock held") || strings.Contains(err.Error(), "resource temporarily unavailable")
+}
+
+// pebbleStore is go-ds-pebble's datastore with a direct prefix scan for
+// loading state at open: an iterator instead of a goroutine and a channel
+// per record.
+type pebbleStore struct {
+	*pebbleds.Datastore
+}
+
+func (p pebbleStore) scanPrefix(ctx context.Context, prefix string, fn func(key string, val []byte) error) error {
+	lower := []byte(prefix + "/")
+	upper := []byte(prefix + "0") // '0' is the byte after '/'
+	it, err := p.DB.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	for ok := it.First(); ok; ok = it.Next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return err
+		}
+		if err := fn(string(it.Key()), v); err != nil {
+			return err
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	return it.Error()
 }

@@ -37,6 +37,7 @@ type pending struct {
 	keys  []keyWrite
 	ctxs  []ctxWrite
 	seens []ctxWrite // state reconciliation: seen ranges per origin
+	sum   []byte     // the namespace's digest sum after this change
 	done  chan error
 }
 
@@ -193,6 +194,7 @@ func (s *Store) write(ctx context.Context, items []*pending) (outs []batchOut, s
 		replica crdt.ReplicaID
 	}
 	lastCtx := make(map[ctxSlot][]byte)
+	lastSum := make(map[*Namespace][]byte)
 	for _, p := range items {
 		sync = sync || p.durable
 		if p.kind == pendingFlush {
@@ -211,6 +213,9 @@ func (s *Store) write(ctx context.Context, items []*pending) (outs []batchOut, s
 		}
 		for _, cw := range p.ctxs {
 			lastCtx[ctxSlot{p.ns, cw.replica}] = cw.ranges
+		}
+		if p.sum != nil {
+			lastSum[p.ns] = p.sum
 		}
 		for _, sw := range p.seens {
 			if err := b.Put(ctx, l.seenKey(sw.replica), sw.ranges); err != nil {
@@ -239,6 +244,11 @@ func (s *Store) write(ctx context.Context, items []*pending) (outs []batchOut, s
 				order = append(order, p.ns)
 			}
 			db.Add(p.delta)
+		}
+	}
+	for n, sum := range lastSum {
+		if err := b.Put(ctx, n.layout.sumKey(), sum); err != nil {
+			return nil, false, err
 		}
 	}
 	for slot, ranges := range lastCtx {

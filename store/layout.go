@@ -19,6 +19,7 @@ import (
 //	/ns/<hex ns>/k/<hex key>          key state (crdt.Value encoding)
 //	/ns/<hex ns>/l/<origin>/<seq>     log entry: uvarint unix ms, delta encoding
 //	/ns/<hex ns>/s/<origin>           sequence numbers of batches applied from origin
+//	/ns/<hex ns>/sum                  sum of key digests and key count (crdt.DigestSum)
 //
 // Replica ids and sequence numbers are 16 hex digits.
 const (
@@ -68,6 +69,8 @@ func (l layout) logKey(origin crdt.ReplicaID, seq uint64) ds.Key {
 	return ds.RawKey(l.base + "/l/" + hex16(uint64(origin)) + "/" + hex16(seq))
 }
 func (l layout) logPrefix() string { return l.base + "/l" }
+
+func (l layout) sumKey() ds.Key { return ds.RawKey(l.base + "/sum") }
 
 func registryKey(ns string) ds.Key { return ds.RawKey(prefixRegistry + hex.EncodeToString([]byte(ns))) }
 

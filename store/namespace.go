@@ -160,6 +160,7 @@ func (n *Namespace) applyLocked(d crdt.Delta, p *pending) {
 		c := n.state.ContextOf(r)
 		p.ctxs = append(p.ctxs, ctxWrite{replica: r, ranges: c.Encode(nil)})
 	}
+	p.sum = n.sum.Bytes()
 }
 
 // sealLocal assigns the next sequence number to a local batch being
@@ -372,6 +373,19 @@ func loadNamespace(ctx context.Context, s *Store, name string) (*Namespace, erro
 		return nil, corrupt(name, err)
 	}
 	n.state.RestoreContext(c)
+	// The digest sum is persisted with every commit; with it, loading need
+	// not hash every key, and the key map can be sized up front.
+	var saved *crdt.DigestSum
+	if b, err := s.ds.Get(ctx, n.layout.sumKey()); err == nil {
+		sum, err := crdt.ParseDigestSum(b)
+		if err != nil {
+			return nil, corrupt(name, fmt.Errorf("digest sum: %v", err))
+		}
+		saved = &sum
+		n.state.Grow(int(sum.Len()))
+	} else if !isNotFound(err) {
+		return nil, err
+	}
 	err = scan(ctx, s, n.layout.statePrefix(), false, func(key string, val []byte) error {
 		k, err := decodeHexName(lastSegment(key))
 		if err != nil {
@@ -384,11 +398,25 @@ func loadNamespace(ctx context.Context, s *Store, name string) (*Namespace, erro
 		if err := n.state.Restore(k, v); err != nil {
 			return fmt.Errorf("key %q: %w", k, err)
 		}
-		n.sum.Add(crdt.KeyDigest(k, v))
+		if saved == nil {
+			n.sum.Add(crdt.KeyDigest(k, v))
+		}
 		return nil
 	})
 	if err != nil {
 		return nil, corrupt(name, err)
+	}
+	if saved != nil {
+		if saved.Len() != uint64(n.state.Len()) {
+			// The sum does not match what was loaded: recompute it.
+			s.opts.Logger.Warn("store: digest sum does not match the keys; recomputing", "namespace", name)
+			n.state.Range(func(k string, v crdt.Value) bool {
+				n.sum.Add(crdt.KeyDigest(k, v))
+				return true
+			})
+		} else {
+			n.sum = *saved
+		}
 	}
 	err = scan(ctx, s, n.layout.seenPrefix(), false, func(key string, val []byte) error {
 		part, err := crdt.DecodeContext(val, lim)
@@ -426,6 +454,14 @@ func corrupt(ns string, err error) error {
 
 // scan calls fn for every entry under prefix.
 func scan(ctx context.Context, s *Store, prefix string, sizesOnly bool, fn func(key string, val []byte) error) error {
+	if ps, ok := s.ds.(prefixScanner); ok {
+		return ps.scanPrefix(ctx, prefix, func(k string, v []byte) error {
+			if err := fn(k, v); err != nil {
+				return fmt.Errorf("record %s: %w", k, err)
+			}
+			return nil
+		})
+	}
 	res, err := s.ds.Query(ctx, query.Query{Prefix: prefix})
 	if err != nil {
 		return err
@@ -440,6 +476,13 @@ func scan(ctx context.Context, s *Store, prefix string, sizesOnly bool, fn func(
 		}
 	}
 	return ctx.Err()
+}
+
+// prefixScanner is implemented by datastores that can iterate a prefix
+// faster than go-datastore's channel-based Query (Pebble, when opened by
+// OpenPebble). fn's value is only valid during the call.
+type prefixScanner interface {
+	scanPrefix(ctx context.Context, prefix string, fn func(key string, val []byte) error) error
 }
 
 func decodeHexName(h string) (string, error) {
