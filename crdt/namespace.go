@@ -11,8 +11,8 @@ import (
 // the causal context shared by all of them. The zero Namespace is not ready;
 // use [NewNamespace].
 type Namespace struct {
-	ctx    Context
-	keys   map[string]*Value // only non-empty values; boxed: a map of small
+	ctx  Context
+	keys map[string]*Value // only non-empty values; boxed: a map of small
 	// pointers grows in far less memory than a map of 32-byte values
 	limits Limits
 }
