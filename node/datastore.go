@@ -1,0 +1,127 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"strings"
+
+	ds "github.com/ipfs/go-datastore"
+	"github.com/ipfs/go-datastore/query"
+
+	"github.com/mycelnet/mycel/crdt"
+	"github.com/mycelnet/mycel/store"
+)
+
+// Datastore returns the namespace as a go-datastore Batching datastore: a
+// drop-in for code written against go-ds-crdt or any go-datastore. Each
+// datastore key (its String form) is a register key of the namespace; Get
+// returns the register's winning value. Writes are durable when Put
+// returns; a Batch's writes share one fsync at Commit.
+func (s *Namespace) Datastore() ds.Batching { return &nsDatastore{s: s} }
+
+type nsDatastore struct{ s *Namespace }
+
+var _ ds.Batching = (*nsDatastore)(nil)
+
+func (d *nsDatastore) Get(ctx context.Context, key ds.Key) ([]byte, error) {
+	v, err := d.s.Get(ctx, key.String())
+	if errors.Is(err, ErrNotFound) {
+		return nil, ds.ErrNotFound
+	}
+	return v, err
+}
+
+func (d *nsDatastore) Has(ctx context.Context, key ds.Key) (bool, error) {
+	_, err := d.Get(ctx, key)
+	if errors.Is(err, ds.ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+func (d *nsDatastore) GetSize(ctx context.Context, key ds.Key) (int, error) {
+	v, err := d.Get(ctx, key)
+	if err != nil {
+		return -1, err
+	}
+	return len(v), nil
+}
+
+func (d *nsDatastore) Put(ctx context.Context, key ds.Key, value []byte) error {
+	return d.s.Put(ctx, key.String(), value)
+}
+
+func (d *nsDatastore) Delete(ctx context.Context, key ds.Key) error {
+	return d.s.Delete(ctx, key.String())
+}
+
+// Sync makes every write so far durable.
+func (d *nsDatastore) Sync(ctx context.Context, _ ds.Key) error { return d.s.n.st.Flush(ctx) }
+
+// Close does nothing: the node owns the namespace.
+func (d *nsDatastore) Close() error { return nil }
+
+func (d *nsDatastore) Query(ctx context.Context, q query.Query) (query.Results, error) {
+	// Collect the register keys under the prefix in order, then let
+	// go-datastore apply filters, orders, offset and limit exactly.
+	prefix := ds.NewKey(q.Prefix).String()
+	if prefix != "/" {
+		prefix += "/"
+	} else {
+		prefix = "/"
+	}
+	var entries []query.Entry
+	for _, k := range d.s.Keys(prefix, "", 0) {
+		v, ok := d.s.Value(k)
+		if !ok {
+			continue
+		}
+		val, _, isReg := v.Register()
+		if !isReg || !strings.HasPrefix(k, "/") {
+			continue // not a datastore-shaped register key
+		}
+		e := query.Entry{Key: k, Size: len(val)}
+		if !q.KeysOnly {
+			e.Value = val
+		}
+		entries = append(entries, e)
+	}
+	return query.NaiveQueryApply(q, query.ResultsWithEntries(q, entries)), nil
+}
+
+func (d *nsDatastore) Batch(context.Context) (ds.Batch, error) {
+	return &nsBatch{d: d, ops: make(map[ds.Key]*[]byte)}, nil
+}
+
+// nsBatch buffers writes; Commit applies them without waiting for each
+// fsync, then waits once.
+type nsBatch struct {
+	d   *nsDatastore
+	ops map[ds.Key]*[]byte // nil: delete
+}
+
+func (b *nsBatch) Put(_ context.Context, key ds.Key, value []byte) error {
+	v := append([]byte(nil), value...)
+	b.ops[key] = &v
+	return nil
+}
+
+func (b *nsBatch) Delete(_ context.Context, key ds.Key) error {
+	b.ops[key] = nil
+	return nil
+}
+
+func (b *nsBatch) Commit(ctx context.Context) error {
+	st := b.d.s.st
+	for k, v := range b.ops {
+		op := crdt.Op{Kind: crdt.OpDelete, Key: k.String()}
+		if v != nil {
+			op = crdt.Op{Kind: crdt.OpPut, Key: k.String(), Value: *v}
+		}
+		if _, err := st.Apply(ctx, op, store.WithoutWait()); err != nil {
+			return err
+		}
+	}
+	b.ops = make(map[ds.Key]*[]byte)
+	return b.d.s.n.st.Flush(ctx)
+}
