@@ -35,6 +35,7 @@ type frame struct {
 	batch     Batch        // batch
 	more      bool         // done: the server stopped early; sync again
 	compacted bool         // done: some batches are gone from the log
+	lacks     uint64       // done: batches of the client's the server lacks
 	buckets   []bucketSum  // buckets
 	differ    []uint32     // differ
 	key       string       // keyDots
@@ -71,6 +72,7 @@ func encodeFrame(f *frame) []byte {
 	case frameDone:
 		body = appendVarintField(body, 1, boolInt(f.more))
 		body = appendVarintField(body, 2, boolInt(f.compacted))
+		body = appendVarintField(body, 3, f.lacks)
 	case frameBuckets:
 		sums := make([]byte, 0, len(f.buckets)*40)
 		for _, s := range f.buckets {
@@ -148,7 +150,7 @@ func decodeFrame(b []byte, lim Limits) (*frame, error) {
 			return nil, err
 		}
 	case frameDone:
-		f.more, f.compacted = fields[1].u == 1, fields[2].u == 1
+		f.more, f.compacted, f.lacks = fields[1].u == 1, fields[2].u == 1, fields[3].u
 	case frameBuckets:
 		sums := bytesOf(1)
 		if len(sums)%40 != 0 || len(sums)/40 > maxBuckets || !isPow2(len(sums)/40) {

@@ -24,21 +24,23 @@ type sendPlan struct {
 // committed here; the client gets it next time.
 func planSend(seen, kept, gone, theirs crdt.Context, max int) sendPlan {
 	var p sendPlan
+	// Work on ranges, never dot by dot: a peer's state can make seen and
+	// gone span most of the counter space.
 	lack := theirs.Missing(seen)
-	lack.ForEachRange(func(origin crdt.ReplicaID, lo, hi uint64) {
-		for seq := lo; seq <= hi; seq++ {
-			id := crdt.Dot{Replica: origin, Counter: seq}
-			if !kept.Contains(id) {
-				if gone.Contains(id) {
-					p.compacted = true
-				}
-				continue
-			}
+	unlogged := kept.Missing(lack)       // lacked, not in the log
+	committing := gone.Missing(unlogged) // of those, not gone either
+	p.compacted = !committing.Equal(unlogged)
+	send := unlogged.Missing(lack) // lacked and in the log
+	send.ForEachRange(func(origin crdt.ReplicaID, lo, hi uint64) {
+		for seq := lo; !p.more; seq++ {
 			if len(p.batches) >= max {
 				p.more = true
 				return
 			}
-			p.batches = append(p.batches, id)
+			p.batches = append(p.batches, crdt.Dot{Replica: origin, Counter: seq})
+			if seq == hi { // hi may be the last counter: stop before wrapping
+				return
+			}
 		}
 	})
 	return p

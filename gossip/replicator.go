@@ -146,6 +146,8 @@ type Replicator struct {
 	syncing map[peer.ID]bool
 	// server side: per-peer admission
 	served map[peer.ID]*admission
+	// per peer and namespace: the last sync sessions
+	status map[statusKey]*PeerSync
 	randMu sync.Mutex
 
 	kick      chan peer.ID
@@ -168,6 +170,7 @@ func New(cfg Config) (*Replicator, error) {
 		spaces:  make(map[string]*space),
 		syncing: make(map[peer.ID]bool),
 		served:  make(map[peer.ID]*admission),
+		status:  make(map[statusKey]*PeerSync),
 		kick:    make(chan peer.ID, 256),
 	}
 	cfg.Host.SetStreamHandler(ProtocolSync, r.serve)
@@ -330,4 +333,49 @@ func (r *Replicator) SyncWith(ctx context.Context, p peer.ID) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+type statusKey struct {
+	peer peer.ID
+	ns   string
+}
+
+// PeerSync is what replication knows of one peer for one namespace.
+type PeerSync struct {
+	Peer      peer.ID
+	Namespace string
+	// LastPull is when this node last completed a sync pulling from the
+	// peer; LastServed when it last served the peer's pull.
+	LastPull, LastServed time.Time
+	// WeLacked is how many batches the last pull brought; PeerLacks is how
+	// many batches of ours the peer reported missing at that moment (it
+	// fetches them with its own pull).
+	WeLacked, PeerLacks uint64
+	// StateSynced is true if the last pull needed state reconciliation.
+	StateSynced bool
+	// LastError is the last pull's error, if it failed.
+	LastError string
+}
+
+func (r *Replicator) noteStatus(p peer.ID, ns string, fn func(*PeerSync)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	k := statusKey{p, ns}
+	st := r.status[k]
+	if st == nil {
+		st = &PeerSync{Peer: p, Namespace: ns}
+		r.status[k] = st
+	}
+	fn(st)
+}
+
+// PeerStatus returns the sync status of every peer and namespace seen.
+func (r *Replicator) PeerStatus() []PeerSync {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]PeerSync, 0, len(r.status))
+	for _, st := range r.status {
+		out = append(out, *st)
+	}
+	return out
 }

@@ -90,6 +90,15 @@ func (r *Replicator) syncSpace(ctx context.Context, p peer.ID, s *space) (more b
 	if err := c.send(&frame{kind: frameHello, ns: s.name, seen: s.rep.Seen()}); err != nil {
 		return false, err
 	}
+	var got uint64
+	defer func() {
+		r.noteStatus(p, s.name, func(ps *PeerSync) {
+			ps.WeLacked += got
+			if err != nil {
+				ps.LastError = err.Error()
+			}
+		})
+	}()
 	for {
 		f, err := c.recv()
 		if err != nil {
@@ -105,6 +114,7 @@ func (r *Replicator) syncSpace(ctx context.Context, p peer.ID, s *space) (more b
 			if _, err := s.rep.ApplyBatch(ctx, f.batch); err != nil {
 				return false, err
 			}
+			got++
 		case frameDone:
 			if f.compacted {
 				if err := r.reconcileState(ctx, c, s); err != nil {
@@ -112,6 +122,10 @@ func (r *Replicator) syncSpace(ctx context.Context, p peer.ID, s *space) (more b
 				}
 			}
 			r.stats.SyncSessions.Add(1)
+			r.noteStatus(p, s.name, func(ps *PeerSync) {
+				ps.LastPull, ps.PeerLacks, ps.StateSynced, ps.LastError = r.cfg.Now(), f.lacks, f.compacted, ""
+				ps.WeLacked = 0 // counted by the deferred note for this session
+			})
 			return f.more, nil
 		default:
 			return false, fmt.Errorf("%w: unexpected frame %d", ErrMalformed, f.kind)
@@ -288,7 +302,9 @@ func (r *Replicator) serveSession(c *conn) error {
 		return fmt.Errorf("gossip: namespace %q not joined here", hello.ns)
 	}
 	ctx := r.ctx
-	plan := planSend(s.rep.Seen(), s.rep.Kept(), s.rep.Gone(), hello.seen, r.cfg.MaxSyncBatches)
+	seen := s.rep.Seen()
+	plan := planSend(seen, s.rep.Kept(), s.rep.Gone(), hello.seen, r.cfg.MaxSyncBatches)
+	lacks := seen.Missing(hello.seen)
 	for _, id := range plan.batches {
 		b, ok, err := s.rep.ReadLog(ctx, id.Replica, id.Counter)
 		if err != nil {
@@ -303,9 +319,10 @@ func (r *Replicator) serveSession(c *conn) error {
 		}
 		r.stats.SyncBatchesOut.Add(1)
 	}
-	if err := c.send(&frame{kind: frameDone, more: plan.more, compacted: plan.compacted}); err != nil {
+	if err := c.send(&frame{kind: frameDone, more: plan.more, compacted: plan.compacted, lacks: lacks.Len()}); err != nil {
 		return err
 	}
+	r.noteStatus(c.s.Conn().RemotePeer(), s.name, func(ps *PeerSync) { ps.LastServed = r.cfg.Now() })
 	if !plan.compacted {
 		return nil
 	}

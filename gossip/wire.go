@@ -71,6 +71,16 @@ func (l Limits) withDefaults() Limits {
 	if l.MaxBatches <= 0 {
 		l.MaxBatches = 1024
 	}
+	// The crdt decoders default zero fields themselves, but gossip also
+	// reads these two (key frames, keys per state session): a zero there
+	// would refuse every key.
+	d := crdt.DefaultLimits()
+	if l.Delta.MaxKeyBytes <= 0 {
+		l.Delta.MaxKeyBytes = d.MaxKeyBytes
+	}
+	if l.Delta.MaxElements <= 0 {
+		l.Delta.MaxElements = d.MaxElements
+	}
 	return l
 }
 

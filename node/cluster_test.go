@@ -112,3 +112,31 @@ func TestThreeNodesConverge(t *testing.T) {
 		t.Fatalf("counter %d %v", v, err)
 	}
 }
+
+func TestPeersAndSyncStatus(t *testing.T) {
+	ctx := context.Background()
+	nodes := cluster(t, 2, func(_ int, c *Config) { c.DisablePublish = true })
+	a, b := mustNS(t, nodes[0], "s"), mustNS(t, nodes[1], "s")
+	for k := 0; k < 10; k++ {
+		if err := a.Put(ctx, fmt.Sprint("k", k), []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	connect(t, nodes[1], nodes[0])
+	if err := nodes[1].SyncWith(ctx, nodes[0].ID()); err != nil {
+		t.Fatal(err)
+	}
+	// The pull (this one or the one the new connection started) brought
+	// every batch: b holds all, and the status records the pull.
+	if _, k := b.Digest(); k != 10 || nodes[1].Stats().SyncBatchesIn.Load() == 0 {
+		t.Fatalf("after a pull: %d keys, %d batches in", k, nodes[1].Stats().SyncBatchesIn.Load())
+	}
+	st := b.SyncStatus()
+	if len(st) != 1 || st[0].Peer != nodes[0].ID() || st[0].LastPull.IsZero() || st[0].LastError != "" {
+		t.Fatalf("sync status after a pull: %+v", st)
+	}
+	peers := nodes[1].Peers()
+	if len(peers) != 1 || !peers[0].Connected || peers[0].LastSync.IsZero() || len(peers[0].Addrs) == 0 {
+		t.Fatalf("peers: %+v", peers)
+	}
+}
