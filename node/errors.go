@@ -22,4 +22,6 @@ var (
 	ErrTooLarge = crdt.ErrLimit
 	// ErrInUse: the data directory is held by another process.
 	ErrInUse = store.ErrInUse
+	// ErrCompacted: a watch position is older than the history kept.
+	ErrCompacted = errors.New("node: watch position compacted; re-read and watch again")
 )

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/mycelnet/mycel/crdt"
 	"github.com/mycelnet/mycel/gossip"
@@ -128,7 +129,48 @@ func (s *Namespace) Digest() (crdt.Digest, int) { return s.st.Digest() }
 // closed). A reader more than a million events behind is cut off the same
 // way rather than allowed to hold back commits.
 func (s *Namespace) Watch(ctx context.Context, prefix string) <-chan Event {
-	return s.n.watchers.add(ctx, s.Name(), prefix)
+	w, _ := s.n.watchers.add(ctx, s.Name(), prefix, false)
+	return w.ch
+}
+
+// Position returns the namespace's last commit position on this node: a
+// watcher that has seen everything up to it can later resume with
+// WatchFrom, across restarts.
+func (s *Namespace) Position() uint64 { return s.st.Position() }
+
+// WatchFrom is Watch resuming after position from (an Event.Position seen
+// before, possibly before a restart): first every change committed after
+// from, then live changes, with no gap and no repeat. Replayed events carry
+// the key's current value. If the changes after from are no longer kept
+// (the log was compacted past them) it fails with ErrCompacted: re-read the
+// keys, then Watch.
+func (s *Namespace) WatchFrom(ctx context.Context, prefix string, from uint64) (<-chan Event, error) {
+	w, last := s.n.watchers.add(ctx, s.Name(), prefix, true)
+	if from > last {
+		s.n.watchers.remove(w)
+		return nil, fmt.Errorf("%w: position %d is ahead of this node (%d)", ErrInvalid, from, last)
+	}
+	var history []Event
+	err := s.st.Replay(ctx, from, last, func(c store.Commit) error {
+		for i := 0; i < c.Delta.Len(); i++ {
+			key := c.Delta.Key(i)
+			if !strings.HasPrefix(key, prefix) {
+				continue
+			}
+			v, _ := s.st.Get(key)
+			history = append(history, Event{Namespace: c.Namespace, Key: key, Value: v, Origin: c.Origin, Seq: c.Seq, Position: c.Position})
+		}
+		return nil
+	})
+	if err != nil {
+		s.n.watchers.remove(w)
+		if errors.Is(err, store.ErrCompacted) {
+			return nil, fmt.Errorf("%w: %v", ErrCompacted, err)
+		}
+		return nil, err
+	}
+	w.replayed(history)
+	return w.ch, nil
 }
 
 // Counter is a replicated PN counter.

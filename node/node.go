@@ -240,14 +240,11 @@ func (n *Node) onCommit(c store.Commit) {
 	if c.Local && n.rep != nil {
 		n.rep.Publish(c.Namespace, gossip.Batch{Origin: c.Origin, Seq: c.Seq, Delta: c.Delta, Encoded: c.Encoded})
 	}
-	if n.watchers.count() == 0 {
-		return
-	}
-	ns, err := n.st.Namespace(n.ctx, c.Namespace)
-	if err != nil {
-		return
-	}
 	n.watchers.publish(c, func(key string) crdt.Value {
+		ns, err := n.st.Namespace(n.ctx, c.Namespace)
+		if err != nil {
+			return crdt.Value{}
+		}
 		v, _ := ns.Get(key)
 		return v
 	})

@@ -19,8 +19,9 @@ type Event struct {
 	Origin crdt.ReplicaID
 	// Seq is the batch's sequence number in Origin's log.
 	Seq uint64
-	// Position orders events on this node: it increases with every event
-	// delivered to any watcher of this node since it started.
+	// Position is the commit position of the batch in this namespace on
+	// this node. It survives restarts: WatchFrom(ctx, prefix, p) resumes
+	// after position p.
 	Position uint64
 }
 
@@ -41,13 +42,20 @@ type watcher struct {
 	wake   chan struct{}
 	done   chan struct{}
 	closed bool
+	// While a resumed watcher replays history, live events wait in held.
+	holding bool
+	held    []Event
 }
 
 func (w *watcher) push(ev Event) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.closed || len(w.queue) >= maxWatchBacklog {
+	if w.closed || len(w.queue)+len(w.held) >= maxWatchBacklog {
 		return false
+	}
+	if w.holding {
+		w.held = append(w.held, ev)
+		return true
 	}
 	w.queue = append(w.queue, ev)
 	select {
@@ -96,26 +104,44 @@ func (w *watcher) shut() {
 type watchHub struct {
 	mu       sync.Mutex
 	watchers map[*watcher]bool
-	pos      uint64
+	last     map[string]uint64 // per namespace: last position published
 	closed   bool
 	wg       sync.WaitGroup
 }
 
-func newWatchHub() *watchHub { return &watchHub{watchers: make(map[*watcher]bool)} }
+func newWatchHub() *watchHub {
+	return &watchHub{watchers: make(map[*watcher]bool), last: make(map[string]uint64)}
+}
 
-func (h *watchHub) add(ctx context.Context, ns, prefix string) <-chan Event {
-	w := &watcher{ns: ns, prefix: prefix, ch: make(chan Event, 64), wake: make(chan struct{}, 1), done: make(chan struct{})}
+// add registers a watcher and returns it with the last position published
+// for ns: every later commit reaches the watcher live. With hold, live
+// events wait until release.
+func (h *watchHub) add(ctx context.Context, ns, prefix string, hold bool) (*watcher, uint64) {
+	w := &watcher{ns: ns, prefix: prefix, ch: make(chan Event, 64), wake: make(chan struct{}, 1), done: make(chan struct{}), holding: hold}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
+		w.closed = true
 		close(w.ch)
-		return w.ch
+		return w, 0
 	}
 	h.watchers[w] = true
 	h.wg.Add(1)
 	go w.pump(&h.wg)
 	w.stop = context.AfterFunc(ctx, func() { h.remove(w) })
-	return w.ch
+	return w, h.last[ns]
+}
+
+// replayed queues history ahead of the live events held meanwhile.
+func (w *watcher) replayed(history []Event) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.queue = append(append(w.queue, history...), w.held...)
+	w.held, w.holding = nil, false
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
 }
 
 func (h *watchHub) remove(w *watcher) {
@@ -130,6 +156,10 @@ func (h *watchHub) remove(w *watcher) {
 func (h *watchHub) publish(c store.Commit, value func(key string) crdt.Value) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.last[c.Namespace] = c.Position
+	if len(h.watchers) == 0 {
+		return
+	}
 	for i := 0; i < c.Delta.Len(); i++ {
 		key := c.Delta.Key(i)
 		var v *crdt.Value
@@ -141,8 +171,7 @@ func (h *watchHub) publish(c store.Commit, value func(key string) crdt.Value) {
 				x := value(key)
 				v = &x
 			}
-			h.pos++
-			if !w.push(Event{Namespace: c.Namespace, Key: key, Value: *v, Origin: c.Origin, Seq: c.Seq, Position: h.pos}) {
+			if !w.push(Event{Namespace: c.Namespace, Key: key, Value: *v, Origin: c.Origin, Seq: c.Seq, Position: c.Position}) {
 				w.stop()
 				delete(h.watchers, w)
 				w.shut()

@@ -244,6 +244,8 @@ func (s *Store) write(ctx context.Context, items []*pending) (outs []batchOut, s
 				order = append(order, p.ns)
 			}
 			db.Add(p.delta)
+		case pendingState:
+			outs = append(outs, batchOut{p.ns, Commit{Namespace: p.ns.name, Delta: p.delta}})
 		}
 	}
 	for n, sum := range lastSum {
@@ -270,6 +272,15 @@ func (s *Store) write(ctx context.Context, items []*pending) (outs []batchOut, s
 		}
 		n.noteLogged(s.opts.Replica, seq, len(rec))
 		outs = append(outs, batchOut{n, Commit{Namespace: n.name, Origin: s.opts.Replica, Seq: seq, Delta: d, Encoded: enc, Local: true}})
+	}
+	// Number every batch in the order this replica committed it, and keep
+	// an index from position to batch, so watchers can resume.
+	for i := range outs {
+		o := &outs[i]
+		o.commit.Position = o.ns.pos.Add(1)
+		if err := b.Put(ctx, o.ns.layout.posKey(o.commit.Position), posRecord(o.commit.Origin, o.commit.Seq)); err != nil {
+			return nil, false, err
+		}
 	}
 	if len(order) > 0 {
 		s.clockMu.Lock()
@@ -298,6 +309,20 @@ func parseLogRecord(b []byte) (unixMillis int64, delta []byte, err error) {
 		return 0, nil, errors.New("bad log record header")
 	}
 	return int64(t), b[n:], nil
+}
+
+// posRecord is a position index entry: the batch's origin and sequence
+// number (both zero for a state reconciliation, which no log entry holds).
+func posRecord(origin crdt.ReplicaID, seq uint64) []byte {
+	b := binary.BigEndian.AppendUint64(nil, uint64(origin))
+	return binary.BigEndian.AppendUint64(b, seq)
+}
+
+func parsePosRecord(b []byte) (crdt.ReplicaID, uint64, error) {
+	if len(b) != 16 {
+		return 0, 0, errors.New("bad position record")
+	}
+	return crdt.ReplicaID(binary.BigEndian.Uint64(b)), binary.BigEndian.Uint64(b[8:]), nil
 }
 
 func encodeTimestamp(t crdt.Timestamp) []byte {

@@ -51,7 +51,7 @@ func (n *Namespace) compact(ctx context.Context) error {
 			}
 		}
 		if !found || (!over && victimTime >= cutoff) {
-			return nil
+			return n.trimPositions(ctx)
 		}
 		if err := s.ds.Delete(ctx, n.layout.logKey(victim.Replica, victim.Counter)); err != nil {
 			return err
@@ -66,4 +66,30 @@ func (n *Namespace) forget(origin crdt.ReplicaID, seq uint64, size int) {
 	n.gone.Add(crdt.Dot{Replica: origin, Counter: seq})
 	n.logBytes -= int64(size)
 	n.mu.Unlock()
+}
+
+// trimPositions drops the oldest position index entries whose batches are
+// no longer in the log.
+func (n *Namespace) trimPositions(ctx context.Context) error {
+	for p := max(n.posLow.Load(), 1); p <= n.pos.Load(); p++ {
+		rec, err := n.s.ds.Get(ctx, n.layout.posKey(p))
+		if err != nil && !isNotFound(err) {
+			return err
+		}
+		if err == nil {
+			origin, seq, perr := parsePosRecord(rec)
+			n.mu.RLock()
+			kept := perr == nil && origin != 0 && n.kept.Contains(crdt.Dot{Replica: origin, Counter: seq})
+			n.mu.RUnlock()
+			if kept {
+				n.posLow.Store(p)
+				return nil
+			}
+			if err := n.s.ds.Delete(ctx, n.layout.posKey(p)); err != nil {
+				return err
+			}
+		}
+		n.posLow.Store(p + 1)
+	}
+	return nil
 }

@@ -20,6 +20,7 @@ import (
 //	/ns/<hex ns>/l/<origin>/<seq>     log entry: uvarint unix ms, delta encoding
 //	/ns/<hex ns>/s/<origin>           sequence numbers of batches applied from origin
 //	/ns/<hex ns>/sum                  sum of key digests and key count (crdt.DigestSum)
+//	/ns/<hex ns>/x/<position>         the batch committed at that position: origin, seq
 //
 // Replica ids and sequence numbers are 16 hex digits.
 const (
@@ -71,6 +72,9 @@ func (l layout) logKey(origin crdt.ReplicaID, seq uint64) ds.Key {
 func (l layout) logPrefix() string { return l.base + "/l" }
 
 func (l layout) sumKey() ds.Key { return ds.RawKey(l.base + "/sum") }
+
+func (l layout) posKey(pos uint64) ds.Key { return ds.RawKey(l.base + "/x/" + hex16(pos)) }
+func (l layout) posPrefix() string        { return l.base + "/x" }
 
 func registryKey(ns string) ds.Key { return ds.RawKey(prefixRegistry + hex.EncodeToString([]byte(ns))) }
 

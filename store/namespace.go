@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unicode/utf8"
 
 	"github.com/ipfs/go-datastore/query"
@@ -34,6 +35,11 @@ type Namespace struct {
 	// seen but neither kept nor gone is still being committed.
 	gone     crdt.Context
 	logBytes int64
+
+	// pos is the last commit position; only the commit loop advances it.
+	// posLow is the lowest position still indexed.
+	pos    atomic.Uint64
+	posLow atomic.Uint64
 }
 
 func newNamespace(s *Store, name string) *Namespace {
@@ -314,6 +320,7 @@ func (n *Namespace) ApplyState(ctx context.Context, deltas []crdt.Delta, seen, c
 		s.observe(d.MaxTimestamp())
 		n.applyLocked(d, p)
 	}
+	p.delta = crdt.JoinDeltas(deltas...)
 	n.applyLocked(crdt.ContextDelta(cctx), p)
 	n.gone.Merge(n.seen.Missing(seen))
 	n.seen.Merge(seen)
@@ -445,7 +452,68 @@ func loadNamespace(ctx context.Context, s *Store, name string) (*Namespace, erro
 		return nil, corrupt(name, err)
 	}
 	n.gone = n.kept.Missing(n.seen)
+	var low, high uint64
+	err = scan(ctx, s, n.layout.posPrefix(), true, func(key string, _ []byte) error {
+		p, ok := parseHex16(lastSegment(key))
+		if !ok || p == 0 {
+			return errors.New("bad position key")
+		}
+		if low == 0 || p < low {
+			low = p
+		}
+		high = max(high, p)
+		return nil
+	})
+	if err != nil {
+		return nil, corrupt(name, err)
+	}
+	n.pos.Store(high)
+	n.posLow.Store(low)
 	return n, nil
+}
+
+// ErrCompacted: a watch position is older than the change index kept.
+var ErrCompacted = errors.New("store: position compacted; re-read the state")
+
+// Position returns the last commit position of the namespace.
+func (n *Namespace) Position() uint64 { return n.pos.Load() }
+
+// Replay calls fn, in order, with every batch committed at positions
+// from+1 ..= to. It fails with ErrCompacted if any of them is no longer in
+// the index or the log (or was a state reconciliation, which the log does
+// not hold).
+func (n *Namespace) Replay(ctx context.Context, from, to uint64, fn func(Commit) error) error {
+	if low := n.posLow.Load(); from+1 < low && from < to {
+		return fmt.Errorf("%w: position %d, oldest kept %d", ErrCompacted, from, low)
+	}
+	for p := from + 1; p <= to; p++ {
+		rec, err := n.s.ds.Get(ctx, n.layout.posKey(p))
+		if isNotFound(err) {
+			return fmt.Errorf("%w: position %d", ErrCompacted, p)
+		}
+		if err != nil {
+			return err
+		}
+		origin, seq, err := parsePosRecord(rec)
+		if err != nil {
+			return corrupt(n.name, fmt.Errorf("position %d: %v", p, err))
+		}
+		if origin == 0 {
+			return fmt.Errorf("%w: position %d is a state reconciliation", ErrCompacted, p)
+		}
+		b, ok, err := n.ReadLog(ctx, origin, seq)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("%w: position %d", ErrCompacted, p)
+		}
+		c := Commit{Namespace: n.name, Origin: origin, Seq: seq, Delta: b.Delta, Encoded: b.Encoded, Local: origin == n.s.opts.Replica, Position: p}
+		if err := fn(c); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func corrupt(ns string, err error) error {

@@ -121,6 +121,11 @@ type Commit struct {
 	Encoded []byte
 	// Local is true for a batch of this replica's own operations.
 	Local bool
+	// Position numbers the batches of this namespace in the order this
+	// replica committed them, from 1; it survives restarts (see
+	// Namespace.Replay). A state reconciliation has a position but no
+	// origin, sequence number or log entry.
+	Position uint64
 }
 
 // Store is the durable state of all namespaces of one node. Its methods are

@@ -344,3 +344,29 @@ func TestCloseIsIdempotentAndRefusesWrites(t *testing.T) {
 		t.Fatalf("write after close: %v", err)
 	}
 }
+
+func TestReplayAfterCompaction(t *testing.T) {
+	ctx := context.Background()
+	s, err := OpenMemory(ctx, Options{Replica: 1, CompactEvery: -1, Retention: Retention{MaxBytes: 300, MaxAge: time.Hour}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	n := mustNS(t, s, "ns")
+	for i := 0; i < 20; i++ {
+		put(t, n, fmt.Sprint("k", i), strings.Repeat("x", 40))
+	}
+	var got []uint64
+	if err := n.Replay(ctx, 10, n.Position(), func(c Commit) error { got = append(got, c.Position); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 10 || got[0] != 11 {
+		t.Fatalf("replayed positions %v", got)
+	}
+	if err := s.Compact(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Replay(ctx, 0, n.Position(), func(Commit) error { return nil }); !errors.Is(err, ErrCompacted) {
+		t.Fatalf("replay past compaction: %v", err)
+	}
+}
