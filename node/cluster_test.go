@@ -140,3 +140,27 @@ func TestPeersAndSyncStatus(t *testing.T) {
 		t.Fatalf("peers: %+v", peers)
 	}
 }
+
+// TestDHTRendezvous: two nodes that only know a bootstrap node find each
+// other through the namespace's rendezvous in the DHT, and replicate.
+func TestDHTRendezvous(t *testing.T) {
+	ctx := context.Background()
+	boot := cluster(t, 1, func(_ int, c *Config) { c.DHT = true; c.RendezvousInterval = 200 * time.Millisecond })[0]
+	mustNS(t, boot, "other") // the bootstrap node does not hold "dht"
+	nodes := cluster(t, 2, func(_ int, c *Config) {
+		c.DHT = true
+		c.RendezvousInterval = 200 * time.Millisecond
+		c.Bootstrap = []string{boot.Addrs()[0]}
+	})
+	a, b := mustNS(t, nodes[0], "dht"), mustNS(t, nodes[1], "dht")
+	waitFor(t, "the two nodes to meet through the DHT", 30*time.Second, func() bool {
+		return len(nodes[0].Host().Network().ConnsToPeer(nodes[1].ID())) > 0
+	})
+	if err := a.Put(ctx, "k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the write to replicate", 20*time.Second, func() bool {
+		v, err := b.Get(ctx, "k")
+		return err == nil && string(v) == "v"
+	})
+}

@@ -31,6 +31,13 @@ type Config struct {
 	Bootstrap []string
 	// MDNS finds peers on the local network. Default false (LAN preset: true).
 	MDNS bool
+	// DHT runs a Kademlia DHT (Mycel's own, protocol prefix /mycel) seeded
+	// by Bootstrap, and meets the other nodes of each namespace at a
+	// rendezvous point in it. Default false (WAN preset: true).
+	DHT bool
+	// RendezvousInterval is how often each namespace is advertised and its
+	// peers looked up in the DHT. Default 1 min (local preset: 1 s).
+	RendezvousInterval time.Duration
 	// PSK, if set (32 bytes), makes the node part of a private network:
 	// only nodes with the same key can connect. libp2p cannot run QUIC in
 	// a private network, so QUIC listeners are dropped (and logged).
@@ -83,6 +90,7 @@ func DefaultWANConfig() Config {
 		DataDir:      "mycel-data",
 		Listen:       []string{"/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"},
 		NAT:          true,
+		DHT:          true,
 		SyncInterval: 30 * time.Second,
 	}
 }
@@ -105,6 +113,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.SyncInterval <= 0 {
 		c.SyncInterval = 10 * time.Second
+	}
+	if c.RendezvousInterval <= 0 {
+		c.RendezvousInterval = time.Minute
 	}
 	if c.PSK != nil && len(c.PSK) != 32 {
 		return c, fmt.Errorf("%w: PSK must be 32 bytes, got %d", ErrConfig, len(c.PSK))

@@ -14,6 +14,7 @@ import (
 	ds "github.com/ipfs/go-datastore"
 	dssync "github.com/ipfs/go-datastore/sync"
 	"github.com/libp2p/go-libp2p"
+	dht "github.com/libp2p/go-libp2p-kad-dht"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
@@ -36,6 +37,7 @@ type Node struct {
 	replica crdt.ReplicaID
 
 	host  host.Host
+	dht   *dht.IpfsDHT
 	gater *Gater
 	ps    *pubsub.PubSub
 	rep   *gossip.Replicator
@@ -129,6 +131,11 @@ func (n *Node) open(ctx context.Context) error {
 		ai, _ := peer.AddrInfoFromString(a)
 		n.wg.Add(1)
 		go n.keepConnected(*ai)
+	}
+	if n.cfg.DHT {
+		if err := n.startDHT(ctx); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -346,6 +353,9 @@ func (n *Node) Close() error {
 		n.watchers.close()
 		n.cancel()
 		n.wg.Wait()
+		if n.dht != nil {
+			errs = append(errs, n.dht.Close())
+		}
 		if n.host != nil {
 			errs = append(errs, n.host.Close())
 		}
