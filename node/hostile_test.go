@@ -185,3 +185,40 @@ func TestWriterAllowlist(t *testing.T) {
 		}
 	}
 }
+
+// TestSyncFloodIsRateLimited: a peer opening sync sessions as fast as it
+// can is refused past its budget, and the node keeps serving others.
+func TestSyncFloodIsRateLimited(t *testing.T) {
+	ctx := context.Background()
+	victim := cluster(t, 1, nil)[0]
+	mustNS(t, victim, "f")
+	evil, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer evil.Close()
+	if err := evil.Connect(ctx, peer.AddrInfo{ID: victim.ID(), Addrs: victim.Host().Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	hello := []byte{0x0a, 0x05, 0x0a, 0x01, 'f', 0x12, 0x00} // Hello{ns: "f", seen: {}}
+	for i := 0; i < 60; i++ {
+		s, err := evil.NewStream(ctx, victim.ID(), gossip.ProtocolSync)
+		if err != nil {
+			continue
+		}
+		_ = msgio.NewVarintWriter(s).WriteMsg(hello)
+		buf := make([]byte, 64)
+		_, _ = s.Read(buf)
+		s.Reset()
+	}
+	if victim.Stats().SyncRefused.Load() == 0 {
+		t.Fatal("60 back-to-back sync sessions from one peer were all served")
+	}
+	// Another peer is still served.
+	other := cluster(t, 1, nil)[0]
+	mustNS(t, other, "f")
+	connect(t, other, victim)
+	if err := other.SyncWith(ctx, victim.ID()); err != nil {
+		t.Fatalf("an honest peer was refused: %v", err)
+	}
+}
