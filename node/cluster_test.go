@@ -2,7 +2,10 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -163,4 +166,30 @@ func TestDHTRendezvous(t *testing.T) {
 		v, err := b.Get(ctx, "k")
 		return err == nil && string(v) == "v"
 	})
+}
+
+func TestIdentityKeptAndPrivate(t *testing.T) {
+	dir := t.TempDir()
+	a := cluster(t, 1, func(_ int, c *Config) { c.DataDir = dir })[0]
+	id := a.ID()
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(dir, "identity.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("identity key mode %v, want 0600", fi.Mode().Perm())
+	}
+	b := cluster(t, 1, func(_ int, c *Config) { c.DataDir = dir })[0]
+	if b.ID() != id {
+		t.Fatal("restart changed the peer id")
+	}
+	// A second node on the same data directory fails fast.
+	cfg := DefaultLocalConfig()
+	cfg.DataDir = dir
+	if _, err := Open(context.Background(), cfg); !errors.Is(err, ErrInUse) {
+		t.Fatalf("second node on one data dir: %v", err)
+	}
 }

@@ -1,13 +1,16 @@
 package node
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sort"
 	"sync"
 	"time"
 
@@ -98,6 +101,9 @@ func (n *Node) open(ctx context.Context) error {
 		n.opts.rand = rand.New(rand.NewPCG(uint64(n.replica), uint64(o.now().UnixNano())))
 	}
 	if err := n.openStore(ctx); err != nil {
+		return err
+	}
+	if err := n.checkFingerprint(ctx); err != nil {
 		return err
 	}
 	if err := n.openHost(key); err != nil {
@@ -365,4 +371,34 @@ func (n *Node) Close() error {
 		n.closeErr = errors.Join(errs...)
 	})
 	return n.closeErr
+}
+
+// checkFingerprint records a fingerprint of the settings that shape stored
+// and replicated data (limits, private network, writer allowlists) in the
+// store, and warns when a restart changes them.
+func (n *Node) checkFingerprint(ctx context.Context) error {
+	h := sha256.New()
+	lim := n.st.Limits()
+	fmt.Fprintf(h, "limits %d %d %d %d %d\n", lim.MaxKeyBytes, lim.MaxValueBytes, lim.MaxDepth, lim.MaxElements, lim.MaxBytes)
+	fmt.Fprintf(h, "psk %x\n", sha256.Sum256(n.cfg.PSK))
+	names := make([]string, 0, len(n.cfg.Writers))
+	for ns := range n.cfg.Writers {
+		names = append(names, ns)
+	}
+	sort.Strings(names)
+	for _, ns := range names {
+		fmt.Fprintf(h, "writers %q %v\n", ns, n.cfg.Writers[ns])
+	}
+	fp := h.Sum(nil)
+	old, ok, err := n.st.GetMeta(ctx, "config-fingerprint")
+	if err != nil {
+		return err
+	}
+	if ok && !bytes.Equal(old, fp) {
+		n.log.Warn("node: limits, private network or writer allowlists changed since the last start")
+	}
+	if !ok || !bytes.Equal(old, fp) {
+		return n.st.PutMeta(ctx, "config-fingerprint", fp)
+	}
+	return nil
 }
