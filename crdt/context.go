@@ -302,3 +302,26 @@ func (c *Context) Remove(r ReplicaID, lo, hi uint64) {
 	}
 	c.ranges = out
 }
+
+// Intersect returns the dots in both c and o.
+func (c *Context) Intersect(o Context) Context {
+	var out Context
+	i, j := 0, 0
+	for i < len(c.ranges) && j < len(o.ranges) {
+		a, b := c.ranges[i], o.ranges[j]
+		switch {
+		case a.Replica < b.Replica || (a.Replica == b.Replica && a.Hi < b.Lo):
+			i++
+		case b.Replica < a.Replica || (a.Replica == b.Replica && b.Hi < a.Lo):
+			j++
+		default:
+			out.ranges = append(out.ranges, dotRange{a.Replica, max(a.Lo, b.Lo), min(a.Hi, b.Hi)})
+			if a.Hi < b.Hi {
+				i++
+			} else {
+				j++
+			}
+		}
+	}
+	return out
+}

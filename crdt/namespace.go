@@ -350,23 +350,23 @@ func (n *Namespace) Join(o *Namespace) {
 	n.ctx.Merge(o.ctx)
 }
 
-// KeyDelta returns a delta that carries key's value in n to a replica whose
-// context is peer: joining it there gives that replica n's value for key,
-// including removals (dots of the key that n has seen removed are in the
-// delta's context when the peer may still hold them). The delta's context is
-// n's whole context restricted to what matters for key; theirs is the set of
-// dots the peer holds under key.
+// KeyDelta returns a delta that carries key's value in n to a replica that
+// holds the dots theirs under key: joining it there gives that replica n's
+// value for key, including removals (those of its dots that n has seen but
+// no longer holds are in the delta's context).
 func (n *Namespace) KeyDelta(key string, theirs []Dot) Delta {
+	return n.KeyDeltaOf(key, ContextOf(theirs...))
+}
+
+// KeyDeltaOf is KeyDelta with the peer's dots as a context (ranges), so a
+// peer's claim costs what its encoding costs, however many dots it spans.
+func (n *Namespace) KeyDeltaOf(key string, theirs Context) Delta {
 	v := n.value(key)
 	var ctx Context
 	v.addDotsTo(&ctx)
-	for _, d := range theirs {
-		if n.ctx.Contains(d) {
-			ctx.Add(d)
-		}
-	}
+	ctx.Merge(n.ctx.Intersect(theirs))
 	val := v
-	if !v.IsEmpty() || len(theirs) > 0 {
+	if !v.IsEmpty() || theirs.Ranges() > 0 {
 		val = v.clone()
 		val.extension().covers = true
 	}

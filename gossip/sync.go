@@ -376,15 +376,7 @@ func (r *Replicator) serveState(c *conn, s *space) error {
 			keys[k] = true
 		}
 		for k := range keys {
-			var dots []crdt.Dot
-			if t, ok := theirs[k]; ok {
-				t.ForEachRange(func(rep crdt.ReplicaID, lo, hi uint64) {
-					for c := lo; c <= hi && len(dots) < 1<<16; c++ {
-						dots = append(dots, crdt.Dot{Replica: rep, Counter: c})
-					}
-				})
-			}
-			out = append(out, frame{kind: frameKeyDelta, delta: st.KeyDelta(k, dots)})
+			out = append(out, frame{kind: frameKeyDelta, delta: st.KeyDeltaOf(k, theirs[k])})
 		}
 	})
 	for i := range out {
