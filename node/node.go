@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
@@ -44,8 +45,10 @@ type Node struct {
 	gater *Gater
 	ps    *pubsub.PubSub
 	rep   *gossip.Replicator
-	st    *store.Store
-	mdns  mdns.Service
+	// repReady publishes rep to the store's commit goroutine.
+	repReady atomic.Pointer[gossip.Replicator]
+	st       *store.Store
+	mdns     mdns.Service
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -122,6 +125,7 @@ func (n *Node) open(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	n.repReady.Store(n.rep)
 	for _, name := range n.st.Namespaces() {
 		if _, err := n.Namespace(ctx, name); err != nil {
 			return err
@@ -250,8 +254,10 @@ func (n *Node) openHost(key crypto.PrivKey) error {
 // onCommit receives every batch the store commits: local ones are
 // published, and watchers hear of every change.
 func (n *Node) onCommit(c store.Commit) {
-	if c.Local && n.rep != nil {
-		n.rep.Publish(c.Namespace, gossip.Batch{Origin: c.Origin, Seq: c.Seq, Delta: c.Delta, Encoded: c.Encoded})
+	// The store commits (skip announcements) before replication starts:
+	// those batches reach peers through sync.
+	if rep := n.repReady.Load(); c.Local && rep != nil {
+		rep.Publish(c.Namespace, gossip.Batch{Origin: c.Origin, Seq: c.Seq, Delta: c.Delta, Encoded: c.Encoded})
 	}
 	n.watchers.publish(c, func(key string) crdt.Value {
 		ns, err := n.st.Namespace(n.ctx, c.Namespace)
