@@ -120,7 +120,10 @@ func (n *Node) open(ctx context.Context) error {
 	n.rep, err = gossip.New(gossip.Config{
 		Host: n.host, PubSub: n.ps, Replica: n.replica, Limits: lim,
 		CoalesceWindow: n.cfg.CoalesceWindow, DisablePublish: n.cfg.DisablePublish,
-		SyncInterval: n.cfg.SyncInterval, Rand: n.opts.rand, Now: n.opts.now, Logger: n.log,
+		SyncInterval: n.cfg.SyncInterval, Now: n.opts.now, Logger: n.log,
+		// Its own source, derived from ours: the two are used under
+		// different locks.
+		Rand: rand.New(rand.NewPCG(n.opts.rand.Uint64(), n.opts.rand.Uint64())),
 	})
 	if err != nil {
 		return err
