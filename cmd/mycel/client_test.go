@@ -1,0 +1,236 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+// mycel runs a client command against d and returns stdout and the exit code.
+func mycel(t *testing.T, d *daemon, stdin string, args ...string) (string, int) {
+	t.Helper()
+	cmd := exec.Command(binary, append(args, "--api", d.api)...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := runBounded(t, cmd, 30*time.Second)
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		return out.String() + errb.String(), ee.ExitCode()
+	case err != nil:
+		t.Fatal(err)
+	}
+	return out.String(), 0
+}
+
+func TestCLI(t *testing.T) {
+	d := startDaemon(t, filepath.Join(t.TempDir(), "n"))
+	steps := []struct {
+		stdin string
+		args  []string
+		out   string // substring of the output
+		code  int
+	}{
+		{"", []string{"put", "-n", "test", "greeting", "hello"}, "", 0},
+		{"from stdin", []string{"put", "-n", "test", "piped"}, "", 0},
+		{"", []string{"get", "-n", "test", "greeting"}, "hello", 0},
+		{"", []string{"get", "-n", "test", "piped"}, "from stdin", 0},
+		{"", []string{"get", "-n", "test", "greeting", "--json"}, `"value_base64": "aGVsbG8="`, 0},
+		{"", []string{"get", "-n", "test", "nope"}, `not found: "nope" (HTTP 404)`, 1},
+		{"", []string{"counter", "-n", "test", "visits", "--add", "5"}, "", 0},
+		{"", []string{"counter", "-n", "test", "visits", "--add=-2"}, "", 0},
+		{"", []string{"counter", "-n", "test", "visits"}, "3", 0},
+		{"", []string{"counter", "-n", "test", "visits", "--json"}, `"value": 3`, 0},
+		{"", []string{"set", "-n", "test", "tags", "--add", "red", "--add", "blue"}, "", 0},
+		{"", []string{"set", "-n", "test", "tags", "--json"}, `"blue",`, 0},
+		{"", []string{"set", "-n", "test", "tags", "--remove", "red"}, "", 0},
+		{"", []string{"set", "-n", "test", "tags"}, "blue\n", 0},
+		{"", []string{"keys", "-n", "test"}, "greeting\npiped\ntags\nvisits\n", 0},
+		{"", []string{"keys", "-n", "test", "--prefix", "g", "--json"}, `"greeting"`, 0},
+		{"", []string{"del", "-n", "test", "piped", "--json"}, `{"ok": true}`, 0},
+		{"", []string{"get", "-n", "test", "piped"}, "not found", 1},
+		{"", []string{"digest", "-n", "test"}, "3 keys", 0},
+		{"", []string{"status"}, "peer id:    " + d.peerID, 0},
+		{"", []string{"status", "--json"}, `"peer_id":"` + d.peerID, 0},
+		{"", []string{"peers", "--json"}, `"peers"`, 0},
+		{"", []string{"put", "-n", "test", "visits", "x"}, "wrong type", 1},
+		{"", []string{"put"}, "accepts between 1 and 2 arg(s)", 2},
+	}
+	for _, s := range steps {
+		out, code := mycel(t, d, s.stdin, s.args...)
+		if code != s.code || !strings.Contains(out, s.out) {
+			t.Fatalf("mycel %v: exit %d, output %q; want exit %d and %q", s.args, code, out, s.code, s.out)
+		}
+	}
+	out, err := exec.Command(binary, "version").Output()
+	if err != nil || !strings.HasPrefix(string(out), "mycel ") {
+		t.Fatalf("mycel version: %q %v", out, err)
+	}
+}
+
+func TestWatchStreamsAndResumes(t *testing.T) {
+	d := startDaemon(t, filepath.Join(t.TempDir(), "n"))
+	type event struct {
+		Cursor, Key string
+		Value       []byte
+		Counter     *int64
+		Deleted     bool
+	}
+	open := func(query string) (*http.Response, func() event) {
+		resp, err := http.Get(d.url("/v1/ns/test/watch?" + query))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
+			t.Fatalf("watch: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+		}
+		events := make(chan event, 100)
+		go func() {
+			sc := bufio.NewScanner(resp.Body)
+			id := ""
+			for sc.Scan() {
+				line := sc.Text()
+				if v, ok := strings.CutPrefix(line, "id: "); ok {
+					id = v
+				}
+				if v, ok := strings.CutPrefix(line, "data: "); ok {
+					var ev event
+					if json.Unmarshal([]byte(v), &ev) == nil && ev.Cursor == id {
+						events <- ev
+					}
+				}
+			}
+			close(events)
+		}()
+		return resp, func() event {
+			select {
+			case ev, ok := <-events:
+				if !ok {
+					t.Fatal("watch stream ended")
+				}
+				return ev
+			case <-time.After(20 * time.Second):
+				t.Fatal("no watch event within 20 s")
+			}
+			return event{}
+		}
+	}
+	_, next := open("prefix=w/")
+	mustCall(t, 204, "PUT", d.url("/v1/ns/test/kv/w/1"), []byte("one"))
+	mustCall(t, 204, "PUT", d.url("/v1/ns/test/kv/other"), []byte("x"))
+	mustCall(t, 204, "POST", d.url("/v1/ns/test/counter/w/2"), []byte(`{"add": 7}`))
+	mustCall(t, 204, "DELETE", d.url("/v1/ns/test/kv/w/1"), nil)
+	first, second, third := next(), next(), next()
+	if first.Key != "w/1" || string(first.Value) != "one" || second.Key != "w/2" || second.Counter == nil || *second.Counter != 7 || third.Key != "w/1" || !third.Deleted {
+		t.Fatalf("events: %+v %+v %+v", first, second, third)
+	}
+	// Resume after the first event: the stream replays the later ones.
+	_, again := open("prefix=w/&from=" + first.Cursor)
+	if ev := again(); ev.Cursor != second.Cursor {
+		t.Fatalf("resumed at %s, want %s", ev.Cursor, second.Cursor)
+	}
+	if ev := again(); ev.Cursor != third.Cursor {
+		t.Fatalf("resumed second event %s, want %s", ev.Cursor, third.Cursor)
+	}
+	epoch, _, _ := strings.Cut(first.Cursor, ":")
+	code, body, _ := call(t, "GET", d.url("/v1/ns/test/watch?from="+epoch+":0"), nil)
+	if code != 400 || !strings.Contains(string(body), "cannot be resumed") {
+		t.Fatalf("resume before the window: %d %s", code, body)
+	}
+}
+
+func TestAPIToken(t *testing.T) {
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, filepath.Join(dir, "n"), "--api-token-file", tokenFile)
+	if code, body, _ := call(t, "PUT", d.url("/v1/ns/test/kv/a"), []byte("v")); code != 401 || !strings.Contains(string(body), "bearer token") {
+		t.Fatalf("without token: %d %s", code, body)
+	}
+	mustCall(t, 200, "GET", d.url("/healthz"), nil)
+	if out, code := mycel(t, d, "", "put", "-n", "test", "a", "v", "--api-token-file", tokenFile); code != 0 {
+		t.Fatalf("put with token: %d %s", code, out)
+	}
+	if out, code := mycel(t, d, "", "get", "-n", "test", "a"); code != 1 || !strings.Contains(out, "401") {
+		t.Fatalf("get without token: %d %s", code, out)
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	d := startDaemon(t, filepath.Join(t.TempDir(), "n"))
+	mustCall(t, 204, "PUT", d.url("/v1/ns/test/kv/a"), []byte("v"))
+	body := string(mustCall(t, 200, "GET", d.url("/metrics"), nil))
+	for _, want := range []string{
+		`mycel_api_ops_total{code="204",op="put"} 1`,
+		`mycel_store_keys{namespace="test"} 1`,
+		`mycel_gossip_rejected_total{reason="origin"} 0`,
+		`mycel_replication_bytes_total{direction="out",protocol="gossip"}`,
+		`mycel_peers_connected 0`,
+		`mycel_watch_subscribers 0`,
+		`mycel_store_disk_bytes`,
+		`go_goroutines`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}
+
+// TestSettingsPrecedence checks defaults < file < environment < flags.
+func TestSettingsPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	yamlFile := filepath.Join(dir, "mycel.yaml")
+	os.WriteFile(yamlFile, []byte("data-dir: /from/file\napi: 127.0.0.1:7000\nlisten:\n  - /ip4/127.0.0.1/tcp/7001\nmdns: true\nsync-interval: 3s\nlog-level: debug\n"), 0o600)
+	tomlFile := filepath.Join(dir, "mycel.toml")
+	os.WriteFile(tomlFile, []byte("data-dir = \"/from/toml\"\nbootstrap = [\"/ip4/1.2.3.4/tcp/1/p2p/x\"]\nmax-value-bytes = 2048\n"), 0o600)
+	badFile := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(badFile, []byte("data_dir: typo\n"), 0o600)
+
+	parse := func(file string, env map[string]string, args ...string) (settings, error) {
+		fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+		s := defaultSettings()
+		bindFlags(fs, &s)
+		if err := fs.Parse(args); err != nil {
+			t.Fatal(err)
+		}
+		return resolve(fs, s, file, func(k string) string { return env[k] })
+	}
+	s, err := parse(yamlFile, map[string]string{"MYCEL_API": "127.0.0.1:7100", "MYCEL_LISTEN": "/ip4/127.0.0.1/tcp/1,/ip4/127.0.0.1/tcp/2"}, "--api", "127.0.0.1:7200")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.DataDir != "/from/file" || s.API != "127.0.0.1:7200" || len(s.Listen) != 2 || !s.MDNS || s.SyncInterval != 3*time.Second || s.LogLevel != "debug" || s.LogFormat != "text" {
+		t.Fatalf("yaml+env+flags: %+v", s)
+	}
+	s, err = parse(tomlFile, map[string]string{"MYCEL_DATA_DIR": "/from/env"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.DataDir != "/from/env" || len(s.Bootstrap) != 1 || s.MaxValueBytes != 2048 || s.API != "127.0.0.1:5080" {
+		t.Fatalf("toml+env: %+v", s)
+	}
+	s, err = parse("", map[string]string{"MYCEL_CONFIG": tomlFile}, "--data-dir", "/from/flag")
+	if err != nil || s.DataDir != "/from/flag" || s.MaxValueBytes != 2048 {
+		t.Fatalf("MYCEL_CONFIG + flag: %+v %v", s, err)
+	}
+	if _, err := parse(badFile, nil); err == nil || !strings.Contains(err.Error(), `unknown key "data_dir"`) {
+		t.Fatalf("typo in config: %v", err)
+	}
+	if _, err := parse("", map[string]string{"MYCEL_MDNS": "maybe"}); err == nil {
+		t.Fatal("MYCEL_MDNS=maybe accepted")
+	}
+}

@@ -1,0 +1,240 @@
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mycelnet/mycel/cmd/mycel/internal/api"
+	"github.com/mycelnet/mycel/crdt"
+	"github.com/mycelnet/mycel/node"
+)
+
+func daemonCmd() *cobra.Command {
+	s := defaultSettings()
+	var configFile string
+	cmd := &cobra.Command{
+		Use:   "daemon",
+		Short: "Run a Mycel node with its HTTP API",
+		Long: `Run a Mycel node: a libp2p host that replicates namespaces with its peers,
+and the HTTP API on --api. On start it prints its peer id, its listen
+addresses (each usable as another node's --bootstrap), the API address and
+the data directory. SIGINT or SIGTERM shut it down gracefully.
+
+Settings come from, in increasing precedence: defaults, the --config file
+(YAML or TOML, keys named like the flags), MYCEL_* environment variables
+(MYCEL_DATA_DIR, MYCEL_LISTEN=a,b, ...; MYCEL_CONFIG names the file), flags.`,
+		Example: `  # one node with the defaults (data in ./mycel-data, API on 127.0.0.1:5080)
+  mycel daemon
+
+  # a second node on the same machine, bootstrapped from the first
+  mycel daemon --data-dir ./data2 --listen /ip4/127.0.0.1/tcp/4002 --api 127.0.0.1:5081 \
+    --bootstrap /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW...
+
+  # from a config file
+  mycel daemon --config mycel.yaml`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			eff, err := resolve(cmd.Flags(), s, configFile, os.Getenv)
+			if err != nil {
+				return usageError{err}
+			}
+			return runDaemon(eff, cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
+	}
+	bindFlags(cmd.Flags(), &s)
+	cmd.Flags().StringVar(&configFile, "config", "", "YAML (.yaml, .yml) or TOML (.toml) settings file; keys are the flag names")
+	return cmd
+}
+
+// daemonPlan is what runDaemon checks before it opens anything.
+type daemonPlan struct {
+	cfg    node.Config
+	token  string
+	logger *slog.Logger
+}
+
+func plan(s settings, stderr io.Writer) (daemonPlan, error) {
+	var p daemonPlan
+	if s.DHT {
+		return p, usageError{errors.New("--dht: DHT discovery is not supported yet; use --bootstrap (or --mdns on a LAN)")}
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(s.LogLevel)); err != nil {
+		return p, usageError{fmt.Errorf("--log-level %q: want debug, info, warn or error", s.LogLevel)}
+	}
+	hopts := &slog.HandlerOptions{Level: level}
+	switch s.LogFormat {
+	case "text":
+		p.logger = slog.New(slog.NewTextHandler(stderr, hopts))
+	case "json":
+		p.logger = slog.New(slog.NewJSONHandler(stderr, hopts))
+	default:
+		return p, usageError{fmt.Errorf("--log-format %q: want text or json", s.LogFormat)}
+	}
+	if s.DataDir == "" {
+		return p, usageError{errors.New("--data-dir must not be empty")}
+	}
+	if s.APITokenFile != "" {
+		b, err := os.ReadFile(s.APITokenFile)
+		if err != nil {
+			return p, fmt.Errorf("--api-token-file: %w", err)
+		}
+		if p.token = strings.TrimSpace(string(b)); p.token == "" {
+			return p, fmt.Errorf("--api-token-file %s is empty", s.APITokenFile)
+		}
+	}
+	host, _, err := net.SplitHostPort(s.API)
+	if err != nil {
+		return p, usageError{fmt.Errorf("--api %q: want HOST:PORT: %v", s.API, err)}
+	}
+	if !isLoopback(host) && p.token == "" && !s.APIInsecure {
+		return p, usageError{fmt.Errorf("--api %s is not a loopback address: refusing to serve the API there without --api-token-file (or --api-insecure)", s.API)}
+	}
+	p.cfg = node.Config{
+		DataDir: s.DataDir, Listen: s.Listen, Bootstrap: s.Bootstrap, MDNS: s.MDNS,
+		NoSync: s.NoSync, SyncInterval: s.SyncInterval,
+		Limits: crdt.Limits{MaxValueBytes: s.MaxValueBytes},
+	}
+	if s.PSKFile != "" {
+		if p.cfg.PSK, err = readPSK(s.PSKFile); err != nil {
+			return p, err
+		}
+	}
+	return p, nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// readPSK reads a 32-byte key: raw bytes, 64 hex digits, or a libp2p
+// swarm.key file (/key/swarm/psk/1.0.0/, /base16/, hex).
+func readPSK(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--psk-file: %w", err)
+	}
+	if len(b) == 32 {
+		return b, nil
+	}
+	lines := strings.Fields(string(b))
+	if len(lines) > 0 {
+		if k, err := hex.DecodeString(lines[len(lines)-1]); err == nil && len(k) == 32 {
+			return k, nil
+		}
+	}
+	return nil, fmt.Errorf("--psk-file %s: want 32 raw bytes, 64 hex digits or a swarm.key file", path)
+}
+
+func runDaemon(s settings, stdout, stderr io.Writer) error {
+	p, err := plan(s, stderr)
+	if err != nil {
+		return err
+	}
+	log := p.logger
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	n, err := node.Open(ctx, p.cfg, node.WithLogger(log))
+	switch {
+	case errors.Is(err, node.ErrInUse):
+		return fmt.Errorf("data directory %s is in use by another process (is another mycel daemon running on it?): %w", s.DataDir, err)
+	case errors.Is(err, node.ErrConfig):
+		return usageError{err}
+	case err != nil:
+		return fmt.Errorf("starting node: %w", err)
+	}
+	closeNode := func() {
+		if err := n.Close(); err != nil {
+			log.Error("closing node", "err", err)
+		}
+	}
+	for _, name := range s.Namespace {
+		if _, err := n.Namespace(ctx, name); err != nil {
+			closeNode()
+			return usageError{fmt.Errorf("--namespace %q: %w", name, err)}
+		}
+	}
+	srv, err := api.New(api.Options{Node: n, Limits: p.cfg.Limits, Token: p.token, Pprof: s.Pprof, DataDir: s.DataDir, Logger: log})
+	if err != nil {
+		closeNode()
+		return err
+	}
+	ln, err := net.Listen("tcp", s.API)
+	if err != nil {
+		closeNode()
+		return fmt.Errorf("API listen on %s: %w", s.API, err)
+	}
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	hs.RegisterOnShutdown(func() { _ = srv.Close() })
+
+	dir, _ := filepath.Abs(s.DataDir)
+	fmt.Fprintf(stdout, "mycel daemon %s\n", versionString())
+	fmt.Fprintf(stdout, "peer id:  %s\n", n.ID())
+	for _, a := range n.Addrs() {
+		fmt.Fprintf(stdout, "listen:   %s\n", a)
+	}
+	fmt.Fprintf(stdout, "api:      %s\n", ln.Addr())
+	fmt.Fprintf(stdout, "data dir: %s\n", dir)
+	if p.cfg.PSK != nil {
+		fmt.Fprintln(stdout, "private network: TCP only (QUIC cannot run with a pre-shared key)")
+	}
+	fmt.Fprintln(stdout, "ready")
+	log.Info("daemon started", "peer", n.ID(), "api", ln.Addr().String(), "data_dir", dir)
+
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(ln) }()
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down", "bound", s.ShutdownWait)
+	case err := <-served:
+		closeNode()
+		return fmt.Errorf("API server: %w", err)
+	}
+	stop() // a second signal kills the process the default way
+	return shutdown(hs, n, served, s.ShutdownWait, log)
+}
+
+// shutdown stops accepting, lets in-flight requests finish, closes the node
+// (which flushes the store), all within bound.
+func shutdown(hs *http.Server, n *node.Node, served <-chan error, bound time.Duration, log *slog.Logger) error {
+	deadline := time.Now().Add(bound)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	httpErr := hs.Shutdown(ctx)
+	if httpErr != nil {
+		log.Warn("API shutdown: requests still running at the bound, closing them", "err", httpErr)
+		_ = hs.Close()
+	}
+	<-served
+	closed := make(chan error, 1)
+	go func() { closed <- n.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			return fmt.Errorf("closing node: %w", err)
+		}
+	case <-ctx.Done():
+		return fmt.Errorf("closing node: not done within %s", bound)
+	}
+	log.Info("stopped")
+	return nil
+}

@@ -1,0 +1,154 @@
+package api
+
+import (
+	"io/fs"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are the API's own instruments; replication and store figures are
+// read from the node at scrape time by nodeCollector.
+type metrics struct {
+	ops      *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+	watchers prometheus.Gauge
+	feeds    prometheus.Gauge
+}
+
+func newMetrics(s *Server) *metrics {
+	m := &metrics{
+		ops: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mycel_api_ops_total",
+			Help: "API operations by type (put, get, delete, keys, counter_add, counter_get, set_update, set_get, digest, watch, status, healthz) and HTTP status code.",
+		}, []string{"op", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "mycel_api_op_duration_seconds",
+			Help:    "API operation latency by type (for watch: the stream's lifetime).",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5},
+		}, []string{"op"}),
+		watchers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mycel_watch_subscribers",
+			Help: "Open watch (server-sent events) streams.",
+		}),
+		feeds: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mycel_watch_feeds",
+			Help: "Namespaces with an active watch feed (one node watcher each).",
+		}),
+	}
+	s.reg.MustRegister(m.ops, m.latency, m.watchers, m.feeds,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		&nodeCollector{s: s})
+	return m
+}
+
+func (m *metrics) observe(op string, code int, d time.Duration) {
+	m.ops.WithLabelValues(op, strconv.Itoa(code)).Inc()
+	m.latency.WithLabelValues(op).Observe(d.Seconds())
+}
+
+// nodeCollector exports node.Stats() and the store's sizes at scrape time.
+type nodeCollector struct{ s *Server }
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc(name, help, labels, nil)
+}
+
+var (
+	descMessagesPublished = desc("mycel_gossip_messages_published_total", "Gossip messages published.")
+	descBatchesPublished  = desc("mycel_gossip_batches_published_total", "Delta batches published by gossip.")
+	descMessagesReceived  = desc("mycel_gossip_messages_received_total", "Gossip messages accepted from other peers.")
+	descBatchesReceived   = desc("mycel_gossip_batches_received_total", "Delta batches received by gossip.")
+	descBatchesApplied    = desc("mycel_batches_applied_total", "Received batches that were new and were applied.")
+	descRejected          = desc("mycel_gossip_rejected_total", "Messages or batches rejected, by reason (malformed, origin: origin is not the signer, not_writer: signer not in the namespace's writer allowlist).", "reason")
+	descIgnored           = desc("mycel_gossip_ignored_total", "Messages ignored, by reason (duplicate: every batch already applied).", "reason")
+	descBytes             = desc("mycel_replication_bytes_total", "Replication bytes by protocol (gossip, sync) and direction (in, out).", "protocol", "direction")
+	descSyncSessions      = desc("mycel_sync_sessions_total", "Sync sessions completed, by role (client, server).", "role")
+	descSyncRefused       = desc("mycel_sync_refused_total", "Sync requests refused by rate limits.")
+	descSyncBatches       = desc("mycel_sync_batches_total", "Delta batches moved by sync, by direction (in, out).", "direction")
+	descStateSessions     = desc("mycel_sync_state_sessions_total", "Sync sessions that reconciled state instead of log entries.")
+	descStateKeys         = desc("mycel_sync_state_keys_in_total", "Keys received by state reconciliation.")
+	descPeers             = desc("mycel_peers_connected", "Peers with an open connection.")
+	descKeys              = desc("mycel_store_keys", "Keys held, by namespace.", "namespace")
+	descNamespaces        = desc("mycel_namespaces", "Namespaces this node holds.")
+	descDisk              = desc("mycel_store_disk_bytes", "Bytes used by the data directory (identity and Pebble store).")
+)
+
+func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descMessagesPublished, descBatchesPublished, descMessagesReceived,
+		descBatchesReceived, descBatchesApplied, descRejected, descIgnored, descBytes, descSyncSessions,
+		descSyncRefused, descSyncBatches, descStateSessions, descStateKeys, descPeers, descKeys, descNamespaces, descDisk} {
+		ch <- d
+	}
+}
+
+func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
+	n := c.s.n
+	st := n.Stats()
+	counter := func(d *prometheus.Desc, v int64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter(descMessagesPublished, st.MessagesPublished.Load())
+	counter(descBatchesPublished, st.BatchesPublished.Load())
+	counter(descMessagesReceived, st.MessagesReceived.Load())
+	counter(descBatchesReceived, st.BatchesReceived.Load())
+	counter(descBatchesApplied, st.BatchesApplied.Load())
+	counter(descRejected, st.RejectMalformed.Load(), "malformed")
+	counter(descRejected, st.RejectOrigin.Load(), "origin")
+	counter(descRejected, st.RejectNotWriter.Load(), "not_writer")
+	counter(descIgnored, st.IgnoredDuplicate.Load(), "duplicate")
+	counter(descBytes, st.BytesPublished.Load(), "gossip", "out")
+	counter(descBytes, st.BytesReceived.Load(), "gossip", "in")
+	counter(descBytes, st.SyncBytesOut.Load(), "sync", "out")
+	counter(descBytes, st.SyncBytesIn.Load(), "sync", "in")
+	counter(descSyncSessions, st.SyncSessions.Load(), "client")
+	counter(descSyncSessions, st.SyncServed.Load(), "server")
+	counter(descSyncRefused, st.SyncRefused.Load())
+	counter(descSyncBatches, st.SyncBatchesIn.Load(), "in")
+	counter(descSyncBatches, st.SyncBatchesOut.Load(), "out")
+	counter(descStateSessions, st.StateSessions.Load())
+	counter(descStateKeys, st.StateKeysIn.Load())
+
+	connected := 0
+	for _, p := range n.Host().Network().Peers() {
+		if n.Host().Network().Connectedness(p) == network.Connected {
+			connected++
+		}
+	}
+	gauge(descPeers, float64(connected))
+	names := n.Namespaces()
+	gauge(descNamespaces, float64(len(names)))
+	for _, name := range names {
+		ns, err := n.Namespace(c.s.ctx, name)
+		if err != nil {
+			continue
+		}
+		_, keys := ns.Digest()
+		gauge(descKeys, float64(keys), name)
+	}
+	if dir := c.s.opts.DataDir; dir != "" {
+		gauge(descDisk, float64(dirSize(dir)))
+	}
+}
+
+func dirSize(dir string) int64 {
+	var total int64
+	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		if info, err := d.Info(); err == nil && info.Mode().IsRegular() {
+			total += info.Size()
+		}
+		return nil
+	})
+	return total
+}

@@ -1,0 +1,362 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/mycelnet/mycel/node"
+)
+
+// nsRoute is a parsed /v1/ns/{ns}/{kind}[/{key}] path.
+type nsRoute struct {
+	ns, kind, key string
+	hasKey        bool
+}
+
+// parseNSPath splits the escaped path after /v1/ns/. The key is the rest
+// of the path after kind/, percent-decoded, so it may contain '/'.
+func parseNSPath(escaped string) (nsRoute, error) {
+	rest := strings.TrimPrefix(escaped, "/v1/ns/")
+	var rt nsRoute
+	nsEsc, rest, _ := strings.Cut(rest, "/")
+	kindEsc, keyEsc, hasKey := strings.Cut(rest, "/")
+	var err error
+	if rt.ns, err = url.PathUnescape(nsEsc); err != nil {
+		return rt, fmt.Errorf("namespace: bad escape: %v", err)
+	}
+	if rt.kind, err = url.PathUnescape(kindEsc); err != nil {
+		return rt, fmt.Errorf("bad escape: %v", err)
+	}
+	if rt.key, err = url.PathUnescape(keyEsc); err != nil {
+		return rt, fmt.Errorf("key: bad escape: %v", err)
+	}
+	rt.hasKey = hasKey
+	return rt, nil
+}
+
+// serveNamespace routes /v1/ns/... by hand: unknown shapes are 404, known
+// shapes with the wrong method 405, then names are checked (400) before the
+// namespace is opened.
+func (s *Server) serveNamespace(w http.ResponseWriter, r *http.Request) {
+	rt, err := parseNSPath(r.URL.EscapedPath())
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	var op string
+	var h func(http.ResponseWriter, *http.Request, *node.Namespace, string)
+	switch {
+	case rt.kind == "kv" && !rt.hasKey:
+		op, h = "keys", s.keys
+		if !allow(w, r, http.MethodGet) {
+			return
+		}
+	case rt.kind == "kv":
+		if !allow(w, r, http.MethodGet, http.MethodPut, http.MethodDelete) {
+			return
+		}
+		switch r.Method {
+		case http.MethodPut:
+			op, h = "put", s.put
+		case http.MethodDelete:
+			op, h = "delete", s.del
+		default:
+			op, h = "get", s.get
+		}
+	case rt.kind == "counter" && rt.hasKey:
+		if !allow(w, r, http.MethodGet, http.MethodPost) {
+			return
+		}
+		op, h = "counter_get", s.counterGet
+		if r.Method == http.MethodPost {
+			op, h = "counter_add", s.counterAdd
+		}
+	case rt.kind == "set" && rt.hasKey:
+		if !allow(w, r, http.MethodGet, http.MethodPost) {
+			return
+		}
+		op, h = "set_get", s.setGet
+		if r.Method == http.MethodPost {
+			op, h = "set_update", s.setUpdate
+		}
+	case rt.kind == "digest" && !rt.hasKey:
+		op, h = "digest", s.digest
+		if !allow(w, r, http.MethodGet) {
+			return
+		}
+	case rt.kind == "watch" && !rt.hasKey:
+		op, h = "watch", s.watch
+		if !allow(w, r, http.MethodGet) {
+			return
+		}
+	default:
+		writeError(w, http.StatusNotFound, "no route for "+r.URL.Path)
+		return
+	}
+	s.observe(op, w, r, func(w http.ResponseWriter, r *http.Request) {
+		if err := s.opts.Limits.CheckName("namespace", rt.ns); err != nil {
+			writeError(w, http.StatusBadRequest, "invalid namespace: "+trimPrefix(err))
+			return
+		}
+		if rt.hasKey {
+			if err := s.opts.Limits.CheckName("key", rt.key); err != nil {
+				writeError(w, http.StatusBadRequest, "invalid key: "+trimPrefix(err))
+				return
+			}
+		}
+		ns, err := s.n.Namespace(r.Context(), rt.ns)
+		if err != nil {
+			writeNodeError(w, err)
+			return
+		}
+		h(w, r, ns, rt.key)
+	})
+}
+
+// allow answers 405 (with Allow) unless r's method is one of methods; GET
+// also admits HEAD.
+func allow(w http.ResponseWriter, r *http.Request, methods ...string) bool {
+	for _, m := range methods {
+		if r.Method == m || (m == http.MethodGet && r.Method == http.MethodHead) {
+			return true
+		}
+	}
+	methodNotAllowed(w, methods...)
+	return false
+}
+
+func methodNotAllowed(w http.ResponseWriter, methods ...string) {
+	w.Header().Set("Allow", strings.Join(methods, ", "))
+	writeError(w, http.StatusMethodNotAllowed, "method not allowed; use "+strings.Join(methods, " or "))
+}
+
+func (s *Server) put(w http.ResponseWriter, r *http.Request, ns *node.Namespace, key string) {
+	body, ok := s.readBody(w, r)
+	if !ok {
+		return
+	}
+	if err := ns.Put(r.Context(), key, body); err != nil {
+		writeNodeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) get(w http.ResponseWriter, r *http.Request, ns *node.Namespace, key string) {
+	if r.URL.Query().Get("all") == "1" {
+		vals, err := ns.GetAll(r.Context(), key)
+		if err != nil {
+			writeNodeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string][][]byte{"values": vals})
+		return
+	}
+	v, ok := ns.Value(key)
+	if !ok || v.IsEmpty() {
+		writeNodeError(w, fmt.Errorf("%w: %q", node.ErrNotFound, key))
+		return
+	}
+	val, siblings, ok := v.Register()
+	if !ok {
+		writeNodeError(w, fmt.Errorf("%w: %q holds a %s", node.ErrWrongType, key, v.Kinds()))
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Length", strconv.Itoa(len(val)))
+	if siblings > 1 {
+		w.Header().Set("X-Mycel-Siblings", strconv.Itoa(siblings))
+	}
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(val)
+}
+
+func (s *Server) del(w http.ResponseWriter, r *http.Request, ns *node.Namespace, key string) {
+	if err := ns.Delete(r.Context(), key); err != nil {
+		writeNodeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// maxListLimit bounds one page of keys.
+const maxListLimit = 10_000
+
+func (s *Server) keys(w http.ResponseWriter, r *http.Request, ns *node.Namespace, _ string) {
+	q := r.URL.Query()
+	limit := 1000
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n <= 0 || n > maxListLimit {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("limit must be an integer in 1..%d", maxListLimit))
+			return
+		}
+		limit = n
+	}
+	keys := ns.Keys(q.Get("prefix"), q.Get("after"), limit+1)
+	next := ""
+	if len(keys) > limit {
+		keys = keys[:limit]
+		next = keys[limit-1]
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Keys []string `json:"keys"`
+		Next string   `json:"next"`
+	}{nonNil(keys), next})
+}
+
+func (s *Server) counterAdd(w http.ResponseWriter, r *http.Request, ns *node.Namespace, key string) {
+	var body struct {
+		Add *int64 `json:"add"`
+	}
+	if !s.decodeJSON(w, r, &body) {
+		return
+	}
+	if body.Add == nil {
+		writeError(w, http.StatusBadRequest, `body must be {"add": <integer>}`)
+		return
+	}
+	if err := ns.Counter(key).Add(r.Context(), *body.Add); err != nil {
+		writeNodeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) counterGet(w http.ResponseWriter, r *http.Request, ns *node.Namespace, key string) {
+	n, err := ns.Counter(key).Value(r.Context())
+	if err != nil {
+		writeNodeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]int64{"value": n})
+}
+
+func (s *Server) setUpdate(w http.ResponseWriter, r *http.Request, ns *node.Namespace, key string) {
+	var body struct {
+		Add    []string `json:"add"`
+		Remove []string `json:"remove"`
+	}
+	if !s.decodeJSON(w, r, &body) {
+		return
+	}
+	if len(body.Add) == 0 && len(body.Remove) == 0 {
+		writeError(w, http.StatusBadRequest, `body must be {"add": [...], "remove": [...]} with at least one element`)
+		return
+	}
+	if err := ns.Set(key).Update(r.Context(), body.Add, body.Remove); err != nil {
+		writeNodeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) setGet(w http.ResponseWriter, r *http.Request, ns *node.Namespace, key string) {
+	el, err := ns.Set(key).Elements(r.Context())
+	if err != nil {
+		writeNodeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string][]string{"elements": nonNil(el)})
+}
+
+func (s *Server) digest(w http.ResponseWriter, _ *http.Request, ns *node.Namespace, _ string) {
+	d, n := ns.Digest()
+	writeJSON(w, http.StatusOK, struct {
+		Digest string `json:"digest"`
+		Keys   int    `json:"keys"`
+	}{d.String(), n})
+}
+
+// readBody reads the whole body, answering 413 past MaxBodyBytes.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	max := s.opts.MaxBodyBytes
+	if r.ContentLength > max {
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body is %d bytes, limit %d", r.ContentLength, max))
+		return nil, false
+	}
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body exceeds the limit of %d bytes", max))
+		return nil, false
+	case err != nil:
+		writeError(w, http.StatusBadRequest, "reading body: "+err.Error())
+		return nil, false
+	}
+	return b, true
+}
+
+// decodeJSON reads one JSON object into v: unknown fields, trailing data
+// and wrong types are 400, an oversized body 413.
+func (s *Server) decodeJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	b, ok := s.readBody(w, r)
+	if !ok {
+		return false
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		writeError(w, http.StatusBadRequest, "malformed JSON body: "+err.Error())
+		return false
+	}
+	if dec.More() {
+		writeError(w, http.StatusBadRequest, "malformed JSON body: data after the object")
+		return false
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		writeError(w, http.StatusBadRequest, "malformed JSON body: data after the object")
+		return false
+	}
+	return true
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		code, b = http.StatusInternalServerError, []byte(`{"error":"encoding response"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, map[string]string{"error": msg})
+}
+
+// writeNodeError maps node errors to status codes.
+func writeNodeError(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, node.ErrNotFound):
+		writeError(w, http.StatusNotFound, trimPrefix(err))
+	case errors.Is(err, node.ErrWrongType):
+		writeError(w, http.StatusConflict, trimPrefix(err))
+	case errors.Is(err, node.ErrInvalid), errors.Is(err, node.ErrTooLarge):
+		writeError(w, http.StatusBadRequest, trimPrefix(err))
+	case errors.Is(err, node.ErrClosed), errors.Is(err, context.Canceled):
+		writeError(w, http.StatusServiceUnavailable, "node is shutting down")
+	case errors.Is(err, context.DeadlineExceeded):
+		writeError(w, http.StatusGatewayTimeout, err.Error())
+	default:
+		writeError(w, http.StatusInternalServerError, err.Error())
+	}
+}
+
+// trimPrefix drops the leading "pkg: " of library errors for API users.
+func trimPrefix(err error) string {
+	msg := err.Error()
+	for _, p := range []string{"node: ", "crdt: ", "invalid operation: ", "limit exceeded: "} {
+		msg = strings.TrimPrefix(msg, p)
+	}
+	return msg
+}

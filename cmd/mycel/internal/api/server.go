@@ -1,0 +1,221 @@
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/http/pprof"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/mycelnet/mycel/crdt"
+	"github.com/mycelnet/mycel/node"
+)
+
+// Options configure a Server. Node is required; every other zero field
+// takes the default written on it.
+type Options struct {
+	// Node serves every request.
+	Node *node.Node
+	// Limits are the node's limits (node.Config.Limits), used to check keys
+	// and namespaces before anything is opened. Zero fields: crdt defaults.
+	Limits crdt.Limits
+	// MaxBodyBytes bounds a request body; a larger one is answered 413.
+	// Default: Limits.MaxValueBytes (1 MiB), so any value the node accepts
+	// fits.
+	MaxBodyBytes int64
+	// Token, if set, must be presented as "Authorization: Bearer <Token>"
+	// on every route except /healthz.
+	Token string
+	// Pprof mounts net/http/pprof under /debug/pprof/.
+	Pprof bool
+	// DataDir is measured for the mycel_store_disk_bytes metric (empty:
+	// not exported).
+	DataDir string
+	// WatchHistory is how many recent change events per watched namespace
+	// are kept for resuming watches. Default 10,000.
+	WatchHistory int
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Server answers the HTTP API. Close stops its watch streams and feeds.
+type Server struct {
+	opts    Options
+	n       *node.Node
+	log     *slog.Logger
+	epoch   string // names this run in watch cursors
+	reg     *prometheus.Registry
+	metrics *metrics
+	mux     *http.ServeMux
+
+	ctx    context.Context // cancelled by Close: ends watch streams
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // feed goroutines
+
+	mu    sync.Mutex
+	feeds map[string]*feed
+}
+
+// New returns a server for opts.Node.
+func New(opts Options) (*Server, error) {
+	if opts.Node == nil {
+		return nil, errors.New("api: nil node")
+	}
+	if opts.Limits.MaxKeyBytes <= 0 {
+		opts.Limits.MaxKeyBytes = crdt.DefaultLimits().MaxKeyBytes
+	}
+	if opts.Limits.MaxValueBytes <= 0 {
+		opts.Limits.MaxValueBytes = crdt.DefaultLimits().MaxValueBytes
+	}
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = int64(opts.Limits.MaxValueBytes)
+	}
+	if opts.WatchHistory <= 0 {
+		opts.WatchHistory = 10_000
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	var e [8]byte
+	_, _ = rand.Read(e[:])
+	s := &Server{opts: opts, n: opts.Node, log: opts.Logger, epoch: hex.EncodeToString(e[:]), feeds: make(map[string]*feed)}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.reg = prometheus.NewRegistry()
+	s.metrics = newMetrics(s)
+	s.mux = http.NewServeMux()
+	s.mux.HandleFunc("/v1/status", s.only("status", http.MethodGet, s.status))
+	s.mux.HandleFunc("/healthz", s.only("healthz", http.MethodGet, func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	}))
+	s.mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	if opts.Pprof {
+		s.mux.HandleFunc("/debug/pprof/", pprof.Index)
+		s.mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		s.mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		s.mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		s.mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "no route for "+r.URL.Path)
+	})
+	return s, nil
+}
+
+// Handler returns the API's handler.
+func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
+
+// Registry returns the Prometheus registry behind /metrics.
+func (s *Server) Registry() *prometheus.Registry { return s.reg }
+
+// Close ends every watch stream and stops the watch feeds. It is safe to
+// call more than once; it does not close the node.
+func (s *Server) Close() error {
+	// Cancel under mu so that feedFor either sees the cancellation or has
+	// already counted its goroutine in wg before Wait starts.
+	s.mu.Lock()
+	s.cancel()
+	s.mu.Unlock()
+	s.wg.Wait()
+	return nil
+}
+
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.opts.Token != "" && r.URL.Path != "/healthz" && !s.authorized(r) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="mycel"`)
+		writeError(w, http.StatusUnauthorized, "missing or wrong bearer token")
+		return
+	}
+	// Namespace routes are parsed by hand (serveNamespace) so that keys
+	// with "//", "." or ".." are not redirected by ServeMux's path cleaning.
+	if strings.HasPrefix(r.URL.Path, "/v1/ns/") {
+		s.serveNamespace(w, r)
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+func (s *Server) authorized(r *http.Request) bool {
+	h := r.Header.Get("Authorization")
+	tok, ok := strings.CutPrefix(h, "Bearer ")
+	return ok && subtle.ConstantTimeCompare([]byte(tok), []byte(s.opts.Token)) == 1
+}
+
+// only restricts a handler to one method and counts it as op.
+func (s *Server) only(op, method string, h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != method && !(method == http.MethodGet && r.Method == http.MethodHead) {
+			methodNotAllowed(w, method)
+			return
+		}
+		s.observe(op, w, r, h)
+	}
+}
+
+// observe runs h and records the op's outcome and latency.
+func (s *Server) observe(op string, w http.ResponseWriter, r *http.Request, h http.HandlerFunc) {
+	start := time.Now()
+	rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+	h(rec, r)
+	s.metrics.observe(op, rec.code, time.Since(start))
+}
+
+// statusRecorder remembers the status code; Unwrap lets
+// http.ResponseController reach Flush on the real writer.
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusRecorder) WriteHeader(code int)        { s.code = code; s.ResponseWriter.WriteHeader(code) }
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+type peerStatus struct {
+	ID        string     `json:"id"`
+	Addrs     []string   `json:"addrs"`
+	Connected bool       `json:"connected"`
+	LastSync  *time.Time `json:"last_sync"` // the node keeps no per-peer sync record yet: null
+}
+
+type statusBody struct {
+	PeerID     string       `json:"peer_id"`
+	Addrs      []string     `json:"addrs"`
+	Peers      []peerStatus `json:"peers"`
+	Namespaces []string     `json:"namespaces"`
+}
+
+func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
+	h := s.n.Host()
+	body := statusBody{PeerID: s.n.ID().String(), Addrs: nonNil(s.n.Addrs()), Peers: []peerStatus{}, Namespaces: nonNil(s.n.Namespaces())}
+	for _, p := range h.Peerstore().Peers() {
+		if p == h.ID() {
+			continue
+		}
+		connected := h.Network().Connectedness(p) == network.Connected
+		var addrs []string
+		for _, a := range h.Peerstore().Addrs(p) {
+			addrs = append(addrs, a.String())
+		}
+		if !connected && len(addrs) == 0 {
+			continue
+		}
+		body.Peers = append(body.Peers, peerStatus{ID: p.String(), Addrs: nonNil(addrs), Connected: connected})
+	}
+	writeJSON(w, http.StatusOK, body)
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}

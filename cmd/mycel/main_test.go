@@ -1,0 +1,674 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// These tests run the real binary: built once per package run by TestMain,
+// started as separate processes on loopback, and talked to over HTTP.
+
+var (
+	binary     string
+	buildFlags []string // race_test.go adds -race
+)
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "mycel-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "mycel")
+	build := exec.Command("go", append(append([]string{"build"}, buildFlags...), "-o", binary, ".")...)
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building mycel:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// daemon is one running `mycel daemon` process.
+type daemon struct {
+	cmd     *exec.Cmd
+	api     string   // HOST:PORT as printed
+	addrs   []string // listen multiaddrs with /p2p/
+	peerID  string
+	dataDir string
+	stderr  *syncBuffer
+	exited  chan struct{}
+	exitErr error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startDaemon starts a daemon on loopback with ephemeral ports, waits until
+// it prints "ready", and registers its termination with t.Cleanup.
+func startDaemon(t testing.TB, dataDir string, extra ...string) *daemon {
+	t.Helper()
+	args := append([]string{"daemon", "--data-dir", dataDir, "--listen", "/ip4/127.0.0.1/tcp/0",
+		"--api", "127.0.0.1:0", "--sync-interval", "1s", "--namespace", "test", "--log-level", "warn"}, extra...)
+	d := &daemon{cmd: exec.Command(binary, args...), dataDir: dataDir, stderr: &syncBuffer{}, exited: make(chan struct{})}
+	d.cmd.Stderr = d.stderr
+	out, err := d.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		d.exitErr = d.cmd.Wait()
+		close(d.exited)
+	}()
+	t.Cleanup(func() {
+		d.kill()
+		if strings.Contains(d.stderr.String(), "WARNING: DATA RACE") {
+			t.Errorf("the daemon reported a data race:\n%s", d.stderr)
+		}
+	})
+	lines := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(out)
+		ready := false
+		for sc.Scan() {
+			if !ready {
+				lines <- sc.Text()
+				ready = sc.Text() == "ready"
+			}
+		}
+		if !ready {
+			close(lines)
+		}
+	}()
+	deadline := time.After(30 * time.Second)
+	for {
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				<-d.exited
+				t.Fatalf("daemon exited before ready: %v\nstderr:\n%s", d.exitErr, d.stderr)
+			}
+			k, v, _ := strings.Cut(line, ":")
+			v = strings.TrimSpace(v)
+			switch k {
+			case "peer id":
+				d.peerID = v
+			case "listen":
+				d.addrs = append(d.addrs, v)
+			case "api":
+				d.api = v
+			}
+			if line == "ready" {
+				if d.api == "" || len(d.addrs) == 0 || d.peerID == "" {
+					t.Fatalf("daemon did not print its addresses")
+				}
+				return d
+			}
+		case <-deadline:
+			t.Fatalf("daemon not ready within 30 s\nstderr:\n%s", d.stderr)
+		}
+	}
+}
+
+func (d *daemon) kill() {
+	select {
+	case <-d.exited:
+	default:
+		_ = d.cmd.Process.Kill()
+		<-d.exited
+	}
+}
+
+// signalAndWait sends sig and waits up to bound for the process to exit.
+func (d *daemon) signalAndWait(t testing.TB, sig os.Signal, bound time.Duration) (int, time.Duration) {
+	t.Helper()
+	start := time.Now()
+	if err := d.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-d.exited:
+	case <-time.After(bound):
+		t.Fatalf("daemon still running %s after %v\nstderr:\n%s", bound, sig, d.stderr)
+	}
+	return d.cmd.ProcessState.ExitCode(), time.Since(start)
+}
+
+func (d *daemon) url(path string) string { return "http://" + d.api + path }
+
+var httpClient = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+
+// call sends one request and returns the status code and body. The path
+// is sent exactly as given (even malformed escapes).
+func call(t testing.TB, method, url string, body []byte) (int, []byte, http.Header) {
+	t.Helper()
+	host, rest, _ := strings.Cut(strings.TrimPrefix(url, "http://"), "/")
+	req, err := http.NewRequest(method, "http://"+host+"/", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path, query, _ := strings.Cut(rest, "?")
+	req.URL.Opaque, req.URL.RawQuery = "/"+path, query
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, b, resp.Header
+}
+
+func mustCall(t testing.TB, want int, method, url string, body []byte) []byte {
+	t.Helper()
+	code, b, _ := call(t, method, url, body)
+	if code != want {
+		t.Fatalf("%s %s: status %d, want %d: %s", method, url, code, want, b)
+	}
+	return b
+}
+
+type digestBody struct {
+	Digest string `json:"digest"`
+	Keys   int    `json:"keys"`
+}
+
+func digestOf(t testing.TB, d *daemon, ns string) digestBody {
+	t.Helper()
+	var body digestBody
+	if err := json.Unmarshal(mustCall(t, 200, "GET", d.url("/v1/ns/"+ns+"/digest"), nil), &body); err != nil {
+		t.Fatal(err)
+	}
+	return body
+}
+
+// eventually polls cond every 100 ms until it holds or timeout passes.
+func eventually(t testing.TB, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v: %s", what, timeout, state)
+		}
+		<-tick.C
+	}
+}
+
+func sameDigests(t testing.TB, ns string, wantKeys int, ds ...*daemon) func() (bool, string) {
+	return func() (bool, string) {
+		var got []digestBody
+		for _, d := range ds {
+			got = append(got, digestOf(t, d, ns))
+		}
+		for _, g := range got {
+			if g != got[0] || (wantKeys >= 0 && g.Keys != wantKeys) {
+				return false, fmt.Sprintf("digests %+v (want %d keys each)", got, wantKeys)
+			}
+		}
+		return true, ""
+	}
+}
+
+// parallel runs n jobs on w workers and fails on the first error.
+func parallel(t testing.TB, n, w int, job func(i int) error) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, w)
+	next := make(chan int)
+	for range w {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				if err := job(i); err != nil {
+					select {
+					case errs <- err:
+					default:
+					}
+				}
+			}
+		}()
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	select {
+	case err := <-errs:
+		t.Fatal(err)
+	default:
+	}
+}
+
+func do(method, url string, body []byte) (int, error) {
+	req, err := http.NewRequest(method, url, bytes.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+func expect(code int, err error, want int, what string) error {
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if code != want {
+		return fmt.Errorf("%s: status %d, want %d", what, code, want)
+	}
+	return nil
+}
+
+func TestThreeNodesConverge(t *testing.T) {
+	dir := t.TempDir()
+	n1 := startDaemon(t, filepath.Join(dir, "n1"))
+	n2 := startDaemon(t, filepath.Join(dir, "n2"), "--bootstrap", n1.addrs[0])
+	n3 := startDaemon(t, filepath.Join(dir, "n3"), "--bootstrap", n1.addrs[0], "--bootstrap", n2.addrs[0])
+	nodes := []*daemon{n1, n2, n3}
+
+	const keys, counters, sets = 1000, 10, 10
+	parallel(t, keys, 16, func(i int) error {
+		code, err := do("PUT", n1.url(fmt.Sprintf("/v1/ns/test/kv/key-%04d", i)), []byte(fmt.Sprintf("value %d", i)))
+		return expect(code, err, 204, "put")
+	})
+	parallel(t, counters*5, 8, func(i int) error {
+		body := fmt.Sprintf(`{"add": %d}`, i%5+1)
+		code, err := do("POST", n2.url(fmt.Sprintf("/v1/ns/test/counter/ctr-%d", i/5)), []byte(body))
+		return expect(code, err, 204, "counter add")
+	})
+	parallel(t, sets, 8, func(i int) error {
+		url := n2.url(fmt.Sprintf("/v1/ns/test/set/set-%d", i))
+		code, err := do("POST", url, []byte(`{"add": ["a", "b", "c"]}`))
+		if err := expect(code, err, 204, "set add"); err != nil {
+			return err
+		}
+		code, err = do("POST", url, []byte(`{"remove": ["b"], "add": ["d"]}`))
+		return expect(code, err, 204, "set update")
+	})
+
+	eventually(t, 60*time.Second, "three replicas converge", sameDigests(t, "test", keys+counters+sets, nodes...))
+
+	var st struct {
+		PeerID string `json:"peer_id"`
+		Peers  []struct {
+			ID        string `json:"id"`
+			Connected bool   `json:"connected"`
+		} `json:"peers"`
+	}
+	if err := json.Unmarshal(mustCall(t, 200, "GET", n1.url("/v1/status"), nil), &st); err != nil {
+		t.Fatal(err)
+	}
+	connected := map[string]bool{}
+	for _, p := range st.Peers {
+		connected[p.ID] = p.Connected
+	}
+	if st.PeerID != n1.peerID || !connected[n2.peerID] || !connected[n3.peerID] {
+		t.Fatalf("node 1 status: %+v", st)
+	}
+
+	for _, d := range nodes {
+		var list struct {
+			Keys []string `json:"keys"`
+			Next string   `json:"next"`
+		}
+		if err := json.Unmarshal(mustCall(t, 200, "GET", d.url("/v1/ns/test/kv?prefix=key-&limit=10000"), nil), &list); err != nil {
+			t.Fatal(err)
+		}
+		if len(list.Keys) != keys || list.Next != "" {
+			t.Fatalf("%s lists %d keys (next %q), want %d", d.api, len(list.Keys), list.Next, keys)
+		}
+		parallel(t, keys, 8, func(i int) error {
+			code, b, _ := call(t, "GET", d.url(fmt.Sprintf("/v1/ns/test/kv/key-%04d", i)), nil)
+			if want := fmt.Sprintf("value %d", i); code != 200 || string(b) != want {
+				return fmt.Errorf("%s key-%04d: %d %q, want %q", d.api, i, code, b, want)
+			}
+			return nil
+		})
+		for c := range counters {
+			b := mustCall(t, 200, "GET", d.url(fmt.Sprintf("/v1/ns/test/counter/ctr-%d", c)), nil)
+			if got := strings.TrimSpace(string(b)); got != `{"value":15}` {
+				t.Fatalf("%s ctr-%d = %s, want 15", d.api, c, got)
+			}
+		}
+		for s := range sets {
+			b := mustCall(t, 200, "GET", d.url(fmt.Sprintf("/v1/ns/test/set/set-%d", s)), nil)
+			if got := strings.TrimSpace(string(b)); got != `{"elements":["a","c","d"]}` {
+				t.Fatalf("%s set-%d = %s", d.api, s, got)
+			}
+		}
+	}
+}
+
+func TestKillWhileWritingLosesNothingAcknowledged(t *testing.T) {
+	dir := t.TempDir()
+	n1 := startDaemon(t, filepath.Join(dir, "n1"))
+	victimDir := filepath.Join(dir, "n2")
+	n2 := startDaemon(t, victimDir, "--bootstrap", n1.addrs[0])
+
+	var mu sync.Mutex
+	var acked []string
+	enough := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				key := fmt.Sprintf("w%d-%06d", w, i)
+				code, err := do("PUT", n2.url("/v1/ns/test/kv/"+key), []byte(key))
+				if err != nil {
+					return // the daemon is gone
+				}
+				if code/100 == 2 {
+					mu.Lock()
+					acked = append(acked, key)
+					if len(acked) == 400 {
+						close(enough)
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	select {
+	case <-enough:
+	case <-time.After(60 * time.Second):
+		t.Fatal("writers did not get 400 acknowledgements in 60 s")
+	}
+	if err := n2.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-n2.exited
+	wg.Wait()
+	t.Logf("%d writes acknowledged before SIGKILL", len(acked))
+
+	n2 = startDaemon(t, victimDir, "--bootstrap", n1.addrs[0])
+	missing := func(d *daemon) []string {
+		var out []string
+		for _, k := range acked {
+			code, b, _ := call(t, "GET", d.url("/v1/ns/test/kv/"+k), nil)
+			if code != 200 || string(b) != k {
+				out = append(out, k)
+			}
+		}
+		return out
+	}
+	if m := missing(n2); len(m) > 0 {
+		t.Fatalf("after restart, %d acknowledged writes are missing, e.g. %q", len(m), m[0])
+	}
+	eventually(t, 60*time.Second, "survivor and restarted node converge", sameDigests(t, "test", -1, n1, n2))
+	if m := missing(n1); len(m) > 0 {
+		t.Fatalf("survivor lacks %d acknowledged writes, e.g. %q", len(m), m[0])
+	}
+}
+
+func TestSIGTERMExitsCleanly(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "n")
+	d := startDaemon(t, dir)
+	for i := range 50 {
+		mustCall(t, 204, "PUT", d.url(fmt.Sprintf("/v1/ns/test/kv/k%d", i)), []byte("v"))
+	}
+	// An open watch stream must not hold shutdown up.
+	resp, err := httpClient.Get(d.url("/v1/ns/test/watch"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	code, took := d.signalAndWait(t, syscall.SIGTERM, 12*time.Second)
+	if code != 0 {
+		t.Fatalf("exit code %d after SIGTERM, want 0\nstderr:\n%s", code, d.stderr)
+	}
+	t.Logf("SIGTERM to exit: %v", took)
+	d = startDaemon(t, dir)
+	if got := digestOf(t, d, "test").Keys; got != 50 {
+		t.Fatalf("after restart %d keys, want 50", got)
+	}
+}
+
+func TestSecondDaemonOnSameDataDirFailsFast(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "n")
+	startDaemon(t, dir)
+	cmd := exec.Command(binary, "daemon", "--data-dir", dir, "--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	start := time.Now()
+	err := runBounded(t, cmd, 15*time.Second)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("second daemon: %v, want exit code 1\nstderr: %s", err, &stderr)
+	}
+	if !strings.Contains(stderr.String(), "in use by another process") {
+		t.Fatalf("second daemon's message does not say the data dir is in use: %s", &stderr)
+	}
+	t.Logf("second daemon refused in %v: %s", time.Since(start), strings.TrimSpace(stderr.String()))
+}
+
+// runBounded runs cmd, killing it past bound.
+func runBounded(t testing.TB, cmd *exec.Cmd, bound time.Duration) error {
+	t.Helper()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(bound):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatalf("%v still running after %v", cmd.Args, bound)
+		return nil
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"dht", []string{"daemon", "--dht"}, "not supported yet"},
+		{"public API without token", []string{"daemon", "--api", "0.0.0.0:0"}, "without --api-token-file"},
+		{"bad log format", []string{"daemon", "--log-format", "xml"}, "want text or json"},
+		{"unknown flag", []string{"get", "--bogus", "k"}, "unknown flag"},
+		{"missing argument", []string{"get"}, "arg"},
+		{"unknown command", []string{"frobnicate"}, "unknown command"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(binary, append(tc.args, "--data-dir", t.TempDir())...)
+			if tc.args[0] != "daemon" {
+				cmd = exec.Command(binary, tc.args...)
+			}
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			err := runBounded(t, cmd, 15*time.Second)
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+				t.Fatalf("%v: %v, want exit code 2; stderr: %s", tc.args, err, &stderr)
+			}
+			if !strings.Contains(stderr.String(), tc.want) {
+				t.Fatalf("stderr %q does not mention %q", &stderr, tc.want)
+			}
+		})
+	}
+}
+
+func TestBadInputChangesNothing(t *testing.T) {
+	d := startDaemon(t, filepath.Join(t.TempDir(), "n"))
+	mustCall(t, 204, "PUT", d.url("/v1/ns/test/kv/reg"), []byte("v"))
+	mustCall(t, 204, "POST", d.url("/v1/ns/test/counter/cnt"), []byte(`{"add": 1}`))
+	mustCall(t, 204, "POST", d.url("/v1/ns/test/set/st"), []byte(`{"add": ["a"]}`))
+	before := digestOf(t, d, "test")
+	nsBefore := namespaces(t, d)
+
+	long := strings.Repeat("k", 1025)
+	big := bytes.Repeat([]byte("x"), 1<<20+1)
+	for _, tc := range []struct {
+		name, method, path string
+		body               []byte
+		code               int
+		msg                string // "": the HTTP server itself refuses (not JSON)
+	}{
+		{"empty key", "PUT", "/v1/ns/test/kv/", []byte("v"), 400, "invalid key: empty key"},
+		{"key too long", "PUT", "/v1/ns/test/kv/" + long, []byte("v"), 400, "invalid key"},
+		{"key not UTF-8", "PUT", "/v1/ns/test/kv/%FF%FE", []byte("v"), 400, "not valid UTF-8"},
+		{"bad escape", "PUT", "/v1/ns/test/kv/%zz", []byte("v"), 400, ""},
+		{"empty namespace", "PUT", "/v1/ns//kv/x", []byte("v"), 400, "invalid namespace: empty"},
+		{"namespace too long", "PUT", "/v1/ns/" + long + "/kv/x", []byte("v"), 400, "invalid namespace"},
+		{"namespace not UTF-8", "PUT", "/v1/ns/%C3%28/kv/x", []byte("v"), 400, "invalid namespace"},
+		{"value over the limit", "PUT", "/v1/ns/test/kv/big", big, 413, "limit"},
+		{"counter body over the limit", "POST", "/v1/ns/test/counter/c2", big, 413, "limit"},
+		{"counter malformed JSON", "POST", "/v1/ns/test/counter/c2", []byte(`{"add":`), 400, "malformed JSON"},
+		{"counter wrong JSON type", "POST", "/v1/ns/test/counter/c2", []byte(`{"add": "1"}`), 400, "malformed JSON"},
+		{"counter unknown field", "POST", "/v1/ns/test/counter/c2", []byte(`{"sub": 1}`), 400, "malformed JSON"},
+		{"counter missing add", "POST", "/v1/ns/test/counter/c2", []byte(`{}`), 400, `{"add": <integer>}`},
+		{"counter trailing data", "POST", "/v1/ns/test/counter/c2", []byte(`{"add": 1} {"add": 2}`), 400, "data after"},
+		{"set malformed JSON", "POST", "/v1/ns/test/set/s2", []byte(`[`), 400, "malformed JSON"},
+		{"set no elements", "POST", "/v1/ns/test/set/s2", []byte(`{"add": []}`), 400, "at least one element"},
+		{"set empty element", "POST", "/v1/ns/test/set/s2", []byte(`{"add": [""]}`), 400, "empty set element"},
+		{"set element too long", "POST", "/v1/ns/test/set/s2", []byte(`{"add": ["` + long + `"]}`), 400, "set element is 1025 bytes"},
+		{"put on a counter", "PUT", "/v1/ns/test/kv/cnt", []byte("v"), 409, "wrong type"},
+		{"counter on a register", "POST", "/v1/ns/test/counter/reg", []byte(`{"add": 1}`), 409, "wrong type"},
+		{"set on a counter", "POST", "/v1/ns/test/set/cnt", []byte(`{"add": ["x"]}`), 409, "wrong type"},
+		{"get a counter as register", "GET", "/v1/ns/test/kv/cnt", nil, 409, "wrong type"},
+		{"get a register as set", "GET", "/v1/ns/test/set/reg", nil, 409, "wrong type"},
+		{"absent key", "GET", "/v1/ns/test/kv/absent", nil, 404, "not found"},
+		{"unknown route", "GET", "/v1/nothing", nil, 404, "no route"},
+		{"unknown kind", "PUT", "/v1/ns/test/map/x", []byte("v"), 404, "no route"},
+		{"digest with key", "GET", "/v1/ns/test/digest/x", nil, 404, "no route"},
+		{"wrong method on kv", "PATCH", "/v1/ns/test/kv/reg", []byte("v"), 405, "method not allowed"},
+		{"wrong method on list", "POST", "/v1/ns/test/kv", []byte("v"), 405, "method not allowed"},
+		{"wrong method on counter", "DELETE", "/v1/ns/test/counter/cnt", nil, 405, "method not allowed"},
+		{"wrong method on set", "PUT", "/v1/ns/test/set/st", []byte(`{"add": ["x"]}`), 405, "method not allowed"},
+		{"wrong method on digest", "POST", "/v1/ns/test/digest", nil, 405, "method not allowed"},
+		{"wrong method on status", "POST", "/v1/status", nil, 405, "method not allowed"},
+		{"bad list limit", "GET", "/v1/ns/test/kv?limit=abc", nil, 400, "limit"},
+		{"watch cursor garbage", "GET", "/v1/ns/test/watch?from=abc", nil, 400, "not a watch cursor"},
+		{"watch cursor from another run", "GET", "/v1/ns/test/watch?from=0123456789abcdef:5", nil, 400, "earlier run"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, body, hdr := call(t, tc.method, d.url(tc.path), tc.body)
+			if code != tc.code {
+				t.Fatalf("status %d, want %d: %s", code, tc.code, body)
+			}
+			if tc.msg == "" { // refused by net/http before routing
+				if after := digestOf(t, d, "test"); after != before {
+					t.Fatalf("digest changed: %+v -> %+v", before, after)
+				}
+				return
+			}
+			if ct := hdr.Get("Content-Type"); ct != "application/json" {
+				t.Fatalf("Content-Type %q, want application/json", ct)
+			}
+			var e map[string]string
+			if err := json.Unmarshal(body, &e); err != nil || len(e) != 1 || e["error"] == "" {
+				t.Fatalf("body %s is not {\"error\": \"...\"}", body)
+			}
+			if !strings.Contains(e["error"], tc.msg) {
+				t.Fatalf("error %q does not mention %q", e["error"], tc.msg)
+			}
+			if code == 405 && hdr.Get("Allow") == "" {
+				t.Fatalf("405 without an Allow header")
+			}
+			if after := digestOf(t, d, "test"); after != before {
+				t.Fatalf("digest changed: %+v -> %+v", before, after)
+			}
+			if got := namespaces(t, d); !equalStrings(got, nsBefore) {
+				t.Fatalf("namespaces changed: %v -> %v", nsBefore, got)
+			}
+		})
+	}
+}
+
+func namespaces(t testing.TB, d *daemon) []string {
+	var st struct {
+		Namespaces []string `json:"namespaces"`
+	}
+	if err := json.Unmarshal(mustCall(t, 200, "GET", d.url("/v1/status"), nil), &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Namespaces
+}
+
+func equalStrings(a, b []string) bool {
+	return strings.Join(a, "\x00") == strings.Join(b, "\x00")
+}
+
+// TestConcurrentWritesShowSiblings writes one key on two nodes that have
+// not met, then lets them meet: both values are kept and visible.
+func TestConcurrentWritesShowSiblings(t *testing.T) {
+	dir := t.TempDir()
+	n1 := startDaemon(t, filepath.Join(dir, "n1"))
+	n2dir := filepath.Join(dir, "n2")
+	n2 := startDaemon(t, n2dir)
+	mustCall(t, 204, "PUT", n1.url("/v1/ns/test/kv/k"), []byte("from n1"))
+	mustCall(t, 204, "PUT", n2.url("/v1/ns/test/kv/k"), []byte("from n2"))
+	if code, _ := n2.signalAndWait(t, syscall.SIGTERM, 12*time.Second); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	n2 = startDaemon(t, n2dir, "--bootstrap", n1.addrs[0])
+	eventually(t, 60*time.Second, "the two writes meet", sameDigests(t, "test", 1, n1, n2))
+	for _, d := range []*daemon{n1, n2} {
+		code, body, hdr := call(t, "GET", d.url("/v1/ns/test/kv/k"), nil)
+		if code != 200 || hdr.Get("X-Mycel-Siblings") != "2" {
+			t.Fatalf("GET: %d %q, X-Mycel-Siblings %q", code, body, hdr.Get("X-Mycel-Siblings"))
+		}
+		var all struct {
+			Values [][]byte `json:"values"`
+		}
+		if err := json.Unmarshal(mustCall(t, 200, "GET", d.url("/v1/ns/test/kv/k?all=1"), nil), &all); err != nil {
+			t.Fatal(err)
+		}
+		if len(all.Values) != 2 || string(all.Values[1]) != string(body) {
+			t.Fatalf("?all=1 gave %q; winner %q should be last", all.Values, body)
+		}
+	}
+}

@@ -1,0 +1,231 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pelletier/go-toml/v2"
+	"github.com/spf13/pflag"
+	"gopkg.in/yaml.v3"
+)
+
+// settings are the daemon's configuration. Each field has one name used
+// as the flag (--name), the config file key (name) and the environment
+// variable (MYCEL_NAME, dashes as underscores). Precedence: flags, then
+// environment, then the config file, then the defaults below.
+type settings struct {
+	DataDir       string        `name:"data-dir" usage:"data directory: identity key and the Pebble store"`
+	Listen        []string      `name:"listen" usage:"libp2p listen multiaddr (repeatable)"`
+	API           string        `name:"api" usage:"HTTP API address HOST:PORT (port 0: any free port, printed at start)"`
+	Bootstrap     []string      `name:"bootstrap" usage:"peer multiaddr with /p2p/<id> to dial and keep connected (repeatable)"`
+	MDNS          bool          `name:"mdns" usage:"discover peers on the local network with mDNS"`
+	DHT           bool          `name:"dht" usage:"Kademlia DHT discovery (not supported yet: refused)"`
+	PSKFile       string        `name:"psk-file" usage:"file holding a 32-byte pre-shared key (raw, or 64 hex digits): private network, TCP only"`
+	Namespace     []string      `name:"namespace" usage:"namespace to open at start (repeatable; others open on first use)"`
+	LogLevel      string        `name:"log-level" usage:"debug, info, warn or error"`
+	LogFormat     string        `name:"log-format" usage:"text or json (logs go to stderr)"`
+	APITokenFile  string        `name:"api-token-file" usage:"file holding a bearer token the API requires"`
+	APIInsecure   bool          `name:"api-insecure" usage:"allow a non-loopback API address without a token"`
+	Pprof         bool          `name:"pprof" usage:"serve net/http/pprof under /debug/pprof/ on the API address"`
+	SyncInterval  time.Duration `name:"sync-interval" usage:"mean time between background syncs with a random peer"`
+	NoSync        bool          `name:"no-sync" usage:"acknowledge writes before fsync (faster, loses recent writes on power loss)"`
+	MaxValueBytes int           `name:"max-value-bytes" usage:"largest value (and request body) accepted"`
+	ShutdownWait  time.Duration `name:"shutdown-timeout" usage:"bound on graceful shutdown after SIGINT/SIGTERM"`
+}
+
+func defaultSettings() settings {
+	return settings{
+		DataDir:       "./mycel-data",
+		Listen:        []string{"/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"},
+		API:           "127.0.0.1:5080",
+		LogLevel:      "info",
+		LogFormat:     "text",
+		SyncInterval:  10 * time.Second,
+		MaxValueBytes: 1 << 20,
+		ShutdownWait:  10 * time.Second,
+	}
+}
+
+// settingField is one field of settings with its reflection handle.
+type settingField struct {
+	name, usage string
+	index       int
+}
+
+func settingFields() []settingField {
+	t := reflect.TypeFor[settings]()
+	out := make([]settingField, t.NumField())
+	for i := range out {
+		f := t.Field(i)
+		out[i] = settingField{name: f.Tag.Get("name"), usage: f.Tag.Get("usage"), index: i}
+	}
+	return out
+}
+
+// bindFlags defines one flag per setting on fs, writing into s.
+func bindFlags(fs *pflag.FlagSet, s *settings) {
+	v := reflect.ValueOf(s).Elem()
+	for _, f := range settingFields() {
+		switch p := v.Field(f.index).Addr().Interface().(type) {
+		case *string:
+			fs.StringVar(p, f.name, *p, f.usage)
+		case *[]string:
+			fs.StringArrayVar(p, f.name, *p, f.usage)
+		case *bool:
+			fs.BoolVar(p, f.name, *p, f.usage)
+		case *int:
+			fs.IntVar(p, f.name, *p, f.usage)
+		case *time.Duration:
+			fs.DurationVar(p, f.name, *p, f.usage)
+		default:
+			panic(fmt.Sprintf("settings: field %s has no flag type", f.name))
+		}
+	}
+}
+
+// resolve builds the effective settings: defaults, then the config file
+// (if any), then MYCEL_* environment variables, then the flags the user set
+// (fromFlags holds every flag's value; fs says which were set).
+func resolve(fs *pflag.FlagSet, fromFlags settings, configFile string, env func(string) string) (settings, error) {
+	out := defaultSettings()
+	if configFile == "" {
+		configFile = env("MYCEL_CONFIG")
+	}
+	if configFile != "" {
+		if err := loadFile(configFile, &out); err != nil {
+			return out, err
+		}
+	}
+	v, fv := reflect.ValueOf(&out).Elem(), reflect.ValueOf(fromFlags)
+	for _, f := range settingFields() {
+		key := "MYCEL_" + strings.ToUpper(strings.ReplaceAll(f.name, "-", "_"))
+		if raw := env(key); raw != "" {
+			if err := setFromString(v.Field(f.index), raw); err != nil {
+				return out, fmt.Errorf("%s=%q: %v", key, raw, err)
+			}
+		}
+		if fl := fs.Lookup(f.name); fl != nil && fl.Changed {
+			v.Field(f.index).Set(fv.Field(f.index))
+		}
+	}
+	return out, nil
+}
+
+func setFromString(v reflect.Value, raw string) error {
+	switch p := v.Addr().Interface().(type) {
+	case *string:
+		*p = raw
+	case *[]string:
+		*p = nil
+		for _, s := range strings.Split(raw, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				*p = append(*p, s)
+			}
+		}
+	case *bool:
+		b, err := strconv.ParseBool(raw)
+		if err != nil {
+			return err
+		}
+		*p = b
+	case *int:
+		n, err := strconv.Atoi(raw)
+		if err != nil {
+			return err
+		}
+		*p = n
+	case *time.Duration:
+		d, err := time.ParseDuration(raw)
+		if err != nil {
+			return err
+		}
+		*p = d
+	}
+	return nil
+}
+
+// loadFile reads a YAML (.yaml, .yml) or TOML (.toml) file of settings;
+// keys are the flag names. Unknown keys are an error, so typos do not pass
+// silently. Durations are strings ("2s").
+func loadFile(path string, s *settings) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	raw := map[string]any{}
+	switch strings.ToLower(filepath.Ext(path)) {
+	case ".toml":
+		dec := toml.NewDecoder(bytes.NewReader(b))
+		err = dec.Decode(&raw)
+	case ".yaml", ".yml", "":
+		err = yaml.Unmarshal(b, &raw)
+	default:
+		return fmt.Errorf("config %s: unknown format (want .yaml, .yml or .toml)", path)
+	}
+	if err != nil {
+		return fmt.Errorf("config %s: %v", path, err)
+	}
+	fields := map[string]settingField{}
+	for _, f := range settingFields() {
+		fields[f.name] = f
+	}
+	v := reflect.ValueOf(s).Elem()
+	for key, val := range raw {
+		f, ok := fields[key]
+		if !ok {
+			return fmt.Errorf("config %s: unknown key %q", path, key)
+		}
+		if err := setFromAny(v.Field(f.index), val); err != nil {
+			return fmt.Errorf("config %s: %s: %v", path, key, err)
+		}
+	}
+	return nil
+}
+
+func setFromAny(v reflect.Value, val any) error {
+	switch x := val.(type) {
+	case string:
+		if v.Kind() == reflect.Slice {
+			v.Set(reflect.ValueOf([]string{x}))
+			return nil
+		}
+		if v.Kind() == reflect.String {
+			v.SetString(x)
+			return nil
+		}
+		return setFromString(v, x)
+	case bool:
+		if v.Kind() != reflect.Bool {
+			return fmt.Errorf("want %s, got a boolean", v.Type())
+		}
+		v.SetBool(x)
+	case int, int64, uint64, float64:
+		n, err := strconv.ParseFloat(fmt.Sprint(x), 64)
+		if err != nil || v.Kind() != reflect.Int || n != float64(int64(n)) {
+			return fmt.Errorf("want %s, got the number %v", v.Type(), x)
+		}
+		v.SetInt(int64(n))
+	case []any:
+		if v.Kind() != reflect.Slice {
+			return fmt.Errorf("want %s, got a list", v.Type())
+		}
+		out := make([]string, 0, len(x))
+		for _, e := range x {
+			s, ok := e.(string)
+			if !ok {
+				return fmt.Errorf("list items must be strings, got %v", e)
+			}
+			out = append(out, s)
+		}
+		v.Set(reflect.ValueOf(out))
+	default:
+		return fmt.Errorf("unsupported value %v", val)
+	}
+	return nil
+}
