@@ -407,7 +407,7 @@ func watchCmd() *cobra.Command {
 	cmd := clientCmd(c, "watch", "Stream changes to keys (local and replicated) until interrupted",
 		`  mycel watch
   mycel watch --prefix user/ --json      # one JSON event per line
-  mycel watch --from <cursor>            # resume (same daemon run only)`, noArgs,
+  mycel watch --from <cursor>            # resume, also after a daemon restart`, noArgs,
 		func(cmd *cobra.Command, _ []string) error {
 			if err := c.init(); err != nil {
 				return err
@@ -444,7 +444,7 @@ func watchCmd() *cobra.Command {
 			return printEvents(ctx, resp.Body, cmd.OutOrStdout(), c.json)
 		})
 	cmd.Flags().StringVar(&prefix, "prefix", "", "only keys with this prefix")
-	cmd.Flags().StringVar(&from, "from", "", "resume after this cursor (an event's id from this daemon run)")
+	cmd.Flags().StringVar(&from, "from", "", "resume after this cursor (an event's id, kept across daemon restarts)")
 	return cmd
 }
 

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -144,10 +145,18 @@ func TestWatchStreamsAndResumes(t *testing.T) {
 	if ev := again(); ev.Cursor != third.Cursor {
 		t.Fatalf("resumed second event %s, want %s", ev.Cursor, third.Cursor)
 	}
-	epoch, _, _ := strings.Cut(first.Cursor, ":")
-	code, body, _ := call(t, "GET", d.url("/v1/ns/test/watch?from="+epoch+":0"), nil)
+	code, body, _ := call(t, "GET", d.url("/v1/ns/test/watch?from=999999"), nil)
 	if code != 400 || !strings.Contains(string(body), "cannot be resumed") {
-		t.Fatalf("resume before the window: %d %s", code, body)
+		t.Fatalf("resume from a future cursor: %d %s", code, body)
+	}
+	// Cursors are persisted positions: a watch resumes after a restart.
+	if code, _ := d.signalAndWait(t, syscall.SIGTERM, 10*time.Second); code != 0 {
+		t.Fatalf("daemon exit code %d", code)
+	}
+	d = startDaemon(t, d.dataDir)
+	_, afterRestart := open("prefix=w/&from=" + first.Cursor)
+	if ev := afterRestart(); ev.Cursor != second.Cursor {
+		t.Fatalf("resumed after restart at %s, want %s", ev.Cursor, second.Cursor)
 	}
 }
 

@@ -69,9 +69,6 @@ type daemonPlan struct {
 
 func plan(s settings, stderr io.Writer) (daemonPlan, error) {
 	var p daemonPlan
-	if s.DHT {
-		return p, usageError{errors.New("--dht: DHT discovery is not supported yet; use --bootstrap (or --mdns on a LAN)")}
-	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(s.LogLevel)); err != nil {
 		return p, usageError{fmt.Errorf("--log-level %q: want debug, info, warn or error", s.LogLevel)}
@@ -105,7 +102,7 @@ func plan(s settings, stderr io.Writer) (daemonPlan, error) {
 		return p, usageError{fmt.Errorf("--api %s is not a loopback address: refusing to serve the API there without --api-token-file (or --api-insecure)", s.API)}
 	}
 	p.cfg = node.Config{
-		DataDir: s.DataDir, Listen: s.Listen, Bootstrap: s.Bootstrap, MDNS: s.MDNS,
+		DataDir: s.DataDir, Listen: s.Listen, Bootstrap: s.Bootstrap, MDNS: s.MDNS, DHT: s.DHT,
 		NoSync: s.NoSync, SyncInterval: s.SyncInterval,
 		Limits: crdt.Limits{MaxValueBytes: s.MaxValueBytes},
 	}

@@ -515,7 +515,6 @@ func TestUsageErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"dht", []string{"daemon", "--dht"}, "not supported yet"},
 		{"public API without token", []string{"daemon", "--api", "0.0.0.0:0"}, "without --api-token-file"},
 		{"bad log format", []string{"daemon", "--log-format", "xml"}, "want text or json"},
 		{"unknown flag", []string{"get", "--bogus", "k"}, "unknown flag"},
@@ -592,7 +591,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"wrong method on status", "POST", "/v1/status", nil, 405, "method not allowed"},
 		{"bad list limit", "GET", "/v1/ns/test/kv?limit=abc", nil, 400, "limit"},
 		{"watch cursor garbage", "GET", "/v1/ns/test/watch?from=abc", nil, 400, "not a watch cursor"},
-		{"watch cursor from another run", "GET", "/v1/ns/test/watch?from=0123456789abcdef:5", nil, 400, "earlier run"},
+		{"watch cursor ahead of the node", "GET", "/v1/ns/test/watch?from=123456789", nil, 400, "cannot be resumed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, body, hdr := call(t, tc.method, d.url(tc.path), tc.body)

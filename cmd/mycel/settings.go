@@ -25,7 +25,7 @@ type settings struct {
 	API           string        `name:"api" usage:"HTTP API address HOST:PORT (port 0: any free port, printed at start)"`
 	Bootstrap     []string      `name:"bootstrap" usage:"peer multiaddr with /p2p/<id> to dial and keep connected (repeatable)"`
 	MDNS          bool          `name:"mdns" usage:"discover peers on the local network with mDNS"`
-	DHT           bool          `name:"dht" usage:"Kademlia DHT discovery (not supported yet: refused)"`
+	DHT           bool          `name:"dht" usage:"Kademlia DHT discovery: meet the other nodes of each namespace through Mycel's own DHT, seeded by --bootstrap"`
 	PSKFile       string        `name:"psk-file" usage:"file holding a 32-byte pre-shared key (raw, or 64 hex digits): private network, TCP only"`
 	Namespace     []string      `name:"namespace" usage:"namespace to open at start (repeatable; others open on first use)"`
 	LogLevel      string        `name:"log-level" usage:"debug, info, warn or error"`

@@ -17,7 +17,6 @@ type metrics struct {
 	ops      *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	watchers prometheus.Gauge
-	feeds    prometheus.Gauge
 }
 
 func newMetrics(s *Server) *metrics {
@@ -35,12 +34,8 @@ func newMetrics(s *Server) *metrics {
 			Name: "mycel_watch_subscribers",
 			Help: "Open watch (server-sent events) streams.",
 		}),
-		feeds: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "mycel_watch_feeds",
-			Help: "Namespaces with an active watch feed (one node watcher each).",
-		}),
 	}
-	s.reg.MustRegister(m.ops, m.latency, m.watchers, m.feeds,
+	s.reg.MustRegister(m.ops, m.latency, m.watchers,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&nodeCollector{s: s})

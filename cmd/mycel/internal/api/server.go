@@ -2,18 +2,14 @@ package api
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/subtle"
-	"encoding/hex"
 	"errors"
 	"log/slog"
 	"net/http"
 	"net/http/pprof"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -41,29 +37,21 @@ type Options struct {
 	// DataDir is measured for the mycel_store_disk_bytes metric (empty:
 	// not exported).
 	DataDir string
-	// WatchHistory is how many recent change events per watched namespace
-	// are kept for resuming watches. Default 10,000.
-	WatchHistory int
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
 
-// Server answers the HTTP API. Close stops its watch streams and feeds.
+// Server answers the HTTP API. Close ends its watch streams.
 type Server struct {
 	opts    Options
 	n       *node.Node
 	log     *slog.Logger
-	epoch   string // names this run in watch cursors
 	reg     *prometheus.Registry
 	metrics *metrics
 	mux     *http.ServeMux
 
 	ctx    context.Context // cancelled by Close: ends watch streams
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // feed goroutines
-
-	mu    sync.Mutex
-	feeds map[string]*feed
 }
 
 // New returns a server for opts.Node.
@@ -80,15 +68,10 @@ func New(opts Options) (*Server, error) {
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = int64(opts.Limits.MaxValueBytes)
 	}
-	if opts.WatchHistory <= 0 {
-		opts.WatchHistory = 10_000
-	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	var e [8]byte
-	_, _ = rand.Read(e[:])
-	s := &Server{opts: opts, n: opts.Node, log: opts.Logger, epoch: hex.EncodeToString(e[:]), feeds: make(map[string]*feed)}
+	s := &Server{opts: opts, n: opts.Node, log: opts.Logger}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.reg = prometheus.NewRegistry()
 	s.metrics = newMetrics(s)
@@ -117,15 +100,10 @@ func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
 // Registry returns the Prometheus registry behind /metrics.
 func (s *Server) Registry() *prometheus.Registry { return s.reg }
 
-// Close ends every watch stream and stops the watch feeds. It is safe to
-// call more than once; it does not close the node.
+// Close ends every watch stream. It is safe to call more than once; it
+// does not close the node.
 func (s *Server) Close() error {
-	// Cancel under mu so that feedFor either sees the cancellation or has
-	// already counted its goroutine in wg before Wait starts.
-	s.mu.Lock()
 	s.cancel()
-	s.mu.Unlock()
-	s.wg.Wait()
 	return nil
 }
 
@@ -183,7 +161,7 @@ type peerStatus struct {
 	ID        string     `json:"id"`
 	Addrs     []string   `json:"addrs"`
 	Connected bool       `json:"connected"`
-	LastSync  *time.Time `json:"last_sync"` // the node keeps no per-peer sync record yet: null
+	LastSync  *time.Time `json:"last_sync"` // null until a sync with the peer completed
 }
 
 type statusBody struct {
@@ -194,21 +172,14 @@ type statusBody struct {
 }
 
 func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
-	h := s.n.Host()
 	body := statusBody{PeerID: s.n.ID().String(), Addrs: nonNil(s.n.Addrs()), Peers: []peerStatus{}, Namespaces: nonNil(s.n.Namespaces())}
-	for _, p := range h.Peerstore().Peers() {
-		if p == h.ID() {
-			continue
+	for _, p := range s.n.Peers() {
+		ps := peerStatus{ID: p.ID.String(), Addrs: nonNil(p.Addrs), Connected: p.Connected}
+		if !p.LastSync.IsZero() {
+			t := p.LastSync.UTC()
+			ps.LastSync = &t
 		}
-		connected := h.Network().Connectedness(p) == network.Connected
-		var addrs []string
-		for _, a := range h.Peerstore().Addrs(p) {
-			addrs = append(addrs, a.String())
-		}
-		if !connected && len(addrs) == 0 {
-			continue
-		}
-		body.Peers = append(body.Peers, peerStatus{ID: p.String(), Addrs: nonNil(addrs), Connected: connected})
+		body.Peers = append(body.Peers, ps)
 	}
 	writeJSON(w, http.StatusOK, body)
 }
