@@ -13,7 +13,8 @@ import (
 
 func benchPut(b *testing.B, writers int) {
 	ctx := context.Background()
-	s := openPebble(&testing.T{}, b.TempDir(), Options{CompactEvery: -1})
+	var batches atomic.Int64
+	s := openPebble(&testing.T{}, b.TempDir(), Options{CompactEvery: -1, OnCommit: func(Commit) { batches.Add(1) }})
 	defer s.Close()
 	n, err := s.Namespace(ctx, "bench")
 	if err != nil {
@@ -41,6 +42,7 @@ func benchPut(b *testing.B, writers int) {
 	}
 	wg.Wait()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "puts/s")
+	b.ReportMetric(float64(b.N)/float64(max(batches.Load(), 1)), "puts/commit")
 }
 
 // BenchmarkDurablePut1 is one writer doing durable (fsynced) register puts

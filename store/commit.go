@@ -73,7 +73,10 @@ func (s *Store) enqueue(p *pending) {
 
 // run is the commit loop: it takes everything queued and writes it as one
 // datastore batch, then hands the batch to the sync loop. Writing the next
-// batch overlaps with syncing the previous one.
+// batch overlaps with syncing the previous one, but the loop never runs more
+// than one batch ahead (the hand-off is unbuffered): while it waits, writers
+// queue up, so the next batch carries all of them — that is what makes
+// group commit group.
 func (s *Store) run() {
 	defer s.wg.Done()
 	defer close(s.synced)

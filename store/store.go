@@ -175,7 +175,7 @@ func open(ctx context.Context, d ds.Batching, opts Options, closer func() error)
 		ns:      make(map[string]*Namespace),
 		slots:   make(chan struct{}, opts.MaxPending),
 		qNotify: make(chan struct{}, 1),
-		synced:  make(chan *group, 64),
+		synced:  make(chan *group), // unbuffered: see run
 		closing: make(chan struct{}),
 	}
 	s.clock.MaxDrift = opts.MaxClockDrift.Milliseconds()
