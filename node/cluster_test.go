@@ -193,3 +193,21 @@ func TestIdentityKeptAndPrivate(t *testing.T) {
 		t.Fatalf("second node on one data dir: %v", err)
 	}
 }
+
+func TestReplicationLagIsRecorded(t *testing.T) {
+	ctx := context.Background()
+	nodes := cluster(t, 2, nil)
+	connect(t, nodes[0], nodes[1])
+	mustNS(t, nodes[1], "lag")
+	if err := mustNS(t, nodes[0], "lag").Put(ctx, "k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a lag record for node 0", 10*time.Second, func() bool {
+		for _, l := range nodes[1].ReplicationLag() {
+			if l.Origin == nodes[0].Replica() && l.Namespace == "lag" && l.Last < time.Minute {
+				return true
+			}
+		}
+		return false
+	})
+}

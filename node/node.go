@@ -57,6 +57,7 @@ type Node struct {
 	mu       sync.Mutex
 	spaces   map[string]*Namespace
 	watchers *watchHub
+	lag      lagTracker
 
 	closeOnce sync.Once
 	closeErr  error
@@ -262,6 +263,7 @@ func (n *Node) onCommit(c store.Commit) {
 	if rep := n.repReady.Load(); c.Local && rep != nil {
 		rep.Publish(c.Namespace, gossip.Batch{Origin: c.Origin, Seq: c.Seq, Delta: c.Delta, Encoded: c.Encoded})
 	}
+	n.lag.note(c, n.opts.now())
 	n.watchers.publish(c, func(key string) crdt.Value {
 		ns, err := n.st.Namespace(n.ctx, c.Namespace)
 		if err != nil {

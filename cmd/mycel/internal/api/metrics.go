@@ -72,12 +72,13 @@ var (
 	descKeys              = desc("mycel_store_keys", "Keys held, by namespace.", "namespace")
 	descNamespaces        = desc("mycel_namespaces", "Namespaces this node holds.")
 	descDisk              = desc("mycel_store_disk_bytes", "Bytes used by the data directory (identity and Pebble store).")
+	descLag               = desc("mycel_replication_lag_seconds", "Per origin: delay of the last batch applied from it, from its newest write's hybrid-clock time (the writer's clock) to its commit here.", "namespace", "origin")
 )
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descMessagesPublished, descBatchesPublished, descMessagesReceived,
 		descBatchesReceived, descBatchesApplied, descRejected, descIgnored, descBytes, descSyncSessions,
-		descSyncRefused, descSyncBatches, descStateSessions, descStateKeys, descPeers, descKeys, descNamespaces, descDisk} {
+		descSyncRefused, descSyncBatches, descStateSessions, descStateKeys, descPeers, descKeys, descNamespaces, descDisk, descLag} {
 		ch <- d
 	}
 }
@@ -131,6 +132,9 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if dir := c.s.opts.DataDir; dir != "" {
 		gauge(descDisk, float64(dirSize(dir)))
+	}
+	for _, l := range n.ReplicationLag() {
+		gauge(descLag, l.Last.Seconds(), l.Namespace, l.Origin.String())
 	}
 }
 
