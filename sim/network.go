@@ -1,0 +1,247 @@
+package sim
+
+import (
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/p2p/transport/quicreuse"
+	"github.com/marcopolo/simnet"
+	"github.com/quic-go/quic-go"
+	"go.uber.org/fx"
+)
+
+// simPort is the UDP port every simulated node listens on.
+const simPort = 4001
+
+// network is the simulated packet network: a simnet router whose latency
+// comes from the scenario's region pairs, and one faultConn per node that
+// adds seeded loss and blackhole partitions and counts what it delivers.
+type network struct {
+	sim     *simnet.Simnet
+	regions int
+	seed    uint64
+
+	// links[a][b] is the link from region a to region b (a == b: inside a
+	// region).
+	links [][]Link
+
+	jitterMu sync.Mutex
+	jitter   *rand.Rand
+
+	// part is the current partition: part[r] is region r's group, -1 for a
+	// region the partition leaves alone. nil: no partition.
+	part atomic.Pointer[[]int]
+
+	// delivered[src][dst] counts packets (and bytes) read by a node in
+	// region dst from a node in region src.
+	delivered      [][]atomic.Int64
+	deliveredBytes [][]atomic.Int64
+	// droppedCut counts packets a partition swallowed, droppedLoss those
+	// lost at random.
+	droppedCut, droppedLoss atomic.Int64
+}
+
+func newNetwork(sc *Scenario, seed uint64, log *slog.Logger) *network {
+	r := len(sc.Regions)
+	nw := &network{
+		regions:        r,
+		seed:           seed,
+		links:          make([][]Link, r),
+		jitter:         rand.New(rand.NewPCG(seed, 0x6a17)),
+		delivered:      make([][]atomic.Int64, r),
+		deliveredBytes: make([][]atomic.Int64, r),
+	}
+	for a := range r {
+		nw.links[a] = make([]Link, r)
+		nw.delivered[a] = make([]atomic.Int64, r)
+		nw.deliveredBytes[a] = make([]atomic.Int64, r)
+		nw.links[a][a] = Link{A: sc.Regions[a].Name, B: sc.Regions[a].Name, Latency: sc.Regions[a].Latency}
+	}
+	idx := sc.regionIndex()
+	for _, l := range sc.Links {
+		a, b := idx[l.A], idx[l.B]
+		nw.links[a][b] = l
+		nw.links[b][a] = l
+	}
+	nw.sim = &simnet.Simnet{LatencyFunc: nw.latency, Logger: log}
+	return nw
+}
+
+// regionAddr returns the UDP address of the i-th node (0-based) of region r:
+// 1.<r+1>.<hi>.<lo>, public so that libp2p does not filter it, with the
+// region readable back from the second byte.
+func regionAddr(r, i int) *net.UDPAddr {
+	i++
+	return &net.UDPAddr{IP: net.IPv4(1, byte(r+1), byte(i>>8), byte(i)), Port: simPort}
+}
+
+func (nw *network) regionOf(a net.Addr) (int, bool) {
+	u, ok := a.(*net.UDPAddr)
+	if !ok {
+		return 0, false
+	}
+	ip := u.IP.To4()
+	if ip == nil || ip[0] != 1 || int(ip[1]) < 1 || int(ip[1]) > nw.regions {
+		return 0, false
+	}
+	return int(ip[1]) - 1, true
+}
+
+// latency is simnet's per-packet latency: the region pair's one-way
+// latency plus uniform jitter in [0, Jitter).
+func (nw *network) latency(p *simnet.Packet) time.Duration {
+	a, ok1 := nw.regionOf(p.From)
+	b, ok2 := nw.regionOf(p.To)
+	if !ok1 || !ok2 {
+		return 0
+	}
+	l := nw.links[a][b]
+	d := l.Latency
+	if l.Jitter > 0 {
+		nw.jitterMu.Lock()
+		d += time.Duration(nw.jitter.Int64N(int64(l.Jitter)))
+		nw.jitterMu.Unlock()
+	}
+	return d
+}
+
+// partition cuts every region of one group off from every region of the
+// others; groups holds region indexes.
+func (nw *network) partition(groups [][]int) {
+	part := make([]int, nw.regions)
+	for i := range part {
+		part[i] = -1
+	}
+	for g, rs := range groups {
+		for _, r := range rs {
+			part[r] = g
+		}
+	}
+	nw.part.Store(&part)
+}
+
+func (nw *network) heal() { nw.part.Store(nil) }
+
+// cut reports whether the current partition separates regions a and b.
+func (nw *network) cut(a, b int) bool {
+	p := nw.part.Load()
+	if p == nil {
+		return false
+	}
+	ga, gb := (*p)[a], (*p)[b]
+	return ga >= 0 && gb >= 0 && ga != gb
+}
+
+// crossing returns the packets and bytes delivered from region src to
+// region dst so far.
+func (nw *network) crossing(src, dst int) (packets, bytes int64) {
+	return nw.delivered[src][dst].Load(), nw.deliveredBytes[src][dst].Load()
+}
+
+// totals returns every packet and byte delivered so far.
+func (nw *network) totals() (packets, bytes int64) {
+	for a := range nw.regions {
+		for b := range nw.regions {
+			p, by := nw.crossing(a, b)
+			packets += p
+			bytes += by
+		}
+	}
+	return packets, bytes
+}
+
+// hostOption makes a libp2p host listen through a simulated endpoint at
+// addr, wrapped in a faultConn. It is x/simlibp2p's QUICSimnet with our
+// wrapper in the middle.
+func (nw *network) hostOption(region, nodeIndex int, bandwidth int) libp2p.Option {
+	settings := simnet.NodeBiDiLinkSettings{
+		Downlink: simnet.LinkSettings{BitsPerSecond: bandwidth},
+		Uplink:   simnet.LinkSettings{BitsPerSecond: bandwidth},
+	}
+	sel := &fixedSourceIP{}
+	opts := []quicreuse.Option{
+		quicreuse.OverrideSourceIPSelector(func() (quicreuse.SourceIPSelector, error) { return sel, nil }),
+		quicreuse.OverrideListenUDP(func(_ string, address *net.UDPAddr) (net.PacketConn, error) {
+			sel.ip.Store(&address.IP)
+			return nw.wrap(nw.sim.NewEndpoint(address, settings), region, nodeIndex), nil
+		}),
+	}
+	return libp2p.QUICReuse(
+		func(l fx.Lifecycle, reset quic.StatelessResetKey, token quic.TokenGeneratorKey, opts ...quicreuse.Option) (*quicreuse.ConnManager, error) {
+			cm, err := quicreuse.NewConnManager(reset, token, opts...)
+			if err != nil {
+				return nil, err
+			}
+			// A connection manager passed in this way is not closed by
+			// the host (as x/simlibp2p notes); close it with the host.
+			l.Append(fx.StopHook(cm.Close))
+			return cm, nil
+		}, opts...)
+}
+
+// fixedSourceIP answers quicreuse's source address question with the
+// listen address: there is no routing table in the simulation.
+type fixedSourceIP struct{ ip atomic.Pointer[net.IP] }
+
+func (s *fixedSourceIP) PreferredSourceIPForDestination(*net.UDPAddr) (net.IP, error) {
+	if ip := s.ip.Load(); ip != nil {
+		return *ip, nil
+	}
+	return nil, fmt.Errorf("sim: no listen address yet")
+}
+
+// faultConn is a node's view of the simulated network. Writes across a
+// partition, or lost at random, vanish silently (the sender sees success
+// and nothing is closed); reads are counted per region pair.
+type faultConn struct {
+	*simnet.SimConn
+	nw     *network
+	region int
+
+	mu  sync.Mutex
+	rng *rand.Rand
+}
+
+func (nw *network) wrap(c *simnet.SimConn, region, nodeIndex int) *faultConn {
+	return &faultConn{SimConn: c, nw: nw, region: region, rng: rand.New(rand.NewPCG(nw.seed, uint64(nodeIndex)+1))}
+}
+
+// WriteTo drops the packet if a partition separates the two regions or if
+// the link's loss says so; otherwise hands it to simnet.
+func (c *faultConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	dst, ok := c.nw.regionOf(addr)
+	if ok {
+		if c.nw.cut(c.region, dst) {
+			c.nw.droppedCut.Add(1)
+			return len(p), nil
+		}
+		if loss := c.nw.links[c.region][dst].Loss; loss > 0 {
+			c.mu.Lock()
+			lost := c.rng.Float64() < loss
+			c.mu.Unlock()
+			if lost {
+				c.nw.droppedLoss.Add(1)
+				return len(p), nil
+			}
+		}
+	}
+	return c.SimConn.WriteTo(p, addr)
+}
+
+// ReadFrom counts every packet delivered, by source and destination region.
+func (c *faultConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	n, from, err := c.SimConn.ReadFrom(p)
+	if err == nil {
+		if src, ok := c.nw.regionOf(from); ok {
+			c.nw.delivered[src][c.region].Add(1)
+			c.nw.deliveredBytes[src][c.region].Add(int64(n))
+		}
+	}
+	return n, from, err
+}

@@ -1,0 +1,105 @@
+package sim
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// ParseScenario reads a scenario from YAML. Keys are the Scenario fields'
+// yaml names; durations are strings such as "40ms" or "2m". Unknown keys,
+// wrong types and every problem Validate finds are errors naming the line.
+//
+//	name: three-regions
+//	regions:
+//	  - {name: us, nodes: 3, latency: 2ms}
+//	  - {name: eu, nodes: 3, latency: 2ms}
+//	links:
+//	  - {a: us, b: eu, latency: 40ms, jitter: 5ms, loss: 0.01}
+//	workload: {rate: 20, duration: 40s, keys: 5}
+//	faults:
+//	  - {at: 10s, kind: partition, groups: [[us], [eu]]}
+//	  - {at: 25s, kind: heal}
+//	expect: {converge_within: 30s, p99_propagation_ms: 20000}
+func ParseScenario(data []byte) (Scenario, error) {
+	var sc Scenario
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&sc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return sc, fmt.Errorf("%w: empty file", ErrScenario)
+		}
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			// One line per problem from yaml: keep them on one line.
+			return sc, fmt.Errorf("%w: %s", ErrScenario, strings.Join(te.Errors, "; "))
+		}
+		return sc, fmt.Errorf("%w: %v", ErrScenario, err)
+	}
+	if err := sc.Validate(); err != nil {
+		var se *ScenarioError
+		if errors.As(err, &se) {
+			var root yaml.Node
+			if yaml.Unmarshal(data, &root) == nil {
+				se.Line = lineOf(&root, se.Path)
+			}
+		}
+		return sc, err
+	}
+	return sc, nil
+}
+
+// LoadScenario reads and parses a scenario file.
+func LoadScenario(path string) (Scenario, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Scenario{}, fmt.Errorf("sim: %w", err)
+	}
+	sc, err := ParseScenario(data)
+	if err != nil {
+		return sc, fmt.Errorf("%s: %w", path, err)
+	}
+	return sc, nil
+}
+
+// lineOf follows path (mapping keys and sequence indexes) from the document
+// root as far as it exists and returns that node's line.
+func lineOf(root *yaml.Node, path []any) int {
+	n := root
+	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
+		n = n.Content[0]
+	}
+	line := n.Line
+	for _, p := range path {
+		next := child(n, p)
+		if next == nil {
+			break
+		}
+		n, line = next, next.Line
+	}
+	return line
+}
+
+func child(n *yaml.Node, p any) *yaml.Node {
+	switch p := p.(type) {
+	case string:
+		if n.Kind != yaml.MappingNode {
+			return nil
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == p {
+				return n.Content[i+1]
+			}
+		}
+	case int:
+		if n.Kind == yaml.SequenceNode && p >= 0 && p < len(n.Content) {
+			return n.Content[p]
+		}
+	}
+	return nil
+}
