@@ -42,7 +42,7 @@ type pending struct {
 }
 
 type keyWrite struct {
-	key string
+	key ds.Key // the state record's datastore key, built by the writer
 	val []byte // nil: delete
 }
 
@@ -206,9 +206,9 @@ func (s *Store) write(ctx context.Context, items []*pending) (outs []batchOut, s
 		l := p.ns.layout
 		for _, kw := range p.keys {
 			if kw.val == nil {
-				err = b.Delete(ctx, l.stateKey(kw.key))
+				err = b.Delete(ctx, kw.key)
 			} else {
-				err = b.Put(ctx, l.stateKey(kw.key), kw.val)
+				err = b.Put(ctx, kw.key, kw.val)
 			}
 			if err != nil {
 				return nil, false, err
@@ -264,9 +264,12 @@ func (s *Store) write(ctx context.Context, items []*pending) (outs []batchOut, s
 	// Each namespace's local operations of this commit form one batch.
 	for _, n := range order {
 		d := locals[n].Build()
-		enc := d.Encode(nil)
+		// Encode straight into the log record, after its time header.
+		rec := binary.AppendUvarint(make([]byte, 0, 4096), uint64(s.opts.Now().UnixMilli()))
+		hdr := len(rec)
+		rec = d.Encode(rec)
+		enc := rec[hdr:len(rec):len(rec)]
 		seq, seen := n.sealLocal()
-		rec := logRecord(s.opts.Now().UnixMilli(), enc)
 		if err := b.Put(ctx, n.layout.logKey(s.opts.Replica, seq), rec); err != nil {
 			return nil, false, err
 		}

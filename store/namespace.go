@@ -156,11 +156,11 @@ func (n *Namespace) applyLocked(d crdt.Delta, p *pending) {
 	p.keys = make([]keyWrite, 0, d.Len())
 	n.state.ApplyDelta(d, func(k string, v crdt.Value) {
 		if v.IsEmpty() {
-			p.keys = append(p.keys, keyWrite{key: k})
+			p.keys = append(p.keys, keyWrite{key: n.layout.stateKey(k)})
 			return
 		}
 		n.sum.Add(crdt.KeyDigest(k, v))
-		p.keys = append(p.keys, keyWrite{key: k, val: v.Encode(nil)})
+		p.keys = append(p.keys, keyWrite{key: n.layout.stateKey(k), val: v.Encode(nil)})
 	})
 	for _, r := range d.Replicas() {
 		c := n.state.ContextOf(r)
