@@ -32,13 +32,13 @@ type pending struct {
 	origin  crdt.ReplicaID
 	seq     uint64
 	encoded []byte
-	seen    []byte // encoded seen ranges of origin after this batch
+	// state reconciliation: the peer's seen batches merged by this change
+	stateSeen crdt.Context
 	// effects
-	keys  []keyWrite
-	ctxs  []ctxWrite
-	seens []ctxWrite // state reconciliation: seen ranges per origin
-	sum   []byte     // the namespace's digest sum after this change
-	done  chan error
+	keys []keyWrite
+	ctxs []ctxWrite
+	sum  []byte // the namespace's digest sum after this change
+	done chan error
 }
 
 type keyWrite struct {
@@ -188,6 +188,15 @@ func (s *Store) write(ctx context.Context, items []*pending) (outs []batchOut, s
 	if err != nil {
 		return nil, false, err
 	}
+	var logged []loggedEntry
+	// The seen records written are those of durableSeen, which only this
+	// loop changes and only with what this batch commits: never ahead of
+	// the data, never behind an earlier commit.
+	type seenSlot struct {
+		ns     *Namespace
+		origin crdt.ReplicaID
+	}
+	seenDirty := make(map[seenSlot]bool)
 	var locals map[*Namespace]*crdt.DeltaBuilder
 	var order []*Namespace
 	// Context ranges of one replica are rewritten by every change that
@@ -220,21 +229,15 @@ func (s *Store) write(ctx context.Context, items []*pending) (outs []batchOut, s
 		if p.sum != nil {
 			lastSum[p.ns] = p.sum
 		}
-		for _, sw := range p.seens {
-			if err := b.Put(ctx, l.seenKey(sw.replica), sw.ranges); err != nil {
-				return nil, false, err
-			}
-		}
 		switch p.kind {
 		case pendingRemote:
 			rec := logRecord(s.opts.Now().UnixMilli(), p.encoded)
 			if err := b.Put(ctx, l.logKey(p.origin, p.seq), rec); err != nil {
 				return nil, false, err
 			}
-			if err := b.Put(ctx, l.seenKey(p.origin), p.seen); err != nil {
-				return nil, false, err
-			}
-			p.ns.noteLogged(p.origin, p.seq, len(rec))
+			p.ns.durableSeen.Add(crdt.Dot{Replica: p.origin, Counter: p.seq})
+			seenDirty[seenSlot{p.ns, p.origin}] = true
+			logged = append(logged, loggedEntry{p.ns, p.origin, p.seq, len(rec)})
 			outs = append(outs, batchOut{p.ns, Commit{Namespace: p.ns.name, Origin: p.origin, Seq: p.seq, Delta: p.delta, Encoded: p.encoded}})
 		case pendingLocal:
 			if locals == nil {
@@ -248,6 +251,10 @@ func (s *Store) write(ctx context.Context, items []*pending) (outs []batchOut, s
 			}
 			db.Add(p.delta)
 		case pendingState:
+			p.ns.durableSeen.Merge(p.stateSeen)
+			for _, origin := range p.stateSeen.Replicas() {
+				seenDirty[seenSlot{p.ns, origin}] = true
+			}
 			outs = append(outs, batchOut{p.ns, Commit{Namespace: p.ns.name, Delta: p.delta}})
 		}
 	}
@@ -269,15 +276,20 @@ func (s *Store) write(ctx context.Context, items []*pending) (outs []batchOut, s
 		hdr := len(rec)
 		rec = d.Encode(rec)
 		enc := rec[hdr:len(rec):len(rec)]
-		seq, seen := n.sealLocal()
+		seq := n.sealLocal()
+		n.durableSeen.Add(crdt.Dot{Replica: s.opts.Replica, Counter: seq})
 		if err := b.Put(ctx, n.layout.logKey(s.opts.Replica, seq), rec); err != nil {
 			return nil, false, err
 		}
-		if err := b.Put(ctx, n.layout.seenKey(s.opts.Replica), seen); err != nil {
+		seenDirty[seenSlot{n, s.opts.Replica}] = true
+		logged = append(logged, loggedEntry{n, s.opts.Replica, seq, len(rec)})
+		outs = append(outs, batchOut{n, Commit{Namespace: n.name, Origin: s.opts.Replica, Seq: seq, Delta: d, Encoded: enc, Local: true}})
+	}
+	for slot := range seenDirty {
+		c := slot.ns.durableSeen.Of(slot.origin)
+		if err := b.Put(ctx, slot.ns.layout.seenKey(slot.origin), c.Encode(nil)); err != nil {
 			return nil, false, err
 		}
-		n.noteLogged(s.opts.Replica, seq, len(rec))
-		outs = append(outs, batchOut{n, Commit{Namespace: n.name, Origin: s.opts.Replica, Seq: seq, Delta: d, Encoded: enc, Local: true}})
 	}
 	// Number every batch in the order this replica committed it, and keep
 	// an index from position to batch, so watchers can resume.
@@ -299,7 +311,21 @@ func (s *Store) write(ctx context.Context, items []*pending) (outs []batchOut, s
 	if err := b.Commit(ctx); err != nil {
 		return nil, false, fmt.Errorf("commit batch: %w", err)
 	}
+	// Only now is it in the datastore: compaction and sync may look for it.
+	for _, e := range logged {
+		e.ns.noteLogged(e.origin, e.seq, e.size)
+	}
+	for i := range outs {
+		outs[i].ns.posDone.Store(outs[i].commit.Position)
+	}
 	return outs, sync, nil
+}
+
+type loggedEntry struct {
+	ns     *Namespace
+	origin crdt.ReplicaID
+	seq    uint64
+	size   int
 }
 
 // logRecord is a log entry's value: when it was logged, then the delta.

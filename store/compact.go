@@ -71,7 +71,7 @@ func (n *Namespace) forget(origin crdt.ReplicaID, seq uint64, size int) {
 // trimPositions drops the oldest position index entries whose batches are
 // no longer in the log.
 func (n *Namespace) trimPositions(ctx context.Context) error {
-	for p := max(n.posLow.Load(), 1); p <= n.pos.Load(); p++ {
+	for p := max(n.posLow.Load(), 1); p <= n.posDone.Load(); p++ {
 		rec, err := n.s.ds.Get(ctx, n.layout.posKey(p))
 		if err != nil && !isNotFound(err) {
 			return err

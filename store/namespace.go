@@ -30,6 +30,9 @@ type Namespace struct {
 	seen crdt.Context
 	// kept holds, as dots (origin, seq), the batches still in the log.
 	kept crdt.Context
+	// durableSeen is seen as of the last commit; only the commit loop
+	// touches it after load.
+	durableSeen crdt.Context
 	// gone holds the batches seen that will never be in the log: removed
 	// by compaction, or known only through state reconciliation. A batch
 	// seen but neither kept nor gone is still being committed.
@@ -40,6 +43,8 @@ type Namespace struct {
 	// posLow is the lowest position still indexed.
 	pos    atomic.Uint64
 	posLow atomic.Uint64
+	// posDone is the last position whose index entry is in the datastore.
+	posDone atomic.Uint64
 }
 
 func newNamespace(s *Store, name string) *Namespace {
@@ -130,10 +135,9 @@ func (n *Namespace) ApplyBatch(ctx context.Context, b Batch, opts ...WriteOption
 	if enc == nil {
 		enc = b.Delta.Encode(nil)
 	}
-	seen := n.seen.Of(b.Origin)
 	p := &pending{
 		kind: pendingRemote, ns: n, delta: b.Delta, origin: b.Origin, seq: b.Seq,
-		encoded: enc, seen: seen.Encode(nil), done: make(chan error, 1),
+		encoded: enc, done: make(chan error, 1),
 	}
 	n.applyLocked(b.Delta, p)
 	s.enqueue(p)
@@ -170,15 +174,14 @@ func (n *Namespace) applyLocked(d crdt.Delta, p *pending) {
 }
 
 // sealLocal assigns the next sequence number to a local batch being
-// committed and returns it with the encoded seen ranges of this replica.
-func (n *Namespace) sealLocal() (uint64, []byte) {
+// committed.
+func (n *Namespace) sealLocal() uint64 {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	self := n.s.opts.Replica
 	seq := n.seen.Max(self) + 1
 	n.seen.Add(crdt.Dot{Replica: self, Counter: seq})
-	c := n.seen.Of(self)
-	return seq, c.Encode(nil)
+	return seq
 }
 
 func (n *Namespace) noteLogged(origin crdt.ReplicaID, seq uint64, size int) {
@@ -324,10 +327,7 @@ func (n *Namespace) ApplyState(ctx context.Context, deltas []crdt.Delta, seen, c
 	n.applyLocked(crdt.ContextDelta(cctx), p)
 	n.gone.Merge(n.seen.Missing(seen))
 	n.seen.Merge(seen)
-	for _, origin := range seen.Replicas() {
-		c := n.seen.Of(origin)
-		p.seens = append(p.seens, ctxWrite{replica: origin, ranges: c.Encode(nil)})
-	}
+	p.stateSeen = seen
 	s.enqueue(p)
 	n.mu.Unlock()
 	return p.wait(ctx)
@@ -451,6 +451,10 @@ func loadNamespace(ctx context.Context, s *Store, name string) (*Namespace, erro
 	if err != nil {
 		return nil, corrupt(name, err)
 	}
+	// A log entry is written with its seen record, so the log can only
+	// confirm what seen says; merging it is a safety net.
+	n.seen.Merge(n.kept)
+	n.durableSeen = n.seen.Clone()
 	n.gone = n.kept.Missing(n.seen)
 	var low, high uint64
 	err = scan(ctx, s, n.layout.posPrefix(), true, func(key string, _ []byte) error {
@@ -468,6 +472,7 @@ func loadNamespace(ctx context.Context, s *Store, name string) (*Namespace, erro
 		return nil, corrupt(name, err)
 	}
 	n.pos.Store(high)
+	n.posDone.Store(high)
 	n.posLow.Store(low)
 	return n, nil
 }

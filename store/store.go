@@ -383,7 +383,16 @@ func (s *Store) acquire(ctx context.Context) error {
 	}
 	select {
 	case s.slots <- struct{}{}:
-		return nil
+		// Close may have won the race: the commit loop stops once it sees
+		// closing with no slot taken, so a slot taken after that would
+		// never be committed.
+		select {
+		case <-s.closing:
+			s.release()
+			return ErrClosed
+		default:
+			return nil
+		}
 	case <-s.closing:
 		return ErrClosed
 	case <-ctx.Done():
