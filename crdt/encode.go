@@ -270,3 +270,15 @@ func (n *Namespace) Encode(b []byte) []byte {
 	}
 	return b
 }
+
+// Size returns the length of the delta's encoding, without encoding it.
+func (d Delta) Size() int {
+	n := 0
+	if len(d.ctx.ranges) > 0 {
+		n += sizeMsg(fStateCtx, sizeContextBody(&d.ctx))
+	}
+	for i := range d.entries {
+		n += sizeMsg(fStateEntry, sizeEntryBody(d.entries[i].key, &d.entries[i].val))
+	}
+	return n
+}

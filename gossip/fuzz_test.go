@@ -56,7 +56,7 @@ func FuzzDecodeMessage(f *testing.F) {
 		if !peeked || origin != m.Origin || first != m.Batches[0].Seq || last != lastSeq {
 			t.Fatalf("peekIDs = %v %d-%d %v, message is %v %d-%d", origin, first, last, peeked, m.Origin, m.Batches[0].Seq, lastSeq)
 		}
-		want := strconv.FormatUint(uint64(m.Origin), 16) + "/" + strconv.FormatUint(m.Batches[0].Seq, 10) + "-" + strconv.FormatUint(lastSeq, 10)
+		want := "/" + strconv.FormatUint(uint64(m.Origin), 16) + "/" + strconv.FormatUint(m.Batches[0].Seq, 10) + "-" + strconv.FormatUint(lastSeq, 10)
 		if id != want {
 			t.Fatalf("messageID = %q, want %q", id, want)
 		}

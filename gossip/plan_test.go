@@ -369,11 +369,12 @@ func TestPeekIDs(t *testing.T) {
 	if !ok || origin != a.id || first != 1 || last != 4 {
 		t.Fatalf("peekIDs = %v %d-%d %v, want %v 1-4", origin, first, last, ok, a.id)
 	}
-	if got, want := messageID(&pb.Message{Data: data}), strconv.FormatUint(uint64(a.id), 16)+"/1-4"; got != want {
+	// The signer leads the id (empty here: no From).
+	if got, want := messageID(&pb.Message{Data: data}), "/"+strconv.FormatUint(uint64(a.id), 16)+"/1-4"; got != want {
 		t.Fatalf("messageID = %q, want %q", got, want)
 	}
 	one := (&Message{Origin: a.id, Batches: a.log[2:3]}).Encode(nil)
-	if got, want := messageID(&pb.Message{Data: one}), strconv.FormatUint(uint64(a.id), 16)+"/3-3"; got != want {
+	if got, want := messageID(&pb.Message{Data: one}), "/"+strconv.FormatUint(uint64(a.id), 16)+"/3-3"; got != want {
 		t.Fatalf("messageID = %q, want %q", got, want)
 	}
 	from := []byte("peer")
@@ -398,5 +399,17 @@ func TestPeekIDs(t *testing.T) {
 		if got, want := messageID(msg), pubsub.DefaultMsgIdFn(msg); got != want {
 			t.Errorf("%s: messageID = %q, want the default %q", tc.name, got, want)
 		}
+	}
+}
+
+// TestMessageIDNamesTheSigner: a message claiming another origin's sequence
+// numbers must not share an id with the real one, or pubsub's seen-cache
+// would drop the real one as a duplicate.
+func TestMessageIDNamesTheSigner(t *testing.T) {
+	data := (&Message{Origin: 7, Batches: []Batch{{Origin: 7, Seq: 1}}}).Encode(nil)
+	real := messageID(&pb.Message{Data: data, From: []byte("origin-7")})
+	forged := messageID(&pb.Message{Data: data, From: []byte("someone-else")})
+	if real == forged {
+		t.Fatalf("a forged message shares the real one's id %q", real)
 	}
 }

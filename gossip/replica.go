@@ -28,9 +28,17 @@ type Replica interface {
 	// View calls fn with a consistent snapshot of the state and the batches
 	// seen, under a read lock; fn must not keep them.
 	View(fn func(st *crdt.Namespace, seen *crdt.Context))
-	// ApplyState applies key deltas from a state reconciliation, then the
-	// peer's seen batches and context as of that reconciliation's snapshot.
-	ApplyState(ctx context.Context, deltas []crdt.Delta, seen, cctx crdt.Context) error
+	// Flush waits until everything applied so far is durable. A server
+	// calls it before sending, so that no peer ever sees a write this
+	// replica could still lose in a crash (and then reuse its dot).
+	Flush(ctx context.Context) error
+	// RemoteApplies counts the remote batches and state reconciliations
+	// applied; a reconciliation reads it before its snapshot.
+	RemoteApplies() uint64
+	// ApplyState applies key deltas from a state reconciliation, then — if
+	// RemoteApplies is still epoch, so that the deltas cover every key that
+	// differed — the peer's seen batches and context as of its snapshot.
+	ApplyState(ctx context.Context, deltas []crdt.Delta, seen, cctx crdt.Context, epoch uint64) error
 }
 
 // Stats counts what replication did. All fields are safe to read while the

@@ -141,6 +141,7 @@ type Replicator struct {
 	wg     sync.WaitGroup
 
 	mu     sync.Mutex
+	closed bool // set by Close under mu: no new goroutines after it
 	spaces map[string]*space
 	// client side: one sync in flight per peer
 	syncing map[peer.ID]bool
@@ -197,6 +198,7 @@ func (r *Replicator) Close() error {
 		r.cfg.Host.Network().StopNotify(r.notifiee)
 		r.cancel()
 		r.mu.Lock()
+		r.closed = true
 		spaces := make([]*space, 0, len(r.spaces))
 		for _, s := range r.spaces {
 			spaces = append(spaces, s)
@@ -296,7 +298,7 @@ func (r *Replicator) randomPeer() (peer.ID, bool) {
 // startSync runs a sync with p in the background unless one is running.
 func (r *Replicator) startSync(p peer.ID) {
 	r.mu.Lock()
-	if r.syncing[p] || r.ctx.Err() != nil {
+	if r.syncing[p] || r.closed {
 		r.mu.Unlock()
 		return
 	}

@@ -214,15 +214,18 @@ func (s *space) send(batches []Batch) {
 	st.BytesPublished.Add(int64(len(data)))
 }
 
-// messageID names a message by (origin, first seq, last seq) without
-// decoding deltas; anything unparsable falls back to a hash of the bytes
-// (and will be rejected by the validator).
+// messageID names a message by its signer and (origin, first seq, last
+// seq) without decoding deltas. The signer is part of the id because
+// pubsub remembers ids before our validator runs: without it, a peer could
+// sign a message claiming another origin's next sequence numbers, have it
+// rejected, and so make the real one look like a duplicate. Anything
+// unparsable falls back to pubsub's default id (and is rejected later).
 func messageID(m *pb.Message) string {
 	origin, first, last, ok := peekIDs(m.Data)
 	if !ok {
 		return pubsub.DefaultMsgIdFn(m)
 	}
-	return strconv.FormatUint(uint64(origin), 16) + "/" + strconv.FormatUint(first, 10) + "-" + strconv.FormatUint(last, 10)
+	return string(m.From) + "/" + strconv.FormatUint(uint64(origin), 16) + "/" + strconv.FormatUint(first, 10) + "-" + strconv.FormatUint(last, 10)
 }
 
 func peekIDs(b []byte) (origin crdt.ReplicaID, first, last uint64, ok bool) {

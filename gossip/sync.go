@@ -151,6 +151,7 @@ func bucketSums(st *crdt.Namespace, n int) []bucketSum {
 func (r *Replicator) reconcileState(ctx context.Context, c *conn, s *space) error {
 	var sums []bucketSum
 	var mine map[uint32][]string
+	epoch := s.rep.RemoteApplies() // before the snapshot: see ApplyState
 	s.rep.View(func(st *crdt.Namespace, _ *crdt.Context) {
 		sums = bucketSums(st, bucketCount(st.Len()))
 	})
@@ -187,6 +188,7 @@ func (r *Replicator) reconcileState(ctx context.Context, c *conn, s *space) erro
 		return err
 	}
 	var deltas []crdt.Delta
+	var stateBytes int64
 	for {
 		f, err := c.recv()
 		if err != nil {
@@ -200,9 +202,14 @@ func (r *Replicator) reconcileState(ctx context.Context, c *conn, s *space) erro
 			if err := s.checkKeyDelta(f.delta); err != nil {
 				return err
 			}
+			// Bound what a server can make us hold: keys and bytes.
+			stateBytes += int64(f.delta.Size())
+			if len(deltas) >= r.cfg.Limits.Delta.MaxElements || stateBytes > int64(r.cfg.Limits.Delta.MaxBytes) {
+				return fmt.Errorf("%w: state reconciliation over the key or byte limit", ErrMalformed)
+			}
 			deltas = append(deltas, f.delta)
 		case frameState:
-			if err := s.rep.ApplyState(ctx, deltas, f.seen, f.cctx); err != nil {
+			if err := s.rep.ApplyState(ctx, deltas, f.seen, f.cctx, epoch); err != nil {
 				return err
 			}
 			r.stats.StateSessions.Add(1)
@@ -235,9 +242,15 @@ type admission struct {
 	last   time.Time
 }
 
+// admit decides whether to serve a session for p and, if so, counts it in
+// r.wg — under r.mu, so that Close (which marks closed under r.mu before
+// waiting) never races an Add.
 func (r *Replicator) admit(p peer.ID) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.closed {
+		return false
+	}
 	a := r.served[p]
 	now := r.cfg.Now()
 	if a == nil {
@@ -251,6 +264,7 @@ func (r *Replicator) admit(p peer.ID) bool {
 	}
 	a.tokens--
 	a.active++
+	r.wg.Add(1)
 	return true
 }
 
@@ -265,12 +279,11 @@ func (r *Replicator) done(p peer.ID) {
 // serve is the server side of the sync protocol.
 func (r *Replicator) serve(st network.Stream) {
 	p := st.Conn().RemotePeer()
-	if r.ctx.Err() != nil || !r.admit(p) {
+	if !r.admit(p) {
 		r.stats.SyncRefused.Add(1)
 		st.Reset()
 		return
 	}
-	r.wg.Add(1)
 	defer r.wg.Done()
 	defer r.done(p)
 	_ = st.SetDeadline(r.cfg.Now().Add(r.cfg.SyncTimeout))
@@ -305,6 +318,11 @@ func (r *Replicator) serveSession(c *conn) error {
 	seen := s.rep.Seen()
 	plan := planSend(seen, s.rep.Kept(), s.rep.Gone(), hello.seen, r.cfg.MaxSyncBatches)
 	lacks := seen.Missing(hello.seen)
+	if len(plan.batches) > 0 || plan.compacted {
+		if err := s.rep.Flush(ctx); err != nil {
+			return err
+		}
+	}
 	for _, id := range plan.batches {
 		b, ok, err := s.rep.ReadLog(ctx, id.Replica, id.Counter)
 		if err != nil {
@@ -342,6 +360,10 @@ func (r *Replicator) serveState(c *conn, s *space) error {
 		mine = bucketSums(st, n)
 		seen, cctx = sn.Clone(), st.Context()
 	})
+	// The snapshot may hold writes not yet durable: wait for them.
+	if err := s.rep.Flush(r.ctx); err != nil {
+		return err
+	}
 	differ := differingBuckets(mine, f.buckets)
 	if err := c.send(&frame{kind: frameDiffer, differ: differ}); err != nil {
 		return err

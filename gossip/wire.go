@@ -78,6 +78,9 @@ func (l Limits) withDefaults() Limits {
 	if l.Delta.MaxKeyBytes <= 0 {
 		l.Delta.MaxKeyBytes = d.MaxKeyBytes
 	}
+	if l.Delta.MaxBytes <= 0 {
+		l.Delta.MaxBytes = d.MaxBytes
+	}
 	if l.Delta.MaxElements <= 0 {
 		l.Delta.MaxElements = d.MaxElements
 	}

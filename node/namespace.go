@@ -38,6 +38,9 @@ func (n *Node) Namespace(ctx context.Context, name string) (*Namespace, error) {
 		return nil, err
 	}
 	s := &Namespace{n: n, st: st}
+	// Watchers resume by position: start the namespace's published position
+	// at what the store has committed (OnCommit has reported all of it).
+	n.watchers.start(name, st.Position())
 	if err := n.rep.Join(name, replicaAdapter{st}, n.cfg.Writers[name]); err != nil {
 		return nil, err
 	}
@@ -303,6 +306,7 @@ func (a replicaAdapter) Seen() crdt.Context                           { return a
 func (a replicaAdapter) HasSeen(o crdt.ReplicaID, seq uint64) bool    { return a.st.HasSeen(o, seq) }
 func (a replicaAdapter) Kept() crdt.Context                           { return a.st.Kept() }
 func (a replicaAdapter) Gone() crdt.Context                           { return a.st.Gone() }
+func (a replicaAdapter) Flush(ctx context.Context) error              { return a.st.Flush(ctx) }
 func (a replicaAdapter) View(fn func(*crdt.Namespace, *crdt.Context)) { a.st.View(fn) }
 
 func (a replicaAdapter) ReadLog(ctx context.Context, o crdt.ReplicaID, seq uint64) (gossip.Batch, bool, error) {
@@ -314,6 +318,8 @@ func (a replicaAdapter) ApplyBatch(ctx context.Context, b gossip.Batch) (bool, e
 	return a.st.ApplyBatch(ctx, store.Batch{Origin: b.Origin, Seq: b.Seq, Delta: b.Delta, Encoded: b.Encoded}, store.WithoutWait())
 }
 
-func (a replicaAdapter) ApplyState(ctx context.Context, deltas []crdt.Delta, seen, cctx crdt.Context) error {
-	return a.st.ApplyState(ctx, deltas, seen, cctx)
+func (a replicaAdapter) ApplyState(ctx context.Context, deltas []crdt.Delta, seen, cctx crdt.Context, epoch uint64) error {
+	return a.st.ApplyState(ctx, deltas, seen, cctx, epoch)
 }
+
+func (a replicaAdapter) RemoteApplies() uint64 { return a.st.RemoteApplies() }

@@ -132,6 +132,15 @@ func (h *watchHub) add(ctx context.Context, ns, prefix string, hold bool) (*watc
 	return w, h.last[ns]
 }
 
+// start records pos as ns's last published position unless one is known.
+func (h *watchHub) start(ns string, pos uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.last[ns] < pos {
+		h.last[ns] = pos
+	}
+}
+
 // replayed queues history ahead of the live events held meanwhile.
 func (w *watcher) replayed(history []Event) {
 	w.mu.Lock()

@@ -197,8 +197,15 @@ func (s *Store) write(ctx context.Context, items []*pending) (outs []batchOut, s
 		origin crdt.ReplicaID
 	}
 	seenDirty := make(map[seenSlot]bool)
-	var locals map[*Namespace]*crdt.DeltaBuilder
-	var order []*Namespace
+	// Local operations become log batches of at most maxLocalBatchBytes,
+	// so every batch fits in one gossip message or sync frame.
+	type localBatch struct {
+		ns    *Namespace
+		db    crdt.DeltaBuilder
+		bytes int
+	}
+	var locals []*localBatch
+	current := make(map[*Namespace]*localBatch)
 	// Context ranges of one replica are rewritten by every change that
 	// touches them: write only the last version of each.
 	type ctxSlot struct {
@@ -240,16 +247,15 @@ func (s *Store) write(ctx context.Context, items []*pending) (outs []batchOut, s
 			logged = append(logged, loggedEntry{p.ns, p.origin, p.seq, len(rec)})
 			outs = append(outs, batchOut{p.ns, Commit{Namespace: p.ns.name, Origin: p.origin, Seq: p.seq, Delta: p.delta, Encoded: p.encoded}})
 		case pendingLocal:
-			if locals == nil {
-				locals = make(map[*Namespace]*crdt.DeltaBuilder)
+			size := p.delta.Size()
+			lb := current[p.ns]
+			if lb == nil || (lb.bytes > 0 && lb.bytes+size > maxLocalBatchBytes) {
+				lb = &localBatch{ns: p.ns}
+				current[p.ns] = lb
+				locals = append(locals, lb)
 			}
-			db := locals[p.ns]
-			if db == nil {
-				db = new(crdt.DeltaBuilder)
-				locals[p.ns] = db
-				order = append(order, p.ns)
-			}
-			db.Add(p.delta)
+			lb.db.Add(p.delta)
+			lb.bytes += size
 		case pendingState:
 			p.ns.durableSeen.Merge(p.stateSeen)
 			for _, origin := range p.stateSeen.Replicas() {
@@ -268,9 +274,10 @@ func (s *Store) write(ctx context.Context, items []*pending) (outs []batchOut, s
 			return nil, false, err
 		}
 	}
-	// Each namespace's local operations of this commit form one batch.
-	for _, n := range order {
-		d := locals[n].Build()
+	// Each namespace's local operations of this commit form its batches.
+	for _, lb := range locals {
+		n := lb.ns
+		d := lb.db.Build()
 		// Encode straight into the log record, after its time header.
 		rec := binary.AppendUvarint(make([]byte, 0, 4096), uint64(s.opts.Now().UnixMilli()))
 		hdr := len(rec)
@@ -300,7 +307,7 @@ func (s *Store) write(ctx context.Context, items []*pending) (outs []batchOut, s
 			return nil, false, err
 		}
 	}
-	if len(order) > 0 {
+	if len(locals) > 0 {
 		s.clockMu.Lock()
 		t := s.clock.Last()
 		s.clockMu.Unlock()
@@ -327,6 +334,13 @@ type loggedEntry struct {
 	seq    uint64
 	size   int
 }
+
+// maxLocalBatchBytes bounds a local log batch (the sum of its operations'
+// encoded deltas): well under the 4 MiB a gossip message or sync frame may
+// carry, so that every batch can be replicated. One operation larger than
+// this still forms its own batch; Limits keep a single operation under it
+// unless a caller raises MaxValueBytes past it.
+const maxLocalBatchBytes = 1 << 20
 
 // logRecord is a log entry's value: when it was logged, then the delta.
 func logRecord(unixMillis int64, delta []byte) []byte {

@@ -30,6 +30,10 @@ type Namespace struct {
 	seen crdt.Context
 	// kept holds, as dots (origin, seq), the batches still in the log.
 	kept crdt.Context
+	// remoteApplies counts remote batches and state reconciliations
+	// applied, so a reconciliation can tell whether anything arrived since
+	// its snapshot.
+	remoteApplies uint64
 	// durableSeen is seen as of the last commit; only the commit loop
 	// touches it after load.
 	durableSeen crdt.Context
@@ -131,6 +135,7 @@ func (n *Namespace) ApplyBatch(ctx context.Context, b Batch, opts ...WriteOption
 	}
 	s.observe(b.Delta.MaxTimestamp())
 	n.seen.Add(id)
+	n.remoteApplies++
 	enc := b.Encoded
 	if enc == nil {
 		enc = b.Delta.Encode(nil)
@@ -275,6 +280,10 @@ func (n *Namespace) Kept() crdt.Context {
 	return n.kept.Clone()
 }
 
+// Flush waits until every change applied so far (in any namespace) is
+// committed and synced.
+func (n *Namespace) Flush(ctx context.Context) error { return n.s.Flush(ctx) }
+
 // Gone returns the batches seen that the log can no longer serve (compacted,
 // or received as state): a peer lacking one of them needs state
 // reconciliation.
@@ -307,12 +316,24 @@ func (n *Namespace) HasSeen(origin crdt.ReplicaID, seq uint64) bool {
 	return n.seen.Contains(crdt.Dot{Replica: origin, Counter: seq})
 }
 
+// RemoteApplies returns how many remote batches and state reconciliations
+// this namespace has applied since it was opened.
+func (n *Namespace) RemoteApplies() uint64 {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.remoteApplies
+}
+
 // ApplyState applies the result of a state reconciliation: key deltas
 // (which are not log batches and are not logged), then the peer's seen
 // batches and causal context as of the snapshot the deltas were cut from.
 // The caller guarantees the deltas cover every key where the two replicas
-// differed at that snapshot; merging the context is only sound then.
-func (n *Namespace) ApplyState(ctx context.Context, deltas []crdt.Delta, seen, cctx crdt.Context) error {
+// differed at its own snapshot, taken when RemoteApplies was epoch. If
+// anything remote was applied since, a key may differ that no delta names,
+// and merging the peer's context and seen batches would be unsound: then
+// only the key deltas (self-contained) are applied, and a later session
+// completes the job.
+func (n *Namespace) ApplyState(ctx context.Context, deltas []crdt.Delta, seen, cctx crdt.Context, epoch uint64) error {
 	s := n.s
 	if err := s.acquire(ctx); err != nil {
 		return err
@@ -324,10 +345,13 @@ func (n *Namespace) ApplyState(ctx context.Context, deltas []crdt.Delta, seen, c
 		n.applyLocked(d, p)
 	}
 	p.delta = crdt.JoinDeltas(deltas...)
-	n.applyLocked(crdt.ContextDelta(cctx), p)
-	n.gone.Merge(n.seen.Missing(seen))
-	n.seen.Merge(seen)
-	p.stateSeen = seen
+	if n.remoteApplies == epoch {
+		n.applyLocked(crdt.ContextDelta(cctx), p)
+		n.gone.Merge(n.seen.Missing(seen))
+		n.seen.Merge(seen)
+		p.stateSeen = seen
+	}
+	n.remoteApplies++
 	s.enqueue(p)
 	n.mu.Unlock()
 	return p.wait(ctx)

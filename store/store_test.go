@@ -370,3 +370,37 @@ func TestReplayAfterCompaction(t *testing.T) {
 		t.Fatalf("replay past compaction: %v", err)
 	}
 }
+
+// TestLocalBatchesStayReplicable: many large concurrent writes are split
+// into log batches small enough for one gossip message or sync frame.
+func TestLocalBatchesStayReplicable(t *testing.T) {
+	ctx := context.Background()
+	var mu sync.Mutex
+	largest := 0
+	s, err := OpenMemory(ctx, Options{Replica: 1, OnCommit: func(c Commit) {
+		mu.Lock()
+		largest = max(largest, len(c.Encoded))
+		mu.Unlock()
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	n := mustNS(t, s, "big")
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := n.Apply(ctx, crdt.Op{Kind: crdt.OpPut, Key: fmt.Sprint("k", i), Value: make([]byte, 900<<10)}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if largest > 2*maxLocalBatchBytes {
+		t.Fatalf("a local batch of %d bytes", largest)
+	}
+}
