@@ -67,3 +67,25 @@ func TestWatchResumesAcrossRestart(t *testing.T) {
 		t.Fatal("a position ahead of the node was accepted")
 	}
 }
+
+// TestWatchFromAfterRestartWithoutLocalWrites: positions survive a restart
+// even for a namespace with no local dots (no skip batch is published).
+func TestWatchFromAfterRestartWithoutLocalWrites(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	n := cluster(t, 1, func(_ int, c *Config) { c.DataDir = dir })[0]
+	ns := mustNS(t, n, "x")
+	for _, k := range []string{"nokey", "nokey2"} {
+		if err := ns.Delete(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := ns.Position()
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	n = cluster(t, 1, func(_ int, c *Config) { c.DataDir = dir })[0]
+	if _, err := mustNS(t, n, "x").WatchFrom(ctx, "", p-1); err != nil {
+		t.Fatalf("WatchFrom(%d) after restart: %v", p-1, err)
+	}
+}
