@@ -29,12 +29,14 @@ if [ "$status" -ne 0 ]; then
 fi
 
 echo "== fuzz (a few seconds per target)"
+# No minimization: a new input found near the end of a short run would be
+# minimized past the deadline, which go test reports as a failure.
 fuzztime="${FUZZTIME:-3s}"
 for pkg in $(go list ./...); do
 	dir=$(go list -f '{{.Dir}}' "$pkg")
 	for target in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //'); do
 		echo "-- $pkg $target"
-		go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" "$pkg"
+		go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" -fuzzminimizetime 0 "$pkg"
 	done
 done
 echo "== all checks passed"
