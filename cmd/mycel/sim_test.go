@@ -1,0 +1,56 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestSimRun(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "report.json")
+	cmd := exec.Command(binary, "sim", "run", "testdata/tiny.yaml", "--seed", "3", "--json", out)
+	b, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("mycel sim run: %v\n%s", err, b)
+	}
+	if !strings.Contains(string(b), "seed 3") || !strings.Contains(string(b), "budgets      passed") {
+		t.Fatalf("output:\n%s", b)
+	}
+	raw, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep map[string]any
+	if err := json.Unmarshal(raw, &rep); err != nil {
+		t.Fatal(err)
+	}
+	for _, field := range []string{"converged", "convergence_ms", "lost_writes", "ops", "messages", "bytes", "propagation_ms"} {
+		if _, ok := rep[field]; !ok {
+			t.Fatalf("report lacks %q", field)
+		}
+	}
+	if rep["converged"] != true || rep["lost_writes"].(float64) != 0 || rep["ops"].(float64) == 0 {
+		t.Fatalf("report: %s", raw)
+	}
+}
+
+func TestSimRunRefusesBadInput(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		msg  string
+	}{
+		{[]string{"sim", "run", "testdata/bad.yaml"}, "line 5"},
+		{[]string{"sim", "run", "testdata/missing.yaml"}, "missing.yaml"},
+		{[]string{"sim", "run", "testdata/tiny.yaml", "--svg", "x.svg"}, "not built yet"},
+		{[]string{"sim", "run"}, "arg"},
+	} {
+		b, err := exec.Command(binary, c.args...).CombinedOutput()
+		ee, ok := err.(*exec.ExitError)
+		if !ok || ee.ExitCode() != 2 || !strings.Contains(string(b), c.msg) {
+			t.Fatalf("mycel %v: %v, output %q; want exit 2 mentioning %q", c.args, err, b, c.msg)
+		}
+	}
+}
