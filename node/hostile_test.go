@@ -222,3 +222,29 @@ func TestSyncFloodIsRateLimited(t *testing.T) {
 		t.Fatalf("an honest peer was refused: %v", err)
 	}
 }
+
+func TestPeerAllowlist(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	friends := cluster(t, 2, nil)
+	guarded := cluster(t, 1, func(_ int, c *Config) { c.AllowPeers = []peer.ID{friends[0].ID()} })[0]
+	if err := friends[0].Connect(ctx, guarded.Addrs()[0]); err != nil {
+		t.Fatalf("an allowed peer could not connect: %v", err)
+	}
+	// The dialer may finish its side of the handshake before the guarded
+	// node's gater refuses the secured connection; what matters is that no
+	// connection survives and no stream can be opened.
+	_ = friends[1].Connect(ctx, guarded.Addrs()[0])
+	waitFor(t, "the refused connection to close", 10*time.Second, func() bool {
+		return len(guarded.Host().Network().ConnsToPeer(friends[1].ID())) == 0 &&
+			len(friends[1].Host().Network().ConnsToPeer(guarded.ID())) == 0
+	})
+	mustNS(t, guarded, "g")
+	mustNS(t, friends[1], "g")
+	if err := friends[1].SyncWith(ctx, guarded.ID()); err == nil {
+		t.Fatal("a peer outside the allowlist could sync")
+	}
+	if err := guarded.Connect(ctx, friends[1].Addrs()[0]); err == nil {
+		t.Fatal("the guarded node dialled a peer outside its allowlist")
+	}
+}
