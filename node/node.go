@@ -275,7 +275,8 @@ func (n *Node) onCommit(c store.Commit) {
 }
 
 // keepConnected dials a bootstrap peer and redials with exponential backoff
-// (1 s doubling to 1 min, with jitter) whenever it is not connected.
+// (1 s doubling to MaxRedialBackoff, with jitter) whenever it is not
+// connected.
 func (n *Node) keepConnected(ai peer.AddrInfo) {
 	defer n.wg.Done()
 	backoff := time.Second
@@ -291,8 +292,8 @@ func (n *Node) keepConnected(ai peer.AddrInfo) {
 			}
 		}
 		wait := backoff/2 + time.Duration(n.randInt64(int64(backoff)))
-		if backoff < time.Minute {
-			backoff *= 2
+		if backoff < n.cfg.MaxRedialBackoff {
+			backoff = min(2*backoff, n.cfg.MaxRedialBackoff)
 		}
 		select {
 		case <-n.ctx.Done():
