@@ -94,6 +94,9 @@ func DefaultLimits() Limits {
 	}
 }
 
+// WithDefaults returns l with every zero field set to its default.
+func (l Limits) WithDefaults() Limits { return l.withDefaults() }
+
 func (l Limits) withDefaults() Limits {
 	d := DefaultLimits()
 	if l.MaxKeyBytes <= 0 {

@@ -191,29 +191,7 @@ func BenchmarkClusterPartitionHeal(b *testing.B) {
 	}
 	ctx := context.Background()
 	ns0, _ := nodes[0].Namespace(ctx, "bench")
-	val := make([]byte, 100)
-	var raw int64
-	var wg sync.WaitGroup
-	var next atomic.Int64
-	for w := 0; w < 16; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				k := next.Add(1)
-				if k > puts {
-					return
-				}
-				key := fmt.Sprintf("heal-%06d", k)
-				atomic.AddInt64(&raw, int64(len(key)+len(val)))
-				if err := ns0.Put(ctx, key, val); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	raw := putMany(b, ns0, "heal-%06d", puts)
 	benchWait(b, nodes[:4], puts, time.Minute)
 	before := cut.Stats().SyncBytesIn.Load()
 	b.ResetTimer()
@@ -237,26 +215,7 @@ func BenchmarkClusterLateJoiner(b *testing.B) {
 	nodes := benchCluster(b, 2, func(_ int, c *Config) { c.NoSync = true })
 	ctx := context.Background()
 	ns0, _ := nodes[0].Namespace(ctx, "bench")
-	val := make([]byte, 100)
-	var wg sync.WaitGroup
-	var next atomic.Int64
-	for w := 0; w < 16; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				k := next.Add(1)
-				if k > keys {
-					return
-				}
-				if err := ns0.Put(ctx, fmt.Sprintf("late-%07d", k), val); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	putMany(b, ns0, "late-%07d", keys)
 	benchWait(b, nodes, keys, 2*time.Minute)
 	cfg := DefaultLocalConfig()
 	cfg.DataDir = b.TempDir()
@@ -285,3 +244,33 @@ var benchWindow = func() time.Duration {
 	}
 	return 0
 }()
+
+// putMany writes count 100-byte values under keys made from format and
+// 1..count, from 16 writers, and returns the raw key and value bytes.
+func putMany(b *testing.B, ns *Namespace, format string, count int) int64 {
+	b.Helper()
+	val := make([]byte, 100)
+	var raw atomic.Int64
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < 16; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				k := next.Add(1)
+				if k > int64(count) {
+					return
+				}
+				key := fmt.Sprintf(format, k)
+				raw.Add(int64(len(key) + len(val)))
+				if err := ns.Put(context.Background(), key, val); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return raw.Load()
+}

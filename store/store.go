@@ -91,25 +91,7 @@ func (o Options) withDefaults() (Options, error) {
 	return o, nil
 }
 
-func withDefaultLimits(l crdt.Limits) crdt.Limits {
-	d := crdt.DefaultLimits()
-	if l.MaxKeyBytes <= 0 {
-		l.MaxKeyBytes = d.MaxKeyBytes
-	}
-	if l.MaxValueBytes <= 0 {
-		l.MaxValueBytes = d.MaxValueBytes
-	}
-	if l.MaxDepth <= 0 {
-		l.MaxDepth = d.MaxDepth
-	}
-	if l.MaxElements <= 0 {
-		l.MaxElements = d.MaxElements
-	}
-	if l.MaxBytes <= 0 {
-		l.MaxBytes = d.MaxBytes
-	}
-	return l
-}
+func withDefaultLimits(l crdt.Limits) crdt.Limits { return l.WithDefaults() }
 
 // Commit describes one committed batch.
 type Commit struct {
