@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"fmt"
 	"math"
 	"slices"
 	"strconv"
@@ -412,4 +413,43 @@ func TestMessageIDNamesTheSigner(t *testing.T) {
 	if real == forged {
 		t.Fatalf("a forged message shares the real one's id %q", real)
 	}
+}
+
+// TestCoalescerWindowAdapts: busy messages widen the window up to its
+// maximum; quiet ones narrow it back to the base.
+func TestCoalescerWindowAdapts(t *testing.T) {
+	base := 2 * time.Millisecond
+	c := &coalescer{window: base, maxWindow: 8 * base, maxOps: 1 << 20, maxBytes: 1 << 30}
+	now := time.Unix(0, 0)
+	busy := Batch{Delta: deltaWithKeys(16)}
+	for i := 0; i < 5; i++ {
+		c.add(busy, now)
+		c.take(now)
+	}
+	if c.current() != 8*base {
+		t.Fatalf("window %v after busy messages, want %v", c.current(), 8*base)
+	}
+	quiet := Batch{Delta: deltaWithKeys(1)}
+	for i := 0; i < 5; i++ {
+		c.add(quiet, now)
+		c.take(now)
+	}
+	if c.current() != base {
+		t.Fatalf("window %v after quiet messages, want %v", c.current(), base)
+	}
+}
+
+// deltaWithKeys returns a batch delta naming n keys.
+func deltaWithKeys(n int) crdt.Delta {
+	ns := crdt.NewNamespace(crdt.Limits{})
+	var db crdt.DeltaBuilder
+	for i := 0; i < n; i++ {
+		d, err := ns.Prepare(crdt.Op{Kind: crdt.OpPut, Key: fmt.Sprint("k", i), Value: []byte("v")}, 1, crdt.Timestamp{Wall: int64(i + 1)})
+		if err != nil {
+			panic(err)
+		}
+		ns.ApplyDelta(d, nil)
+		db.Add(d)
+	}
+	return db.Build()
 }

@@ -37,6 +37,10 @@ type Config struct {
 	// CoalesceWindow is how long local batches wait to be published
 	// together. Default 2 ms.
 	CoalesceWindow time.Duration
+	// MaxCoalesceWindow is how far the window may widen while the node is
+	// busy (messages carrying many changes). Default 10 × CoalesceWindow;
+	// equal to CoalesceWindow, the window is fixed.
+	MaxCoalesceWindow time.Duration
 	// MaxPublishOps publishes as soon as this many key changes are queued.
 	// Default 512.
 	MaxPublishOps int
@@ -76,6 +80,9 @@ func (c Config) withDefaults() (Config, error) {
 	c.Limits = c.Limits.withDefaults()
 	if c.CoalesceWindow <= 0 {
 		c.CoalesceWindow = 2 * time.Millisecond
+	}
+	if c.MaxCoalesceWindow <= 0 {
+		c.MaxCoalesceWindow = 10 * c.CoalesceWindow
 	}
 	if c.MaxPublishOps <= 0 {
 		c.MaxPublishOps = 512

@@ -37,7 +37,8 @@ type space struct {
 func (r *Replicator) newSpace(ns string, rep Replica, writers []peer.ID) (*space, error) {
 	s := &space{
 		r: r, name: ns, rep: rep,
-		co:     coalescer{window: r.cfg.CoalesceWindow, maxOps: r.cfg.MaxPublishOps, maxBytes: r.cfg.MaxPublishBytes},
+		co: coalescer{window: r.cfg.CoalesceWindow, maxWindow: r.cfg.MaxCoalesceWindow,
+			maxOps: r.cfg.MaxPublishOps, maxBytes: r.cfg.MaxPublishBytes},
 		notify: make(chan struct{}, 1),
 	}
 	if len(writers) > 0 {
