@@ -146,3 +146,7 @@ func BenchmarkOpen(b *testing.B) {
 		b.StartTimer()
 	}
 }
+
+// BenchmarkDurablePut32 is 32 concurrent durable writers: what the HTTP
+// benchmark's 32 clients ask of the store.
+func BenchmarkDurablePut32(b *testing.B) { benchPut(b, 32) }
