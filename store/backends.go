@@ -112,3 +112,17 @@ func (p pebbleStore) scanPrefix(ctx context.Context, prefix string, fn func(key 
 	}
 	return it.Error()
 }
+
+func (p pebbleStore) scanKeys(ctx context.Context, lower, upper string, fn func(key string) bool) error {
+	it, err := p.DB.NewIter(&pebble.IterOptions{LowerBound: []byte(lower), UpperBound: []byte(upper)})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	for ok := it.First(); ok; ok = it.Next() {
+		if !fn(string(it.Key())) || ctx.Err() != nil {
+			break
+		}
+	}
+	return it.Error()
+}

@@ -235,6 +235,12 @@ func (n *Namespace) Get(key string) (crdt.Value, bool) {
 // Keys returns up to limit keys (all if limit <= 0) that have the prefix
 // and sort after the key after, in order.
 func (n *Namespace) Keys(prefix, after string, limit int) []string {
+	if rs, ok := n.s.ds.(rangeScanner); ok && limit > 0 {
+		if keys, err := n.keysFromDisk(rs, prefix, after, limit); err == nil {
+			return keys
+		}
+		// On a read error, fall back to sorting the keys in memory.
+	}
 	n.mu.RLock()
 	all := n.state.Keys(prefix)
 	n.mu.RUnlock()
@@ -247,6 +253,39 @@ func (n *Namespace) Keys(prefix, after string, limit int) []string {
 		all = all[:limit]
 	}
 	return all
+}
+
+// rangeScanner is implemented by datastores that iterate keys in order
+// (Pebble): a page of keys then costs O(page), not a sort of every key.
+type rangeScanner interface {
+	scanKeys(ctx context.Context, lower, upper string, fn func(key string) bool) error
+}
+
+// keysFromDisk pages through the state records in key order (hex keys sort
+// like the keys themselves). A key written but not yet committed is not
+// listed yet; a key removed in memory but not yet committed is skipped.
+func (n *Namespace) keysFromDisk(rs rangeScanner, prefix, after string, limit int) ([]string, error) {
+	base := n.layout.statePrefix() + "/"
+	lower := base + hex.EncodeToString([]byte(prefix))
+	if after > prefix {
+		lower = base + hex.EncodeToString([]byte(after))
+	}
+	upper := base + hex.EncodeToString([]byte(prefix)) + "g" // 'g' sorts after every hex digit
+	var out []string
+	err := rs.scanKeys(context.Background(), lower, upper, func(k string) bool {
+		key, err := decodeHexName(strings.TrimPrefix(k, base))
+		if err != nil || key <= after || !strings.HasPrefix(key, prefix) {
+			return true
+		}
+		n.mu.RLock()
+		_, live := n.state.Get(key)
+		n.mu.RUnlock()
+		if live {
+			out = append(out, key)
+		}
+		return len(out) < limit
+	})
+	return out, err
 }
 
 // Len returns the number of keys holding a value.
