@@ -171,6 +171,16 @@ func (c *cluster) waitConnected(ctx context.Context, limit time.Duration) error 
 	}
 }
 
+// distinct returns how many different replica states the nodes hold.
+func (c *cluster) distinct() int {
+	seen := make(map[[32]byte]bool, len(c.spaces))
+	for _, s := range c.spaces {
+		d, _ := s.Digest()
+		seen[d] = true
+	}
+	return len(seen)
+}
+
 // digestsEqual reports whether every node holds the same replica.
 func (c *cluster) digestsEqual() bool {
 	first, _ := c.spaces[0].Digest()

@@ -37,6 +37,11 @@ type Report struct {
 	Bytes    int64 `json:"bytes"`
 	// Dropped counts packets the network discarded.
 	Dropped Dropped `json:"dropped"`
+	// Divergence samples, every 100 ms from the first write until the
+	// checks end, how many distinct replica states the live nodes hold (1:
+	// all equal). FaultWindows are the partitions, for the chart.
+	Divergence   []Sample      `json:"divergence"`
+	FaultWindows []FaultWindow `json:"fault_windows"`
 	// Propagation is the delay from a write's acknowledgement until every
 	// node held it, over the writes that reached every node; Unpropagated
 	// counts the acknowledged writes that did not.
@@ -83,4 +88,18 @@ type LostWrite struct {
 	Got  string `json:"got,omitempty"`
 	// Reason: missing, stale, siblings, phantom, or a read error.
 	Reason string `json:"reason"`
+}
+
+// Sample is one divergence reading.
+type Sample struct {
+	TMS      float64 `json:"t_ms"`
+	Distinct int     `json:"distinct"`
+}
+
+// FaultWindow is a span of the run under a fault (a partition until its
+// heal, or until the end).
+type FaultWindow struct {
+	Kind   string  `json:"kind"`
+	FromMS float64 `json:"from_ms"`
+	ToMS   float64 `json:"to_ms"`
 }

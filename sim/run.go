@@ -70,11 +70,16 @@ func (c *cluster) play(ctx context.Context, plan Plan, seed uint64) (*runResult,
 	if err := sleep(ctx, c.sc.Settle); err != nil {
 		return nil, err
 	}
+	start := time.Now()
+	stopSampling := c.sample(start, 100*time.Millisecond)
 	acks, quiet, err := c.drive(ctx, plan)
 	if err != nil {
+		stopSampling()
 		return nil, err
 	}
 	r := &runResult{acks: acks}
+	defer func() { r.Divergence = stopSampling() }()
+	r.FaultWindows = faultWindows(plan.Faults)
 	r.Scenario, r.Seed, r.Nodes = c.sc.Name, seed, len(c.nodes)
 	r.ConvergenceMS = -1
 	deadline := quiet.Add(c.sc.Expect.ConvergeWithin)
@@ -112,6 +117,59 @@ func (c *cluster) play(ctx context.Context, plan Plan, seed uint64) (*runResult,
 		r.Replication.SyncBytesIn += s.SyncBytesIn.Load()
 	}
 	return r, nil
+}
+
+// sample records the number of distinct replica states every interval
+// until the returned stop function is called; stop returns the samples.
+func (c *cluster) sample(start time.Time, every time.Duration) func() []Sample {
+	var out []Sample
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			out = append(out, Sample{TMS: ms(time.Since(start)), Distinct: c.distinct()})
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	var once bool
+	return func() []Sample {
+		if !once {
+			once = true
+			close(done)
+			<-finished
+		}
+		return out
+	}
+}
+
+// faultWindows turns the fault schedule into spans: each partition lasts
+// until the next heal (or the end of the run, marked -1).
+func faultWindows(faults []Fault) []FaultWindow {
+	var out []FaultWindow
+	open := -1
+	for _, f := range faults {
+		switch f.Kind {
+		case Partition:
+			if open >= 0 {
+				out[open].ToMS = ms(f.At)
+			}
+			out = append(out, FaultWindow{Kind: string(f.Kind), FromMS: ms(f.At), ToMS: -1})
+			open = len(out) - 1
+		case Heal:
+			if open >= 0 {
+				out[open].ToMS = ms(f.At)
+				open = -1
+			}
+		}
+	}
+	return out
 }
 
 // drive runs the ops and faults of the plan at their times (a fault before

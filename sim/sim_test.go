@@ -61,6 +61,18 @@ func TestThreeRegionsPartitionHeal(t *testing.T) {
 		if rep.Dropped.Partition == 0 || rep.Dropped.Loss == 0 || rep.Messages == 0 || rep.Bytes == 0 {
 			t.Errorf("network counters: %d messages, %d bytes, dropped %+v", rep.Messages, rep.Bytes, rep.Dropped)
 		}
+		// The divergence series shows the split (several states during the
+		// partition) and ends with one state; the partition is a window.
+		peak := 0
+		for _, smp := range rep.Divergence {
+			peak = max(peak, smp.Distinct)
+		}
+		if n := len(rep.Divergence); n < 10 || peak < 2 || rep.Divergence[n-1].Distinct != 1 {
+			t.Errorf("divergence series: %d samples, peak %d, last %+v", n, peak, rep.Divergence[max(n-1, 0)])
+		}
+		if len(rep.FaultWindows) != 1 || rep.FaultWindows[0].ToMS <= rep.FaultWindows[0].FromMS {
+			t.Errorf("fault windows %+v", rep.FaultWindows)
+		}
 	})
 }
 
@@ -336,5 +348,21 @@ func TestJudgeBudgets(t *testing.T) {
 	lossy.LostWrites = 2
 	if f := judge(&lossy, Expect{LostWrites: 1}); len(f) != 1 || f[0] != "2 lost writes (budget 1)" {
 		t.Fatalf("lossy run: %q", f)
+	}
+}
+
+func TestReportSVG(t *testing.T) {
+	r := &Report{Scenario: "x<y", Seed: 1, Nodes: 3, Passed: true, Converged: true, ConvergenceMS: 12,
+		Divergence:   []Sample{{0, 1}, {100, 2}, {200, 3}, {300, 1}},
+		FaultWindows: []FaultWindow{{Kind: "partition", FromMS: 50, ToMS: 250}}}
+	var b strings.Builder
+	if err := WriteSVG(&b, r); err != nil {
+		t.Fatal(err)
+	}
+	svg := b.String()
+	for _, want := range []string{"<svg", `class="fault"`, "<polyline", "x&lt;y", "converged 12 ms"} {
+		if !strings.Contains(svg, want) {
+			t.Fatalf("svg lacks %q:\n%s", want, svg)
+		}
 	}
 }

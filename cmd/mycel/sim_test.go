@@ -11,7 +11,8 @@ import (
 
 func TestSimRun(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "report.json")
-	cmd := exec.Command(binary, "sim", "run", "testdata/tiny.yaml", "--seed", "3", "--json", out)
+	svg := filepath.Join(t.TempDir(), "divergence.svg")
+	cmd := exec.Command(binary, "sim", "run", "testdata/tiny.yaml", "--seed", "3", "--json", out, "--svg", svg)
 	b, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("mycel sim run: %v\n%s", err, b)
@@ -35,6 +36,10 @@ func TestSimRun(t *testing.T) {
 	if rep["converged"] != true || rep["lost_writes"].(float64) != 0 || rep["ops"].(float64) == 0 {
 		t.Fatalf("report: %s", raw)
 	}
+	chart, err := os.ReadFile(svg)
+	if err != nil || !strings.HasPrefix(string(chart), "<svg") || !strings.Contains(string(chart), "<polyline") || !strings.Contains(string(chart), `class="fault"`) {
+		t.Fatalf("svg: %v\n%.300s", err, chart)
+	}
 }
 
 func TestSimRunRefusesBadInput(t *testing.T) {
@@ -44,7 +49,7 @@ func TestSimRunRefusesBadInput(t *testing.T) {
 	}{
 		{[]string{"sim", "run", "testdata/bad.yaml"}, "line 5"},
 		{[]string{"sim", "run", "testdata/missing.yaml"}, "missing.yaml"},
-		{[]string{"sim", "run", "testdata/tiny.yaml", "--svg", "x.svg"}, "not built yet"},
+		{[]string{"sim", "run", "testdata/tiny.yaml", "--seed", "x"}, "invalid argument"},
 		{[]string{"sim", "run"}, "arg"},
 	} {
 		b, err := exec.Command(binary, c.args...).CombinedOutput()
