@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ipfs/go-datastore"
@@ -38,6 +39,9 @@ type cluster struct {
 	spaces  []*node.Namespace
 	boot    [][]peer.ID // node → the peers it bootstraps from
 	seen    []*visibility
+
+	progress func(Progress) // optional, called from the sampler
+	acked    atomic.Int64   // writes acknowledged so far
 
 	watchCancel context.CancelFunc
 	watchWG     sync.WaitGroup

@@ -14,7 +14,11 @@ import (
 //
 // A report that says the run failed (not converged, lost writes) is not an
 // error; an error means the run itself could not be carried out.
-func Run(ctx context.Context, sc Scenario, seed uint64) (*Report, error) {
+func Run(ctx context.Context, sc Scenario, seed uint64, opts ...Option) (*Report, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if err := sc.Validate(); err != nil {
 		return nil, err
 	}
@@ -25,6 +29,7 @@ func Run(ctx context.Context, sc Scenario, seed uint64) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	c.progress = o.progress
 	rep, err := c.play(ctx, plan, seed)
 	if cerr := c.close(); err == nil && cerr != nil {
 		err = cerr
@@ -41,6 +46,23 @@ func Run(ctx context.Context, sc Scenario, seed uint64) (*Report, error) {
 	rep.Passed = len(rep.Failures) == 0
 	return &rep.Report, nil
 }
+
+// Option changes how Run reports while it runs.
+type Option func(*options)
+
+type options struct{ progress func(Progress) }
+
+// Progress is a reading taken while a run goes on.
+type Progress struct {
+	TMS      float64 // since the workload started
+	Ops      int     // writes acknowledged so far
+	Distinct int     // distinct replica states the nodes hold now
+	Nodes    int
+}
+
+// WithProgress calls fn about once a second (of the run's clock) with a
+// progress reading. fn must not block.
+func WithProgress(fn func(Progress)) Option { return func(o *options) { o.progress = fn } }
 
 // judge returns every budget of e that r misses.
 func judge(r *Report, e Expect) []string {
@@ -129,8 +151,12 @@ func (c *cluster) sample(start time.Time, every time.Duration) func() []Sample {
 		defer close(finished)
 		t := time.NewTicker(every)
 		defer t.Stop()
-		for {
-			out = append(out, Sample{TMS: ms(time.Since(start)), Distinct: c.distinct()})
+		for i := 0; ; i++ {
+			smp := Sample{TMS: ms(time.Since(start)), Distinct: c.distinct()}
+			out = append(out, smp)
+			if c.progress != nil && i%10 == 0 {
+				c.progress(Progress{TMS: smp.TMS, Ops: int(c.acked.Load()), Distinct: smp.Distinct, Nodes: len(c.nodes)})
+			}
 			select {
 			case <-done:
 				return
@@ -202,6 +228,9 @@ func (c *cluster) drive(ctx context.Context, plan Plan) ([]ack, time.Time, error
 		err := c.spaces[op.Node].Put(ctx, op.Key, []byte(op.Value))
 		a := ack{op: op, ok: err == nil, at: time.Now()}
 		acks = append(acks, a)
+		if a.ok {
+			c.acked.Add(1)
+		}
 		quiet = a.at
 	}
 	return acks, quiet, nil

@@ -43,7 +43,15 @@ partitions, check convergence and lost writes, and report timings and traffic.`,
 			fmt.Fprintf(cmd.ErrOrStderr(), "scenario %s, seed %d (pass --seed %d to repeat it)\n", args[0], seed, seed)
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			rep, err := sim.Run(ctx, sc, seed)
+			errOut := cmd.ErrOrStderr()
+			rep, err := sim.Run(ctx, sc, seed, sim.WithProgress(func(p sim.Progress) {
+				state := "converged"
+				if p.Distinct > 1 {
+					state = fmt.Sprintf("%d distinct states", p.Distinct)
+				}
+				fmt.Fprintf(errOut, "\r%6.1f s  %6d ops acknowledged  %d nodes: %-20s", p.TMS/1000, p.Ops, p.Nodes, state)
+			}))
+			fmt.Fprintln(errOut)
 			if err != nil {
 				return err
 			}
