@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -364,5 +365,39 @@ func TestReportSVG(t *testing.T) {
 		if !strings.Contains(svg, want) {
 			t.Fatalf("svg lacks %q:\n%s", want, svg)
 		}
+	}
+}
+
+// TestBundledScenarios runs every scenario in scenarios/ under virtual time
+// (except the 1000-node and soak ones, by name) and requires its budgets.
+func TestBundledScenarios(t *testing.T) {
+	files, err := filepath.Glob("scenarios/*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no bundled scenarios: %v", err)
+	}
+	for _, f := range files {
+		if strings.Contains(f, "1000") || strings.Contains(f, "soak") {
+			continue
+		}
+		if filepath.Base(f) == "three-regions.yaml" {
+			continue // TestThreeRegionsPartitionHeal runs it with closer checks
+		}
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				sc, err := LoadScenario(f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				rep, err := Run(t.Context(), sc, testSeed)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !rep.Passed || rep.LostWrites != 0 || !rep.Converged {
+					js, _ := json.Marshal(rep)
+					t.Fatalf("%s failed %v: %s", f, rep.Failures, js)
+				}
+				t.Logf("%s: converged %.0f ms after quiet, p99 %.0f ms, %d ops", f, rep.ConvergenceMS, rep.Propagation.P99, rep.Ops)
+			})
+		})
 	}
 }
