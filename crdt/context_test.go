@@ -25,3 +25,18 @@ func TestContextIntersect(t *testing.T) {
 		t.Fatal("intersection with empty is not empty")
 	}
 }
+
+func TestNamespaceContextContains(t *testing.T) {
+	n := NewNamespace(DefaultLimits())
+	d, err := n.Prepare(Op{Kind: OpPut, Key: "k", Value: []byte("v")}, 7, Timestamp{Wall: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.ContextContains(Dot{7, 1}) {
+		t.Fatal("context holds a dot before its delta is applied")
+	}
+	n.ApplyDelta(d, nil)
+	if !n.ContextContains(Dot{7, 1}) || n.ContextContains(Dot{7, 2}) || n.ContextContains(Dot{8, 1}) {
+		t.Fatal("ContextContains disagrees with the applied delta")
+	}
+}

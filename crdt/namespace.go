@@ -48,6 +48,10 @@ func (n *Namespace) value(key string) Value {
 // Context returns a copy of the namespace's causal context.
 func (n *Namespace) Context() Context { return n.ctx.Clone() }
 
+// ContextContains reports whether the causal context holds d, without
+// copying the context.
+func (n *Namespace) ContextContains(d Dot) bool { return n.ctx.Contains(d) }
+
 // ContextRanges returns how many ranges the causal context holds: one per
 // replica when nothing is missing.
 func (n *Namespace) ContextRanges() int { return n.ctx.Ranges() }

@@ -64,11 +64,32 @@ func (n *Node) Namespaces() []string {
 func (s *Namespace) Name() string { return s.st.Name() }
 
 func (s *Namespace) apply(ctx context.Context, op crdt.Op) error {
-	_, err := s.st.Apply(ctx, op)
-	if errors.Is(err, store.ErrClosed) {
-		return ErrClosed
-	}
+	_, err := s.Apply(ctx, op)
 	return err
+}
+
+// Apply performs op and returns the delta it committed: the dots it
+// created (with, for a register put, the entry's HLC stamp) and, in its
+// context, the dots it replaced or removed. It is for tools that check
+// replication against a model of the acknowledged operations (the
+// simulator); applications use Put, Delete, Counter, Set and Map.
+func (s *Namespace) Apply(ctx context.Context, op crdt.Op) (crdt.Delta, error) {
+	d, err := s.st.Apply(ctx, op)
+	if errors.Is(err, store.ErrClosed) {
+		return crdt.Delta{}, ErrClosed
+	}
+	return d, err
+}
+
+// Observed reports whether this replica's causal context holds d: the
+// write that created dot d, or a later one that replaced or removed it,
+// has been applied here.
+func (s *Namespace) Observed(d crdt.Dot) bool {
+	var ok bool
+	s.st.View(func(st *crdt.Namespace, _ *crdt.Context) {
+		ok = st.ContextContains(d)
+	})
+	return ok
 }
 
 // Put writes val to the register under key.
