@@ -83,7 +83,7 @@ Exit codes: 0 ok, 1 error, 2 usage.`,
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		return usageError{fmt.Errorf("%v (see %s --help)", err, cmd.CommandPath())}
 	})
-	root.AddCommand(daemonCmd(), versionCmd(), simCmd())
+	root.AddCommand(daemonCmd(), versionCmd(), simCmd(), benchCmd())
 	root.AddCommand(clientCmds()...)
 	return root
 }

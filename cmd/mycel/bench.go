@@ -1,0 +1,34 @@
+package main
+
+import (
+	"errors"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mycelnet/mycel/bench"
+	"github.com/mycelnet/mycel/bench/mycelbench"
+)
+
+// benchCmd is `mycel bench`: the harness of package bench run on Mycel
+// nodes. Bad parameters are usage errors (exit 2); SIGINT/SIGTERM stop the
+// run and remove its temp stores.
+func benchCmd() *cobra.Command {
+	cmd := bench.Command(mycelbench.System{})
+	cmd.Args = noArgs
+	runE := cmd.RunE
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		cmd.SetContext(ctx)
+		err := runE(cmd, args)
+		if errors.Is(err, bench.ErrParams) {
+			return usageError{err}
+		}
+		return err
+	}
+	return cmd
+}
+
