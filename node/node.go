@@ -114,7 +114,8 @@ func (n *Node) open(ctx context.Context) error {
 		return err
 	}
 	lim := gossip.Limits{Delta: n.st.Limits()}
-	n.ps, err = pubsub.NewGossipSub(n.ctx, n.host, gossip.PubSubOptions(lim)...)
+	n.ps, err = pubsub.NewGossipSub(n.ctx, n.host,
+		append(gossip.PubSubOptions(lim), pubsub.WithGossipSubParams(meshParams(n.cfg.MeshDegree)))...)
 	if err != nil {
 		return fmt.Errorf("node: gossipsub: %w", err)
 	}

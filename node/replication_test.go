@@ -2,12 +2,16 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sort"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/libp2p/go-libp2p"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
 )
 
 // model is the reference a converged cluster must match: it is built from
@@ -263,4 +267,35 @@ func TestLateJoinerAndRestart(t *testing.T) {
 	connect(t, back, nodes[0])
 	connect(t, late, nodes[0])
 	waitConverged(t, []*Node{nodes[0], back, late}, "late", 25_000, 60*time.Second)
+}
+
+// TestSmallMeshConverges runs the mixed workload with the smallest mesh
+// degree: fewer forwards, the same result.
+func TestSmallMeshConverges(t *testing.T) {
+	runMixed(t, mesh, func(_ int, c *Config) { c.MeshDegree = 2 })
+}
+
+// TestMeshDegreeBounds: every allowed degree gives parameters gossipsub
+// accepts; others are configuration errors.
+func TestMeshDegreeBounds(t *testing.T) {
+	h, err := libp2p.New(libp2p.NoListenAddrs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	for d := 2; d <= 32; d++ {
+		ctx, cancel := context.WithCancel(context.Background())
+		_, err := pubsub.NewGossipSub(ctx, h, pubsub.WithGossipSubParams(meshParams(d)))
+		cancel()
+		if err != nil {
+			t.Errorf("MeshDegree %d: %v", d, err)
+		}
+	}
+	for _, d := range []int{-1, 1, 33} {
+		cfg := DefaultLocalConfig()
+		cfg.MeshDegree = d
+		if _, err := cfg.withDefaults(); !errors.Is(err, ErrConfig) {
+			t.Errorf("MeshDegree %d: err = %v, want ErrConfig", d, err)
+		}
+	}
 }

@@ -31,4 +31,3 @@ func benchCmd() *cobra.Command {
 	}
 	return cmd
 }
-

@@ -103,7 +103,7 @@ func plan(s settings, stderr io.Writer) (daemonPlan, error) {
 	}
 	p.cfg = node.Config{
 		DataDir: s.DataDir, Listen: s.Listen, Bootstrap: s.Bootstrap, MDNS: s.MDNS, DHT: s.DHT,
-		NoSync: s.NoSync, SyncInterval: s.SyncInterval,
+		NoSync: s.NoSync, SyncInterval: s.SyncInterval, MeshDegree: s.MeshDegree,
 		Limits: crdt.Limits{MaxValueBytes: s.MaxValueBytes},
 	}
 	if s.PSKFile != "" {

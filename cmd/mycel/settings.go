@@ -36,6 +36,7 @@ type settings struct {
 	SyncInterval  time.Duration `name:"sync-interval" usage:"mean time between background syncs with a random peer"`
 	NoSync        bool          `name:"no-sync" usage:"acknowledge writes before fsync (faster, loses recent writes on power loss)"`
 	MaxValueBytes int           `name:"max-value-bytes" usage:"largest value (and request body) accepted"`
+	MeshDegree    int           `name:"mesh-degree" usage:"gossipsub mesh degree D, 2 to 32: fewer duplicate sends below the default, more redundancy above it"`
 	ShutdownWait  time.Duration `name:"shutdown-timeout" usage:"bound on graceful shutdown after SIGINT/SIGTERM"`
 }
 
@@ -48,6 +49,7 @@ func defaultSettings() settings {
 		LogFormat:     "text",
 		SyncInterval:  10 * time.Second,
 		MaxValueBytes: 1 << 20,
+		MeshDegree:    6,
 		ShutdownWait:  10 * time.Second,
 	}
 }
