@@ -28,12 +28,20 @@ const namespace = "bench"
 // default configuration (DefaultLocalConfig) apart from listen address and
 // store.
 type System struct {
+	// MeshDegree, if set, is every node's Config.MeshDegree; results then
+	// name it ("mycel/mesh-degree=2").
+	MeshDegree int
 	// Configure, if set, changes each node's configuration before it opens.
 	Configure func(i int, cfg *node.Config)
 }
 
 // Name implements bench.System.
-func (System) Name() string { return "mycel" }
+func (s System) Name() string {
+	if s.MeshDegree != 0 {
+		return fmt.Sprintf("mycel/mesh-degree=%d", s.MeshDegree)
+	}
+	return "mycel"
+}
 
 // Start implements bench.System.
 func (s System) Start(ctx context.Context, p bench.Params, hooks bench.Hooks) (bench.Cluster, error) {
@@ -103,6 +111,9 @@ func (c *cluster) open(ctx context.Context) (int, error) {
 		cfg.DataDir = filepath.Join(c.dir, fmt.Sprintf("node-%d", i))
 	} else {
 		opts = append(opts, node.WithDatastore(dssync.MutexWrap(datastore.NewMapDatastore())))
+	}
+	if c.sys.MeshDegree != 0 {
+		cfg.MeshDegree = c.sys.MeshDegree
 	}
 	if c.sys.Configure != nil {
 		c.sys.Configure(i, &cfg)

@@ -16,7 +16,9 @@ import (
 // nodes. Bad parameters are usage errors (exit 2); SIGINT/SIGTERM stop the
 // run and remove its temp stores.
 func benchCmd() *cobra.Command {
-	cmd := bench.Command(mycelbench.System{})
+	sys := &mycelbench.System{}
+	cmd := bench.Command(sys)
+	cmd.Flags().IntVar(&sys.MeshDegree, "mesh-degree", 0, "Mycel only: every node's gossipsub mesh degree (0: the node default, 6); results name it")
 	cmd.Args = noArgs
 	runE := cmd.RunE
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
