@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/pprof"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -22,6 +23,7 @@ func Command(sys System) *cobra.Command {
 		duration  time.Duration
 		timeout   time.Duration
 		jsonOut   string
+		cpuProf   string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -72,6 +74,17 @@ and, with --json FILE, one JSON object per line per workload.`, sys.Name()),
 				defer f.Close()
 				out = f
 			}
+			if cpuProf != "" {
+				f, err := os.Create(cpuProf)
+				if err != nil {
+					return fmt.Errorf("bench: --cpuprofile: %w", err)
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return fmt.Errorf("bench: --cpuprofile: %w", err)
+				}
+				defer pprof.StopCPUProfile()
+			}
 			var results []*Result
 			for _, w := range list {
 				q := p
@@ -108,6 +121,7 @@ and, with --json FILE, one JSON object per line per workload.`, sys.Name()),
 	f.IntVar(&p.Writers, "writers", 64, "concurrent put callers per writing node")
 	f.DurationVar(&timeout, "timeout", 5*time.Minute, "limit on each wait (convergence, heal, join)")
 	f.StringVar(&jsonOut, "json", "", "write one JSON object per line per workload to this file")
+	f.StringVar(&cpuProf, "cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
 	return cmd
 }
 

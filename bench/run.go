@@ -125,8 +125,8 @@ func Run(ctx context.Context, sys System, p Params) (_ *Result, err error) {
 	}
 	r := &run{
 		p:     p,
-		keys:  newTracker(p.N + 1),
-		warm:  newTracker(p.N + 1),
+		keys:  newTracker(p.N+1, expectedKeys(p)),
+		warm:  newTracker(p.N+1, 0),
 		value: make([]byte, p.ValueSize),
 		res: &Result{
 			System: sys.Name(), Params: p, Started: time.Now().UTC(),
@@ -185,6 +185,14 @@ func Run(ctx context.Context, sys System, p Params) (_ *Result, err error) {
 		return nil, err
 	}
 	return r.res, nil
+}
+
+// expectedKeys is how many keys p's workload writes.
+func expectedKeys(p Params) int {
+	if p.Workload == Sustained {
+		return int(p.Rate*time.Duration(p.Duration).Seconds()) + 1
+	}
+	return p.K
 }
 
 // warmPrefix starts the warm-up keys, which are not part of any figure.

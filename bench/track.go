@@ -17,11 +17,13 @@ const keyPrefix = "k"
 // when it became visible on each node.
 type tracker struct {
 	prefix string // keys tracked
+	slots  int    // node slots per key
+
 	mu     sync.Mutex
-	slots  int // node slots per key
-	acks   map[string]ack
-	vis    map[string][]time.Time
-	counts []int
+	index  map[string]int32 // key → its row in acks and vis
+	acks   []ack            // by row; zero at: not acknowledged
+	vis    []time.Time      // row*slots + node; zero: not seen there
+	counts []int            // keys seen per node
 }
 
 type ack struct {
@@ -29,12 +31,15 @@ type ack struct {
 	at   time.Time
 }
 
-func newTracker(slots int) *tracker {
+// newTracker sizes its tables for about keys keys.
+func newTracker(slots, keys int) *tracker {
+	keys = min(keys, 1<<20) // tables grow past that as needed
 	return &tracker{
 		prefix: keyPrefix,
 		slots:  slots,
-		acks:   make(map[string]ack),
-		vis:    make(map[string][]time.Time),
+		index:  make(map[string]int32, keys),
+		acks:   make([]ack, 0, keys),
+		vis:    make([]time.Time, 0, keys*slots),
 		counts: make([]int, slots),
 	}
 }
@@ -50,14 +55,22 @@ func (t *tracker) visible(node int, key string) {
 	t.mu.Unlock()
 }
 
-func (t *tracker) mark(node int, key string, at time.Time) {
-	v := t.vis[key]
-	if v == nil {
-		v = make([]time.Time, t.slots)
-		t.vis[key] = v
+// row returns key's row, adding it if new; mu is held.
+func (t *tracker) row(key string) int {
+	r, ok := t.index[key]
+	if !ok {
+		r = int32(len(t.acks))
+		t.index[key] = r
+		t.acks = append(t.acks, ack{})
+		t.vis = append(t.vis, make([]time.Time, t.slots)...)
 	}
-	if v[node].IsZero() {
-		v[node] = at
+	return int(r)
+}
+
+func (t *tracker) mark(node int, key string, at time.Time) {
+	v := &t.vis[t.row(key)*t.slots+node]
+	if v.IsZero() {
+		*v = at
 		t.counts[node]++
 	}
 }
@@ -66,7 +79,7 @@ func (t *tracker) mark(node int, key string, at time.Time) {
 // on node too.
 func (t *tracker) acked(node int, key string, at time.Time) {
 	t.mu.Lock()
-	t.acks[key] = ack{node, at}
+	t.acks[t.row(key)] = ack{node, at}
 	t.mark(node, key, at)
 	t.mu.Unlock()
 }
@@ -115,8 +128,11 @@ func (t *tracker) waitFull(ctx context.Context, nodes []int, want int, timeout t
 func (t *tracker) delays(targets []int) (d []time.Duration, at []time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for key, a := range t.acks {
-		v := t.vis[key]
+	for r, a := range t.acks {
+		if a.at.IsZero() {
+			continue
+		}
+		v := t.vis[r*t.slots : (r+1)*t.slots]
 		var last time.Time
 		complete := true
 		for _, n := range targets {

@@ -34,12 +34,12 @@ for n in $ns; do
 		echo "== n=$n k=$k" >&2
 		"$bin/mycel" bench "${mycel_flags[@]}" --workload "$workloads" -n "$n" -k "$k" --json "$out/mycel-n$n-k$k.jsonl"
 		"$bin/mycel" bench --workload single-writer,multi-writer -n "$n" -k "$k" --json "$out/mycel-default-n$n-k$k.jsonl"
-		"$bin/dscrdt-bench" bench --workload "$workloads" -n "$n" -k "$k" --json "$out/dscrdt-n$n-k$k.jsonl"
+		"$bin/dscrdt-bench" --workload "$workloads" -n "$n" -k "$k" --json "$out/dscrdt-n$n-k$k.jsonl"
 	done
 done
 n=${ns##* }
 "$bin/mycel" bench "${mycel_flags[@]}" --workload sustained -n "$n" --rate 1000 --duration 20s --json "$out/mycel-sustained.jsonl"
-"$bin/dscrdt-bench" bench --workload sustained -n "$n" --rate 1000 --duration 20s --json "$out/dscrdt-sustained.jsonl"
+"$bin/dscrdt-bench" --workload sustained -n "$n" --rate 1000 --duration 20s --json "$out/dscrdt-sustained.jsonl"
 
 go run ./bench/report -doc docs/BENCHMARKS.md -svg docs/bench-propagation.svg \
 	"$out"/mycel-n*.jsonl "$out"/mycel-sustained.jsonl "$out"/dscrdt-*.jsonl
