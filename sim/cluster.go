@@ -19,6 +19,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	libp2pquic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 
+	"github.com/mycelnet/mycel/gossip"
 	"github.com/mycelnet/mycel/node"
 )
 
@@ -29,44 +30,87 @@ const simNamespace = "sim"
 // redialling): a full mesh for small clusters, a random graph for large.
 const maxBootstrap = 8
 
-// cluster is the running simulation: the network, the nodes, and one
-// watcher per node that records when each write became visible there.
+// redialBackoff caps each node's bootstrap redial backoff (as in the local
+// preset): a healed disconnect or a restarted node is redialled within it.
+const redialBackoff = 5 * time.Second
+
+// cluster is the running simulation: the network and the nodes, each of
+// which can crash and restart.
 type cluster struct {
 	sc      *Scenario
+	seed    uint64
 	nw      *network
-	regions []int // node → region
-	nodes   []*node.Node
-	spaces  []*node.Namespace
-	boot    [][]peer.ID // node → the peers it bootstraps from
-	seen    []*visibility
+	quiet   *slog.Logger
+	members []*member
+	track   *tracker
+	bw      *bandwidth
 
 	progress func(Progress) // optional, called from the sampler
-	acked    atomic.Int64   // writes acknowledged so far
+	acked    atomic.Int64   // ops acknowledged so far
 
-	watchCancel context.CancelFunc
-	watchWG     sync.WaitGroup
-	closeOnce   sync.Once
-	closeErr    error
+	// cutMode is the mode of the partition standing ("" if none) and
+	// cutGroups its node groups; only the driver goroutine touches them.
+	cutMode   string
+	cutGroups [][]int
+
+	// mu guards the members' node, space and up against the sampler.
+	mu        sync.RWMutex
+	liveCount atomic.Int64
+	// repl sums the replication counters of every node incarnation that
+	// has stopped.
+	repl Replication
+
+	closeOnce sync.Once
+	closeErr  error
 }
+
+// member is one simulated node across its crashes and restarts.
+type member struct {
+	index, region int
+	name          string
+	key           crypto.PrivKey
+	id            peer.ID
+	listen        string
+	boot          []string  // bootstrap multiaddrs
+	bootIDs       []peer.ID // and their peers
+	clock         *skewClock
+
+	// Only the driver goroutine changes these (and reads them while the
+	// node may run); the checkers read them after the run.
+	ds          datastore.Batching
+	node        *node.Node
+	space       *node.Namespace
+	up          bool
+	diskLost    bool // crashed without its disk, not yet restarted
+	incarnation uint64
+	watchCancel context.CancelFunc
+	watchDone   chan struct{}
+}
+
+// skewClock is a node's clock: the run's clock plus an offset that a skew
+// fault sets.
+type skewClock struct{ offset atomic.Int64 }
+
+func (c *skewClock) now() time.Time { return time.Now().Add(time.Duration(c.offset.Load())) }
 
 // openCluster starts the network and every node, each with its own
 // in-memory store and an identity and random source derived from seed, and
 // waits until every node is connected to the peers it bootstraps from.
 func openCluster(ctx context.Context, sc *Scenario, seed uint64) (_ *cluster, err error) {
 	quiet := slog.New(slog.DiscardHandler)
-	c := &cluster{sc: sc, nw: newNetwork(sc, seed, quiet), regions: sc.nodeRegions()}
+	c := &cluster{sc: sc, seed: seed, nw: newNetwork(sc, seed, quiet), quiet: quiet, bw: newBandwidth()}
 	c.nw.sim.Start()
-	var wctx context.Context
-	wctx, c.watchCancel = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, c.close())
 		}
 	}()
+	regions := sc.nodeRegions()
+	names := sc.nodeNames()
+	c.track = newTracker(len(regions), regions)
 	topo := rand.New(rand.NewPCG(seed, 0x746f706f))
-	var addrs []string
 	perRegion := make([]int, len(sc.Regions))
-	for i, r := range c.regions {
+	for i, r := range regions {
 		key, err := nodeKey(seed, i)
 		if err != nil {
 			return nil, err
@@ -77,54 +121,123 @@ func openCluster(ctx context.Context, sc *Scenario, seed uint64) (_ *cluster, er
 		}
 		ua := regionAddr(r, perRegion[r])
 		perRegion[r]++
-		listen := fmt.Sprintf("/ip4/%s/udp/%d/quic-v1", ua.IP, ua.Port)
-		cfg := node.Config{
-			Listen:         []string{listen},
-			SyncInterval:   sc.SyncInterval,
-			DisablePublish: sc.DisablePublish,
+		m := &member{
+			index: i, region: r, name: names[i], key: key, id: id,
+			listen: fmt.Sprintf("/ip4/%s/udp/%d/quic-v1", ua.IP, ua.Port),
+			clock:  &skewClock{},
+			ds:     dssync.MutexWrap(datastore.NewMapDatastore()),
 		}
-		var boot []peer.ID
 		for _, j := range bootstrapPeers(topo, i) {
-			cfg.Bootstrap = append(cfg.Bootstrap, addrs[j])
-			boot = append(boot, c.nodes[j].ID())
+			m.boot = append(m.boot, c.members[j].listen+"/p2p/"+c.members[j].id.String())
+			m.bootIDs = append(m.bootIDs, c.members[j].id)
 		}
-		n, err := node.Open(ctx, cfg,
-			node.WithDatastore(dssync.MutexWrap(datastore.NewMapDatastore())),
-			node.WithIdentity(key),
-			node.WithRand(rand.New(rand.NewPCG(seed, uint64(i)+1<<32))),
-			node.WithLogger(quiet),
-			node.WithHostOptions(
-				c.nw.hostOption(r, i, sc.Regions[r].Bandwidth),
-				// simnet carries UDP only: QUIC is the one transport. The
-				// rest of the host (identify, resource manager, metrics) is
-				// the node's own.
-				libp2p.Transport(libp2pquic.NewTransport),
-			),
-		)
-		if err != nil {
-			return nil, fmt.Errorf("sim: open node %d: %w", i, err)
+		c.members = append(c.members, m)
+		if err := c.start(ctx, m); err != nil {
+			return nil, err
 		}
-		c.nodes = append(c.nodes, n)
-		c.boot = append(c.boot, boot)
-		ns, err := n.Namespace(ctx, simNamespace)
-		if err != nil {
-			return nil, fmt.Errorf("sim: node %d: %w", i, err)
-		}
-		c.spaces = append(c.spaces, ns)
-		addrs = append(addrs, listen+"/p2p/"+id.String())
-		v := &visibility{seen: make(map[string][]time.Time)}
-		c.seen = append(c.seen, v)
-		events := ns.Watch(wctx, "")
-		c.watchWG.Go(func() {
-			for ev := range events {
-				v.observe(ev)
-			}
-		})
 	}
 	if err := c.waitConnected(ctx, time.Minute); err != nil {
 		return nil, err
 	}
 	return c, nil
+}
+
+// start opens m's node on its datastore and watches its namespace.
+func (c *cluster) start(ctx context.Context, m *member) error {
+	cfg := node.Config{
+		Listen:           []string{m.listen},
+		Bootstrap:        m.boot,
+		SyncInterval:     c.sc.SyncInterval,
+		DisablePublish:   c.sc.DisablePublish,
+		MaxRedialBackoff: redialBackoff,
+	}
+	inc := m.incarnation
+	n, err := node.Open(ctx, cfg,
+		node.WithDatastore(m.ds),
+		node.WithIdentity(m.key),
+		node.WithClock(m.clock.now),
+		node.WithRand(rand.New(rand.NewPCG(c.seed, uint64(m.index)+1<<32+inc<<40))),
+		node.WithLogger(c.quiet),
+		node.WithHostOptions(
+			c.nw.hostOption(m.region, m.index, c.sc.Regions[m.region].Bandwidth, inc),
+			// simnet carries UDP only: QUIC is the one transport. The
+			// rest of the host (identify, resource manager, metrics) is
+			// the node's own.
+			libp2p.Transport(libp2pquic.NewTransport),
+			libp2p.BandwidthReporter(c.bw),
+		),
+	)
+	if err != nil {
+		return fmt.Errorf("sim: open node %s: %w", m.name, err)
+	}
+	if c.sc.DisableSync {
+		n.Host().RemoveStreamHandler(gossip.ProtocolSync)
+	}
+	ns, err := n.Namespace(ctx, simNamespace)
+	if err != nil {
+		return errors.Join(fmt.Errorf("sim: node %s: %w", m.name, err), n.Close())
+	}
+	c.mu.Lock()
+	m.node, m.space, m.up, m.diskLost = n, ns, true, false
+	c.mu.Unlock()
+	c.liveCount.Add(1)
+	m.incarnation++
+	wctx, cancel := context.WithCancel(context.Background())
+	events := ns.Watch(wctx, "")
+	m.watchCancel, m.watchDone = cancel, make(chan struct{})
+	c.track.attach(m.index, ns)
+	go func() {
+		defer close(m.watchDone)
+		for ev := range events {
+			c.track.observe(m.index, ev.Key)
+		}
+	}()
+	return nil
+}
+
+// stop closes m's node and its watcher.
+func (c *cluster) stop(m *member) error {
+	if !m.up {
+		return nil
+	}
+	c.mu.Lock()
+	m.up = false
+	c.mu.Unlock()
+	c.liveCount.Add(-1)
+	c.track.detach(m.index)
+	err := m.node.Close()
+	m.watchCancel()
+	<-m.watchDone
+	c.repl.add(m.node.Stats())
+	return err
+}
+
+// crash stops node n; unless keepDisk, its store is replaced by an empty
+// one for the restart (the identity stays).
+func (c *cluster) crash(n int, keepDisk bool) error {
+	m := c.members[n]
+	err := c.stop(m)
+	if !keepDisk {
+		m.ds = dssync.MutexWrap(datastore.NewMapDatastore())
+		m.diskLost = true
+	}
+	return err
+}
+
+// restart starts crashed node n again, at the same address, and applies
+// the disconnect partition standing to it.
+func (c *cluster) restart(ctx context.Context, n int) error {
+	m := c.members[n]
+	if m.up {
+		return nil
+	}
+	if err := c.start(ctx, m); err != nil {
+		return err
+	}
+	if c.cutMode == Disconnect {
+		c.block(c.cutGroups, true)
+	}
+	return nil
 }
 
 // bootstrapPeers picks which earlier nodes node i dials: all of them up to
@@ -156,9 +269,9 @@ func (c *cluster) waitConnected(ctx context.Context, limit time.Duration) error 
 	deadline := time.Now().Add(limit)
 	for {
 		missing := 0
-		for i, n := range c.nodes {
-			for _, p := range c.boot[i] {
-				if n.Host().Network().Connectedness(p) != lpnet.Connected {
+		for _, m := range c.members {
+			for _, p := range m.bootIDs {
+				if m.node.Host().Network().Connectedness(p) != lpnet.Connected {
 					missing++
 				}
 			}
@@ -175,39 +288,73 @@ func (c *cluster) waitConnected(ctx context.Context, limit time.Duration) error 
 	}
 }
 
-// distinct returns how many different replica states the nodes hold.
+// live returns the members whose node runs.
+func (c *cluster) live() []*member {
+	var out []*member
+	for _, m := range c.members {
+		if m.up {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// distinct returns how many different replica states the live nodes hold.
 func (c *cluster) distinct() int {
-	seen := make(map[[32]byte]bool, len(c.spaces))
-	for _, s := range c.spaces {
-		d, _ := s.Digest()
+	seen := make(map[[32]byte]bool, len(c.members))
+	for _, m := range c.live() {
+		d, _ := m.space.Digest()
 		seen[d] = true
 	}
 	return len(seen)
 }
 
-// digestsEqual reports whether every node holds the same replica.
-func (c *cluster) digestsEqual() bool {
-	first, _ := c.spaces[0].Digest()
-	for _, s := range c.spaces[1:] {
-		if d, _ := s.Digest(); d != first {
-			return false
-		}
-	}
-	return true
+// distinctShared is distinct for goroutines other than the driver.
+func (c *cluster) distinctShared() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.distinct()
 }
 
-// close stops every node, then the watchers, then the network. It is safe
-// to call more than once.
+// digestsEqual reports whether every live node holds the same replica.
+func (c *cluster) digestsEqual() bool { return c.distinct() <= 1 }
+
+// block makes every node of each group block (on) or unblock every node
+// of the other groups: the gaters close the connections and refuse
+// redials both ways.
+func (c *cluster) block(groups [][]int, on bool) {
+	for g, ns := range groups {
+		for h, others := range groups {
+			if g == h {
+				continue
+			}
+			for _, a := range ns {
+				ma := c.members[a]
+				if !ma.up {
+					continue
+				}
+				for _, b := range others {
+					if on {
+						ma.node.Block(c.members[b].id)
+					} else {
+						ma.node.Unblock(c.members[b].id)
+					}
+				}
+			}
+		}
+	}
+}
+
+// close stops every node, then the network. It is safe to call more than
+// once.
 func (c *cluster) close() error {
 	c.closeOnce.Do(func() {
 		var errs []error
-		for i, n := range c.nodes {
-			if err := n.Close(); err != nil {
-				errs = append(errs, fmt.Errorf("sim: close node %d: %w", i, err))
+		for _, m := range c.members {
+			if err := c.stop(m); err != nil {
+				errs = append(errs, fmt.Errorf("sim: close node %s: %w", m.name, err))
 			}
 		}
-		c.watchCancel()
-		c.watchWG.Wait()
 		c.nw.sim.Close()
 		c.closeErr = errors.Join(errs...)
 	})

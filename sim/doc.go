@@ -10,37 +10,46 @@
 // simnet gives each node a bandwidth-limited link and each packet a latency
 // from its region pair (plus seeded jitter). Between simnet and QUIC sits a
 // small net.PacketConn wrapper of ours that drops packets at random (seeded
-// loss per region pair) and across a partition. A partition is a silent
-// blackhole: the sender's writes succeed and nothing is closed, so the
-// nodes find out only by timeouts, as on a real network. The wrapper counts
-// the packets and bytes it delivers for each pair of regions; that is how a
-// test proves that nothing crosses a cut.
+// loss per region pair) and across a blackhole partition, and counts what
+// it delivers per region pair and across the partition standing: that is
+// how a test proves that nothing crosses a cut.
 //
 // # Scenario and plan
 //
 // A Scenario names regions (node counts, latency, bandwidth), the links
-// between them, a workload of register puts, a fault schedule (partition,
-// heal) and the budgets the run must meet (Expect). ParseScenario reads one
-// from YAML (scenarios/ holds bundled ones), refusing unknown keys and
-// naming the line of every problem. Scenario.Plan resolves it with a seed into the exact
-// list of writes and faults: the same seed gives the same plan. Each key
-// has a single writer, so the reference model of the final state is exact.
+// between them (latency, jitter, loss), a workload (rate, duration, op mix
+// of register put/delete, counter add, set add/remove; key space, uniform
+// or zipf; value size; writer regions), a fault schedule and the budgets
+// the run must meet (Expect). Faults: partition (groups of regions or of
+// nodes, mode blackhole or disconnect), isolate a node, heal, crash a node
+// (keep_disk true or false), restart it, change a link's latency, jitter
+// or loss, skew a node's clock; or a seeded random nemesis (Random).
+// ParseScenario reads one from YAML (scenarios/ holds bundled ones),
+// refusing unknown keys and naming the line of every problem, schedule
+// clashes included (overlapping partitions, restarting a running node).
+// Scenario.Plan resolves it with a seed into the exact list of ops and
+// faults: the same seed gives the same plan.
 //
 // # Run and checkers
 //
 // Run opens the nodes, waits until they are connected, lets gossipsub
 // settle, then plays the plan at its times. It runs in the caller's time:
-// inside a testing/synctest bubble a minute of simulated time takes a
-// fraction of a second, and everything it starts stops before it returns.
-// Three checkers fill the Report, and Report.Failures names every budget
-// the run missed:
+// inside a testing/synctest bubble a minute of simulated time takes
+// seconds, and everything it starts stops before it returns. The checkers
+// fill the Report, and Report.Failures names every budget the run missed:
 //
-//   - convergence: all digests equal within Expect.ConvergeWithin after
-//     the last heal or write, and how long that took;
-//   - lost writes: every node's final state against the model built from
-//     the acknowledged writes (missing, stale, phantom or sibling values);
-//   - propagation: for each acknowledged write, the delay until every node
-//     held it, seen through each node's Watch.
+//   - convergence: the digests of all live nodes equal within
+//     Expect.ConvergeWithin after the last heal, restart or op; and, for
+//     each heal and restart, how long until every live node held every op
+//     acknowledged before it;
+//   - lost writes: every live node's final state against a reference model
+//     built from the acknowledged ops' committed deltas (registers: the
+//     surviving entries, winner by HLC then replica; counters: the sum of
+//     the adds; sets: add-wins), each missing, wrong or phantom key named;
+//   - propagation: for each acknowledged op that creates a dot, the delay
+//     until every live node held it, overall and per region pair;
+//   - cost: messages and bytes per op, split into gossip, sync and other
+//     protocols, and the share of duplicate gossip messages.
 //
 // Use:
 //

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,25 +27,43 @@ type network struct {
 	sim     *simnet.Simnet
 	regions int
 	seed    uint64
+	// base[r] is the index of region r's first node.
+	base []int
 
 	// links[a][b] is the link from region a to region b (a == b: inside a
-	// region).
-	links [][]Link
+	// region); replaced whole when a latency fault changes it.
+	links atomic.Pointer[[][]Link]
 
 	jitterMu sync.Mutex
 	jitter   *rand.Rand
 
-	// part is the current partition: part[r] is region r's group, -1 for a
-	// region the partition leaves alone. nil: no partition.
-	part atomic.Pointer[[]int]
+	// cut is the current partition: group[n] is node n's group, -1 for a
+	// node it leaves alone. nil: no partition.
+	cut atomic.Pointer[partition]
 
 	// delivered[src][dst] counts packets (and bytes) read by a node in
 	// region dst from a node in region src.
 	delivered      [][]atomic.Int64
 	deliveredBytes [][]atomic.Int64
-	// droppedCut counts packets a partition swallowed, droppedLoss those
+	// acrossCut counts packets delivered between two nodes that the
+	// partition standing at delivery separates.
+	acrossCut atomic.Int64
+	// droppedCut counts packets a blackhole swallowed, droppedLoss those
 	// lost at random.
 	droppedCut, droppedLoss atomic.Int64
+}
+
+// partition is a standing cut between groups of nodes.
+type partition struct {
+	group []int
+	// blackhole: the network drops packets across the cut (else the nodes'
+	// gaters cut, and the network only counts).
+	blackhole bool
+}
+
+func (p *partition) separates(a, b int) bool {
+	ga, gb := p.group[a], p.group[b]
+	return ga >= 0 && gb >= 0 && ga != gb
 }
 
 func newNetwork(sc *Scenario, seed uint64, log *slog.Logger) *network {
@@ -52,26 +71,54 @@ func newNetwork(sc *Scenario, seed uint64, log *slog.Logger) *network {
 	nw := &network{
 		regions:        r,
 		seed:           seed,
-		links:          make([][]Link, r),
 		jitter:         rand.New(rand.NewPCG(seed, 0x6a17)),
 		delivered:      make([][]atomic.Int64, r),
 		deliveredBytes: make([][]atomic.Int64, r),
 	}
+	links := make([][]Link, r)
+	first := 0
 	for a := range r {
-		nw.links[a] = make([]Link, r)
+		nw.base = append(nw.base, first)
+		first += sc.Regions[a].Nodes
+		links[a] = make([]Link, r)
 		nw.delivered[a] = make([]atomic.Int64, r)
 		nw.deliveredBytes[a] = make([]atomic.Int64, r)
-		nw.links[a][a] = Link{A: sc.Regions[a].Name, B: sc.Regions[a].Name, Latency: sc.Regions[a].Latency}
+		links[a][a] = Link{A: sc.Regions[a].Name, B: sc.Regions[a].Name, Latency: sc.Regions[a].Latency}
 	}
 	idx := sc.regionIndex()
 	for _, l := range sc.Links {
 		a, b := idx[l.A], idx[l.B]
-		nw.links[a][b] = l
-		nw.links[b][a] = l
+		links[a][b] = l
+		links[b][a] = l
 	}
+	nw.links.Store(&links)
 	nw.sim = &simnet.Simnet{LatencyFunc: nw.latency, Logger: log}
 	return nw
 }
+
+// setLink changes the link between regions a and b (both ways).
+func (nw *network) setLink(a, b int, latency, jitter *time.Duration, loss *float64) {
+	old := *nw.links.Load()
+	links := make([][]Link, len(old))
+	for i := range old {
+		links[i] = slices.Clone(old[i])
+	}
+	for _, p := range [][2]int{{a, b}, {b, a}} {
+		l := &links[p[0]][p[1]]
+		if latency != nil {
+			l.Latency = *latency
+		}
+		if jitter != nil {
+			l.Jitter = *jitter
+		}
+		if loss != nil {
+			l.Loss = *loss
+		}
+	}
+	nw.links.Store(&links)
+}
+
+func (nw *network) link(a, b int) Link { return (*nw.links.Load())[a][b] }
 
 // regionAddr returns the UDP address of the i-th node (0-based) of region r:
 // 1.<r+1>.<hi>.<lo>, public so that libp2p does not filter it, with the
@@ -81,27 +128,29 @@ func regionAddr(r, i int) *net.UDPAddr {
 	return &net.UDPAddr{IP: net.IPv4(1, byte(r+1), byte(i>>8), byte(i)), Port: simPort}
 }
 
-func (nw *network) regionOf(a net.Addr) (int, bool) {
+// nodeOf returns the region and node index of a simulated address.
+func (nw *network) nodeOf(a net.Addr) (region, node int, ok bool) {
 	u, ok := a.(*net.UDPAddr)
 	if !ok {
-		return 0, false
+		return 0, 0, false
 	}
 	ip := u.IP.To4()
 	if ip == nil || ip[0] != 1 || int(ip[1]) < 1 || int(ip[1]) > nw.regions {
-		return 0, false
+		return 0, 0, false
 	}
-	return int(ip[1]) - 1, true
+	region = int(ip[1]) - 1
+	return region, nw.base[region] + (int(ip[2])<<8 | int(ip[3])) - 1, true
 }
 
 // latency is simnet's per-packet latency: the region pair's one-way
 // latency plus uniform jitter in [0, Jitter).
 func (nw *network) latency(p *simnet.Packet) time.Duration {
-	a, ok1 := nw.regionOf(p.From)
-	b, ok2 := nw.regionOf(p.To)
+	a, _, ok1 := nw.nodeOf(p.From)
+	b, _, ok2 := nw.nodeOf(p.To)
 	if !ok1 || !ok2 {
 		return 0
 	}
-	l := nw.links[a][b]
+	l := nw.link(a, b)
 	d := l.Latency
 	if l.Jitter > 0 {
 		nw.jitterMu.Lock()
@@ -111,31 +160,28 @@ func (nw *network) latency(p *simnet.Packet) time.Duration {
 	return d
 }
 
-// partition cuts every region of one group off from every region of the
-// others; groups holds region indexes.
-func (nw *network) partition(groups [][]int) {
-	part := make([]int, nw.regions)
-	for i := range part {
-		part[i] = -1
+// partition cuts the nodes of each group off from the others; groups
+// holds node indexes. With blackhole the network drops what crosses;
+// otherwise it only counts (the nodes' gaters cut).
+func (nw *network) partition(nodes int, groups [][]int, blackhole bool) {
+	p := &partition{group: make([]int, nodes), blackhole: blackhole}
+	for i := range p.group {
+		p.group[i] = -1
 	}
-	for g, rs := range groups {
-		for _, r := range rs {
-			part[r] = g
+	for g, ns := range groups {
+		for _, n := range ns {
+			p.group[n] = g
 		}
 	}
-	nw.part.Store(&part)
+	nw.cut.Store(p)
 }
 
-func (nw *network) heal() { nw.part.Store(nil) }
+func (nw *network) heal() { nw.cut.Store(nil) }
 
-// cut reports whether the current partition separates regions a and b.
-func (nw *network) cut(a, b int) bool {
-	p := nw.part.Load()
-	if p == nil {
-		return false
-	}
-	ga, gb := (*p)[a], (*p)[b]
-	return ga >= 0 && gb >= 0 && ga != gb
+// separated reports whether the partition standing separates nodes a and b.
+func (nw *network) separated(a, b int) bool {
+	p := nw.cut.Load()
+	return p != nil && p.separates(a, b)
 }
 
 // crossing returns the packets and bytes delivered from region src to
@@ -159,7 +205,7 @@ func (nw *network) totals() (packets, bytes int64) {
 // hostOption makes a libp2p host listen through a simulated endpoint at
 // addr, wrapped in a faultConn. It is x/simlibp2p's QUICSimnet with our
 // wrapper in the middle.
-func (nw *network) hostOption(region, nodeIndex int, bandwidth int) libp2p.Option {
+func (nw *network) hostOption(region, nodeIndex int, bandwidth int, incarnation uint64) libp2p.Option {
 	settings := simnet.NodeBiDiLinkSettings{
 		Downlink: simnet.LinkSettings{BitsPerSecond: bandwidth},
 		Uplink:   simnet.LinkSettings{BitsPerSecond: bandwidth},
@@ -169,7 +215,7 @@ func (nw *network) hostOption(region, nodeIndex int, bandwidth int) libp2p.Optio
 		quicreuse.OverrideSourceIPSelector(func() (quicreuse.SourceIPSelector, error) { return sel, nil }),
 		quicreuse.OverrideListenUDP(func(_ string, address *net.UDPAddr) (net.PacketConn, error) {
 			sel.ip.Store(&address.IP)
-			return nw.wrap(nw.sim.NewEndpoint(address, settings), region, nodeIndex), nil
+			return nw.wrap(nw.sim.NewEndpoint(address, settings), region, nodeIndex, incarnation), nil
 		}),
 	}
 	return libp2p.QUICReuse(
@@ -203,25 +249,27 @@ type faultConn struct {
 	*simnet.SimConn
 	nw     *network
 	region int
+	node   int
 
 	mu  sync.Mutex
 	rng *rand.Rand
 }
 
-func (nw *network) wrap(c *simnet.SimConn, region, nodeIndex int) *faultConn {
-	return &faultConn{SimConn: c, nw: nw, region: region, rng: rand.New(rand.NewPCG(nw.seed, uint64(nodeIndex)+1))}
+func (nw *network) wrap(c *simnet.SimConn, region, node int, incarnation uint64) *faultConn {
+	return &faultConn{SimConn: c, nw: nw, region: region, node: node,
+		rng: rand.New(rand.NewPCG(nw.seed, uint64(node)+1+incarnation<<32))}
 }
 
-// WriteTo drops the packet if a partition separates the two regions or if
-// the link's loss says so; otherwise hands it to simnet.
+// WriteTo drops the packet if a blackhole partition separates the two
+// nodes or if the link's loss says so; otherwise hands it to simnet.
 func (c *faultConn) WriteTo(p []byte, addr net.Addr) (int, error) {
-	dst, ok := c.nw.regionOf(addr)
+	dst, dstNode, ok := c.nw.nodeOf(addr)
 	if ok {
-		if c.nw.cut(c.region, dst) {
+		if cut := c.nw.cut.Load(); cut != nil && cut.blackhole && cut.separates(c.node, dstNode) {
 			c.nw.droppedCut.Add(1)
 			return len(p), nil
 		}
-		if loss := c.nw.links[c.region][dst].Loss; loss > 0 {
+		if loss := c.nw.link(c.region, dst).Loss; loss > 0 {
 			c.mu.Lock()
 			lost := c.rng.Float64() < loss
 			c.mu.Unlock()
@@ -234,13 +282,17 @@ func (c *faultConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	return c.SimConn.WriteTo(p, addr)
 }
 
-// ReadFrom counts every packet delivered, by source and destination region.
+// ReadFrom counts every packet delivered, by source and destination
+// region, and those that crossed the partition standing.
 func (c *faultConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	n, from, err := c.SimConn.ReadFrom(p)
 	if err == nil {
-		if src, ok := c.nw.regionOf(from); ok {
+		if src, srcNode, ok := c.nw.nodeOf(from); ok {
 			c.nw.delivered[src][c.region].Add(1)
 			c.nw.deliveredBytes[src][c.region].Add(int64(n))
+			if c.nw.separated(srcNode, c.node) {
+				c.nw.acrossCut.Add(1)
+			}
 		}
 	}
 	return n, from, err

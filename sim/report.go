@@ -1,5 +1,7 @@
 package sim
 
+import "github.com/mycelnet/mycel/gossip"
+
 // Report is the outcome of one run. Its JSON form is the simulator's
 // output contract (DESIGN.md §8): the top level always has converged,
 // convergence_ms, lost_writes, ops, messages, bytes and propagation_ms.
@@ -26,10 +28,20 @@ type Report struct {
 	LostWrites int         `json:"lost_writes"`
 	Lost       []LostWrite `json:"lost,omitempty"`
 
-	// Ops is the number of acknowledged writes; FailedOps those whose put
-	// returned an error.
-	Ops       int `json:"ops"`
-	FailedOps int `json:"failed_ops"`
+	// LostOnWiped counts acknowledged ops that only nodes crashed without
+	// their disk held when the store was wiped: gone by the scenario's own
+	// doing, so left out of the model and not counted as lost writes.
+	LostOnWiped int `json:"lost_on_wiped"`
+	// DotsReused counts dots two ops were given: a replica reused its dot
+	// counter (after a wipe), which loses writes however they merge.
+	DotsReused int `json:"dots_reused"`
+
+	// Ops is the number of acknowledged ops; FailedOps those that returned
+	// an error on a running node; SkippedOps those planned on a crashed
+	// node (not attempted).
+	Ops        int `json:"ops"`
+	FailedOps  int `json:"failed_ops"`
+	SkippedOps int `json:"skipped_ops"`
 	// Messages and Bytes count the UDP packets (QUIC: gossip, sync and
 	// transport control together) and their bytes delivered by the
 	// simulated network.
@@ -37,21 +49,79 @@ type Report struct {
 	Bytes    int64 `json:"bytes"`
 	// Dropped counts packets the network discarded.
 	Dropped Dropped `json:"dropped"`
-	// Divergence samples, every 100 ms from the first write until the
-	// checks end, how many distinct replica states the live nodes hold (1:
-	// all equal). FaultWindows are the partitions, for the chart.
+	// Cost splits what the nodes sent by protocol, per op.
+	Cost Cost `json:"cost"`
+	// Divergence samples, every 100 ms from the first op until the checks
+	// end, how many distinct replica states the live nodes hold (1: all
+	// equal). FaultWindows are the partitions and crashes, for the chart.
 	Divergence   []Sample      `json:"divergence"`
 	FaultWindows []FaultWindow `json:"fault_windows"`
-	// Propagation is the delay from a write's acknowledgement until every
-	// node held it, over the writes that reached every node; Unpropagated
-	// counts the acknowledged writes that did not.
+	// Propagation is the delay from an op's acknowledgement until every
+	// node live at the end held it (the op or one that replaced it), over
+	// the ops that create a dot (not deletes and set removes) and reached
+	// them all; Unpropagated counts those that did not.
 	Propagation  Percentiles `json:"propagation_ms"`
 	Unpropagated int         `json:"unpropagated"`
+	// PropagationByPair is the same per (writer's region, reader's
+	// region): the delay until every live node of the reader's region held
+	// the op.
+	PropagationByPair []PairPropagation `json:"propagation_by_pair"`
+	// Heals gives, for each heal and restart, how long after it every live
+	// node held every op acknowledged before it.
+	Heals []HealReport `json:"heals"`
+	// Regions gives per-region detail.
+	Regions []RegionReport `json:"regions"`
 	// Replication sums the nodes' replication counters.
 	Replication Replication `json:"replication"`
 	// SimulatedMS is the run's length in (virtual or real) time, from the
 	// first node's start to the last check.
 	SimulatedMS float64 `json:"simulated_ms"`
+}
+
+// PairPropagation is propagation from one region to another.
+type PairPropagation struct {
+	From string `json:"from"`
+	To   string `json:"to"`
+	Percentiles
+}
+
+// HealReport is the recovery after one heal or restart.
+type HealReport struct {
+	AtMS  float64 `json:"at_ms"`
+	Fault string  `json:"fault"`
+	// RecoveredMS: from the heal until every live node held every op
+	// acknowledged before it; -1 if some never did.
+	RecoveredMS float64 `json:"recovered_ms"`
+}
+
+// RegionReport is one region's share of the run.
+type RegionReport struct {
+	Name  string `json:"name"`
+	Nodes int    `json:"nodes"`
+	// Live is how many of its nodes ran at the end.
+	Live int `json:"live"`
+	// Ops is how many ops its nodes acknowledged.
+	Ops int `json:"ops"`
+}
+
+// Traffic is messages (stream writes) and bytes sent.
+type Traffic struct {
+	Messages int64 `json:"messages"`
+	Bytes    int64 `json:"bytes"`
+}
+
+// Cost splits the traffic the nodes sent (libp2p stream writes, counted
+// at the sender) by protocol: gossip (gossipsub: delta batches and its
+// control), sync (/mycel/sync/1.0.0), other (identify, ping, ...).
+type Cost struct {
+	Gossip        Traffic `json:"gossip"`
+	Sync          Traffic `json:"sync"`
+	Other         Traffic `json:"other"`
+	MessagesPerOp float64 `json:"messages_per_op"`
+	BytesPerOp    float64 `json:"bytes_per_op"`
+	// DuplicatesRatio is the share of gossip messages reaching Mycel's
+	// validator that carried nothing new.
+	DuplicatesRatio float64 `json:"duplicates_ratio"`
 }
 
 // maxLostListed bounds Report.Lost.
@@ -71,22 +141,41 @@ type Dropped struct {
 	Loss      int64 `json:"loss"`
 }
 
-// Replication sums gossip.Stats over the nodes.
+// Replication sums gossip.Stats over the nodes (every incarnation).
 type Replication struct {
 	GossipMessagesPublished int64 `json:"gossip_messages_published"`
+	GossipBytesPublished    int64 `json:"gossip_bytes_published"`
+	GossipMessagesReceived  int64 `json:"gossip_messages_received"`
+	GossipDuplicates        int64 `json:"gossip_duplicates"`
 	GossipBatchesApplied    int64 `json:"gossip_batches_applied"`
 	SyncSessions            int64 `json:"sync_sessions"`
 	SyncBatchesIn           int64 `json:"sync_batches_in"`
 	SyncBytesIn             int64 `json:"sync_bytes_in"`
+	StateSessions           int64 `json:"state_sessions"`
+	StateKeysIn             int64 `json:"state_keys_in"`
+}
+
+func (r *Replication) add(s *gossip.Stats) {
+	r.GossipMessagesPublished += s.MessagesPublished.Load()
+	r.GossipBytesPublished += s.BytesPublished.Load()
+	r.GossipMessagesReceived += s.MessagesReceived.Load()
+	r.GossipDuplicates += s.IgnoredDuplicate.Load()
+	r.GossipBatchesApplied += s.BatchesApplied.Load()
+	r.SyncSessions += s.SyncSessions.Load()
+	r.SyncBatchesIn += s.SyncBatchesIn.Load()
+	r.SyncBytesIn += s.SyncBytesIn.Load()
+	r.StateSessions += s.StateSessions.Load()
+	r.StateKeysIn += s.StateKeysIn.Load()
 }
 
 // LostWrite is one difference between a node's final state and the model.
 type LostWrite struct {
-	Node int    `json:"node"`
+	Node string `json:"node"`
 	Key  string `json:"key"`
 	Want string `json:"want,omitempty"`
 	Got  string `json:"got,omitempty"`
-	// Reason: missing, stale, siblings, phantom, or a read error.
+	// Reason: missing, wrong register|counter|set, resurrected, phantom,
+	// or a read error.
 	Reason string `json:"reason"`
 }
 

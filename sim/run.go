@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/mycelnet/mycel/crdt"
+	"github.com/mycelnet/mycel/node"
 )
 
 // Run plays sc with seed: it starts the nodes over the simulated network,
@@ -23,28 +26,29 @@ func Run(ctx context.Context, sc Scenario, seed uint64, opts ...Option) (*Report
 		return nil, err
 	}
 	sc = sc.withDefaults()
-	plan := sc.Plan(seed)
+	plan, err := sc.Plan(seed)
+	if err != nil {
+		return nil, err
+	}
 	began := time.Now()
 	c, err := openCluster(ctx, &sc, seed)
 	if err != nil {
 		return nil, err
 	}
 	c.progress = o.progress
-	rep, err := c.play(ctx, plan, seed)
+	r, err := c.play(ctx, plan, seed)
 	if cerr := c.close(); err == nil && cerr != nil {
 		err = cerr
 	}
 	if err != nil {
 		return nil, err
 	}
-	// The watchers have stopped: what they saw can be read.
-	delays, missing := propagation(rep.acks, c.seen)
-	rep.Propagation = percentiles(delays)
-	rep.Unpropagated = missing
-	rep.SimulatedMS = ms(time.Since(began))
-	rep.Failures = judge(&rep.Report, sc.Expect)
-	rep.Passed = len(rep.Failures) == 0
-	return &rep.Report, nil
+	// The watchers have stopped: what the tracker saw can be read.
+	c.finish(r, plan)
+	r.SimulatedMS = ms(time.Since(began))
+	r.Failures = judge(&r.Report, sc.Expect)
+	r.Passed = len(r.Failures) == 0
+	return &r.Report, nil
 }
 
 // Option changes how Run reports while it runs.
@@ -55,9 +59,9 @@ type options struct{ progress func(Progress) }
 // Progress is a reading taken while a run goes on.
 type Progress struct {
 	TMS      float64 // since the workload started
-	Ops      int     // writes acknowledged so far
-	Distinct int     // distinct replica states the nodes hold now
-	Nodes    int
+	Ops      int     // ops acknowledged so far
+	Distinct int     // distinct replica states the live nodes hold now
+	Nodes    int     // live nodes
 }
 
 // WithProgress calls fn about once a second (of the run's clock) with a
@@ -74,35 +78,55 @@ func judge(r *Report, e Expect) []string {
 		out = append(out, fmt.Sprintf("%d lost writes (budget %d)", r.LostWrites, e.LostWrites))
 	}
 	if r.Unpropagated > 0 {
-		out = append(out, fmt.Sprintf("%d acknowledged writes never reached every node", r.Unpropagated))
+		out = append(out, fmt.Sprintf("%d acknowledged writes never reached every live node", r.Unpropagated))
 	}
 	if e.P99PropagationMS > 0 && r.Propagation.P99 > e.P99PropagationMS {
 		out = append(out, fmt.Sprintf("p99 propagation %.0f ms (budget %.0f ms)", r.Propagation.P99, e.P99PropagationMS))
+	}
+	if r.FailedOps > 0 {
+		out = append(out, fmt.Sprintf("%d ops failed on a running node", r.FailedOps))
+	}
+	if r.DotsReused > 0 {
+		out = append(out, fmt.Sprintf("%d dots handed out twice (a replica reused its dot counter)", r.DotsReused))
 	}
 	return out
 }
 
 type runResult struct {
 	Report
-	acks []ack
+	acks   []ack
+	heals  []heal
+	wiped  map[int]bool
+	model  *model
+	endAt  time.Time // when the checks ended (for the final sweep)
+	start  time.Time
+	repl   Replication
+	spaces []*node.Namespace // live nodes' namespaces at the end (nil: down)
 }
 
-// play drives the plan on a connected cluster and runs the checkers.
+// heal is a moment the cluster should recover from: a heal or a restart.
+type heal struct {
+	at    time.Time
+	fault Fault
+}
+
+// play drives the plan on a connected cluster and runs the checkers that
+// need the nodes.
 func (c *cluster) play(ctx context.Context, plan Plan, seed uint64) (*runResult, error) {
 	if err := sleep(ctx, c.sc.Settle); err != nil {
 		return nil, err
 	}
-	start := time.Now()
-	stopSampling := c.sample(start, 100*time.Millisecond)
-	acks, quiet, err := c.drive(ctx, plan)
+	r := &runResult{wiped: make(map[int]bool), start: time.Now()}
+	c.track.begin(len(plan.Ops), r.start)
+	stopSampling := c.sample(r.start, 100*time.Millisecond)
+	quiet, err := c.drive(ctx, plan, r)
 	if err != nil {
 		stopSampling()
 		return nil, err
 	}
-	r := &runResult{acks: acks}
 	defer func() { r.Divergence = stopSampling() }()
 	r.FaultWindows = faultWindows(plan.Faults)
-	r.Scenario, r.Seed, r.Nodes = c.sc.Name, seed, len(c.nodes)
+	r.Scenario, r.Seed, r.Nodes = c.sc.Name, seed, len(c.members)
 	r.ConvergenceMS = -1
 	deadline := quiet.Add(c.sc.Expect.ConvergeWithin)
 	for {
@@ -118,26 +142,25 @@ func (c *cluster) play(ctx context.Context, plan Plan, seed uint64) (*runResult,
 			return nil, err
 		}
 	}
-	lost := checkLostWrites(ctx, c.spaces, newModel(acks))
-	r.LostWrites = len(lost)
-	r.Lost = lost[:min(len(lost), maxLostListed)]
-	for _, a := range acks {
-		if a.ok {
-			r.Ops++
-		} else {
-			r.FailedOps++
+	// A state reconciliation can make an op visible without an event on
+	// its key: look once more, now.
+	for _, m := range c.live() {
+		c.track.sweep(m.index)
+	}
+	r.endAt = time.Now()
+	r.model = newModel(r.acks)
+	r.spaces = make([]*node.Namespace, len(c.members))
+	for i, m := range c.members {
+		if m.up {
+			r.spaces[i] = m.space
 		}
 	}
+	lost := checkLostWrites(ctx, r.spaces, c.sc.nodeNames(), r.model)
+	r.LostWrites = len(lost)
+	r.Lost = lost[:min(len(lost), maxLostListed)]
+	r.DotsReused = r.model.reused
 	r.Messages, r.Bytes = c.nw.totals()
 	r.Dropped = Dropped{Partition: c.nw.droppedCut.Load(), Loss: c.nw.droppedLoss.Load()}
-	for _, n := range c.nodes {
-		s := n.Stats()
-		r.Replication.GossipMessagesPublished += s.MessagesPublished.Load()
-		r.Replication.GossipBatchesApplied += s.BatchesApplied.Load()
-		r.Replication.SyncSessions += s.SyncSessions.Load()
-		r.Replication.SyncBatchesIn += s.SyncBatchesIn.Load()
-		r.Replication.SyncBytesIn += s.SyncBytesIn.Load()
-	}
 	return r, nil
 }
 
@@ -152,10 +175,10 @@ func (c *cluster) sample(start time.Time, every time.Duration) func() []Sample {
 		t := time.NewTicker(every)
 		defer t.Stop()
 		for i := 0; ; i++ {
-			smp := Sample{TMS: ms(time.Since(start)), Distinct: c.distinct()}
+			smp := Sample{TMS: ms(time.Since(start)), Distinct: c.distinctShared()}
 			out = append(out, smp)
 			if c.progress != nil && i%10 == 0 {
-				c.progress(Progress{TMS: smp.TMS, Ops: int(c.acked.Load()), Distinct: smp.Distinct, Nodes: len(c.nodes)})
+				c.progress(Progress{TMS: smp.TMS, Ops: int(c.acked.Load()), Distinct: smp.Distinct, Nodes: int(c.liveCount.Load())})
 			}
 			select {
 			case <-done:
@@ -175,23 +198,30 @@ func (c *cluster) sample(start time.Time, every time.Duration) func() []Sample {
 	}
 }
 
-// faultWindows turns the fault schedule into spans: each partition lasts
-// until the next heal (or the end of the run, marked -1).
+// faultWindows turns the fault schedule into spans: a partition or an
+// isolation until its heal, a crash until its restart (or the end of the
+// run, marked -1).
 func faultWindows(faults []Fault) []FaultWindow {
 	var out []FaultWindow
-	open := -1
+	cut := -1
+	down := make(map[string]int)
 	for _, f := range faults {
 		switch f.Kind {
-		case Partition:
-			if open >= 0 {
-				out[open].ToMS = ms(f.At)
-			}
-			out = append(out, FaultWindow{Kind: string(f.Kind), FromMS: ms(f.At), ToMS: -1})
-			open = len(out) - 1
+		case Partition, Isolate:
+			out = append(out, FaultWindow{Kind: f.describe(), FromMS: ms(f.At), ToMS: -1})
+			cut = len(out) - 1
 		case Heal:
-			if open >= 0 {
-				out[open].ToMS = ms(f.At)
-				open = -1
+			if cut >= 0 {
+				out[cut].ToMS = ms(f.At)
+				cut = -1
+			}
+		case Crash:
+			out = append(out, FaultWindow{Kind: f.describe(), FromMS: ms(f.At), ToMS: -1})
+			down[f.Node] = len(out) - 1
+		case Restart:
+			if i, ok := down[f.Node]; ok {
+				out[i].ToMS = ms(f.At)
+				delete(down, f.Node)
 			}
 		}
 	}
@@ -199,59 +229,239 @@ func faultWindows(faults []Fault) []FaultWindow {
 }
 
 // drive runs the ops and faults of the plan at their times (a fault before
-// an op planned for the same instant) and returns every op's outcome and
-// the quiet point: when the last write returned or the last heal happened,
-// whichever is later.
-func (c *cluster) drive(ctx context.Context, plan Plan) ([]ack, time.Time, error) {
-	start := time.Now()
+// an op planned for the same instant), recording every op's outcome in r,
+// and returns the quiet point: when the last op returned or the last heal
+// or restart happened, whichever is later. An op planned on a crashed
+// node is skipped.
+func (c *cluster) drive(ctx context.Context, plan Plan, r *runResult) (time.Time, error) {
+	start := r.start
 	quiet := start
-	acks := make([]ack, 0, len(plan.Ops))
+	r.acks = make([]ack, 0, len(plan.Ops))
 	ops, faults := plan.Ops, plan.Faults
-	for len(ops) > 0 || len(faults) > 0 {
-		if len(faults) > 0 && (len(ops) == 0 || faults[0].At <= ops[0].At) {
+	for id := 0; id < len(ops) || len(faults) > 0; {
+		if len(faults) > 0 && (id == len(ops) || faults[0].At <= ops[id].At) {
 			f := faults[0]
 			faults = faults[1:]
 			if err := sleep(ctx, time.Until(start.Add(f.At))); err != nil {
-				return nil, quiet, err
+				return quiet, err
 			}
-			c.apply(f)
-			if f.Kind == Heal {
+			if err := c.apply(ctx, f, r); err != nil {
+				return quiet, err
+			}
+			if f.Kind == Heal || f.Kind == Restart {
 				quiet = time.Now()
+				r.heals = append(r.heals, heal{at: quiet, fault: f})
 			}
 			continue
 		}
-		op := ops[0]
-		ops = ops[1:]
+		op := ops[id]
 		if err := sleep(ctx, time.Until(start.Add(op.At))); err != nil {
-			return nil, quiet, err
+			return quiet, err
 		}
-		err := c.spaces[op.Node].Put(ctx, op.Key, []byte(op.Value))
-		a := ack{op: op, ok: err == nil, at: time.Now()}
-		acks = append(acks, a)
-		if a.ok {
-			c.acked.Add(1)
+		a := c.do(ctx, id, op)
+		r.acks = append(r.acks, a)
+		id++
+		if !a.skipped {
+			quiet = a.at
 		}
-		quiet = a.at
 	}
-	return acks, quiet, nil
+	return quiet, nil
+}
+
+// do performs one op on its node and registers it for propagation.
+func (c *cluster) do(ctx context.Context, id int, op Op) ack {
+	a := ack{id: id, op: op}
+	m := c.members[op.Node]
+	if !m.up {
+		a.skipped = true
+		return a
+	}
+	var cop crdt.Op
+	switch op.Kind {
+	case OpPut:
+		cop = crdt.Op{Kind: crdt.OpPut, Key: op.Key, Value: []byte(op.Value)}
+	case OpDelete:
+		cop = crdt.Op{Kind: crdt.OpDelete, Key: op.Key}
+	case OpCounterAdd:
+		cop = crdt.Op{Kind: crdt.OpCounterAdd, Key: op.Key, N: op.Amount}
+	case OpSetAdd:
+		cop = crdt.Op{Kind: crdt.OpSetUpdate, Key: op.Key, Add: []string{op.Value}}
+	case OpSetRemove:
+		cop = crdt.Op{Kind: crdt.OpSetUpdate, Key: op.Key, Remove: []string{op.Value}}
+	}
+	a.delta, a.err = m.space.Apply(ctx, cop)
+	a.at = time.Now()
+	if a.err != nil {
+		return a
+	}
+	c.acked.Add(1)
+	if d, ok := newDot(a.delta); ok {
+		a.dot = d
+		c.track.register(id, op.Key, d, op.Node)
+	}
+	return a
 }
 
 // apply carries out one fault.
-func (c *cluster) apply(f Fault) {
+func (c *cluster) apply(ctx context.Context, f Fault, r *runResult) error {
+	nodes := c.sc.nodeIndex()
 	switch f.Kind {
-	case Partition:
-		idx := c.sc.regionIndex()
-		groups := make([][]int, len(f.Groups))
-		for g, names := range f.Groups {
-			for _, name := range names {
-				groups[g] = append(groups[g], idx[name])
+	case Partition, Isolate:
+		var groups [][]int
+		if f.Kind == Isolate {
+			n := nodes[f.Node]
+			var rest []int
+			for i := range c.members {
+				if i != n {
+					rest = append(rest, i)
+				}
+			}
+			groups = [][]int{{n}, rest}
+		} else {
+			for _, g := range f.Groups {
+				var ns []int
+				for _, name := range g {
+					ms, _ := c.sc.members(name)
+					ns = append(ns, ms...)
+				}
+				groups = append(groups, ns)
 			}
 		}
-		c.nw.partition(groups)
+		c.cutMode, c.cutGroups = f.mode(), groups
+		c.nw.partition(len(c.members), groups, f.mode() == Blackhole)
+		if f.mode() == Disconnect {
+			c.block(groups, true)
+		}
 	case Heal:
+		if c.cutMode == Disconnect {
+			c.block(c.cutGroups, false)
+		}
 		c.nw.heal()
+		c.cutMode, c.cutGroups = "", nil
+	case Crash:
+		n := nodes[f.Node]
+		if err := c.crash(n, !f.wipes()); err != nil {
+			return err
+		}
+		if f.wipes() {
+			r.wiped[n] = true
+			spaces := make([]*node.Namespace, len(c.members))
+			for i, m := range c.members {
+				// A node down with its disk keeps what it had observed.
+				if i != n && !m.diskLost {
+					spaces[i] = m.space
+				}
+			}
+			r.LostOnWiped += markWiped(r.acks, n, r.wiped, spaces)
+		}
+	case Restart:
+		return c.restart(ctx, nodes[f.Node])
+	case Latency:
+		idx := c.sc.regionIndex()
+		c.nw.setLink(idx[f.Link[0]], idx[f.Link[1]], f.Latency, f.Jitter, f.Loss)
+	case Skew:
+		c.members[nodes[f.Node]].clock.offset.Store(int64(f.By))
 	default:
 		// Validate refuses every other kind.
 		panic(fmt.Sprintf("sim: unvalidated fault kind %q", f.Kind))
 	}
+	return nil
+}
+
+// finish fills in what needs the nodes stopped: propagation from the
+// tracker, per-heal recovery, replication and traffic counters.
+func (c *cluster) finish(r *runResult, plan Plan) {
+	live := make([]bool, len(c.members))
+	for i, s := range r.spaces {
+		live[i] = s != nil
+	}
+	skip := make(map[int]bool)
+	for _, a := range r.acks {
+		if a.lostOnWipe {
+			skip[a.id] = true
+		}
+		switch {
+		case a.skipped:
+			r.SkippedOps++
+		case a.err != nil:
+			r.FailedOps++
+		default:
+			r.Ops++
+		}
+	}
+	delays, missing, pairs := c.track.results(live, skip, len(c.sc.Regions))
+	r.Propagation = percentiles(delays)
+	r.Unpropagated = missing
+	for _, p := range pairs {
+		r.PropagationByPair = append(r.PropagationByPair, PairPropagation{
+			From: c.sc.Regions[p.from].Name, To: c.sc.Regions[p.to].Name, Percentiles: percentiles(p.delays),
+		})
+	}
+	r.Heals = c.healRecovery(r, live, skip)
+	r.Regions = c.regionDetail(r, live)
+	r.Replication = c.repl
+	g, s, o := c.bw.split()
+	r.Cost = Cost{Gossip: g, Sync: s, Other: o}
+	if r.Ops > 0 {
+		r.Cost.MessagesPerOp = float64(g.Messages+s.Messages+o.Messages) / float64(r.Ops)
+		r.Cost.BytesPerOp = float64(g.Bytes+s.Bytes+o.Bytes) / float64(r.Ops)
+	}
+	if rec := r.Replication.GossipMessagesReceived + r.Replication.GossipDuplicates; rec > 0 {
+		r.Cost.DuplicatesRatio = float64(r.Replication.GossipDuplicates) / float64(rec)
+	}
+}
+
+// healRecovery measures, for each heal and restart, how long until every
+// node live at the end held every op acknowledged before it.
+func (c *cluster) healRecovery(r *runResult, live []bool, skip map[int]bool) []HealReport {
+	var out []HealReport
+	for _, h := range r.heals {
+		hr := HealReport{AtMS: ms(h.at.Sub(r.start)), Fault: h.fault.describe(), RecoveredMS: 0}
+		cut := int64(h.at.Sub(r.start))
+		var latest int64
+		complete := true
+		for id := range c.track.ops {
+			op := &c.track.ops[id]
+			if !op.registered || skip[id] || op.at.After(h.at) {
+				continue
+			}
+			for n, s := range op.seen {
+				if !live[n] {
+					continue
+				}
+				if s == 0 {
+					complete = false
+					break
+				}
+				latest = max(latest, s-1)
+			}
+		}
+		if !complete {
+			hr.RecoveredMS = -1
+		} else {
+			hr.RecoveredMS = ms(time.Duration(max(latest-cut, 0)))
+		}
+		out = append(out, hr)
+	}
+	return out
+}
+
+// regionDetail sums, per region, the nodes, the live ones and the ops
+// acknowledged there.
+func (c *cluster) regionDetail(r *runResult, live []bool) []RegionReport {
+	out := make([]RegionReport, len(c.sc.Regions))
+	for i, reg := range c.sc.Regions {
+		out[i].Name, out[i].Nodes = reg.Name, reg.Nodes
+	}
+	for i, m := range c.members {
+		if live[i] {
+			out[m.region].Live++
+		}
+	}
+	for _, a := range r.acks {
+		if a.ok() {
+			out[c.members[a.op.Node].region].Ops++
+		}
+	}
+	return out
 }

@@ -3,9 +3,7 @@ package sim
 import (
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -26,6 +24,8 @@ type Scenario struct {
 	Workload Workload `yaml:"workload"`
 	// Faults is the fault schedule; times are from the workload's start.
 	Faults []Fault `yaml:"faults"`
+	// Random adds a seeded random fault schedule to Faults.
+	Random *Nemesis `yaml:"random"`
 
 	// SyncInterval is each node's mean time between background syncs.
 	// Default 1 s.
@@ -33,6 +33,10 @@ type Scenario struct {
 	// DisablePublish turns every node's gossip fast path off (sync alone
 	// replicates). Default false.
 	DisablePublish bool `yaml:"disable_publish"`
+	// DisableSync removes every node's sync protocol handler, so that
+	// gossip alone replicates and nothing repairs what it misses: for
+	// proving that the checkers catch lost writes. Default false.
+	DisableSync bool `yaml:"disable_sync"`
 	// Settle is how long the cluster runs, fully connected, before the
 	// workload starts (gossipsub meshes form on heartbeats). Default 3 s.
 	Settle time.Duration `yaml:"settle"`
@@ -80,18 +84,51 @@ type Link struct {
 	Loss float64 `yaml:"loss"`
 }
 
-// Workload is a stream of register puts. Each writer node writes its own
-// keys (no key has two writers), so the reference model of the final state
-// is exact: every key ends with its writer's last acknowledged value.
+// Workload is a stream of operations from the writer nodes, at a fixed
+// rate, over a shared key space per value type.
 type Workload struct {
-	// Rate is the number of puts per second, over all writers.
+	// Rate is the number of operations per second, over all writers.
 	Rate float64 `yaml:"rate"`
 	// Duration is how long the workload runs.
 	Duration time.Duration `yaml:"duration"`
-	// Keys is the number of keys each writer node writes to.
+	// Keys is the number of keys of each type in use (registers r/…,
+	// counters c/…, sets s/…); every writer may write every key.
 	Keys int `yaml:"keys"`
+	// Mix weighs the kinds of operation. Default: puts only.
+	Mix Mix `yaml:"mix"`
+	// Distribution picks keys: uniform (default) or zipf (s = 1.1, key 0
+	// hottest).
+	Distribution string `yaml:"distribution"`
+	// ValueSize is the size in bytes of each put's value. Default 16
+	// (values name their op, so never less).
+	ValueSize int `yaml:"value_size"`
 	// Writers names the regions whose nodes write. Empty: every region.
 	Writers []string `yaml:"writers"`
+}
+
+// Mix weighs operation kinds; weights need not sum to 1.
+type Mix struct {
+	Put        float64 `yaml:"put"`
+	Delete     float64 `yaml:"delete"`
+	CounterAdd float64 `yaml:"counter_add"`
+	SetAdd     float64 `yaml:"set_add"`
+	SetRemove  float64 `yaml:"set_remove"`
+}
+
+func (m Mix) total() float64 { return m.Put + m.Delete + m.CounterAdd + m.SetAdd + m.SetRemove }
+
+// Nemesis is a seeded random fault schedule: every Every, one fault of a
+// kind drawn from Kinds, undone (heal, restart, restore) Hold later.
+type Nemesis struct {
+	Every time.Duration `yaml:"every"`
+	// Kinds to draw from: partition, isolate, crash, wipe (crash without
+	// disk), latency, skew.
+	Kinds []string `yaml:"kinds"`
+	// Hold is how long each fault lasts. Default Every/2; less than Every.
+	Hold time.Duration `yaml:"hold"`
+	// Until is when the nemesis stops starting faults. Default the
+	// workload's duration.
+	Until time.Duration `yaml:"until"`
 }
 
 // FaultKind names a fault.
@@ -99,33 +136,89 @@ type FaultKind string
 
 // Fault kinds.
 const (
-	// Partition blackholes every packet between regions of different
-	// groups: nothing arrives and no connection is told.
+	// Partition cuts the groups (regions or nodes) off from each other.
 	Partition FaultKind = "partition"
-	// Heal ends the partition.
+	// Isolate cuts one node off from every other.
+	Isolate FaultKind = "isolate"
+	// Heal ends the partition or isolation standing.
 	Heal FaultKind = "heal"
+	// Crash stops a node (its store kept, or wiped with keep_disk: false).
+	Crash FaultKind = "crash"
+	// Restart starts a crashed node again, same identity and address.
+	Restart FaultKind = "restart"
+	// Latency changes a link's latency, jitter or loss.
+	Latency FaultKind = "latency"
+	// Skew sets a node's clock offset.
+	Skew FaultKind = "skew"
 )
 
-// Fault is one timed event of the fault schedule.
+// Partition modes.
+const (
+	// Blackhole drops every packet across the cut; nothing is closed and
+	// the nodes find out by timeouts.
+	Blackhole = "blackhole"
+	// Disconnect closes the connections across the cut and refuses
+	// redials both ways (each node blocks the others in its gater).
+	Disconnect = "disconnect"
+)
+
+// Fault is one timed event of the fault schedule. Nodes are named
+// <region>-<i>, i from 0.
 type Fault struct {
 	At   time.Duration `yaml:"at"`
 	Kind FaultKind     `yaml:"kind"`
-	// Groups (partition only) are sets of region names; regions in
-	// different groups cannot reach each other, regions in no group are
+	// Groups (partition) are sets of region or node names; nodes in
+	// different groups cannot reach each other, nodes in no group are
 	// untouched.
 	Groups [][]string `yaml:"groups"`
+	// Mode (partition, isolate): blackhole (default) or disconnect.
+	Mode string `yaml:"mode"`
+	// Node (isolate, crash, restart, skew) names the node.
+	Node string `yaml:"node"`
+	// KeepDisk (crash): keep the node's store for the restart (default
+	// true); false restarts it empty, with the same identity.
+	KeepDisk *bool `yaml:"keep_disk"`
+	// Link (latency) names the two regions of the link (the same name
+	// twice for a region's own latency); Latency, Jitter and Loss are
+	// the new values, unset ones unchanged.
+	Link    []string       `yaml:"link"`
+	Latency *time.Duration `yaml:"latency"`
+	Jitter  *time.Duration `yaml:"jitter"`
+	Loss    *float64       `yaml:"loss"`
+	// By (skew) is the node's clock offset from now on (0 restores it).
+	By time.Duration `yaml:"by"`
+
+	// origin is the fault's place in Scenario.Faults, -1 for the nemesis.
+	origin int
 }
 
-// Op is one planned register put.
+// wipes reports whether a crash fault loses the node's store.
+func (f Fault) wipes() bool { return f.Kind == Crash && f.KeepDisk != nil && !*f.KeepDisk }
+
+// OpKind names a workload operation.
+type OpKind string
+
+// Operation kinds.
+const (
+	OpPut        OpKind = "put"
+	OpDelete     OpKind = "delete"
+	OpCounterAdd OpKind = "counter_add"
+	OpSetAdd     OpKind = "set_add"
+	OpSetRemove  OpKind = "set_remove"
+)
+
+// Op is one planned operation.
 type Op struct {
 	// At is the time from the workload's start.
 	At time.Duration
 	// Node is the writer's index (regions in order, nodes in order).
-	Node  int
-	Key   string
+	Node int
+	Kind OpKind
+	Key  string
+	// Value is a put's value or a set operation's element.
 	Value string
-	// Index numbers the writes to Key from 1.
-	Index int
+	// Amount is a counter add's increment.
+	Amount int64
 }
 
 // Plan is what a scenario and a seed decide before anything runs.
@@ -245,6 +338,17 @@ func (sc *Scenario) Validate() error {
 		return invalid([]any{"workload", "keys"}, "negative keys")
 	case w.Rate > 0 && w.Keys == 0:
 		return invalid([]any{"workload", "keys"}, "a rate but no keys")
+	case w.ValueSize < 0 || w.ValueSize > 1<<20:
+		return invalid([]any{"workload", "value_size"}, "value size %d: 0 to 1 MiB", w.ValueSize)
+	case w.Distribution != "" && w.Distribution != "uniform" && w.Distribution != "zipf":
+		return invalid([]any{"workload", "distribution"}, "unknown distribution %q (uniform, zipf)", w.Distribution)
+	case w.Rate*w.Duration.Seconds() > 10_000_000:
+		return invalid([]any{"workload"}, "%.0f ops: at most 10,000,000", w.Rate*w.Duration.Seconds())
+	}
+	for name, v := range map[string]float64{"put": w.Mix.Put, "delete": w.Mix.Delete, "counter_add": w.Mix.CounterAdd, "set_add": w.Mix.SetAdd, "set_remove": w.Mix.SetRemove} {
+		if v < 0 {
+			return invalid([]any{"workload", "mix", name}, "negative weight")
+		}
 	}
 	for i, r := range w.Writers {
 		if _, ok := idx[r]; !ok {
@@ -310,43 +414,6 @@ func (sc *Scenario) validateLinks(idx map[string]int) error {
 	return nil
 }
 
-func (sc *Scenario) validateFaults(idx map[string]int) error {
-	for i, f := range sc.Faults {
-		at := []any{"faults", i}
-		if f.At < 0 {
-			return invalid(append(at, "at"), "negative time")
-		}
-		switch f.Kind {
-		case Heal:
-			if len(f.Groups) > 0 {
-				return invalid(append(at, "groups"), "heal takes no groups")
-			}
-		case Partition:
-			if len(f.Groups) < 2 {
-				return invalid(append(at, "groups"), "a partition needs at least two groups")
-			}
-			in := make(map[string]bool)
-			for g, group := range f.Groups {
-				if len(group) == 0 {
-					return invalid(append(at, "groups", g), "empty group")
-				}
-				for k, r := range group {
-					if _, ok := idx[r]; !ok {
-						return invalid(append(at, "groups", g, k), "region %q does not exist", r)
-					}
-					if in[r] {
-						return invalid(append(at, "groups", g, k), "region %q is in two groups", r)
-					}
-					in[r] = true
-				}
-			}
-		default:
-			return invalid(append(at, "kind"), "unknown fault kind %q (partition, heal)", f.Kind)
-		}
-	}
-	return nil
-}
-
 // nodeRegions returns each node's region index (regions in order).
 func (sc *Scenario) nodeRegions() []int {
 	var out []int
@@ -358,49 +425,42 @@ func (sc *Scenario) nodeRegions() []int {
 	return out
 }
 
-// Plan resolves the workload and the fault schedule for seed: the same
-// scenario and seed always give the same plan.
-func (sc *Scenario) Plan(seed uint64) Plan {
-	regions := sc.nodeRegions()
-	writerRegion := make(map[int]bool)
-	idx := sc.regionIndex()
-	for _, name := range sc.Workload.Writers {
-		writerRegion[idx[name]] = true
-	}
-	var writers []int
-	for n, r := range regions {
-		if len(writerRegion) == 0 || writerRegion[r] {
-			writers = append(writers, n)
+// nodeNames returns each node's name, <region>-<i>.
+func (sc *Scenario) nodeNames() []string {
+	var out []string
+	for _, reg := range sc.Regions {
+		for i := range reg.Nodes {
+			out = append(out, reg.Name+"-"+strconv.Itoa(i))
 		}
 	}
-	var p Plan
-	w := sc.Workload
-	if w.Rate > 0 && w.Keys > 0 && len(writers) > 0 {
-		rng := rand.New(rand.NewPCG(seed, 0x776f726b))
-		count := int(w.Rate * w.Duration.Seconds())
-		step := time.Duration(float64(time.Second) / w.Rate)
-		writes := make(map[string]int)
-		for i := range count {
-			n := writers[rng.IntN(len(writers))]
-			key := fmt.Sprintf("n%04d/k%04d", n, rng.IntN(w.Keys))
-			writes[key]++
-			p.Ops = append(p.Ops, Op{
-				At: time.Duration(i) * step, Node: n, Key: key, Index: writes[key],
-				Value: key + "#" + strconv.Itoa(writes[key]),
-			})
-		}
-	}
-	p.Faults = slices.Clone(sc.Faults)
-	sort.SliceStable(p.Faults, func(i, j int) bool { return p.Faults[i].At < p.Faults[j].At })
-	return p
+	return out
 }
 
-// writeIndex recovers Op.Index from a value the workload wrote.
-func writeIndex(key string, val []byte) (int, bool) {
-	s, ok := strings.CutPrefix(string(val), key+"#")
-	if !ok {
-		return 0, false
+// nodeIndex maps node names to node indexes.
+func (sc *Scenario) nodeIndex() map[string]int {
+	names := sc.nodeNames()
+	idx := make(map[string]int, len(names))
+	for i, n := range names {
+		idx[n] = i
 	}
-	n, err := strconv.Atoi(s)
-	return n, err == nil && n > 0
+	return idx
+}
+
+// members resolves a region or node name to node indexes.
+func (sc *Scenario) members(name string) ([]int, bool) {
+	first := 0
+	for _, reg := range sc.Regions {
+		if reg.Name == name {
+			out := make([]int, reg.Nodes)
+			for i := range out {
+				out[i] = first + i
+			}
+			return out, true
+		}
+		first += reg.Nodes
+	}
+	if n, ok := sc.nodeIndex()[name]; ok {
+		return []int{n}, true
+	}
+	return nil, false
 }

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	lpnet "github.com/libp2p/go-libp2p/core/network"
+
+	"github.com/mycelnet/mycel/node"
 )
 
 const testSeed = 20261125
@@ -47,7 +49,11 @@ func TestThreeRegionsPartitionHeal(t *testing.T) {
 		if rep.LostWrites != 0 {
 			t.Errorf("%d lost writes: %+v", rep.LostWrites, rep.Lost)
 		}
-		if want := len(sc.Plan(testSeed).Ops); rep.Ops != want || rep.FailedOps != 0 {
+		plan, err := sc.Plan(testSeed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := len(plan.Ops); rep.Ops != want || rep.FailedOps != 0 {
 			t.Errorf("ops %d acknowledged, %d failed; planned %d", rep.Ops, rep.FailedOps, want)
 		}
 		if rep.Unpropagated != 0 || rep.Propagation.Count != rep.Ops {
@@ -77,85 +83,114 @@ func TestThreeRegionsPartitionHeal(t *testing.T) {
 	})
 }
 
-// TestPartitionIsolation: while a blackhole partition stands, not one
-// packet or byte crosses it (counted where packets are delivered), traffic
-// inside each side goes on, the connections across stay open (the cut is
-// silent), and writes stay on their side until the heal.
+// TestPartitionIsolation: while a partition stands — regions cut as a
+// blackhole, a node isolated by disconnection, node groups cut either way —
+// not one packet crosses it (counted where packets are delivered), traffic
+// inside each side goes on, and writes stay on their side until the heal.
+// A blackhole leaves the connections across open (the cut is silent); a
+// disconnect closes them.
 func TestPartitionIsolation(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		ctx := t.Context()
-		sc := Scenario{
-			Regions: []Region{{Name: "a", Nodes: 2}, {Name: "b", Nodes: 2}},
-			Links:   []Link{{A: "a", B: "b", Latency: 20 * time.Millisecond}},
-		}
-		sc = sc.withDefaults()
-		c, err := openCluster(ctx, &sc, testSeed)
-		if err != nil {
+	cases := []struct {
+		name  string
+		fault Fault
+		// sides: a node on each side of the cut, writing.
+		a, b int
+	}{
+		{"regions blackhole", Fault{Kind: Partition, Groups: [][]string{{"a"}, {"b"}}}, 0, 2},
+		{"regions disconnect", Fault{Kind: Partition, Mode: Disconnect, Groups: [][]string{{"a"}, {"b"}}}, 0, 2},
+		{"isolate blackhole", Fault{Kind: Isolate, Node: "b-1"}, 3, 0},
+		{"isolate disconnect", Fault{Kind: Isolate, Mode: Disconnect, Node: "b-1"}, 3, 0},
+		{"node groups disconnect", Fault{Kind: Partition, Mode: Disconnect, Groups: [][]string{{"a-0", "b-0"}, {"a-1", "b-1"}}}, 0, 1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) { testIsolation(t, tc.fault, tc.a, tc.b) })
+		})
+	}
+}
+
+func testIsolation(t *testing.T, f Fault, a, b int) {
+	ctx := t.Context()
+	sc := Scenario{
+		Regions: []Region{{Name: "a", Nodes: 2}, {Name: "b", Nodes: 2}},
+		Links:   []Link{{A: "a", B: "b", Latency: 20 * time.Millisecond}},
+	}
+	sc = sc.withDefaults()
+	c, err := openCluster(ctx, &sc, testSeed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.close()
+	if err := sleep(ctx, sc.Settle); err != nil {
+		t.Fatal(err)
+	}
+	mustPut(t, c, 0, "before", "v")
+	waitEqual(t, c, 10*time.Second)
+
+	r := &runResult{wiped: map[int]bool{}}
+	if err := c.apply(ctx, f, r); err != nil {
+		t.Fatal(err)
+	}
+	// Packets already past the cut when it fell (and a disconnect's
+	// close) still land: wait for them, then nothing more may.
+	if err := sleep(ctx, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	across := c.nw.acrossCut.Load()
+	delivered, _ := c.nw.totals()
+	cut := c.nw.droppedCut.Load()
+
+	for i := range 20 {
+		mustPut(t, c, a, fmt.Sprintf("a%d", i), "v")
+		mustPut(t, c, b, fmt.Sprintf("b%d", i), "v")
+		if err := sleep(ctx, 500*time.Millisecond); err != nil {
 			t.Fatal(err)
 		}
-		defer c.close()
-		if err := sleep(ctx, sc.Settle); err != nil {
-			t.Fatal(err)
-		}
-		mustPut(t, c, 0, "before", "v")
-		waitEqual(t, c, 10*time.Second)
-
-		c.apply(Fault{Kind: Partition, Groups: [][]string{{"a"}, {"b"}}})
-		// Packets already past the cut when it fell still land: wait for
-		// them (well over the 20 ms link), then nothing more may.
-		if err := sleep(ctx, time.Second); err != nil {
-			t.Fatal(err)
-		}
-		abP, abB := c.nw.crossing(0, 1)
-		baP, baB := c.nw.crossing(1, 0)
-		aaP, _ := c.nw.crossing(0, 0)
-		bbP, _ := c.nw.crossing(1, 1)
-		cut := c.nw.droppedCut.Load()
-
-		for i := range 20 {
-			mustPut(t, c, 0, fmt.Sprintf("a%d", i), "v")
-			mustPut(t, c, 2, fmt.Sprintf("b%d", i), "v")
-			if err := sleep(ctx, 500*time.Millisecond); err != nil {
-				t.Fatal(err)
-			}
-		}
-
-		if p, b := c.nw.crossing(0, 1); p != abP || b != abB {
-			t.Errorf("a→b across the cut: %d packets, %d bytes", p-abP, b-abB)
-		}
-		if p, b := c.nw.crossing(1, 0); p != baP || b != baB {
-			t.Errorf("b→a across the cut: %d packets, %d bytes", p-baP, b-baB)
-		}
-		if p, _ := c.nw.crossing(0, 0); p == aaP {
-			t.Error("no traffic inside region a during the partition")
-		}
-		if p, _ := c.nw.crossing(1, 1); p == bbP {
-			t.Error("no traffic inside region b during the partition")
-		}
+	}
+	if n := c.nw.acrossCut.Load() - across; n != 0 {
+		t.Errorf("%d packets crossed the cut", n)
+	}
+	if p, _ := c.nw.totals(); p == delivered {
+		t.Error("no traffic at all during the partition")
+	}
+	conn := c.members[a].node.Host().Network().Connectedness(c.members[b].id)
+	if f.mode() == Blackhole {
 		if c.nw.droppedCut.Load() == cut {
-			t.Error("the partition dropped nothing: no traffic tried to cross")
+			t.Error("the blackhole dropped nothing: no traffic tried to cross")
 		}
-		if got := c.nodes[0].Host().Network().Connectedness(c.nodes[2].ID()); got != lpnet.Connected {
-			t.Errorf("the blackhole closed the connection across it: %v", got)
+		if conn != lpnet.Connected {
+			t.Errorf("the blackhole closed the connection across it: %v", conn)
 		}
-		// Each side has its own writes and none of the other's.
-		for n, own := range []string{"a", "a", "b", "b"} {
-			keys := strings.Join(c.spaces[n].Keys("", "", 0), " ")
-			other := map[string]string{"a": "b", "b": "a"}[own]
-			if !strings.Contains(keys, own+"19") || strings.Contains(keys, other+"0") {
-				t.Errorf("node %d in region %s holds: %s", n, own, keys)
-			}
+	} else if conn == lpnet.Connected {
+		t.Error("still connected across a disconnect")
+	}
+	// Each side has its own writes and none of the other's.
+	for n, m := range c.members {
+		keys := strings.Join(m.space.Keys("", "", 0), " ")
+		var own, other string
+		switch {
+		case !c.nw.separated(n, b):
+			own, other = "b", "a"
+		case !c.nw.separated(n, a):
+			own, other = "a", "b"
+		default:
+			continue
 		}
+		if !strings.Contains(keys, own+"19") || strings.Contains(keys, other+"0") {
+			t.Errorf("node %s on the %s side holds: %s", m.name, own, keys)
+		}
+	}
 
-		c.apply(Fault{Kind: Heal})
-		waitEqual(t, c, 30*time.Second)
-		if _, k := c.spaces[3].Digest(); k != 41 {
-			t.Errorf("after the heal node 3 holds %d keys, want 41", k)
-		}
-		if err := c.close(); err != nil {
-			t.Fatal(err)
-		}
-	})
+	if err := c.apply(ctx, Fault{Kind: Heal}, r); err != nil {
+		t.Fatal(err)
+	}
+	waitEqual(t, c, 30*time.Second)
+	if _, k := c.members[3].space.Digest(); k != 41 {
+		t.Errorf("after the heal node 3 holds %d keys, want 41", k)
+	}
+	if err := c.close(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestCheckersCatchNoReplication: with the gossip fast path off and
@@ -180,7 +215,7 @@ func TestCheckersCatchNoReplication(t *testing.T) {
 		if rep.Converged || rep.ConvergenceMS != -1 {
 			t.Errorf("reported converged: %+v", rep)
 		}
-		if rep.LostWrites == 0 || len(rep.Lost) == 0 || rep.Lost[0].Reason != "missing" {
+		if rep.LostWrites == 0 || len(rep.Lost) == 0 || (rep.Lost[0].Reason != "missing" && rep.Lost[0].Reason != "wrong register") {
 			t.Errorf("no lost writes reported: %d %+v", rep.LostWrites, rep.Lost)
 		}
 		if rep.Unpropagated == 0 {
@@ -194,11 +229,17 @@ func TestCheckersCatchNoReplication(t *testing.T) {
 }
 
 // TestSamePlanForSameSeed: the seed alone decides the workload and the
-// fault schedule.
+// fault schedule, the random nemesis's included.
 func TestSamePlanForSameSeed(t *testing.T) {
 	sc := threeRegions(t)
 	sc.Faults = []Fault{sc.Faults[1], sc.Faults[0]} // out of order on purpose
-	a, b := sc.Plan(7), sc.Plan(7)
+	sc.Workload.Mix = Mix{Put: 4, Delete: 1, CounterAdd: 2, SetAdd: 2, SetRemove: 1}
+	sc.Workload.Distribution = "zipf"
+	a, err := sc.Plan(7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := sc.Plan(7)
 	if !reflect.DeepEqual(a, b) {
 		t.Fatal("same seed, different plans")
 	}
@@ -208,33 +249,98 @@ func TestSamePlanForSameSeed(t *testing.T) {
 	if a.Faults[0].Kind != Partition || a.Faults[1].Kind != Heal {
 		t.Fatalf("faults not in time order: %+v", a.Faults)
 	}
-	if reflect.DeepEqual(a.Ops, sc.Plan(8).Ops) {
+	c, _ := sc.Plan(8)
+	if reflect.DeepEqual(a.Ops, c.Ops) {
 		t.Fatal("seeds 7 and 8 planned the same workload")
 	}
-	writer := make(map[string]int)
+	kinds := make(map[OpKind]int)
+	writers := make(map[string]map[int]bool)
+	hot := 0
 	for _, op := range a.Ops {
-		if w, ok := writer[op.Key]; ok && w != op.Node {
-			t.Fatalf("key %s written by nodes %d and %d", op.Key, w, op.Node)
+		kinds[op.Kind]++
+		if writers[op.Key] == nil {
+			writers[op.Key] = make(map[int]bool)
 		}
-		writer[op.Key] = op.Node
-		if i, ok := writeIndex(op.Key, []byte(op.Value)); !ok || i != op.Index {
-			t.Fatalf("value %q does not carry index %d", op.Value, op.Index)
+		writers[op.Key][op.Node] = true
+		if strings.HasSuffix(op.Key, "/00000") {
+			hot++
 		}
+	}
+	if len(kinds) != 5 || kinds[OpPut] < kinds[OpDelete] {
+		t.Fatalf("op mix %v", kinds)
+	}
+	if len(writers["r/00000"]) < 2 {
+		t.Fatal("registers have one writer each: the model's HLC order goes untested")
+	}
+	if hot < len(a.Ops)/5 {
+		t.Fatalf("zipf: the hottest key has %d of %d ops", hot, len(a.Ops))
+	}
+
+	// The random nemesis: same seed, same faults; another seed, others.
+	sc.Faults = nil
+	sc.Random = &Nemesis{Every: 5 * time.Second, Kinds: nemesisKinds}
+	n1, err := sc.Plan(7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n2, _ := sc.Plan(7)
+	n3, _ := sc.Plan(8)
+	if len(n1.Faults) < 10 || !reflect.DeepEqual(n1.Faults, n2.Faults) || reflect.DeepEqual(n1.Faults, n3.Faults) {
+		t.Fatalf("nemesis schedules: %d faults; equal for the same seed %v, for different seeds %v",
+			len(n1.Faults), reflect.DeepEqual(n1.Faults, n2.Faults), reflect.DeepEqual(n1.Faults, n3.Faults))
+	}
+	drawn := make(map[FaultKind]bool)
+	for _, f := range n1.Faults {
+		drawn[f.Kind] = true
+	}
+	if len(drawn) < 5 {
+		t.Fatalf("the nemesis drew only %v", drawn)
 	}
 }
 
 func TestValidate(t *testing.T) {
 	base := func() Scenario { return threeRegions(t) }
+	no := false
+	lat := -time.Second
 	cases := map[string]func(*Scenario){
-		"no regions":      func(s *Scenario) { s.Regions = nil },
-		"missing link":    func(s *Scenario) { s.Links = s.Links[:2] },
-		"unknown region":  func(s *Scenario) { s.Faults[0].Groups = [][]string{{"us"}, {"mars"}} },
-		"overlap":         func(s *Scenario) { s.Faults[0].Groups = [][]string{{"us", "eu"}, {"eu"}} },
-		"negative rate":   func(s *Scenario) { s.Workload.Rate = -1 },
-		"loss above one":  func(s *Scenario) { s.Links[0].Loss = 2 },
-		"unknown fault":   func(s *Scenario) { s.Faults[0].Kind = "meteor" },
-		"unknown writers": func(s *Scenario) { s.Workload.Writers = []string{"mars"} },
-		"negative budget": func(s *Scenario) { s.Expect.LostWrites = -1 },
+		"no regions":       func(s *Scenario) { s.Regions = nil },
+		"missing link":     func(s *Scenario) { s.Links = s.Links[:2] },
+		"unknown region":   func(s *Scenario) { s.Faults[0].Groups = [][]string{{"us"}, {"mars"}} },
+		"overlap":          func(s *Scenario) { s.Faults[0].Groups = [][]string{{"us", "eu"}, {"eu"}} },
+		"node overlaps":    func(s *Scenario) { s.Faults[0].Groups = [][]string{{"us", "eu"}, {"us-1"}} },
+		"negative rate":    func(s *Scenario) { s.Workload.Rate = -1 },
+		"negative mix":     func(s *Scenario) { s.Workload.Mix.SetAdd = -1 },
+		"distribution":     func(s *Scenario) { s.Workload.Distribution = "pareto" },
+		"loss above one":   func(s *Scenario) { s.Links[0].Loss = 2 },
+		"unknown fault":    func(s *Scenario) { s.Faults[0].Kind = "meteor" },
+		"unknown writers":  func(s *Scenario) { s.Workload.Writers = []string{"mars"} },
+		"negative budget":  func(s *Scenario) { s.Expect.LostWrites = -1 },
+		"unknown node":     func(s *Scenario) { s.Faults = []Fault{{At: time.Second, Kind: Crash, Node: "us-3"}} },
+		"restart not down": func(s *Scenario) { s.Faults = []Fault{{At: time.Second, Kind: Restart, Node: "us-0"}} },
+		"crash twice": func(s *Scenario) {
+			s.Faults = []Fault{{Kind: Crash, Node: "us-0"}, {At: 1, Kind: Crash, Node: "us-0", KeepDisk: &no}}
+		},
+		"partition overlaps": func(s *Scenario) {
+			s.Faults = append(s.Faults, Fault{At: 12 * time.Second, Kind: Isolate, Node: "eu-0"})
+		},
+		"heal nothing":       func(s *Scenario) { s.Faults = append(s.Faults, Fault{At: 30 * time.Second, Kind: Heal}) },
+		"bad mode":           func(s *Scenario) { s.Faults[0].Mode = "polite" },
+		"field of another":   func(s *Scenario) { s.Faults[0].Node = "us-0" },
+		"negative latency":   func(s *Scenario) { s.Faults = []Fault{{Kind: Latency, Link: []string{"us", "eu"}, Latency: &lat}} },
+		"link of one region": func(s *Scenario) { s.Faults = []Fault{{Kind: Latency, Link: []string{"us"}, Loss: new(float64)}} },
+		"all crashed": func(s *Scenario) {
+			s.Regions = s.Regions[:1]
+			s.Regions[0].Nodes = 1
+			s.Links = nil
+			s.Workload.Writers = nil
+			s.Faults = []Fault{{Kind: Crash, Node: "us-0"}}
+		},
+		"nemesis hold": func(s *Scenario) {
+			s.Faults = nil
+			s.Random = &Nemesis{Every: time.Second, Hold: 2 * time.Second, Kinds: []string{"crash"}}
+		},
+		"nemesis kind":  func(s *Scenario) { s.Faults = nil; s.Random = &Nemesis{Every: time.Second, Kinds: []string{"flood"}} },
+		"nemesis+fault": func(s *Scenario) { s.Random = &Nemesis{Every: time.Second, Kinds: []string{"crash"}} },
 	}
 	for name, change := range cases {
 		sc := base()
@@ -251,7 +357,7 @@ func TestValidate(t *testing.T) {
 
 func mustPut(t *testing.T, c *cluster, n int, key, val string) {
 	t.Helper()
-	if err := c.spaces[n].Put(context.Background(), key, []byte(val)); err != nil {
+	if err := c.members[n].space.Put(context.Background(), key, []byte(val)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -285,7 +391,10 @@ func TestLongPartitionReconnects(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.close()
-		c.apply(Fault{Kind: Partition, Groups: [][]string{{"a"}, {"b"}}})
+		r := &runResult{wiped: map[int]bool{}}
+		if err := c.apply(ctx, Fault{Kind: Partition, Groups: [][]string{{"a"}, {"b"}}}, r); err != nil {
+			t.Fatal(err)
+		}
 		for i := range 10 {
 			mustPut(t, c, 1, fmt.Sprintf("a%d", i), "v")
 			mustPut(t, c, 3, fmt.Sprintf("b%d", i), "v")
@@ -293,12 +402,14 @@ func TestLongPartitionReconnects(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if got := c.nodes[2].Host().Network().Connectedness(c.nodes[0].ID()); got == lpnet.Connected {
+		if got := c.members[2].node.Host().Network().Connectedness(c.members[0].id); got == lpnet.Connected {
 			t.Fatalf("still connected across a 50 s blackhole")
 		}
-		c.apply(Fault{Kind: Heal})
+		if err := c.apply(ctx, Fault{Kind: Heal}, r); err != nil {
+			t.Fatal(err)
+		}
 		waitEqual(t, c, 2*time.Minute)
-		if _, k := c.spaces[0].Digest(); k != 20 {
+		if _, k := c.members[0].space.Digest(); k != 20 {
 			t.Fatalf("node 0 holds %d keys after the heal, want 20", k)
 		}
 		if err := c.close(); err != nil {
@@ -400,4 +511,132 @@ func TestBundledScenarios(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestCheckersCatchLossWithoutSync: gossip alone (sync disabled) over a
+// lossy link through a disconnect: the connections close, so what
+// gossipsub had queued is gone and it replays nothing after the heal; the
+// writes made during the cut never cross, and the checkers say so. (A
+// short blackhole would not do: QUIC retransmits once the cut heals.)
+func TestCheckersCatchLossWithoutSync(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sc := Scenario{
+			Name:        "gossip-only",
+			Regions:     []Region{{Name: "a", Nodes: 2}, {Name: "b", Nodes: 2}},
+			Links:       []Link{{A: "a", B: "b", Latency: 30 * time.Millisecond, Loss: 0.2}},
+			Workload:    Workload{Rate: 20, Duration: 10 * time.Second, Keys: 20, Mix: Mix{Put: 1, CounterAdd: 1, SetAdd: 1}},
+			DisableSync: true,
+			Faults: []Fault{
+				{At: 2 * time.Second, Kind: Partition, Mode: Disconnect, Groups: [][]string{{"a"}, {"b"}}},
+				{At: 6 * time.Second, Kind: Heal},
+			},
+			Expect: Expect{ConvergeWithin: 10 * time.Second},
+		}
+		rep, err := Run(t.Context(), sc, testSeed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Converged || rep.Passed || rep.LostWrites == 0 || rep.Unpropagated == 0 {
+			t.Fatalf("gossip without sync through a cut passed: %+v", rep)
+		}
+		reasons := make(map[string]bool)
+		for _, l := range rep.Lost {
+			reasons[l.Reason] = true
+		}
+		if !reasons["wrong counter"] || !(reasons["wrong register"] || reasons["missing"]) {
+			t.Fatalf("reasons %v", reasons)
+		}
+		for _, h := range rep.Heals {
+			if h.RecoveredMS != -1 {
+				t.Fatalf("heal reported recovered: %+v", h)
+			}
+		}
+	})
+}
+
+// TestCheckersCatchWrongMerge: replicas that converged on a wrong state —
+// a register holding a value no acknowledged op left there, a counter off
+// by one, a set missing an element (injected as unacknowledged writes, as
+// a faulty merge would leave them) — are each reported, with the kind of
+// value that is wrong and the model's value.
+func TestCheckersCatchWrongMerge(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := t.Context()
+		sc := Scenario{
+			Regions: []Region{{Name: "a", Nodes: 2}, {Name: "b", Nodes: 1}},
+			Links:   []Link{{A: "a", B: "b", Latency: 20 * time.Millisecond}},
+		}
+		sc = sc.withDefaults()
+		c, err := openCluster(ctx, &sc, testSeed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.close()
+		if err := sleep(ctx, sc.Settle); err != nil {
+			t.Fatal(err)
+		}
+		ops := []Op{
+			{Node: 0, Kind: OpPut, Key: "r/1", Value: "x"},
+			{Node: 1, Kind: OpPut, Key: "r/1", Value: "y"},
+			{Node: 2, Kind: OpCounterAdd, Key: "c/1", Amount: 5},
+			{Node: 0, Kind: OpSetAdd, Key: "s/1", Value: "e1"},
+			{Node: 2, Kind: OpSetAdd, Key: "s/1", Value: "e2"},
+		}
+		c.track.begin(len(ops), time.Now())
+		var acks []ack
+		for i, op := range ops {
+			a := c.do(ctx, i, op)
+			if !a.ok() {
+				t.Fatal(a.err)
+			}
+			acks = append(acks, a)
+		}
+		waitEqual(t, c, 10*time.Second)
+		spaces := []*node.Namespace{c.members[0].space, c.members[1].space, c.members[2].space}
+		names := sc.nodeNames()
+		if lost := checkLostWrites(ctx, spaces, names, newModel(acks)); len(lost) != 0 {
+			t.Fatalf("a correct run reported: %+v", lost)
+		}
+		winner, _ := c.members[0].space.Get(ctx, "r/1")
+		// The injected faults: unacknowledged writes that replicate.
+		s := c.members[1].space
+		if err := s.Put(ctx, "r/1", []byte("z")); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Counter("c/1").Add(ctx, 1); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Set("s/1").Remove(ctx, "e2"); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Put(ctx, "r/ghost", []byte("boo")); err != nil {
+			t.Fatal(err)
+		}
+		waitEqual(t, c, 10*time.Second)
+		lost := checkLostWrites(ctx, spaces, names, newModel(acks))
+		want := map[string]LostWrite{
+			"r/1":     {Key: "r/1", Want: "x,y", Got: "z", Reason: "wrong register"},
+			"c/1":     {Key: "c/1", Want: "5", Got: "6", Reason: "wrong counter"},
+			"s/1":     {Key: "s/1", Want: "e1,e2", Got: "e1", Reason: "wrong set"},
+			"r/ghost": {Key: "r/ghost", Reason: "phantom"},
+		}
+		if string(winner) != "x" && string(winner) != "y" {
+			t.Fatalf("winner %q", winner)
+		}
+		if w := want["r/1"]; !strings.HasSuffix(w.Want, string(winner)) {
+			// The model lists siblings winner last: order x,y or y,x.
+			w.Want = map[string]string{"x": "y,x", "y": "x,y"}[string(winner)]
+			want["r/1"] = w
+		}
+		if len(lost) != 3*len(want) {
+			t.Fatalf("%d differences, want %d: %+v", len(lost), 3*len(want), lost)
+		}
+		for _, l := range lost {
+			w := want[l.Key]
+			w.Node = l.Node
+			if l != w {
+				t.Errorf("got %+v, want %+v", l, w)
+			}
+		}
+	})
 }

@@ -94,11 +94,24 @@ partitions, check convergence and lost writes, and report timings and traffic.`,
 func printReport(cmd *cobra.Command, r *sim.Report) {
 	w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 	fmt.Fprintf(w, "nodes\t%d\n", r.Nodes)
-	fmt.Fprintf(w, "ops\t%d acknowledged, %d failed\n", r.Ops, r.FailedOps)
+	fmt.Fprintf(w, "ops\t%d acknowledged, %d failed, %d skipped (node down)\n", r.Ops, r.FailedOps, r.SkippedOps)
 	fmt.Fprintf(w, "converged\t%v (%.0f ms after the last heal or write)\n", r.Converged, r.ConvergenceMS)
-	fmt.Fprintf(w, "lost writes\t%d\n", r.LostWrites)
-	fmt.Fprintf(w, "propagation\tp50 %.1f ms, p99 %.1f ms (%d writes not everywhere)\n", r.Propagation.P50, r.Propagation.P99, r.Unpropagated)
+	fmt.Fprintf(w, "lost writes\t%d (%d lost with wiped disks, not counted)\n", r.LostWrites, r.LostOnWiped)
+	fmt.Fprintf(w, "propagation\tp50 %.1f ms, p99 %.1f ms (%d ops not everywhere)\n", r.Propagation.P50, r.Propagation.P99, r.Unpropagated)
+	for _, p := range r.PropagationByPair {
+		fmt.Fprintf(w, "  %s → %s\tp50 %.1f ms, p99 %.1f ms\n", p.From, p.To, p.P50, p.P99)
+	}
+	for _, h := range r.Heals {
+		rec := "never"
+		if h.RecoveredMS >= 0 {
+			rec = fmt.Sprintf("%.0f ms", h.RecoveredMS)
+		}
+		fmt.Fprintf(w, "recovery\t%s at %.1f s: every live node caught up after %s\n", h.Fault, h.AtMS/1000, rec)
+	}
 	fmt.Fprintf(w, "traffic\t%d packets, %d bytes\n", r.Messages, r.Bytes)
+	c := r.Cost
+	fmt.Fprintf(w, "cost\t%.1f messages, %.0f bytes per op; gossip %d msgs %d B, sync %d msgs %d B, other %d msgs %d B; duplicates %.1f%%\n",
+		c.MessagesPerOp, c.BytesPerOp, c.Gossip.Messages, c.Gossip.Bytes, c.Sync.Messages, c.Sync.Bytes, c.Other.Messages, c.Other.Bytes, 100*c.DuplicatesRatio)
 	verdict := "passed"
 	if !r.Passed {
 		verdict = fmt.Sprintf("FAILED: %v", r.Failures)
