@@ -309,6 +309,17 @@ func (c *cluster) distinct() int {
 	return len(seen)
 }
 
+// liveSpaces returns each node's namespace, nil for a crashed node.
+func (c *cluster) liveSpaces() []*node.Namespace {
+	out := make([]*node.Namespace, len(c.members))
+	for i, m := range c.members {
+		if m.up {
+			out[i] = m.space
+		}
+	}
+	return out
+}
+
 // distinctShared is distinct for goroutines other than the driver.
 func (c *cluster) distinctShared() int {
 	c.mu.RLock()

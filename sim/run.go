@@ -149,12 +149,7 @@ func (c *cluster) play(ctx context.Context, plan Plan, seed uint64) (*runResult,
 	}
 	r.endAt = time.Now()
 	r.model = newModel(r.acks)
-	r.spaces = make([]*node.Namespace, len(c.members))
-	for i, m := range c.members {
-		if m.up {
-			r.spaces[i] = m.space
-		}
-	}
+	r.spaces = c.liveSpaces()
 	lost := checkLostWrites(ctx, r.spaces, c.sc.nodeNames(), r.model)
 	r.LostWrites = len(lost)
 	r.Lost = lost[:min(len(lost), maxLostListed)]
