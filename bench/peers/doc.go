@@ -34,13 +34,21 @@
 //   - RebroadcastInterval 1 s (default 1 min): go-ds-crdt's only
 //     anti-entropy; 1 s is Mycel's local-preset SyncInterval, so a healed
 //     or joining node hears of the heads as soon as Mycel's would sync;
-//   - PutHook reports every key that becomes visible, local or remote (it
-//     fires from the set's merge, which local puts also go through).
+//   - PutHook marks every key whose value becomes the visible one, local
+//     or remote (local deltas are merged through the same path before
+//     Commit returns). The hook fires before the set's datastore batch is
+//     committed, so the key is reported to the harness when that batch has
+//     committed (store.go), not at the hook.
 //
 // Left at their defaults, and why: MaxBatchDeltaSize 1 MiB (a 512-put
 // group is about 60 KiB, so it never splits a group); NumWorkers 5;
 // DAGSyncerTimeout 5 min (a per-fetch limit that only matters when a fetch
 // fails); RepairInterval 1 h (repair runs only on a dirty store);
-// MultiHeadProcessing false (true starts untracked goroutines per head that
-// Close does not wait for).
+// MultiHeadProcessing false. MultiHeadProcessing true processes each
+// received head in its own goroutine: much faster here (received heads
+// fetch in parallel, so bitswap's 20 ms minimum gap between messages to a
+// peer no longer serialises the DAG walk), but in v0.6.8 those goroutines
+// write a shared variable (crdt.go:369, a data race `go test -race`
+// reports) and Close does not wait for them. DSCRDT_MULTIHEAD=1 turns it
+// on for a run; the smoke test keeps the default.
 package main

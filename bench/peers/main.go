@@ -13,7 +13,7 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	cmd := bench.Command(crdtSystem{})
+	cmd := bench.Command(crdtSystem{multiHead: os.Getenv("DSCRDT_MULTIHEAD") == "1"})
 	cmd.Use = "dscrdt-bench"
 	cmd.Example = `  dscrdt-bench --workload multi-writer -n 5 -k 10000
   dscrdt-bench --workload all -n 3 -k 1000 --json results.jsonl

@@ -43,23 +43,27 @@ const (
 	numWorkers          = 5           // go-ds-crdt default
 	dagSyncerTimeout    = 5 * time.Minute
 	repairInterval      = time.Hour // go-ds-crdt default
-	multiHead           = false     // go-ds-crdt default
 
 	pubsubQueue = 1024     // Mycel's gossipsub peer-outbound and validate queues
 	memTable    = 64 << 20 // Mycel's Pebble MemTableSize
 )
 
 // crdtSystem is go-ds-crdt as a bench.System.
-type crdtSystem struct{}
+type crdtSystem struct {
+	// multiHead sets go-ds-crdt's MultiHeadProcessing (default false; see
+	// the package doc: faster, but racy in v0.6.8). The command sets it
+	// from DSCRDT_MULTIHEAD=1.
+	multiHead bool
+}
 
 func (crdtSystem) Name() string { return "go-ds-crdt" }
 
-func (crdtSystem) Start(ctx context.Context, p bench.Params, hooks bench.Hooks) (bench.Cluster, error) {
+func (s crdtSystem) Start(ctx context.Context, p bench.Params, hooks bench.Hooks) (bench.Cluster, error) {
 	dir, err := os.MkdirTemp("", "dscrdt-bench-")
 	if err != nil {
 		return nil, err
 	}
-	c := &cluster{p: p, hooks: hooks, dir: dir}
+	c := &cluster{sys: s, p: p, hooks: hooks, dir: dir}
 	for range p.N {
 		if _, err := c.open(ctx); err != nil {
 			return nil, errors.Join(err, c.Close())
@@ -78,6 +82,7 @@ func (crdtSystem) Start(ctx context.Context, p bench.Params, hooks bench.Hooks) 
 }
 
 type cluster struct {
+	sys   crdtSystem
 	p     bench.Params
 	hooks bench.Hooks
 	dir   string
@@ -94,7 +99,7 @@ type replica struct {
 	bw     *bench.ByteCounter
 	cancel context.CancelFunc // pubsub, its broadcaster and bitswap
 	bswap  *bitswap.Bitswap
-	store  ds.Batching
+	store  *guardedStore
 	crdt   *crdt.Datastore
 	b      *batcher
 }
@@ -121,19 +126,21 @@ func (c *cluster) open(_ context.Context) (_ int, err error) {
 		}
 	}()
 
+	var store ds.Batching
 	if c.p.Store == "pebble" {
 		// NoSync writes, and the batcher syncs the WAL once per commit
 		// (crdt.Datastore.Sync): go-ds-crdt's documented way to make an
 		// asynchronous store durable, one fsync per group as Mycel does.
 		opts := &pebble.Options{MemTableSize: memTable}
-		r.store, err = pebbleds.NewDatastore(filepath.Join(c.dir, fmt.Sprintf("node-%d", i)),
+		store, err = pebbleds.NewDatastore(filepath.Join(c.dir, fmt.Sprintf("node-%d", i)),
 			pebbleds.WithPebbleOpts(opts), pebbleds.WithPebbleWriteOptions(pebble.NoSync))
 	} else {
-		r.store = dssync.MutexWrap(ds.NewMapDatastore())
+		store = dssync.MutexWrap(ds.NewMapDatastore())
 	}
 	if err != nil {
 		return 0, err
 	}
+	r.store = newGuardedStore(store, namespace, func(key string) { c.hooks.Visible(i, key) })
 
 	listen := "/ip4/127.0.0.1/tcp/0"
 	if c.p.Transport == "quic" {
@@ -181,8 +188,8 @@ func (c *cluster) open(_ context.Context) (_ int, err error) {
 	opts.NumWorkers = numWorkers
 	opts.DAGSyncerTimeout = dagSyncerTimeout
 	opts.RepairInterval = repairInterval
-	opts.MultiHeadProcessing = multiHead
-	opts.PutHook = func(k ds.Key, _ []byte) { c.hooks.Visible(i, keyName(k)) }
+	opts.MultiHeadProcessing = c.sys.multiHead
+	opts.PutHook = r.store.putHook
 	r.crdt, err = crdt.New(r.store, ds.NewKey(namespace), dag, bcast, opts)
 	if err != nil {
 		return 0, err
