@@ -77,11 +77,14 @@ type member struct {
 
 	// Only the driver goroutine changes these (and reads them while the
 	// node may run); the checkers read them after the run.
-	ds          datastore.Batching
-	node        *node.Node
-	space       *node.Namespace
-	up          bool
-	diskLost    bool // crashed without its disk, not yet restarted
+	ds       datastore.Batching
+	node     *node.Node
+	space    *node.Namespace
+	up       bool
+	diskLost bool // crashed without its disk, not yet restarted
+	// catchingUp: restarted on a wiped store and not yet through a sync
+	// session; it takes no ops until then (see cluster.do).
+	catchingUp  bool
 	incarnation uint64
 	watchCancel context.CancelFunc
 	watchDone   chan struct{}
@@ -216,6 +219,13 @@ func (c *cluster) stop(m *member) error {
 // one for the restart (the identity stays).
 func (c *cluster) crash(n int, keepDisk bool) error {
 	m := c.members[n]
+	// A crash is abrupt: the connections go first (their streams reset),
+	// so nothing in the node waits on a peer; then the node closes. (Close
+	// alone waits up to the sync timeout for a session with an unreachable
+	// peer.)
+	if m.up {
+		_ = m.node.Host().Network().Close()
+	}
 	err := c.stop(m)
 	if !keepDisk {
 		m.ds = dssync.MutexWrap(datastore.NewMapDatastore())
@@ -231,9 +241,11 @@ func (c *cluster) restart(ctx context.Context, n int) error {
 	if m.up {
 		return nil
 	}
+	wiped := m.diskLost
 	if err := c.start(ctx, m); err != nil {
 		return err
 	}
+	m.catchingUp = wiped
 	if c.cutMode == Disconnect {
 		c.block(c.cutGroups, true)
 	}

@@ -38,7 +38,7 @@ type Report struct {
 
 	// Ops is the number of acknowledged ops; FailedOps those that returned
 	// an error on a running node; SkippedOps those planned on a crashed
-	// node (not attempted).
+	// node, or on a wiped one before its first sync (not attempted).
 	Ops        int `json:"ops"`
 	FailedOps  int `json:"failed_ops"`
 	SkippedOps int `json:"skipped_ops"`
