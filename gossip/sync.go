@@ -79,6 +79,10 @@ func (r *Replicator) syncSpace(ctx context.Context, p peer.ID, s *space) (more b
 	}
 	defer st.Close()
 	_ = st.SetDeadline(r.cfg.Now().Add(r.cfg.SyncTimeout))
+	// A deadline alone would let Close wait up to SyncTimeout on a peer
+	// that stopped answering (a blackholed link): cancelling resets the
+	// stream, which fails any read or write in progress.
+	defer context.AfterFunc(ctx, func() { st.Reset() })()
 	c := newConn(st, r.cfg.Limits)
 	defer func() {
 		r.stats.SyncBytesIn.Add(c.in)
@@ -287,6 +291,7 @@ func (r *Replicator) serve(st network.Stream) {
 	defer r.wg.Done()
 	defer r.done(p)
 	_ = st.SetDeadline(r.cfg.Now().Add(r.cfg.SyncTimeout))
+	defer context.AfterFunc(r.ctx, func() { st.Reset() })() // Close ends the session now
 	c := newConn(st, r.cfg.Limits)
 	err := r.serveSession(c)
 	r.stats.SyncBytesIn.Add(c.in)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/libp2p/go-libp2p"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-msgio"
 
@@ -246,5 +247,50 @@ func TestPeerAllowlist(t *testing.T) {
 	}
 	if err := guarded.Connect(ctx, friends[1].Addrs()[0]); err == nil {
 		t.Fatal("the guarded node dialled a peer outside its allowlist")
+	}
+}
+
+// TestCloseDuringStalledSync: a peer accepts sync streams and then says
+// nothing, and another opens a session with the node and says nothing —
+// what a blackholed link looks like. Close must not wait for the sessions'
+// 30 s deadline: it resets them and returns.
+func TestCloseDuringStalledSync(t *testing.T) {
+	ctx := context.Background()
+	n := cluster(t, 1, nil)[0]
+	mustNS(t, n, "s")
+	mute, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mute.Close()
+	accepted := make(chan struct{}, 8)
+	release := make(chan struct{})
+	defer close(release)
+	mute.SetStreamHandler(gossip.ProtocolSync, func(s network.Stream) {
+		accepted <- struct{}{}
+		<-release // read nothing, answer nothing
+		s.Reset()
+	})
+	if err := n.Connect(ctx, mute.Addrs()[0].String()+"/p2p/"+mute.ID().String()); err != nil {
+		t.Fatal(err)
+	}
+	// A server-side session the node holds open: a Hello-less stream.
+	in, err := mute.NewStream(ctx, n.ID(), gossip.ProtocolSync)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Reset()
+	go func() { _ = n.SyncWith(ctx, mute.ID()) }() // the client side stalls
+	select {
+	case <-accepted:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the node never opened a sync stream")
+	}
+	start := time.Now()
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if el := time.Since(start); el > 10*time.Second {
+		t.Fatalf("Close took %v with stalled sync sessions", el)
 	}
 }
