@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"strings"
 	"testing"
 	"time"
 
@@ -43,14 +42,6 @@ func TestSmoke(t *testing.T) {
 			p.Workload, p.N, p.K, p.Writers = w, 3, 200, 8
 			p.Timeout = bench.Seconds(time.Minute)
 			res, err := bench.Run(context.Background(), crdtSystem{}, p)
-			if w == bench.LateJoiner && err != nil && strings.Contains(err.Error(), "nodes disagree") {
-				// go-ds-crdt walks a joiner's DAG from the heads down, so
-				// the warm-up keys (the DAG's bottom) arrive after the
-				// workload keys, and the harness checks the count before
-				// waiting for them. Until the harness waits for the
-				// joiner's warm-up keys, this is expected.
-				t.Skipf("harness checks the joiner before its warm-up keys arrive: %v", err)
-			}
 			if err != nil {
 				t.Fatal(err)
 			}
