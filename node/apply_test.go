@@ -2,8 +2,14 @@ package node
 
 import (
 	"context"
+	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 
 	"github.com/mycelnet/mycel/crdt"
 )
@@ -51,5 +57,57 @@ func TestApplyReturnsDeltaAndObserved(t *testing.T) {
 	}
 	if _, err := a.Apply(ctx, crdt.Op{Kind: crdt.OpPut, Key: "k", Value: []byte("v2")}); err != ErrClosed {
 		t.Fatalf("apply on a closed node: %v", err)
+	}
+}
+
+// countingTracer counts the RPCs gossipsub sends.
+type countingTracer struct{ sent atomic.Int64 }
+
+func (c *countingTracer) SendRPC(*pubsub.RPC, peer.ID)                         { c.sent.Add(1) }
+func (c *countingTracer) OnNewOutboundStream(peer.ID, protocol.ID)             {}
+func (c *countingTracer) OnClosedOutboundStream(peer.ID)                       {}
+func (c *countingTracer) Join(string)                                          {}
+func (c *countingTracer) Leave(string)                                         {}
+func (c *countingTracer) Graft(peer.ID, string)                                {}
+func (c *countingTracer) Prune(peer.ID, string)                                {}
+func (c *countingTracer) ValidateMessage(*pubsub.Message)                      {}
+func (c *countingTracer) DeliverMessage(*pubsub.Message)                       {}
+func (c *countingTracer) RejectMessage(*pubsub.Message, string)                {}
+func (c *countingTracer) DuplicateMessage(*pubsub.Message)                     {}
+func (c *countingTracer) ThrottlePeer(peer.ID)                                 {}
+func (c *countingTracer) RecvRPC(*pubsub.RPC)                                  {}
+func (c *countingTracer) SendRPCCompleted(*pubsub.RPC, peer.ID, time.Duration) {}
+func (c *countingTracer) DropRPC(*pubsub.RPC, peer.ID)                         {}
+func (c *countingTracer) UndeliverableMessage(*pubsub.Message)                 {}
+
+// TestWithPubSubOptions: gossipsub options reach the node's pubsub (here a
+// raw tracer that sees the publish go out).
+func TestWithPubSubOptions(t *testing.T) {
+	ctx := context.Background()
+	tr := &countingTracer{}
+	a, err := Open(ctx, DefaultLocalConfig(), WithPubSubOptions(pubsub.WithRawTracer(tr)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := Open(ctx, DefaultLocalConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	sa, sb := mustNS(t, a, "tr"), mustNS(t, b, "tr")
+	connect(t, a, b)
+	deadline := time.Now().Add(10 * time.Second)
+	for i := 0; ; i++ {
+		if err := sa.Put(ctx, fmt.Sprintf("k%d", i), []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sb.Get(ctx, "k0"); err == nil && tr.sent.Load() > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("tracer saw %d RPCs sent", tr.sent.Load())
+		}
+		time.Sleep(50 * time.Millisecond) // polling interval
 	}
 }

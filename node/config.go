@@ -167,6 +167,7 @@ type options struct {
 	datastore ds.Batching
 	identity  crypto.PrivKey
 	hostOpts  []libp2p.Option
+	psOpts    []pubsub.Option
 	now       func() time.Time
 	rand      *rand.Rand
 	logger    *slog.Logger
@@ -192,6 +193,13 @@ func WithIdentity(key crypto.PrivKey) Option {
 // WithHostOptions adds libp2p options (e.g. a simulated network transport).
 func WithHostOptions(opts ...libp2p.Option) Option {
 	return func(o *options) error { o.hostOpts = append(o.hostOpts, opts...); return nil }
+}
+
+// WithPubSubOptions adds gossipsub options after those replication sets
+// (e.g. pubsub.WithRawTracer, to count traffic). Options that change
+// signing, message ids or sizes break replication.
+func WithPubSubOptions(opts ...pubsub.Option) Option {
+	return func(o *options) error { o.psOpts = append(o.psOpts, opts...); return nil }
 }
 
 // WithClock replaces time.Now.

@@ -115,7 +115,7 @@ func (n *Node) open(ctx context.Context) error {
 	}
 	lim := gossip.Limits{Delta: n.st.Limits()}
 	n.ps, err = pubsub.NewGossipSub(n.ctx, n.host,
-		append(gossip.PubSubOptions(lim), pubsub.WithGossipSubParams(meshParams(n.cfg.MeshDegree)))...)
+		append(append(gossip.PubSubOptions(lim), pubsub.WithGossipSubParams(meshParams(n.cfg.MeshDegree))), n.opts.psOpts...)...)
 	if err != nil {
 		return fmt.Errorf("node: gossipsub: %w", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/ipfs/go-datastore"
 	dssync "github.com/ipfs/go-datastore/sync"
 	"github.com/libp2p/go-libp2p"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	lpnet "github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -44,6 +45,7 @@ type cluster struct {
 	members []*member
 	track   *tracker
 	bw      *bandwidth
+	ps      *gossipTracer
 
 	progress func(Progress) // optional, called from the sampler
 	acked    atomic.Int64   // ops acknowledged so far
@@ -101,7 +103,7 @@ func (c *skewClock) now() time.Time { return time.Now().Add(time.Duration(c.offs
 // waits until every node is connected to the peers it bootstraps from.
 func openCluster(ctx context.Context, sc *Scenario, seed uint64) (_ *cluster, err error) {
 	quiet := slog.New(slog.DiscardHandler)
-	c := &cluster{sc: sc, seed: seed, nw: newNetwork(sc, seed, quiet), quiet: quiet, bw: newBandwidth()}
+	c := &cluster{sc: sc, seed: seed, nw: newNetwork(sc, seed, quiet), quiet: quiet, bw: newBandwidth(), ps: &gossipTracer{}}
 	c.nw.sim.Start()
 	defer func() {
 		if err != nil {
@@ -161,6 +163,7 @@ func (c *cluster) start(ctx context.Context, m *member) error {
 		node.WithClock(m.clock.now),
 		node.WithRand(rand.New(rand.NewPCG(c.seed, uint64(m.index)+1<<32+inc<<40))),
 		node.WithLogger(c.quiet),
+		node.WithPubSubOptions(pubsub.WithRawTracer(c.ps)),
 		node.WithHostOptions(
 			c.nw.hostOption(m.region, m.index, c.sc.Regions[m.region].Bandwidth, inc),
 			// simnet carries UDP only: QUIC is the one transport. The
@@ -373,6 +376,14 @@ func (c *cluster) block(groups [][]int, on bool) {
 func (c *cluster) close() error {
 	c.closeOnce.Do(func() {
 		var errs []error
+		// The swarms first: a node closing while its peers still run
+		// would keep them busy, and one closing after its peers would wait
+		// on sync sessions with them (see crash).
+		for _, m := range c.members {
+			if m.up {
+				_ = m.node.Host().Network().Close()
+			}
+		}
 		for _, m := range c.members {
 			if err := c.stop(m); err != nil {
 				errs = append(errs, fmt.Errorf("sim: close node %s: %w", m.name, err))

@@ -114,13 +114,21 @@ type Traffic struct {
 // at the sender) by protocol: gossip (gossipsub: delta batches and its
 // control), sync (/mycel/sync/1.0.0), other (identify, ping, ...).
 type Cost struct {
-	Gossip        Traffic `json:"gossip"`
+	Gossip Traffic `json:"gossip"`
+	// GossipData and GossipControl split gossipsub's RPCs as queued for
+	// each peer (before stream framing): published messages (delta
+	// batches), and subscriptions and IHAVE/IWANT/GRAFT/PRUNE.
+	GossipData    Traffic `json:"gossip_data"`
+	GossipControl Traffic `json:"gossip_control"`
 	Sync          Traffic `json:"sync"`
 	Other         Traffic `json:"other"`
 	MessagesPerOp float64 `json:"messages_per_op"`
 	BytesPerOp    float64 `json:"bytes_per_op"`
-	// DuplicatesRatio is the share of gossip messages reaching Mycel's
-	// validator that carried nothing new.
+	// DuplicatesRatio is the share of published-message copies a node
+	// received that it already had (gossipsub's seen-cache drops them
+	// before Mycel's validator): duplicates / (duplicates + deliveries).
+	// Copies Mycel's validator ignores as already applied are
+	// Replication.GossipDuplicates.
 	DuplicatesRatio float64 `json:"duplicates_ratio"`
 }
 

@@ -410,8 +410,10 @@ func (c *cluster) finish(r *runResult, plan Plan) {
 		r.Cost.MessagesPerOp = float64(g.Messages+s.Messages+o.Messages) / float64(r.Ops)
 		r.Cost.BytesPerOp = float64(g.Bytes+s.Bytes+o.Bytes) / float64(r.Ops)
 	}
-	if rec := r.Replication.GossipMessagesReceived + r.Replication.GossipDuplicates; rec > 0 {
-		r.Cost.DuplicatesRatio = float64(r.Replication.GossipDuplicates) / float64(rec)
+	r.Cost.GossipData = Traffic{Messages: c.ps.dataMsgs.Load(), Bytes: c.ps.dataBytes.Load()}
+	r.Cost.GossipControl = Traffic{Messages: c.ps.controlMsgs.Load(), Bytes: c.ps.controlBytes.Load()}
+	if dup, del := c.ps.duplicates.Load(), c.ps.delivered.Load(); dup+del > 0 {
+		r.Cost.DuplicatesRatio = float64(dup) / float64(dup+del)
 	}
 }
 

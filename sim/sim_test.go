@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -479,38 +480,96 @@ func TestReportSVG(t *testing.T) {
 	}
 }
 
+// longRuns reports whether the long scenarios (1000 nodes, soak, the
+// speed target) should run: MYCEL_SIM_LONG=1.
+func longRuns() bool { return os.Getenv("MYCEL_SIM_LONG") == "1" }
+
+// raceNodeLimit is the largest bundled scenario (in nodes) run under the
+// race detector.
+const raceNodeLimit = 50
+
 // TestBundledScenarios runs every scenario in scenarios/ under virtual time
-// (except the 1000-node and soak ones, by name) and requires its budgets.
+// and requires its budgets. The 1000-node and soak ones (by name) run only
+// with MYCEL_SIM_LONG=1; scenarios over raceNodeLimit nodes only without
+// -race.
 func TestBundledScenarios(t *testing.T) {
 	files, err := filepath.Glob("scenarios/*.yaml")
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no bundled scenarios: %v", err)
 	}
 	for _, f := range files {
-		if strings.Contains(f, "1000") || strings.Contains(f, "soak") {
-			continue
-		}
 		if filepath.Base(f) == "three-regions.yaml" {
 			continue // TestThreeRegionsPartitionHeal runs it with closer checks
 		}
 		t.Run(filepath.Base(f), func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) {
-				sc, err := LoadScenario(f)
-				if err != nil {
-					t.Fatal(err)
-				}
-				rep, err := Run(t.Context(), sc, testSeed)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if !rep.Passed || rep.LostWrites != 0 || !rep.Converged {
-					js, _ := json.Marshal(rep)
-					t.Fatalf("%s failed %v: %s", f, rep.Failures, js)
-				}
-				t.Logf("%s: converged %.0f ms after quiet, p99 %.0f ms, %d ops", f, rep.ConvergenceMS, rep.Propagation.P99, rep.Ops)
-			})
+			if (strings.Contains(f, "1000") || strings.Contains(f, "soak")) && !longRuns() {
+				t.Skip("long: set MYCEL_SIM_LONG=1")
+			}
+			runScenarioFile(t, f)
 		})
 	}
+}
+
+// TestSpeed100 is issue 6's speed target: 100 nodes, 60 s at 200 ops/s,
+// two partitions, under virtual time. It logs the wall time.
+func TestSpeed100(t *testing.T) {
+	if !longRuns() {
+		t.Skip("long: set MYCEL_SIM_LONG=1")
+	}
+	runScenarioFile(t, "testdata/speed-100.yaml")
+}
+
+func runScenarioFile(t *testing.T, f string) {
+	sc, err := LoadScenario(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := sc.totalNodes(); raceEnabled && n > raceNodeLimit {
+		t.Skipf("%d nodes: too slow under the race detector", n)
+	}
+	began := time.Now()
+	synctest.Test(t, func(t *testing.T) {
+		rep, err := Run(t.Context(), sc, testSeed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !rep.Passed || rep.LostWrites != 0 || !rep.Converged {
+			rep.Divergence = nil
+			js, _ := json.Marshal(rep)
+			t.Fatalf("%s failed %v: %s", f, rep.Failures, js)
+		}
+		t.Logf("%s: %d nodes, %d ops, converged %.0f ms after quiet, p99 %.0f ms, %d lost with wiped disks, %.0f s simulated",
+			f, rep.Nodes, rep.Ops, rep.ConvergenceMS, rep.Propagation.P99, rep.LostOnWiped, rep.SimulatedMS/1000)
+	})
+	t.Logf("%s: %.1f s wall", f, time.Since(began).Seconds())
+}
+
+// TestRandomNemesisRun: a seeded nemesis drawing every kind of fault, on a
+// small cluster, still leaves the cluster converged with nothing lost.
+func TestRandomNemesisRun(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sc := Scenario{
+			Name:    "nemesis",
+			Regions: []Region{{Name: "a", Nodes: 3, Latency: 2 * time.Millisecond}, {Name: "b", Nodes: 3, Latency: 2 * time.Millisecond}},
+			Links:   []Link{{A: "a", B: "b", Latency: 40 * time.Millisecond, Jitter: 5 * time.Millisecond, Loss: 0.01}},
+			Workload: Workload{Rate: 20, Duration: 60 * time.Second, Keys: 20,
+				Mix: Mix{Put: 4, Delete: 1, CounterAdd: 2, SetAdd: 2, SetRemove: 1}},
+			Random: &Nemesis{Every: 5 * time.Second, Kinds: nemesisKinds},
+			Expect: Expect{ConvergeWithin: 60 * time.Second},
+		}
+		rep, err := Run(t.Context(), sc, testSeed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !rep.Passed {
+			rep.Divergence = nil
+			js, _ := json.Marshal(rep)
+			t.Fatalf("failed %v: %s", rep.Failures, js)
+		}
+		if len(rep.FaultWindows) < 3 || len(rep.Heals) < 5 {
+			t.Fatalf("the nemesis did little: %d windows, %d heals", len(rep.FaultWindows), len(rep.Heals))
+		}
+	})
 }
 
 // TestCheckersCatchLossWithoutSync: gossip alone (sync disabled) over a
