@@ -253,6 +253,7 @@ func (c *cluster) drive(ctx context.Context, plan Plan, r *runResult) (time.Time
 		if err := sleep(ctx, time.Until(start.Add(op.At))); err != nil {
 			return quiet, err
 		}
+		r.MaxLagMS = max(r.MaxLagMS, ms(time.Since(start.Add(op.At))))
 		a := c.do(ctx, id, op)
 		r.acks = append(r.acks, a)
 		id++

@@ -110,8 +110,14 @@ func printReport(cmd *cobra.Command, r *sim.Report) {
 	}
 	fmt.Fprintf(w, "traffic\t%d packets, %d bytes\n", r.Messages, r.Bytes)
 	c := r.Cost
-	fmt.Fprintf(w, "cost\t%.1f messages, %.0f bytes per op; gossip %d msgs %d B, sync %d msgs %d B, other %d msgs %d B; duplicates %.1f%%\n",
-		c.MessagesPerOp, c.BytesPerOp, c.Gossip.Messages, c.Gossip.Bytes, c.Sync.Messages, c.Sync.Bytes, c.Other.Messages, c.Other.Bytes, 100*c.DuplicatesRatio)
+	fmt.Fprintf(w, "cost\t%.1f messages, %.0f bytes per op; duplicate gossip copies %.1f%%\n", c.MessagesPerOp, c.BytesPerOp, 100*c.DuplicatesRatio)
+	for _, t := range []struct {
+		name string
+		t    sim.Traffic
+	}{{"gossip", c.Gossip}, {"  data", c.GossipData}, {"  control", c.GossipControl}, {"sync", c.Sync}, {"other", c.Other}} {
+		fmt.Fprintf(w, "  %s\t%d messages, %d bytes\n", t.name, t.t.Messages, t.t.Bytes)
+	}
+	fmt.Fprintf(w, "timing\t%.1f s simulated, ops at most %.0f ms late\n", r.SimulatedMS/1000, r.MaxLagMS)
 	verdict := "passed"
 	if !r.Passed {
 		verdict = fmt.Sprintf("FAILED: %v", r.Failures)

@@ -33,6 +33,10 @@ func TestSimRun(t *testing.T) {
 			t.Fatalf("report lacks %q", field)
 		}
 	}
+	cost, _ := rep["cost"].(map[string]any)
+	if cost == nil || cost["gossip_data"] == nil || cost["gossip_control"] == nil || rep["heals"] == nil || rep["propagation_by_pair"] == nil || rep["regions"] == nil {
+		t.Fatalf("report lacks the detail (cost split, heals, pairs, regions): %s", raw)
+	}
 	if rep["converged"] != true || rep["lost_writes"].(float64) != 0 || rep["ops"].(float64) == 0 {
 		t.Fatalf("report: %s", raw)
 	}
