@@ -146,12 +146,18 @@ func TestWipedNodeReusesDots(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		// A client writes at once (the simulator itself would hold ops
+		// back until the node's first sync: see cluster.do).
+		c.members[1].catchingUp = false
 		r.acks = append(r.acks, c.do(ctx, 1, Op{Node: 1, Kind: OpPut, Key: "r/2", Value: "second"}))
+		if !r.acks[1].ok() {
+			t.Fatalf("write on the restarted node: skipped %v, %v", r.acks[1].skipped, r.acks[1].err)
+		}
 		if err := c.apply(ctx, Fault{Kind: Heal}, r); err != nil {
 			t.Fatal(err)
 		}
 		if r.acks[0].dot != r.acks[1].dot {
-			t.Skipf("no dot reused (%v, %v): the store now guards against it", r.acks[0].dot, r.acks[1].dot)
+			t.Fatalf("no dot reused (%v, %v): if the store now guards against it, turn this test around", r.acks[0].dot, r.acks[1].dot)
 		}
 		m := newModel(r.acks)
 		if m.reused != 1 {
@@ -169,6 +175,57 @@ func TestWipedNodeReusesDots(t *testing.T) {
 			t.Log("the reused dot's write did reach the other node")
 		} else {
 			t.Logf("the write on the wiped node was lost: node a-0 has no r/2 (%v); digests equal: %v", err, c.digestsEqual())
+		}
+		if err := c.close(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// TestWipedNodeWaitsForSync: the simulator gives a wiped, restarted node
+// no ops until a sync session has brought back its own old batches; after
+// that its writes take fresh dots and replicate.
+func TestWipedNodeWaitsForSync(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := t.Context()
+		sc := Scenario{Regions: []Region{{Name: "a", Nodes: 2, Latency: 5 * time.Millisecond}}}
+		sc = sc.withDefaults()
+		c, err := openCluster(ctx, &sc, testSeed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.close()
+		if err := sleep(ctx, sc.Settle); err != nil {
+			t.Fatal(err)
+		}
+		r := &runResult{wiped: map[int]bool{}}
+		c.track.begin(3, time.Now())
+		r.acks = append(r.acks, c.do(ctx, 0, Op{Node: 1, Kind: OpPut, Key: "r/1", Value: "first"}))
+		waitEqual(t, c, 10*time.Second)
+		no := false
+		for _, f := range []Fault{{Kind: Crash, Node: "a-1", KeepDisk: &no}, {Kind: Restart, Node: "a-1"}} {
+			if err := c.apply(ctx, f, r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if a := c.do(ctx, 1, Op{Node: 1, Kind: OpPut, Key: "r/2", Value: "early"}); !a.skipped {
+			t.Fatal("an op on the wiped node ran before its first sync")
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for c.members[1].node.Stats().SyncSessions.Load() == 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("no sync session after the restart")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		a := c.do(ctx, 2, Op{Node: 1, Kind: OpPut, Key: "r/2", Value: "late"})
+		if !a.ok() || a.dot == r.acks[0].dot {
+			t.Fatalf("op after the sync: skipped %v, err %v, dot %v (first %v)", a.skipped, a.err, a.dot, r.acks[0].dot)
+		}
+		r.acks = append(r.acks, a)
+		waitEqual(t, c, 10*time.Second)
+		if lost := checkLostWrites(ctx, c.liveSpaces(), sc.nodeNames(), newModel(r.acks)); len(lost) != 0 {
+			t.Fatalf("lost: %+v", lost)
 		}
 		if err := c.close(); err != nil {
 			t.Fatal(err)
