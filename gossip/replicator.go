@@ -331,7 +331,9 @@ func (r *Replicator) SyncWith(ctx context.Context, p peer.ID) error {
 	var errs []error
 	for _, s := range r.spaceList() {
 		for round := 0; round < 64; round++ { // each round is bounded; "more" asks for another
+			done := s.pullTurn(ctx)
 			more, err := r.syncSpace(ctx, p, s)
+			done()
 			if err != nil {
 				errs = append(errs, fmt.Errorf("namespace %q: %w", s.name, err))
 				break

@@ -29,6 +29,9 @@ type space struct {
 	co     coalescer
 	notify chan struct{}
 
+	// pull admits one client sync session at a time (see pullTurn).
+	pull chan struct{}
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -40,6 +43,7 @@ func (r *Replicator) newSpace(ns string, rep Replica, writers []peer.ID) (*space
 		co: coalescer{window: r.cfg.CoalesceWindow, maxWindow: r.cfg.MaxCoalesceWindow,
 			maxOps: r.cfg.MaxPublishOps, maxBytes: r.cfg.MaxPublishBytes},
 		notify: make(chan struct{}, 1),
+		pull:   make(chan struct{}, 1),
 	}
 	if len(writers) > 0 {
 		s.writers = make(map[crdt.ReplicaID]bool, len(writers))
@@ -264,4 +268,27 @@ func peekIDs(b []byte) (origin crdt.ReplicaID, first, last uint64, ok bool) {
 		last = seq
 	}
 	return crdt.ReplicaID(o), first, last, first != 0
+}
+
+// pullWait is how long a client sync session waits for another one in the
+// same namespace to finish before it runs alongside it anyway.
+const pullWait = 3 * time.Second
+
+// pullTurn waits until no other client session of s runs, or pullWait
+// passes, or ctx ends, and returns the function that ends the turn. A node
+// that reconnects to many peers at once (a healed partition) would
+// otherwise pull the same missing batches from each of them; taking turns,
+// each session's Hello carries what the previous ones brought, so later
+// peers send only what is still missing. The wait is bounded so that a
+// peer that stalls its session cannot hold up repair from the others.
+func (s *space) pullTurn(ctx context.Context) (done func()) {
+	t := time.NewTimer(pullWait)
+	defer t.Stop()
+	select {
+	case s.pull <- struct{}{}:
+		return func() { <-s.pull }
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return func() {}
 }
