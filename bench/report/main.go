@@ -88,8 +88,13 @@ func readResults(path string) ([]*bench.Result, error) {
 		return nil, err
 	}
 	defer f.Close()
+	return parseResults(f, path)
+}
+
+// parseResults reads JSON lines of bench results; name labels errors.
+func parseResults(r io.Reader, name string) ([]*bench.Result, error) {
 	var out []*bench.Result
-	sc := bufio.NewScanner(f)
+	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 16<<20)
 	for line := 1; sc.Scan(); line++ {
 		if len(bytes.TrimSpace(sc.Bytes())) == 0 {
@@ -97,14 +102,17 @@ func readResults(path string) ([]*bench.Result, error) {
 		}
 		var r bench.Result
 		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			return nil, fmt.Errorf("%s:%d: %w", path, line, err)
+			return nil, fmt.Errorf("%s:%d: %w", name, line, err)
 		}
 		if r.System == "" || r.Workload == "" {
-			return nil, fmt.Errorf("%s:%d: not a bench result (no system or workload)", path, line)
+			return nil, fmt.Errorf("%s:%d: not a bench result (no system or workload)", name, line)
 		}
 		out = append(out, &r)
 	}
-	return out, sc.Err()
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return out, nil
 }
 
 // pair is one configuration measured on Mycel and on the peer system.

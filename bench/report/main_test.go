@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -75,4 +76,28 @@ func TestReportRejectsBadInput(t *testing.T) {
 	if err := run(nil, "", "", ""); err == nil {
 		t.Error("no files accepted")
 	}
+}
+
+// FuzzParseResults: arbitrary bytes as a results file never panic, and
+// what is accepted can be tabulated and charted.
+func FuzzParseResults(f *testing.F) {
+	line, _ := json.Marshal(result("mycel", bench.SingleWriter, 5, 1000, 0.05, 10, 20))
+	peer, _ := json.Marshal(result("go-ds-crdt", bench.SingleWriter, 5, 1000, 5, 900, 4000))
+	f.Add(append(append(line, '\n'), peer...))
+	f.Add([]byte(`{"system":"x","workload":"single-writer","n":-3,"k":0,"prop_p99_ms":-1}`))
+	f.Add([]byte("{\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		rs, err := parseResults(strings.NewReader(string(data)), "fuzz")
+		if err != nil {
+			return
+		}
+		pairs := pairUp(rs)
+		if len(pairs) == 0 {
+			return
+		}
+		var b strings.Builder
+		writeTables(&b, pairs)
+		var c bytes.Buffer
+		writeChart(&c, pairs)
+	})
 }
