@@ -196,3 +196,25 @@ type Traffic struct {
 	// SentByProtocol splits Sent by libp2p protocol id.
 	SentByProtocol map[string]int64
 }
+
+// Neighbours returns the nodes that node i of a p.N-node cluster connects
+// to in p's topology: every other node (mesh), or i-1 and i+1 (chain).
+// Both adapters dial by it, so the two systems see the same graph.
+func Neighbours(p Params, i int) []int {
+	var out []int
+	if p.Topology == "chain" {
+		if i > 0 {
+			out = append(out, i-1)
+		}
+		if i+1 < p.N {
+			out = append(out, i+1)
+		}
+		return out
+	}
+	for j := range p.N {
+		if j != i {
+			out = append(out, j)
+		}
+	}
+	return out
+}

@@ -309,3 +309,16 @@ func readLines(t *testing.T, path string) []map[string]any {
 	}
 	return out
 }
+
+func TestNeighbours(t *testing.T) {
+	mesh := Params{N: 4, Topology: "mesh"}
+	if got := Neighbours(mesh, 2); !slices.Equal(got, []int{0, 1, 3}) {
+		t.Errorf("mesh: %v", got)
+	}
+	chain := Params{N: 4, Topology: "chain"}
+	for i, want := range [][]int{{1}, {0, 2}, {1, 3}, {2}} {
+		if got := Neighbours(chain, i); !slices.Equal(got, want) {
+			t.Errorf("chain node %d: %v, want %v", i, got, want)
+		}
+	}
+}

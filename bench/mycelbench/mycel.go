@@ -138,29 +138,9 @@ func (c *cluster) open(ctx context.Context) (int, error) {
 	return i, nil
 }
 
-// neighbours returns the nodes i dials in the topology.
-func (c *cluster) neighbours(i int) []int {
-	var out []int
-	if c.p.Topology == "chain" {
-		if i > 0 {
-			out = append(out, i-1)
-		}
-		if i+1 < c.p.N {
-			out = append(out, i+1)
-		}
-		return out
-	}
-	for j := range c.p.N {
-		if j != i {
-			out = append(out, j)
-		}
-	}
-	return out
-}
-
 // connect dials i's neighbours with higher indexes (each pair once).
 func (c *cluster) connect(ctx context.Context, i int) error {
-	for _, j := range c.neighbours(i) {
+	for _, j := range bench.Neighbours(c.p, i) {
 		if j > i {
 			if err := c.dial(ctx, i, j); err != nil {
 				return err
@@ -238,7 +218,7 @@ func (c *cluster) Rejoin(ctx context.Context, i int) error {
 		m.n.Unblock(o.n.ID())
 		o.n.Unblock(m.n.ID())
 	}
-	for _, j := range c.neighbours(i) {
+	for _, j := range bench.Neighbours(c.p, i) {
 		if err := c.dial(ctx, i, j); err != nil {
 			return err
 		}

@@ -1,55 +1,15 @@
 package mycelbench
 
 import (
-	"context"
 	"testing"
-	"time"
 
 	"go.uber.org/goleak"
 
-	"github.com/mycelnet/mycel/bench"
+	"github.com/mycelnet/mycel/bench/benchtest"
 )
 
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// libp2p and its dependencies keep a few process-wide workers.
-		goleak.IgnoreAnyFunction("github.com/ipfs/go-log/v2/writer.(*MirrorWriter).logRoutine"),
-		goleak.IgnoreTopFunction("github.com/libp2p/go-libp2p/p2p/net/swarm.(*Swarm).dialWorkerLoop"),
-		goleak.IgnoreAnyFunction("github.com/libp2p/go-flow-metrics.(*sweeper).run"),
-		goleak.IgnoreTopFunction("github.com/libp2p/go-libp2p/p2p/transport/quicreuse.(*reuse).gc"),
-		goleak.IgnoreAnyFunction("github.com/quic-go/quic-go.(*Transport).listen"),
-		goleak.IgnoreTopFunction("github.com/jbenet/goprocess/periodic.callOnTicker.func1"),
-		goleak.IgnoreAnyFunction("github.com/cockroachdb/pebble/v2/internal/cache.(*shard).releaseLoop"),
-	)
-}
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, benchtest.IgnoredGoroutines...) }
 
 // TestSmoke runs every workload with a small K on real Mycel nodes (libp2p
-// hosts on 127.0.0.1): each must converge, pass the harness's own count
-// check, and produce every figure it promises. Both stores and transports
-// and the chain topology are covered.
-func TestSmoke(t *testing.T) {
-	variants := map[string]bench.Params{
-		bench.SingleWriter:  {Store: "pebble", Transport: "quic"},
-		bench.MultiWriter:   {Topology: "chain"},
-		bench.PartitionHeal: {},
-		bench.LateJoiner:    {Store: "pebble"},
-		bench.Sustained:     {Rate: 300, Duration: bench.Seconds(time.Second)},
-	}
-	for _, w := range bench.Workloads {
-		t.Run(w, func(t *testing.T) {
-			p := variants[w]
-			p.Workload, p.N, p.K, p.Writers = w, 3, 300, 8
-			p.Timeout = bench.Seconds(time.Minute)
-			res, err := bench.Run(context.Background(), System{}, p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if m := res.Missing(); len(m) > 0 {
-				t.Fatalf("figures missing or zero: %v\n%+v", m, res)
-			}
-			if res.System != "mycel" || res.Store != p.WithDefaults().Store {
-				t.Errorf("result labelled %s/%s", res.System, res.Store)
-			}
-		})
-	}
-}
+// hosts on 127.0.0.1); see benchtest.Smoke.
+func TestSmoke(t *testing.T) { benchtest.Smoke(t, System{}, 300) }

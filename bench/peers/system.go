@@ -70,7 +70,7 @@ func (s crdtSystem) Start(ctx context.Context, p bench.Params, hooks bench.Hooks
 		}
 	}
 	for i := range p.N {
-		for _, j := range c.neighbours(i) {
+		for _, j := range bench.Neighbours(c.p, i) {
 			if j > i {
 				if err := c.dial(ctx, i, j); err != nil {
 					return nil, errors.Join(err, c.Close())
@@ -235,26 +235,6 @@ func (r *replica) close() error {
 	return errors.Join(errs...)
 }
 
-// neighbours returns the nodes i dials in the topology (as mycelbench).
-func (c *cluster) neighbours(i int) []int {
-	var out []int
-	if c.p.Topology == "chain" {
-		if i > 0 {
-			out = append(out, i-1)
-		}
-		if i+1 < c.p.N {
-			out = append(out, i+1)
-		}
-		return out
-	}
-	for j := range c.p.N {
-		if j != i {
-			out = append(out, j)
-		}
-	}
-	return out
-}
-
 func (c *cluster) dial(ctx context.Context, from, to int) error {
 	a, err := c.replica(from)
 	if err != nil {
@@ -337,7 +317,7 @@ func (c *cluster) Rejoin(ctx context.Context, i int) error {
 		r.gater.unblock(o.host.ID())
 		o.gater.unblock(r.host.ID())
 	}
-	for _, j := range c.neighbours(i) {
+	for _, j := range bench.Neighbours(c.p, i) {
 		if err := c.dial(ctx, i, j); err != nil {
 			return err
 		}
