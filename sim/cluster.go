@@ -154,6 +154,7 @@ func (c *cluster) start(ctx context.Context, m *member) error {
 		Bootstrap:        m.boot,
 		SyncInterval:     c.sc.SyncInterval,
 		DisablePublish:   c.sc.DisablePublish,
+		MeshDegree:       c.sc.MeshDegree,
 		MaxRedialBackoff: redialBackoff,
 	}
 	inc := m.incarnation

@@ -40,6 +40,7 @@ func TestParseErrors(t *testing.T) {
 		{"negative value size", head + "workload: {rate: 1, keys: 1, value_size: -3}\n", "line 6"},
 		{"unknown op kind", head + "workload: {rate: 1, keys: 1, mix: {put: 1, cas: 2}}\n", "line 6"},
 		{"missing link", "regions:\n  - {name: us, nodes: 2}\n  - {name: eu, nodes: 2}\n", "no link between us and eu"},
+		{"mesh degree 1", head + "mesh_degree: 1\n", "line 6"},
 		{"empty", "", "empty file"},
 	}
 	for _, c := range cases {

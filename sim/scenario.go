@@ -33,6 +33,9 @@ type Scenario struct {
 	// DisablePublish turns every node's gossip fast path off (sync alone
 	// replicates). Default false.
 	DisablePublish bool `yaml:"disable_publish"`
+	// MeshDegree is every node's gossipsub mesh degree (node.Config's
+	// MeshDegree). Default 0: the node default, 6.
+	MeshDegree int `yaml:"mesh_degree"`
 	// DisableSync removes every node's sync protocol handler, so that
 	// gossip alone replicates and nothing repairs what it misses: for
 	// proving that the checkers catch lost writes. Default false.
@@ -299,6 +302,9 @@ func invalid(path []any, format string, args ...any) error {
 // Validate reports the first problem that would stop the scenario from
 // running as written, as a *ScenarioError.
 func (sc *Scenario) Validate() error {
+	if sc.MeshDegree != 0 && (sc.MeshDegree < 2 || sc.MeshDegree > 32) {
+		return invalid([]any{"mesh_degree"}, "%d: want 2 to 32 (or leave it out)", sc.MeshDegree)
+	}
 	if len(sc.Regions) == 0 {
 		return invalid([]any{"regions"}, "no regions")
 	}
