@@ -16,15 +16,7 @@ func TestCrashKeepDiskAndWipe(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx := t.Context()
 		sc := Scenario{Regions: []Region{{Name: "a", Nodes: 3, Latency: 5 * time.Millisecond}}}
-		sc = sc.withDefaults()
-		c, err := openCluster(ctx, &sc, testSeed)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.close()
-		if err := sleep(ctx, sc.Settle); err != nil {
-			t.Fatal(err)
-		}
+		c := openSettled(t, &sc)
 		r := &runResult{wiped: map[int]bool{}}
 		step := func(f Fault) {
 			t.Helper()
@@ -127,15 +119,7 @@ func TestWipedNodeReusesDots(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx := t.Context()
 		sc := Scenario{Regions: []Region{{Name: "a", Nodes: 2, Latency: 5 * time.Millisecond}}}
-		sc = sc.withDefaults()
-		c, err := openCluster(ctx, &sc, testSeed)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.close()
-		if err := sleep(ctx, sc.Settle); err != nil {
-			t.Fatal(err)
-		}
+		c := openSettled(t, &sc)
 		r := &runResult{wiped: map[int]bool{}}
 		c.track.begin(2, time.Now())
 		r.acks = append(r.acks, c.do(ctx, 0, Op{Node: 1, Kind: OpPut, Key: "r/1", Value: "first"}))
@@ -189,15 +173,7 @@ func TestWipedNodeWaitsForSync(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx := t.Context()
 		sc := Scenario{Regions: []Region{{Name: "a", Nodes: 2, Latency: 5 * time.Millisecond}}}
-		sc = sc.withDefaults()
-		c, err := openCluster(ctx, &sc, testSeed)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.close()
-		if err := sleep(ctx, sc.Settle); err != nil {
-			t.Fatal(err)
-		}
+		c := openSettled(t, &sc)
 		r := &runResult{wiped: map[int]bool{}}
 		c.track.begin(3, time.Now())
 		r.acks = append(r.acks, c.do(ctx, 0, Op{Node: 1, Kind: OpPut, Key: "r/1", Value: "first"}))
@@ -231,4 +207,20 @@ func TestWipedNodeWaitsForSync(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// openSettled fills in sc's defaults, opens its cluster inside the test's
+// synctest bubble and lets it settle; the cluster closes when the test ends.
+func openSettled(t *testing.T, sc *Scenario) *cluster {
+	t.Helper()
+	*sc = sc.withDefaults()
+	c, err := openCluster(t.Context(), sc, testSeed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.close() })
+	if err := sleep(t.Context(), sc.Settle); err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

@@ -625,15 +625,7 @@ func TestCheckersCatchWrongMerge(t *testing.T) {
 			Regions: []Region{{Name: "a", Nodes: 2}, {Name: "b", Nodes: 1}},
 			Links:   []Link{{A: "a", B: "b", Latency: 20 * time.Millisecond}},
 		}
-		sc = sc.withDefaults()
-		c, err := openCluster(ctx, &sc, testSeed)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.close()
-		if err := sleep(ctx, sc.Settle); err != nil {
-			t.Fatal(err)
-		}
+		c := openSettled(t, &sc)
 		ops := []Op{
 			{Node: 0, Kind: OpPut, Key: "r/1", Value: "x"},
 			{Node: 1, Kind: OpPut, Key: "r/1", Value: "y"},
