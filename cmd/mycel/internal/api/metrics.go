@@ -4,6 +4,7 @@ import (
 	"io/fs"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -17,6 +18,15 @@ type metrics struct {
 	ops      *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	watchers prometheus.Gauge
+	// Resolved children of ops and latency: a label lookup hashes its
+	// values on every call, and every request makes two.
+	opsByKey     sync.Map // opCode -> prometheus.Counter
+	latencyByKey sync.Map // op -> prometheus.Observer
+}
+
+type opCode struct {
+	op   string
+	code int
 }
 
 func newMetrics(s *Server) *metrics {
@@ -43,8 +53,17 @@ func newMetrics(s *Server) *metrics {
 }
 
 func (m *metrics) observe(op string, code int, d time.Duration) {
-	m.ops.WithLabelValues(op, strconv.Itoa(code)).Inc()
-	m.latency.WithLabelValues(op).Observe(d.Seconds())
+	k := opCode{op, code}
+	c, ok := m.opsByKey.Load(k)
+	if !ok {
+		c, _ = m.opsByKey.LoadOrStore(k, m.ops.WithLabelValues(op, strconv.Itoa(code)))
+	}
+	c.(prometheus.Counter).Inc()
+	h, ok := m.latencyByKey.Load(op)
+	if !ok {
+		h, _ = m.latencyByKey.LoadOrStore(op, m.latency.WithLabelValues(op))
+	}
+	h.(prometheus.Observer).Observe(d.Seconds())
 }
 
 // nodeCollector exports node.Stats() and the store's sizes at scrape time.

@@ -283,7 +283,18 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool)
 		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body is %d bytes, limit %d", r.ContentLength, max))
 		return nil, false
 	}
-	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
+	body := http.MaxBytesReader(w, r.Body, max)
+	var b []byte
+	var err error
+	if r.ContentLength >= 0 {
+		// The length is known and within the limit: read exactly that.
+		// A body shorter than announced is an error (io.ReadFull); the
+		// server itself refuses a longer one.
+		b = make([]byte, r.ContentLength)
+		_, err = io.ReadFull(body, b)
+	} else {
+		b, err = io.ReadAll(body)
+	}
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooBig):
