@@ -430,3 +430,67 @@ func TestPrepareAfterContextClaimsLastCounters(t *testing.T) {
 		t.Fatalf("state no longer decodes: %v", err)
 	}
 }
+
+// A floor moves where a replica's new dots start without claiming the
+// counters below it: a later delta holding those dots still applies.
+func TestDotFloor(t *testing.T) {
+	const me, other = ReplicaID(7), ReplicaID(8)
+	const floor = uint64(1) << 63
+	ns := NewNamespace(Limits{})
+	ns.SetDotFloor(me, floor)
+	put, err := ns.Prepare(Op{Kind: OpPut, Key: "a", Value: []byte("new")}, me, Timestamp{Wall: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dots []Dot
+	put.StoreDots(func(d Dot) { dots = append(dots, d) })
+	if len(dots) != 1 || dots[0] != (Dot{me, floor}) {
+		t.Fatalf("first dot %v, want counter %d", dots, floor)
+	}
+	if c := put.Context(); c.Contains(Dot{me, 1}) || !c.Contains(Dot{me, floor}) {
+		t.Fatalf("delta context %v claims counters below the floor", c)
+	}
+	ns.ApplyDelta(put, nil)
+	// Another replica's dots are not affected.
+	o, err := ns.Prepare(Op{Kind: OpPut, Key: "b", Value: []byte("x")}, other, Timestamp{Wall: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.StoreDots(func(d Dot) {
+		if d != (Dot{other, 1}) {
+			t.Fatalf("other replica's dot %v", d)
+		}
+	})
+	// An earlier incarnation's write under the same replica, learned
+	// later, is not covered by the floor and still applies.
+	old := NewNamespace(Limits{})
+	oldPut, err := old.Prepare(Op{Kind: OpPut, Key: "c", Value: []byte("old")}, me, Timestamp{Wall: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.ApplyDelta(oldPut, nil)
+	if v, ok := ns.Get("c"); !ok || v.IsEmpty() {
+		t.Fatal("the earlier incarnation's write was dropped")
+	}
+	next, err := ns.Prepare(Op{Kind: OpPut, Key: "a", Value: []byte("newer")}, me, Timestamp{Wall: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next.StoreDots(func(d Dot) {
+		if d != (Dot{me, floor + 1}) {
+			t.Fatalf("second dot %v, want %d", d, floor+1)
+		}
+	})
+	// A floor below what was seen changes nothing.
+	ns.ApplyDelta(next, nil)
+	ns.SetDotFloor(me, 5)
+	third, err := ns.Prepare(Op{Kind: OpPut, Key: "a", Value: []byte("third")}, me, Timestamp{Wall: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	third.StoreDots(func(d Dot) {
+		if d != (Dot{me, floor + 2}) {
+			t.Fatalf("third dot %v", d)
+		}
+	})
+}

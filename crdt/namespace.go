@@ -15,6 +15,10 @@ type Namespace struct {
 	keys map[string]*Value // only non-empty values; boxed: a map of small
 	// pointers grows in far less memory than a map of 32-byte values
 	limits Limits
+	// floor is where new dots of floorReplica start counting (see
+	// SetDotFloor); zero: from the highest seen.
+	floorReplica ReplicaID
+	floor        uint64
 }
 
 // NewNamespace returns an empty namespace that checks operations against
@@ -25,6 +29,26 @@ func NewNamespace(limits Limits) *Namespace {
 
 // Limits returns the limits the namespace enforces.
 func (n *Namespace) Limits() Limits { return n.limits }
+
+// SetDotFloor makes Prepare give r's new dots counters of at least floor,
+// without claiming anything about the counters below it (the context is not
+// changed). A replica whose earlier history may be lost (its identity
+// outlived its store) counts from a floor no earlier incarnation reached,
+// instead of from the highest counter it happens to have seen. One replica
+// has a floor at a time; floor 0 removes it.
+func (n *Namespace) SetDotFloor(r ReplicaID, floor uint64) {
+	n.floorReplica, n.floor = r, floor
+}
+
+// lastCounter is the counter r's new dots count up from: the highest seen,
+// or just below r's floor.
+func (n *Namespace) lastCounter(r ReplicaID) uint64 {
+	last := n.ctx.Max(r)
+	if r == n.floorReplica && n.floor > 0 && last < n.floor-1 {
+		last = n.floor - 1
+	}
+	return last
+}
 
 // Len returns the number of keys holding a value.
 func (n *Namespace) Len() int { return len(n.keys) }
@@ -107,13 +131,14 @@ func (n *Namespace) Prepare(op Op, r ReplicaID, ts Timestamp) (Delta, error) {
 	case OpSetUpdate:
 		need = uint64(len(op.Add))
 	}
-	if n.ctx.Max(r) > math.MaxUint64-need {
+	last := n.lastCounter(r)
+	if last > math.MaxUint64-need {
 		return Delta{}, fmt.Errorf("%w: replica %v has no dot counters left", ErrLimit, r)
 	}
 	// One allocation holds what the delta needs and the state never
 	// retains (the entry list, the context ranges, the top extension).
 	s := new(prepScratch)
-	p := preparer{op: &s.op, next: n.ctx.Max(r) + 1, replica: r, ts: ts, scratch: s}
+	p := preparer{op: &s.op, next: last + 1, replica: r, ts: ts, scratch: s}
 	s.op = op
 	p.ctx.ranges = s.ranges[:0]
 	v, err := p.at(n.value(op.Key), 0)

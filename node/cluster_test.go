@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mycelnet/mycel/crdt"
+	"github.com/mycelnet/mycel/store"
 )
 
 // cluster starts n nodes on loopback with cfg (DefaultLocalConfig if nil
@@ -209,5 +210,60 @@ func TestReplicationLagIsRecorded(t *testing.T) {
 			}
 		}
 		return false
+	})
+}
+
+// A node whose store is lost but whose identity key is kept (the data
+// dir's store removed, identity.key left) takes writes at once, before any
+// peer is reachable, and loses none: its new store counts from a floor the
+// lost one never reached, so peers do not drop the new writes as seen.
+func TestLostStoreKeptIdentity(t *testing.T) {
+	ctx := context.Background()
+	dirs := []string{t.TempDir(), t.TempDir()}
+	nodes := cluster(t, 2, func(i int, c *Config) { c.DataDir = dirs[i] })
+	connect(t, nodes[0], nodes[1])
+	if err := mustNS(t, nodes[1], "ns").Put(ctx, "before", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	waitConverged(t, nodes, "ns", 1, 20*time.Second)
+	id := nodes[1].ID()
+	if err := nodes[1].Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(dirs[1], "store")); err != nil {
+		t.Fatal(err)
+	}
+	back := cluster(t, 1, func(_ int, c *Config) { c.DataDir = dirs[1] })[0]
+	if back.ID() != id {
+		t.Fatal("the kept key gave another peer id")
+	}
+	d, err := mustNS(t, back, "ns").Apply(ctx, crdt.Op{Kind: crdt.OpPut, Key: "after", Value: []byte("2")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.StoreDots(func(x crdt.Dot) {
+		if x.Counter < store.FloorBase {
+			t.Fatalf("write after losing the store took dot %v, below the floor", x)
+		}
+	})
+	connect(t, nodes[0], back)
+	waitConverged(t, []*Node{nodes[0], back}, "ns", 2, 20*time.Second)
+	for _, n := range []*Node{nodes[0], back} {
+		for _, k := range []string{"before", "after"} {
+			if _, err := mustNS(t, n, "ns").Get(ctx, k); err != nil {
+				t.Fatalf("node %s lacks %q: %v", n.ID(), k, err)
+			}
+		}
+	}
+	// A first start with a key made now counts from 1.
+	fresh := cluster(t, 1, func(_ int, c *Config) { c.DataDir = t.TempDir() })[0]
+	d, err = mustNS(t, fresh, "ns").Apply(ctx, crdt.Op{Kind: crdt.OpPut, Key: "k", Value: []byte("v")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.StoreDots(func(x crdt.Dot) {
+		if x.Counter != 1 {
+			t.Fatalf("a new key's first write took dot %v", x)
+		}
 	})
 }

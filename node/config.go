@@ -166,11 +166,13 @@ type Option func(*options) error
 type options struct {
 	datastore ds.Batching
 	identity  crypto.PrivKey
-	hostOpts  []libp2p.Option
-	psOpts    []pubsub.Option
-	now       func() time.Time
-	rand      *rand.Rand
-	logger    *slog.Logger
+	// identityNew: identity was never used before (WithNewIdentity).
+	identityNew bool
+	hostOpts    []libp2p.Option
+	psOpts      []pubsub.Option
+	now         func() time.Time
+	rand        *rand.Rand
+	logger      *slog.Logger
 }
 
 // WithDatastore stores state in d instead of DataDir's Pebble store (the
@@ -186,8 +188,20 @@ func WithDatastore(d ds.Batching) Option {
 }
 
 // WithIdentity uses key as the node's identity instead of the one in DataDir.
+// The key may have written before, on a store now lost: a new store opened
+// with it counts this replica's dots and batch numbers from random floors
+// no earlier store reached (store.Options.IdentityReused), so that peers
+// holding the lost store's writes do not drop the new ones as seen. Use
+// WithNewIdentity for a key generated for this node and never used.
 func WithIdentity(key crypto.PrivKey) Option {
-	return func(o *options) error { o.identity = key; return nil }
+	return func(o *options) error { o.identity, o.identityNew = key, false; return nil }
+}
+
+// WithNewIdentity uses key, which no node has used before, as the node's
+// identity: a new store counts from 1, as with a key generated in DataDir.
+// Reusing such a key on another store loses writes; see WithIdentity.
+func WithNewIdentity(key crypto.PrivKey) Option {
+	return func(o *options) error { o.identity, o.identityNew = key, true; return nil }
 }
 
 // WithHostOptions adds libp2p options (e.g. a simulated network transport).

@@ -39,6 +39,11 @@ type Node struct {
 	opts    options
 	log     *slog.Logger
 	replica crdt.ReplicaID
+	// identityReused: the key existed before this open (see WithIdentity).
+	identityReused bool
+	// storeRand draws the store's counter floors: crypto/rand unless a
+	// random source was injected.
+	storeRand func() uint64
 
 	host  host.Host
 	dht   *dht.IpfsDHT
@@ -92,15 +97,21 @@ func Open(ctx context.Context, cfg Config, opts ...Option) (*Node, error) {
 }
 
 func (n *Node) open(ctx context.Context) error {
-	key, err := n.identity()
+	key, keyNew, err := n.identity()
 	if err != nil {
 		return err
 	}
+	// A key that existed before this open may have written on a store
+	// that is gone; only a key made now (or declared new) cannot have.
+	n.identityReused = !keyNew
 	pid, err := peer.IDFromPrivateKey(key)
 	if err != nil {
 		return err
 	}
 	n.replica = crdt.DeriveReplicaID([]byte(pid))
+	if n.opts.rand != nil {
+		n.storeRand = rand.New(rand.NewPCG(n.opts.rand.Uint64(), n.opts.rand.Uint64())).Uint64
+	}
 	if o := n.opts; o.rand == nil {
 		n.opts.rand = rand.New(rand.NewPCG(uint64(n.replica), uint64(o.now().UnixNano())))
 	}
@@ -156,52 +167,54 @@ func (n *Node) open(ctx context.Context) error {
 }
 
 // identity loads the node key from DataDir (creating it, mode 0600), or
-// takes the injected one, or makes an ephemeral one.
-func (n *Node) identity() (crypto.PrivKey, error) {
+// takes the injected one, or makes an ephemeral one. keyNew says the key was
+// made now (or declared new): no store can have used it before.
+func (n *Node) identity() (key crypto.PrivKey, keyNew bool, err error) {
 	if n.opts.identity != nil {
-		return n.opts.identity, nil
+		return n.opts.identity, n.opts.identityNew, nil
 	}
 	if n.cfg.DataDir == "" {
 		k, _, err := crypto.GenerateEd25519Key(nil)
-		return k, err
+		return k, true, err
 	}
 	if err := os.MkdirAll(n.cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("node: data dir: %w", err)
+		return nil, false, fmt.Errorf("node: data dir: %w", err)
 	}
 	path := filepath.Join(n.cfg.DataDir, "identity.key")
 	b, err := os.ReadFile(path)
 	if err == nil {
 		k, err := crypto.UnmarshalPrivateKey(b)
 		if err != nil {
-			return nil, fmt.Errorf("node: identity key %s is corrupt: %w", path, err)
+			return nil, false, fmt.Errorf("node: identity key %s is corrupt: %w", path, err)
 		}
-		return k, nil
+		return k, false, nil
 	}
 	if !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("node: read identity: %w", err)
+		return nil, false, fmt.Errorf("node: read identity: %w", err)
 	}
 	k, _, err := crypto.GenerateEd25519Key(nil)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	b, err = crypto.MarshalPrivateKey(k)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return nil, fmt.Errorf("node: write identity: %w", err)
+		return nil, false, fmt.Errorf("node: write identity: %w", err)
 	}
 	if err := os.Rename(tmp, path); err != nil {
-		return nil, fmt.Errorf("node: write identity: %w", err)
+		return nil, false, fmt.Errorf("node: write identity: %w", err)
 	}
-	return k, nil
+	return k, true, nil
 }
 
 func (n *Node) openStore(ctx context.Context) error {
 	so := store.Options{
 		Replica: n.replica, Limits: n.cfg.Limits, NoSync: n.cfg.NoSync, Retention: n.cfg.Retention,
 		MaxClockDrift: n.cfg.MaxClockDrift, Now: n.opts.now, OnCommit: n.onCommit, Logger: n.log,
+		IdentityReused: n.identityReused, Rand: n.storeRand,
 	}
 	var err error
 	switch {

@@ -79,14 +79,11 @@ type member struct {
 
 	// Only the driver goroutine changes these (and reads them while the
 	// node may run); the checkers read them after the run.
-	ds       datastore.Batching
-	node     *node.Node
-	space    *node.Namespace
-	up       bool
-	diskLost bool // crashed without its disk, not yet restarted
-	// catchingUp: restarted on a wiped store and not yet through a sync
-	// session; it takes no ops until then (see cluster.do).
-	catchingUp  bool
+	ds          datastore.Batching
+	node        *node.Node
+	space       *node.Namespace
+	up          bool
+	diskLost    bool // crashed without its disk, not yet restarted
 	incarnation uint64
 	watchCancel context.CancelFunc
 	watchDone   chan struct{}
@@ -158,9 +155,15 @@ func (c *cluster) start(ctx context.Context, m *member) error {
 		MaxRedialBackoff: redialBackoff,
 	}
 	inc := m.incarnation
+	// The first start's key is new; later starts reuse it, possibly on a
+	// wiped store, as a real node keeping its key would.
+	identity := node.WithIdentity(m.key)
+	if inc == 0 {
+		identity = node.WithNewIdentity(m.key)
+	}
 	n, err := node.Open(ctx, cfg,
 		node.WithDatastore(m.ds),
-		node.WithIdentity(m.key),
+		identity,
 		node.WithClock(m.clock.now),
 		node.WithRand(rand.New(rand.NewPCG(c.seed, uint64(m.index)+1<<32+inc<<40))),
 		node.WithLogger(c.quiet),
@@ -245,11 +248,9 @@ func (c *cluster) restart(ctx context.Context, n int) error {
 	if m.up {
 		return nil
 	}
-	wiped := m.diskLost
 	if err := c.start(ctx, m); err != nil {
 		return err
 	}
-	m.catchingUp = wiped
 	if c.cutMode == Disconnect {
 		c.block(c.cutGroups, true)
 	}

@@ -268,16 +268,10 @@ func (c *cluster) drive(ctx context.Context, plan Plan, r *runResult) (time.Time
 func (c *cluster) do(ctx context.Context, id int, op Op) ack {
 	a := ack{id: id, op: op}
 	m := c.members[op.Node]
-	if m.up && m.catchingUp && m.node.Stats().SyncSessions.Load() > 0 {
-		m.catchingUp = false
-	}
-	// A node restarted on a wiped store with its old identity would hand
-	// out dots and batch numbers its peers have already seen (the store
-	// skips ahead only when it reopens a non-empty namespace), and they
-	// would drop its writes: it takes none until a sync session has given
-	// it back what its peers hold of its own. TestWipedNodeReusesDots
-	// shows what happens otherwise.
-	if !m.up || m.catchingUp {
+	// A node restarted on a wiped store takes writes at once: its store
+	// counts from a floor its lost store never reached
+	// (TestWipedNodeTakesWritesAtOnce).
+	if !m.up {
 		a.skipped = true
 		return a
 	}

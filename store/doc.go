@@ -23,5 +23,8 @@
 // durable. So that a crash cannot make this replica reuse a dot that another
 // replica may have seen, reopening a namespace skips this replica's dot
 // counter ahead by [DotSkip] and announces the skipped range in a batch of
-// its own.
+// its own. A store created for an identity that may have written before
+// ([Options.IdentityReused]) counts this replica's dots and batch numbers
+// from a random floor at or above [FloorBase] in every namespace, so that
+// it never hands out what a lost store of the same identity gave to peers.
 package store

@@ -14,6 +14,9 @@ var (
 	ErrFailed = errors.New("store: failed, reopen required")
 	// ErrInUse: the data directory is held by another process.
 	ErrInUse = errors.New("store: data directory already in use")
+	// ErrOtherReplica: the datastore holds another replica's store (the
+	// node's identity changed under its data).
+	ErrOtherReplica = errors.New("store: datastore belongs to another replica")
 	// ErrInvalidName: a namespace name is empty, too long or not UTF-8.
 	ErrInvalidName = errors.New("store: invalid namespace name")
 )

@@ -1,7 +1,9 @@
 package store
 
 import (
+	"encoding/binary"
 	"encoding/hex"
+	"fmt"
 	"strconv"
 
 	ds "github.com/ipfs/go-datastore"
@@ -14,7 +16,8 @@ import (
 //
 //	/node/meta/<hex name>             caller metadata (identity key, config fingerprint)
 //	/node/hlc                         last hybrid-clock reading
-//	/node/ns/<hex ns>                 namespace registry
+//	/node/owner                       replica id owning the store, identity-reused flag
+//	/node/ns/<hex ns>                 namespace registry: 1, or 2 and this replica's counter floor
 //	/ns/<hex ns>/c/<replica>          causal context ranges of one replica
 //	/ns/<hex ns>/k/<hex key>          key state (crdt.Value encoding)
 //	/ns/<hex ns>/l/<origin>/<seq>     log entry: uvarint unix ms, delta encoding
@@ -26,6 +29,7 @@ import (
 const (
 	prefixNodeMeta = "/node/meta/"
 	keyHLC         = "/node/hlc"
+	keyOwner       = "/node/owner"
 	prefixRegistry = "/node/ns/"
 )
 
@@ -88,4 +92,26 @@ func lastSegment(k string) string {
 		}
 	}
 	return k
+}
+
+// registryRecord is a namespace registry entry: 1, or 2 followed by the
+// eight bytes of the floor this replica's counters start from.
+func registryRecord(floor uint64) []byte {
+	if floor == 0 {
+		return []byte{1}
+	}
+	return binary.BigEndian.AppendUint64([]byte{2}, floor)
+}
+
+func parseRegistryRecord(b []byte) (floor uint64, err error) {
+	switch {
+	case len(b) == 1 && b[0] == 1:
+		return 0, nil
+	case len(b) == 9 && b[0] == 2:
+		if floor = binary.BigEndian.Uint64(b[1:]); floor < FloorBase {
+			return 0, fmt.Errorf("counter floor %d below %d", floor, FloorBase)
+		}
+		return floor, nil
+	}
+	return 0, fmt.Errorf("registry record of %d bytes", len(b))
 }

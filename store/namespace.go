@@ -49,6 +49,17 @@ type Namespace struct {
 	posLow atomic.Uint64
 	// posDone is the last position whose index entry is in the datastore.
 	posDone atomic.Uint64
+	// floor is where this replica's dots and batch numbers count from in
+	// a store whose identity was reused (0: from the highest seen). Set
+	// before the namespace is shared.
+	floor uint64
+}
+
+// setFloor makes this replica's dots and batch numbers count from at
+// least floor (see Options.IdentityReused).
+func (n *Namespace) setFloor(floor uint64) {
+	n.floor = floor
+	n.state.SetDotFloor(n.s.opts.Replica, floor)
 }
 
 func newNamespace(s *Store, name string) *Namespace {
@@ -184,7 +195,7 @@ func (n *Namespace) sealLocal() uint64 {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	self := n.s.opts.Replica
-	seq := n.seen.Max(self) + 1
+	seq := max(n.seen.Max(self)+1, n.floor)
 	n.seen.Add(crdt.Dot{Replica: self, Counter: seq})
 	return seq
 }
@@ -205,7 +216,12 @@ func (n *Namespace) skipDots(ctx context.Context) error {
 		return err
 	}
 	n.mu.Lock()
+	// Dots from below the floor are an earlier incarnation's: skip from
+	// the floor, never announce theirs.
 	hi := n.state.MaxDot(self)
+	if n.floor > 0 && hi < n.floor {
+		hi = n.floor - 1
+	}
 	if hi == 0 {
 		n.mu.Unlock()
 		s.release()
@@ -422,9 +438,18 @@ func (n *Namespace) ReadLog(ctx context.Context, origin crdt.ReplicaID, seq uint
 // naming the namespace and key.
 func loadNamespace(ctx context.Context, s *Store, name string) (*Namespace, error) {
 	n := newNamespace(s, name)
+	rec, err := s.ds.Get(ctx, registryKey(name))
+	if err != nil {
+		return nil, fmt.Errorf("store: namespace %q: registry: %w", name, err)
+	}
+	floor, err := parseRegistryRecord(rec)
+	if err != nil {
+		return nil, corrupt(name, fmt.Errorf("registry: %v", err))
+	}
+	n.setFloor(floor)
 	lim := s.opts.Limits
 	var c crdt.Context
-	err := scan(ctx, s, n.layout.ctxPrefix(), false, func(key string, val []byte) error {
+	err = scan(ctx, s, n.layout.ctxPrefix(), false, func(key string, val []byte) error {
 		r, ok := parseHex16(lastSegment(key))
 		if !ok {
 			return errors.New("bad replica id")

@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	crand "crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -53,7 +55,28 @@ type Options struct {
 	OnCommit func(Commit)
 	// Logger receives warnings. Default slog.Default().
 	Logger *slog.Logger
+	// IdentityReused says Replica may have written before, on a store that
+	// is now lost: the identity was kept or injected, but the datastore is
+	// new. Peers may hold that lost store's dots and batch numbers, and
+	// counting from 1 again would hand them out a second time (peers drop
+	// such writes as already seen). A store created with it set gives each
+	// namespace it creates a random floor in the upper half of the counter
+	// space for this replica's dots and batch numbers (see FloorBase). The
+	// choice is recorded with the store and holds for its whole life;
+	// opening an existing store ignores the option.
+	IdentityReused bool
+	// Rand draws those floors. Default: crypto/rand.
+	Rand func() uint64
 }
+
+// FloorBase is the lowest counter floor a store with a reused identity
+// gives a namespace; floors are drawn from [FloorBase, FloorBase+2^62).
+// A store that counts from 1 stays below it for as long as it reopens fewer
+// than 2^23 times (each reopen skips DotSkip = 2^40), so a reused identity's
+// first new store never collides with the lost one; a second lost store in
+// a row collides only if two random draws land within the counters the two
+// used (about reopens × 2^-21).
+const FloorBase = uint64(1) << 63
 
 // Retention bounds a namespace's delta log. Compaction removes whole log
 // entries, oldest first; it never changes key states.
@@ -88,10 +111,19 @@ func (o Options) withDefaults() (Options, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.Rand == nil {
+		o.Rand = cryptoUint64
+	}
 	return o, nil
 }
 
 func withDefaultLimits(l crdt.Limits) crdt.Limits { return l.WithDefaults() }
+
+func cryptoUint64() uint64 {
+	var b [8]byte
+	_, _ = crand.Read(b[:]) // never fails on supported platforms
+	return binary.BigEndian.Uint64(b[:])
+}
 
 // Commit describes one committed batch.
 type Commit struct {
@@ -119,6 +151,8 @@ type Store struct {
 
 	clockMu sync.Mutex
 	clock   crdt.Clock
+
+	reused bool // see Options.IdentityReused; fixed at open
 
 	nsMu sync.RWMutex
 	ns   map[string]*Namespace
@@ -168,6 +202,9 @@ func open(ctx context.Context, d ds.Batching, opts Options, closer func() error)
 	if err != nil {
 		return nil, err
 	}
+	if err := s.loadOwner(ctx, len(names) == 0); err != nil {
+		return nil, err
+	}
 	for _, name := range names {
 		n, err := loadNamespace(ctx, s, name)
 		if err != nil {
@@ -208,6 +245,57 @@ func (s *Store) loadClock(ctx context.Context) error {
 	s.clock.Observe(t)
 	return nil
 }
+
+// loadOwner reads the record of which replica owns this store and whether
+// its identity was reused, writing it (durably) on a store's first open.
+// A store without the record but with namespaces or a clock predates it:
+// it counted from 1, so its identity is taken as not reused.
+func (s *Store) loadOwner(ctx context.Context, noNamespaces bool) error {
+	b, err := s.ds.Get(ctx, ds.RawKey(keyOwner))
+	switch {
+	case err == nil:
+		replica, reused, err := parseOwner(b)
+		if err != nil {
+			return fmt.Errorf("%w: %s: %v", ErrCorrupt, keyOwner, err)
+		}
+		if replica != s.opts.Replica {
+			return fmt.Errorf("%w: the store belongs to replica %v, not %v", ErrOtherReplica, replica, s.opts.Replica)
+		}
+		s.reused = reused
+		return nil
+	case !errors.Is(err, ds.ErrNotFound):
+		return fmt.Errorf("store: read %s: %w", keyOwner, err)
+	}
+	_, hlcErr := s.ds.Get(ctx, ds.RawKey(keyHLC))
+	fresh := noNamespaces && errors.Is(hlcErr, ds.ErrNotFound)
+	s.reused = fresh && s.opts.IdentityReused
+	if err := s.ds.Put(ctx, ds.RawKey(keyOwner), ownerRecord(s.opts.Replica, s.reused)); err != nil {
+		return fmt.Errorf("store: write %s: %w", keyOwner, err)
+	}
+	if err := s.ds.Sync(ctx, ds.RawKey(keyOwner)); err != nil {
+		return fmt.Errorf("store: write %s: %w", keyOwner, err)
+	}
+	return nil
+}
+
+func ownerRecord(r crdt.ReplicaID, reused bool) []byte {
+	b := binary.BigEndian.AppendUint64(make([]byte, 0, 9), uint64(r))
+	if reused {
+		return append(b, 1)
+	}
+	return append(b, 0)
+}
+
+func parseOwner(b []byte) (crdt.ReplicaID, bool, error) {
+	if len(b) != 9 || b[8] > 1 {
+		return 0, false, fmt.Errorf("owner record of %d bytes", len(b))
+	}
+	return crdt.ReplicaID(binary.BigEndian.Uint64(b)), b[8] == 1, nil
+}
+
+// IdentityReused reports whether this store counts its own dots from
+// random floors (see Options.IdentityReused).
+func (s *Store) IdentityReused() bool { return s.reused }
 
 func (s *Store) registry(ctx context.Context) ([]string, error) {
 	res, err := s.ds.Query(ctx, query.Query{Prefix: prefixRegistry, KeysOnly: true})
@@ -288,13 +376,18 @@ func (s *Store) Namespace(ctx context.Context, name string) (*Namespace, error) 
 	if err := s.check(); err != nil {
 		return nil, err
 	}
-	if err := s.ds.Put(ctx, registryKey(name), []byte{1}); err != nil {
+	var floor uint64
+	if s.reused {
+		floor = FloorBase + s.opts.Rand()>>2
+	}
+	if err := s.ds.Put(ctx, registryKey(name), registryRecord(floor)); err != nil {
 		return nil, fmt.Errorf("store: register namespace %q: %w", name, err)
 	}
 	if err := s.ds.Sync(ctx, registryKey(name)); err != nil {
 		return nil, fmt.Errorf("store: register namespace %q: %w", name, err)
 	}
 	n = newNamespace(s, name)
+	n.setFloor(floor)
 	s.ns[name] = n
 	return n, nil
 }
