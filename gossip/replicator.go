@@ -150,8 +150,9 @@ type Replicator struct {
 	mu     sync.Mutex
 	closed bool // set by Close under mu: no new goroutines after it
 	spaces map[string]*space
-	// client side: one sync in flight per peer
-	syncing map[peer.ID]bool
+	// client side: the sync work queued for each peer, worked through by
+	// at most one goroutine per peer (syncWorker)
+	syncing map[peer.ID]*syncQueue
 	// server side: per-peer admission
 	served map[peer.ID]*admission
 	// per peer and namespace: the last sync sessions
@@ -176,7 +177,7 @@ func New(cfg Config) (*Replicator, error) {
 		ctx:     ctx,
 		cancel:  cancel,
 		spaces:  make(map[string]*space),
-		syncing: make(map[peer.ID]bool),
+		syncing: make(map[peer.ID]*syncQueue),
 		served:  make(map[peer.ID]*admission),
 		status:  make(map[statusKey]*PeerSync),
 		kick:    make(chan peer.ID, 256),
@@ -219,13 +220,21 @@ func (r *Replicator) Close() error {
 	return nil
 }
 
+// ErrClosed is returned by calls on a closed Replicator.
+var ErrClosed = errors.New("gossip: replicator closed")
+
 // Join starts replicating namespace ns held by rep. writers, if not empty,
 // is the namespace's writer allowlist: batches from other peers are refused.
+//
+// Join also starts pulling ns from every peer connected at that moment
+// (the namespace's first sync), without waiting for it: a namespace joined
+// after its peers connected would otherwise get what they hold only at the
+// next periodic sync. WaitFirstSync waits for it.
 func (r *Replicator) Join(ns string, rep Replica, writers []peer.ID) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.ctx.Err() != nil {
-		return errors.New("gossip: replicator closed")
+		return ErrClosed
 	}
 	if _, ok := r.spaces[ns]; ok {
 		return fmt.Errorf("gossip: namespace %q already joined", ns)
@@ -235,7 +244,41 @@ func (r *Replicator) Join(ns string, rep Replica, writers []peer.ID) error {
 		return err
 	}
 	r.spaces[ns] = s
+	for _, p := range r.cfg.Host.Network().Peers() {
+		if r.queueSync(p, s) {
+			s.firstPending++
+		}
+	}
+	if s.firstPending == 0 {
+		close(s.firstSync)
+	}
 	return nil
+}
+
+// WaitFirstSync waits until the first sync of ns (see Join) has ended with
+// every peer it started with — completed, or failed, as it does at once
+// with a peer that has not joined ns — or until ctx ends (returning its
+// error). It returns nil at once if no peer was connected when ns was
+// joined, and ErrClosed once the replicator closes. With a ctx that has
+// already ended it only checks: nil if the first sync has ended.
+func (r *Replicator) WaitFirstSync(ctx context.Context, ns string) error {
+	s := r.space(ns)
+	if s == nil {
+		return fmt.Errorf("gossip: namespace %q not joined", ns)
+	}
+	select {
+	case <-s.firstSync:
+		return nil
+	default:
+	}
+	select {
+	case <-s.firstSync:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.ctx.Done():
+		return ErrClosed
+	}
 }
 
 // Publish queues a committed local batch of ns for publishing. It never
@@ -302,27 +345,85 @@ func (r *Replicator) randomPeer() (peer.ID, bool) {
 	return peers[r.cfg.Rand.IntN(len(peers))], true
 }
 
-// startSync runs a sync with p in the background unless one is running.
+// startSync syncs every namespace with p in the background, unless such
+// a sync with p is already running or queued.
 func (r *Replicator) startSync(p peer.ID) {
 	r.mu.Lock()
-	if r.syncing[p] || r.closed {
-		r.mu.Unlock()
-		return
+	defer r.mu.Unlock()
+	r.queueSync(p, nil)
+}
+
+// syncQueue is the client sync work queued for one peer. One goroutine
+// (syncWorker) works through it, so this node runs its background sessions
+// with a peer one after another, as the peer's admission limits expect.
+type syncQueue struct {
+	all        bool     // a sync of every namespace is queued
+	runningAll bool     // a sync of every namespace is running
+	spaces     []*space // namespaces whose first sync is queued
+}
+
+// queueSync queues a sync of s (nil: of every namespace) with p and starts
+// p's worker if none runs. It reports whether the work was queued: not
+// after Close, and a sync of every namespace is not queued while one is
+// queued or running. The caller holds r.mu.
+func (r *Replicator) queueSync(p peer.ID, s *space) bool {
+	if r.closed {
+		return false
 	}
-	r.syncing[p] = true
-	r.wg.Add(1)
-	r.mu.Unlock()
-	go func() {
-		defer r.wg.Done()
-		defer func() {
-			r.mu.Lock()
+	q := r.syncing[p]
+	if q == nil {
+		q = &syncQueue{}
+		r.syncing[p] = q
+		r.wg.Add(1)
+		go r.syncWorker(p, q)
+	}
+	switch {
+	case s != nil:
+		q.spaces = append(q.spaces, s)
+	case q.all || q.runningAll:
+		return false
+	default:
+		q.all = true
+	}
+	return true
+}
+
+// syncWorker runs the syncs queued for p until none is left: first syncs
+// of newly joined namespaces first (a reader may be waiting for them),
+// then a sync of every namespace.
+func (r *Replicator) syncWorker(p peer.ID, q *syncQueue) {
+	defer r.wg.Done()
+	for {
+		r.mu.Lock()
+		spaces, all := q.spaces, q.all
+		q.spaces, q.all, q.runningAll = nil, false, all
+		if len(spaces) == 0 && !all {
 			delete(r.syncing, p)
 			r.mu.Unlock()
-		}()
-		if err := r.SyncWith(r.ctx, p); err != nil && r.ctx.Err() == nil {
-			r.cfg.Logger.Debug("gossip: sync failed", "peer", p, "err", err)
+			return
 		}
-	}()
+		r.mu.Unlock()
+		for _, s := range spaces {
+			if err := r.syncNamespace(r.ctx, p, s); err != nil && r.ctx.Err() == nil {
+				r.cfg.Logger.Debug("gossip: first sync failed", "peer", p, "err", err)
+			}
+			r.firstSyncEnded(s)
+		}
+		if all {
+			if err := r.SyncWith(r.ctx, p); err != nil && r.ctx.Err() == nil {
+				r.cfg.Logger.Debug("gossip: sync failed", "peer", p, "err", err)
+			}
+		}
+	}
+}
+
+// firstSyncEnded counts one peer's first sync of s as ended.
+func (r *Replicator) firstSyncEnded(s *space) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if s.firstPending--; s.firstPending == 0 {
+		close(s.firstSync)
+	}
 }
 
 // SyncWith syncs every joined namespace with p now, as the client: it pulls
@@ -330,20 +431,28 @@ func (r *Replicator) startSync(p peer.ID) {
 func (r *Replicator) SyncWith(ctx context.Context, p peer.ID) error {
 	var errs []error
 	for _, s := range r.spaceList() {
-		for round := 0; round < 64; round++ { // each round is bounded; "more" asks for another
-			done := s.pullTurn(ctx)
-			more, err := r.syncSpace(ctx, p, s)
-			done()
-			if err != nil {
-				errs = append(errs, fmt.Errorf("namespace %q: %w", s.name, err))
-				break
-			}
-			if !more {
-				break
-			}
+		if err := r.syncNamespace(ctx, p, s); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// syncNamespace pulls s from p: client sessions, each taking s's pull turn,
+// until the server has nothing more to send.
+func (r *Replicator) syncNamespace(ctx context.Context, p peer.ID, s *space) error {
+	for round := 0; round < 64; round++ { // each round is bounded; "more" asks for another
+		done := s.pullTurn(ctx)
+		more, err := r.syncSpace(ctx, p, s)
+		done()
+		if err != nil {
+			return fmt.Errorf("namespace %q: %w", s.name, err)
+		}
+		if !more {
+			return nil
+		}
+	}
+	return nil
 }
 
 type statusKey struct {

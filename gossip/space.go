@@ -31,6 +31,10 @@ type space struct {
 
 	// pull admits one client sync session at a time (see pullTurn).
 	pull chan struct{}
+	// firstSync is closed once the syncs Join started have ended;
+	// firstPending (guarded by r.mu) counts those still to end.
+	firstSync    chan struct{}
+	firstPending int
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -44,6 +48,8 @@ func (r *Replicator) newSpace(ns string, rep Replica, writers []peer.ID) (*space
 			maxOps: r.cfg.MaxPublishOps, maxBytes: r.cfg.MaxPublishBytes},
 		notify: make(chan struct{}, 1),
 		pull:   make(chan struct{}, 1),
+
+		firstSync: make(chan struct{}),
 	}
 	if len(writers) > 0 {
 		s.writers = make(map[crdt.ReplicaID]bool, len(writers))

@@ -21,6 +21,8 @@ type Namespace struct {
 }
 
 // Namespace opens (joining replication on first use) the named namespace.
+// Joining starts pulling the namespace from the peers connected at that
+// moment; Namespace.WaitFirstSync waits for that first sync to end.
 func (n *Node) Namespace(ctx context.Context, name string) (*Namespace, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -46,6 +48,15 @@ func (n *Node) Namespace(ctx context.Context, name string) (*Namespace, error) {
 	}
 	n.spaces[name] = s
 	return s, nil
+}
+
+// HasNamespace reports whether this node holds the named namespace (it
+// was opened in this process, or on an earlier run: a node opens every
+// namespace it holds at start). Unlike Namespace it creates nothing.
+func (n *Node) HasNamespace(name string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.spaces[name] != nil
 }
 
 // Namespaces returns the names of the namespaces this node holds, sorted.
