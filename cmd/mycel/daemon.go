@@ -85,6 +85,12 @@ func plan(s settings, stderr io.Writer) (daemonPlan, error) {
 	if s.DataDir == "" {
 		return p, usageError{errors.New("--data-dir must not be empty")}
 	}
+	if s.MaxNamespaces < 1 {
+		return p, usageError{fmt.Errorf("--max-namespaces %d: want at least 1", s.MaxNamespaces)}
+	}
+	if s.ShutdownWait <= 0 {
+		return p, usageError{fmt.Errorf("--shutdown-timeout %s: want a positive duration", s.ShutdownWait)}
+	}
 	if s.APITokenFile != "" {
 		b, err := os.ReadFile(s.APITokenFile)
 		if err != nil {
@@ -170,7 +176,8 @@ func runDaemon(s settings, stdout, stderr io.Writer) error {
 			return usageError{fmt.Errorf("--namespace %q: %w", name, err)}
 		}
 	}
-	srv, err := api.New(api.Options{Node: n, Limits: p.cfg.Limits, Token: p.token, Pprof: s.Pprof, DataDir: s.DataDir, Logger: log})
+	srv, err := api.New(api.Options{Node: n, Limits: p.cfg.Limits, MaxNamespaces: s.MaxNamespaces,
+		Token: p.token, Pprof: s.Pprof, DataDir: s.DataDir, Logger: log})
 	if err != nil {
 		closeNode()
 		return err
@@ -210,28 +217,31 @@ func runDaemon(s settings, stdout, stderr io.Writer) error {
 	return shutdown(hs, n, served, s.ShutdownWait, log)
 }
 
-// shutdown stops accepting, lets in-flight requests finish, closes the node
-// (which flushes the store), all within bound.
+// shutdown stops accepting, lets in-flight requests finish, then closes
+// the node (which flushes the store), all within bound. Draining gets at
+// most half of it, so that closing the node always has the other half: a
+// slow request must not leave the node no time to close.
 func shutdown(hs *http.Server, n *node.Node, served <-chan error, bound time.Duration, log *slog.Logger) error {
-	deadline := time.Now().Add(bound)
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	start := time.Now()
+	drain, cancel := context.WithTimeout(context.Background(), bound/2)
 	defer cancel()
-	httpErr := hs.Shutdown(ctx)
-	if httpErr != nil {
-		log.Warn("API shutdown: requests still running at the bound, closing them", "err", httpErr)
+	if err := hs.Shutdown(drain); err != nil {
+		log.Warn("API shutdown: requests still running at half the bound, closing their connections", "err", err)
 		_ = hs.Close()
 	}
 	<-served
 	closed := make(chan error, 1)
 	go func() { closed <- n.Close() }()
+	timer := time.NewTimer(bound - time.Since(start))
+	defer timer.Stop()
 	select {
 	case err := <-closed:
 		if err != nil {
 			return fmt.Errorf("closing node: %w", err)
 		}
-	case <-ctx.Done():
+	case <-timer.C:
 		return fmt.Errorf("closing node: not done within %s", bound)
 	}
-	log.Info("stopped")
+	log.Info("stopped", "took", time.Since(start))
 	return nil
 }

@@ -37,7 +37,8 @@ type settings struct {
 	NoSync        bool          `name:"no-sync" usage:"acknowledge writes before fsync (faster, loses recent writes on power loss)"`
 	MaxValueBytes int           `name:"max-value-bytes" usage:"largest value (and request body) accepted"`
 	MeshDegree    int           `name:"mesh-degree" usage:"gossipsub mesh degree D, 2 to 32: fewer duplicate sends below the default, more redundancy above it"`
-	ShutdownWait  time.Duration `name:"shutdown-timeout" usage:"bound on graceful shutdown after SIGINT/SIGTERM"`
+	ShutdownWait  time.Duration `name:"shutdown-timeout" usage:"bound on graceful shutdown after SIGINT/SIGTERM: draining API requests gets at most half, closing the node the rest"`
+	MaxNamespaces int           `name:"max-namespaces" usage:"the API creates a namespace only while the node holds fewer (507 past it); those opened at start count too"`
 }
 
 func defaultSettings() settings {
@@ -51,6 +52,7 @@ func defaultSettings() settings {
 		MaxValueBytes: 1 << 20,
 		MeshDegree:    6,
 		ShutdownWait:  10 * time.Second,
+		MaxNamespaces: 1024,
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/mycelnet/mycel/crdt"
 	"github.com/mycelnet/mycel/node"
 )
 
@@ -42,9 +43,25 @@ func parseNSPath(escaped string) (nsRoute, error) {
 	return rt, nil
 }
 
+// nsHandler checks a request before its namespace is opened: it reads and
+// validates everything that can make it fail (body, JSON, query) and
+// returns the action to run on the opened namespace, or nil after answering
+// with an error. Opening a namespace registers it durably and joins its
+// replication, so a request refused must be refused before that.
+type nsHandler func(w http.ResponseWriter, r *http.Request, rt nsRoute) func(*node.Namespace)
+
+// direct adapts a handler with nothing to check before the namespace opens.
+func direct(h func(http.ResponseWriter, *http.Request, *node.Namespace, string)) nsHandler {
+	return func(w http.ResponseWriter, r *http.Request, rt nsRoute) func(*node.Namespace) {
+		return func(ns *node.Namespace) { h(w, r, ns, rt.key) }
+	}
+}
+
 // serveNamespace routes /v1/ns/... by hand: unknown shapes are 404, known
-// shapes with the wrong method 405, then names are checked (400) before the
-// namespace is opened.
+// shapes with the wrong method 405, then names, query and body are checked
+// (400, 413) and only then is the namespace opened (507 past
+// MaxNamespaces). A read of a namespace this process has just opened waits
+// (up to FirstSyncWait) for its first sync with the connected peers.
 func (s *Server) serveNamespace(w http.ResponseWriter, r *http.Request) {
 	rt, err := parseNSPath(r.URL.EscapedPath())
 	if err != nil {
@@ -52,7 +69,8 @@ func (s *Server) serveNamespace(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var op string
-	var h func(http.ResponseWriter, *http.Request, *node.Namespace, string)
+	var h nsHandler
+	read := r.Method == http.MethodGet || r.Method == http.MethodHead
 	switch {
 	case rt.kind == "kv" && !rt.hasKey:
 		op, h = "keys", s.keys
@@ -67,15 +85,15 @@ func (s *Server) serveNamespace(w http.ResponseWriter, r *http.Request) {
 		case http.MethodPut:
 			op, h = "put", s.put
 		case http.MethodDelete:
-			op, h = "delete", s.del
+			op, h = "delete", direct(s.del)
 		default:
-			op, h = "get", s.get
+			op, h = "get", direct(s.get)
 		}
 	case rt.kind == "counter" && rt.hasKey:
 		if !allow(w, r, http.MethodGet, http.MethodPost) {
 			return
 		}
-		op, h = "counter_get", s.counterGet
+		op, h = "counter_get", direct(s.counterGet)
 		if r.Method == http.MethodPost {
 			op, h = "counter_add", s.counterAdd
 		}
@@ -83,17 +101,18 @@ func (s *Server) serveNamespace(w http.ResponseWriter, r *http.Request) {
 		if !allow(w, r, http.MethodGet, http.MethodPost) {
 			return
 		}
-		op, h = "set_get", s.setGet
+		op, h = "set_get", direct(s.setGet)
 		if r.Method == http.MethodPost {
 			op, h = "set_update", s.setUpdate
 		}
 	case rt.kind == "digest" && !rt.hasKey:
-		op, h = "digest", s.digest
+		op, h = "digest", direct(s.digest)
 		if !allow(w, r, http.MethodGet) {
 			return
 		}
 	case rt.kind == "watch" && !rt.hasKey:
-		op, h = "watch", s.watch
+		// A watch streams what the first sync brings: no wait.
+		op, h, read = "watch", s.watch, false
 		if !allow(w, r, http.MethodGet) {
 			return
 		}
@@ -112,13 +131,68 @@ func (s *Server) serveNamespace(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
-		ns, err := s.n.Namespace(r.Context(), rt.ns)
-		if err != nil {
-			writeNodeError(w, err)
+		if q := r.URL.RawQuery; q != "" {
+			// r.URL.Query() drops what it cannot parse; refuse it instead.
+			if _, err := url.ParseQuery(q); err != nil {
+				writeError(w, http.StatusBadRequest, "malformed query string: "+err.Error())
+				return
+			}
+		}
+		act := h(w, r, rt)
+		if act == nil {
 			return
 		}
-		h(w, r, ns, rt.key)
+		ns, ok := s.open(w, r, rt.ns)
+		if !ok {
+			return
+		}
+		if read {
+			s.waitFirstSync(r.Context(), ns)
+		}
+		act(ns)
 	})
+}
+
+// open opens the named namespace, creating it only while the node holds
+// fewer than MaxNamespaces; past that it answers 507 and returns false.
+func (s *Server) open(w http.ResponseWriter, r *http.Request, name string) (*node.Namespace, bool) {
+	if !s.n.HasNamespace(name) {
+		// Creations take turns, so concurrent ones cannot overshoot.
+		s.createMu.Lock()
+		defer s.createMu.Unlock()
+		if held := len(s.n.Namespaces()); !s.n.HasNamespace(name) && held >= s.opts.MaxNamespaces {
+			writeError(w, http.StatusInsufficientStorage, fmt.Sprintf(
+				"namespace %q does not exist and this node already holds %d namespaces, the limit (--max-namespaces)", name, held))
+			return nil, false
+		}
+	}
+	ns, err := s.n.Namespace(r.Context(), name)
+	if err != nil {
+		writeNodeError(w, err)
+		return nil, false
+	}
+	return ns, true
+}
+
+// ended is a context that has ended: waiting with it only checks.
+var ended = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
+
+// waitFirstSync waits, up to FirstSyncWait, for ns's first sync with the
+// peers connected when this process opened it (at once if it has ended or
+// there were none). On time-out the read answers with what the node holds.
+func (s *Server) waitFirstSync(ctx context.Context, ns *node.Namespace) {
+	if ns.WaitFirstSync(ended) == nil { // the usual case, without a timer
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.opts.FirstSyncWait)
+	defer cancel()
+	if err := ns.WaitFirstSync(ctx); err != nil {
+		s.log.Debug("api: answering before the namespace's first sync ended", "ns", ns.Name(), "err", err)
+	}
 }
 
 // allow answers 405 (with Allow) unless r's method is one of methods; GET
@@ -138,16 +212,29 @@ func methodNotAllowed(w http.ResponseWriter, methods ...string) {
 	writeError(w, http.StatusMethodNotAllowed, "method not allowed; use "+strings.Join(methods, " or "))
 }
 
-func (s *Server) put(w http.ResponseWriter, r *http.Request, ns *node.Namespace, key string) {
+func (s *Server) put(w http.ResponseWriter, r *http.Request, rt nsRoute) func(*node.Namespace) {
+	key := rt.key
 	body, ok := s.readBody(w, r)
-	if !ok {
-		return
+	if !ok || !s.validOp(w, crdt.Op{Kind: crdt.OpPut, Key: key, Value: body}) {
+		return nil
 	}
-	if err := ns.Put(r.Context(), key, body); err != nil {
+	return func(ns *node.Namespace) {
+		if err := ns.Put(r.Context(), key, body); err != nil {
+			writeNodeError(w, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+// validOp checks op against the node's limits (as the node will), so that
+// a write the node would refuse is refused before its namespace opens.
+func (s *Server) validOp(w http.ResponseWriter, op crdt.Op) bool {
+	if err := op.Validate(s.opts.Limits); err != nil {
 		writeNodeError(w, err)
-		return
+		return false
 	}
-	w.WriteHeader(http.StatusNoContent)
+	return true
 }
 
 func (s *Server) get(w http.ResponseWriter, r *http.Request, ns *node.Namespace, key string) {
@@ -190,45 +277,53 @@ func (s *Server) del(w http.ResponseWriter, r *http.Request, ns *node.Namespace,
 // maxListLimit bounds one page of keys.
 const maxListLimit = 10_000
 
-func (s *Server) keys(w http.ResponseWriter, r *http.Request, ns *node.Namespace, _ string) {
+func (s *Server) keys(w http.ResponseWriter, r *http.Request, _ nsRoute) func(*node.Namespace) {
 	q := r.URL.Query()
 	limit := 1000
 	if l := q.Get("limit"); l != "" {
 		n, err := strconv.Atoi(l)
 		if err != nil || n <= 0 || n > maxListLimit {
 			writeError(w, http.StatusBadRequest, fmt.Sprintf("limit must be an integer in 1..%d", maxListLimit))
-			return
+			return nil
 		}
 		limit = n
 	}
-	keys := ns.Keys(q.Get("prefix"), q.Get("after"), limit+1)
-	next := ""
-	if len(keys) > limit {
-		keys = keys[:limit]
-		next = keys[limit-1]
+	return func(ns *node.Namespace) {
+		keys := ns.Keys(q.Get("prefix"), q.Get("after"), limit+1)
+		next := ""
+		if len(keys) > limit {
+			keys = keys[:limit]
+			next = keys[limit-1]
+		}
+		writeJSON(w, http.StatusOK, struct {
+			Keys []string `json:"keys"`
+			Next string   `json:"next"`
+		}{nonNil(keys), next})
 	}
-	writeJSON(w, http.StatusOK, struct {
-		Keys []string `json:"keys"`
-		Next string   `json:"next"`
-	}{nonNil(keys), next})
 }
 
-func (s *Server) counterAdd(w http.ResponseWriter, r *http.Request, ns *node.Namespace, key string) {
+func (s *Server) counterAdd(w http.ResponseWriter, r *http.Request, rt nsRoute) func(*node.Namespace) {
+	key := rt.key
 	var body struct {
 		Add *int64 `json:"add"`
 	}
 	if !s.decodeJSON(w, r, &body) {
-		return
+		return nil
 	}
 	if body.Add == nil {
 		writeError(w, http.StatusBadRequest, `body must be {"add": <integer>}`)
-		return
+		return nil
 	}
-	if err := ns.Counter(key).Add(r.Context(), *body.Add); err != nil {
-		writeNodeError(w, err)
-		return
+	if !s.validOp(w, crdt.Op{Kind: crdt.OpCounterAdd, Key: key, N: *body.Add}) {
+		return nil
 	}
-	w.WriteHeader(http.StatusNoContent)
+	return func(ns *node.Namespace) {
+		if err := ns.Counter(key).Add(r.Context(), *body.Add); err != nil {
+			writeNodeError(w, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}
 }
 
 func (s *Server) counterGet(w http.ResponseWriter, r *http.Request, ns *node.Namespace, key string) {
@@ -240,23 +335,29 @@ func (s *Server) counterGet(w http.ResponseWriter, r *http.Request, ns *node.Nam
 	writeJSON(w, http.StatusOK, map[string]int64{"value": n})
 }
 
-func (s *Server) setUpdate(w http.ResponseWriter, r *http.Request, ns *node.Namespace, key string) {
+func (s *Server) setUpdate(w http.ResponseWriter, r *http.Request, rt nsRoute) func(*node.Namespace) {
+	key := rt.key
 	var body struct {
 		Add    []string `json:"add"`
 		Remove []string `json:"remove"`
 	}
 	if !s.decodeJSON(w, r, &body) {
-		return
+		return nil
 	}
 	if len(body.Add) == 0 && len(body.Remove) == 0 {
 		writeError(w, http.StatusBadRequest, `body must be {"add": [...], "remove": [...]} with at least one element`)
-		return
+		return nil
 	}
-	if err := ns.Set(key).Update(r.Context(), body.Add, body.Remove); err != nil {
-		writeNodeError(w, err)
-		return
+	if !s.validOp(w, crdt.Op{Kind: crdt.OpSetUpdate, Key: key, Add: body.Add, Remove: body.Remove}) {
+		return nil
 	}
-	w.WriteHeader(http.StatusNoContent)
+	return func(ns *node.Namespace) {
+		if err := ns.Set(key).Update(r.Context(), body.Add, body.Remove); err != nil {
+			writeNodeError(w, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}
 }
 
 func (s *Server) setGet(w http.ResponseWriter, r *http.Request, ns *node.Namespace, key string) {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,6 +30,16 @@ type Options struct {
 	// Default: Limits.MaxValueBytes (1 MiB), so any value the node accepts
 	// fits.
 	MaxBodyBytes int64
+	// MaxNamespaces bounds the namespaces the API creates: a request naming
+	// a namespace the node does not hold is answered 507 while the node
+	// holds MaxNamespaces or more (those opened at start count too).
+	// Default 1,024.
+	MaxNamespaces int
+	// FirstSyncWait bounds how long a read of a namespace this process has
+	// just opened waits for its first sync with the connected peers
+	// (node.Namespace.WaitFirstSync), so that it answers with what they
+	// hold rather than from an empty replica. Default 3 s.
+	FirstSyncWait time.Duration
 	// Token, if set, must be presented as "Authorization: Bearer <Token>"
 	// on every route except /healthz.
 	Token string
@@ -52,6 +63,8 @@ type Server struct {
 
 	ctx    context.Context // cancelled by Close: ends watch streams
 	cancel context.CancelFunc
+
+	createMu sync.Mutex // namespace creations take turns (see open)
 }
 
 // New returns a server for opts.Node.
@@ -68,6 +81,12 @@ func New(opts Options) (*Server, error) {
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = int64(opts.Limits.MaxValueBytes)
 	}
+	if opts.MaxNamespaces <= 0 {
+		opts.MaxNamespaces = 1024
+	}
+	if opts.FirstSyncWait <= 0 {
+		opts.FirstSyncWait = 3 * time.Second
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -80,13 +99,14 @@ func New(opts Options) (*Server, error) {
 	s.mux.HandleFunc("/healthz", s.only("healthz", http.MethodGet, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	}))
-	s.mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	s.mux.Handle("/metrics", methods(promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}), http.MethodGet))
 	if opts.Pprof {
-		s.mux.HandleFunc("/debug/pprof/", pprof.Index)
-		s.mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		s.mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		s.mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		s.mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		s.mux.Handle("/debug/pprof/", methods(http.HandlerFunc(pprof.Index), http.MethodGet))
+		s.mux.Handle("/debug/pprof/cmdline", methods(http.HandlerFunc(pprof.Cmdline), http.MethodGet))
+		s.mux.Handle("/debug/pprof/profile", methods(http.HandlerFunc(pprof.Profile), http.MethodGet))
+		// go tool pprof looks symbols up with POST.
+		s.mux.Handle("/debug/pprof/symbol", methods(http.HandlerFunc(pprof.Symbol), http.MethodGet, http.MethodPost))
+		s.mux.Handle("/debug/pprof/trace", methods(http.HandlerFunc(pprof.Trace), http.MethodGet))
 	}
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no route for "+r.URL.Path)
@@ -131,12 +151,20 @@ func (s *Server) authorized(r *http.Request) bool {
 // only restricts a handler to one method and counts it as op.
 func (s *Server) only(op, method string, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != method && !(method == http.MethodGet && r.Method == http.MethodHead) {
-			methodNotAllowed(w, method)
-			return
+		if allow(w, r, method) {
+			s.observe(op, w, r, h)
 		}
-		s.observe(op, w, r, h)
 	}
+}
+
+// methods restricts h to the given methods (GET admits HEAD): any other is
+// answered 405 with a JSON error and Allow.
+func methods(h http.Handler, ms ...string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if allow(w, r, ms...) {
+			h.ServeHTTP(w, r)
+		}
+	})
 }
 
 // observe runs h and records the op's outcome and latency.

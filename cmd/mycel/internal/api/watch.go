@@ -57,25 +57,42 @@ func encodeEvent(ev node.Event) (id string, data []byte) {
 // heartbeat keeps idle streams (and proxies) alive.
 const heartbeat = 15 * time.Second
 
-func (s *Server) watch(w http.ResponseWriter, r *http.Request, ns *node.Namespace, _ string) {
+func (s *Server) watch(w http.ResponseWriter, r *http.Request, rt nsRoute) func(*node.Namespace) {
 	q := r.URL.Query()
 	from := q.Get("from")
 	if from == "" {
 		from = r.Header.Get("Last-Event-ID")
 	}
+	var pos uint64
+	if from != "" {
+		var err error
+		if pos, err = strconv.ParseUint(from, 10, 64); err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("from=%q is not a watch cursor (want the id of an event this node sent)", from))
+			return nil
+		}
+		if pos > 0 && !s.n.HasNamespace(rt.ns) {
+			// Any cursor is ahead of a namespace not created yet; refuse
+			// it without creating the namespace.
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("cursor %d cannot be resumed: namespace %q does not exist on this node", pos, rt.ns))
+			return nil
+		}
+	}
+	return func(ns *node.Namespace) { s.stream(w, r, ns, from != "", pos) }
+}
+
+// stream sends ns's changes as server-sent events, after position pos if
+// resume, until the client leaves or the daemon shuts down.
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, ns *node.Namespace, resume bool, pos uint64) {
+	q := r.URL.Query()
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	stop := context.AfterFunc(s.ctx, cancel) // daemon shutdown ends the stream
 	defer stop()
 	var ch <-chan node.Event
-	if from == "" {
+	if !resume {
 		ch = ns.Watch(ctx, q.Get("prefix"))
 	} else {
-		pos, err := strconv.ParseUint(from, 10, 64)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("from=%q is not a watch cursor (want the id of an event this node sent)", from))
-			return
-		}
+		var err error
 		ch, err = ns.WatchFrom(ctx, q.Get("prefix"), pos)
 		switch {
 		case errors.Is(err, node.ErrCompacted):
