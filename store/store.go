@@ -259,7 +259,7 @@ func (s *Store) loadOwner(ctx context.Context, noNamespaces bool) error {
 			return fmt.Errorf("%w: %s: %v", ErrCorrupt, keyOwner, err)
 		}
 		if replica != s.opts.Replica {
-			return fmt.Errorf("%w: the store belongs to replica %v, not %v", ErrOtherReplica, replica, s.opts.Replica)
+			return fmt.Errorf("%w (%v); this node is replica %v: its identity key changed under its data", ErrOtherReplica, replica, s.opts.Replica)
 		}
 		s.reused = reused
 		return nil
