@@ -21,6 +21,7 @@ import (
 func mycel(t *testing.T, d *daemon, stdin string, args ...string) (string, int) {
 	t.Helper()
 	cmd := exec.Command(binary, append(args, "--api", d.api)...)
+	cmd.Env = append(os.Environ(), clientEnv...)
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb

@@ -153,10 +153,11 @@ func runDaemon(s settings, stdout, stderr io.Writer) error {
 		return err
 	}
 	log := p.logger
+	libLogs := routeLibraryLogs(log.Handler())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	n, err := node.Open(ctx, p.cfg, node.WithLogger(log))
+	n, err := node.Open(ctx, p.cfg, node.WithLogger(log), libLogs)
 	switch {
 	case errors.Is(err, node.ErrInUse):
 		return fmt.Errorf("data directory %s is in use by another process (is another mycel daemon running on it?): %w", s.DataDir, err)

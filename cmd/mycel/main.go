@@ -90,9 +90,10 @@ Exit codes: 0 ok, 1 error, 2 usage.`,
 
 func versionCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:   "version",
-		Short: "Print the version",
-		Args:  noArgs,
+		Use:     "version",
+		Short:   "Print the version",
+		Example: `  mycel version                     # e.g. "mycel v1.2.3 (0123456789ab)": release, commit`,
+		Args:    noArgs,
 		Run: func(cmd *cobra.Command, _ []string) {
 			fmt.Fprintln(cmd.OutOrStdout(), "mycel", versionString())
 		},

@@ -25,6 +25,7 @@ import (
 var (
 	binary     string
 	buildFlags []string // race_test.go adds -race
+	clientEnv  []string // added to the environment of client commands (race_test.go)
 )
 
 func TestMain(m *testing.M) {
@@ -787,5 +788,48 @@ func TestConcurrentWritesShowSiblings(t *testing.T) {
 		if len(all.Values) != 2 || string(all.Values[1]) != string(body) {
 			t.Fatalf("?all=1 gave %q; winner %q should be last", all.Values, body)
 		}
+		loser, winner := string(all.Values[0]), string(body)
+
+		// The CLI: get prints the winner and says there is more; --all
+		// prints every value, one a line, the winner last.
+		out, errOut, code := mycelSplit(t, d, "get", "-n", "test", "k")
+		if code != 0 || out != winner || errOut != "(2 concurrent values; see --all)\n" {
+			t.Fatalf("mycel get: exit %d, stdout %q, stderr %q", code, out, errOut)
+		}
+		out, errOut, code = mycelSplit(t, d, "get", "-n", "test", "k", "--all")
+		if code != 0 || out != loser+"\n"+winner+"\n" || errOut != "" {
+			t.Fatalf("mycel get --all: exit %d, stdout %q, stderr %q; want %q then %q", code, out, errOut, loser, winner)
+		}
+		out, _, code = mycelSplit(t, d, "get", "-n", "test", "k", "--all", "--json")
+		var got struct {
+			Values [][]byte `json:"values"`
+		}
+		if err := json.Unmarshal([]byte(out), &got); code != 0 || err != nil || len(got.Values) != 2 ||
+			string(got.Values[0]) != loser || string(got.Values[1]) != winner {
+			t.Fatalf("mycel get --all --json: exit %d, %q (%v)", code, out, err)
+		}
 	}
+	_, errOut, code := mycelSplit(t, n1, "get", "-n", "test", "absent", "--all")
+	if code != 1 || errOut != "mycel: not found: \"absent\" (HTTP 404)\n" {
+		t.Fatalf("mycel get --all of an absent key: exit %d, stderr %q", code, errOut)
+	}
+}
+
+// mycelSplit runs a client command against d and returns its stdout, its
+// stderr and its exit code.
+func mycelSplit(t *testing.T, d *daemon, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(binary, append(args, "--api", d.api)...)
+	cmd.Env = append(os.Environ(), clientEnv...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := runBounded(t, cmd, 30*time.Second)
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		code = ee.ExitCode()
+	case err != nil:
+		t.Fatal(err)
+	}
+	return out.String(), errb.String(), code
 }

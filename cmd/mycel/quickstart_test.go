@@ -22,6 +22,7 @@ func cli(t *testing.T, args ...string) (string, int) {
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}
+	cmd.Env = append(cmd.Env, clientEnv...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := runBounded(t, cmd, 30*time.Second)

@@ -23,6 +23,8 @@ func simCmd() *cobra.Command {
 		Short: "Run the network partition simulator",
 		Long: `Run Mycel nodes over a simulated network with regions, latency, loss and
 partitions, check convergence and lost writes, and report timings and traffic.`,
+		Example: `  mycel sim run sim/scenarios/three-regions.yaml
+  mycel sim run sim/scenarios/three-regions.yaml --seed 7 --json report.json --svg divergence.svg`,
 	}
 	var seed uint64
 	var jsonOut, svgOut string

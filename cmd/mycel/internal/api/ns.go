@@ -240,6 +240,9 @@ func (s *Server) validOp(w http.ResponseWriter, op crdt.Op) bool {
 func (s *Server) get(w http.ResponseWriter, r *http.Request, ns *node.Namespace, key string) {
 	if r.URL.Query().Get("all") == "1" {
 		vals, err := ns.GetAll(r.Context(), key)
+		if errors.Is(err, node.ErrNotFound) {
+			err = fmt.Errorf("%w: %q", node.ErrNotFound, key) // as without ?all=1
+		}
 		if err != nil {
 			writeNodeError(w, err)
 			return
