@@ -155,6 +155,8 @@ type Replicator struct {
 	syncing map[peer.ID]*syncQueue
 	// server side: per-peer admission
 	served map[peer.ID]*admission
+	// client side: per-peer session budget (see pace)
+	paced map[peer.ID]*admission
 	// per peer and namespace: the last sync sessions
 	status map[statusKey]*PeerSync
 	randMu sync.Mutex
@@ -179,6 +181,7 @@ func New(cfg Config) (*Replicator, error) {
 		spaces:  make(map[string]*space),
 		syncing: make(map[peer.ID]*syncQueue),
 		served:  make(map[peer.ID]*admission),
+		paced:   make(map[peer.ID]*admission),
 		status:  make(map[statusKey]*PeerSync),
 		kick:    make(chan peer.ID, 256),
 	}
@@ -442,6 +445,9 @@ func (r *Replicator) SyncWith(ctx context.Context, p peer.ID) error {
 // until the server has nothing more to send.
 func (r *Replicator) syncNamespace(ctx context.Context, p peer.ID, s *space) error {
 	for round := 0; round < 64; round++ { // each round is bounded; "more" asks for another
+		if err := r.pace(ctx, p); err != nil {
+			return fmt.Errorf("namespace %q: %w", s.name, err)
+		}
 		done := s.pullTurn(ctx)
 		more, err := r.syncSpace(ctx, p, s)
 		done()
@@ -453,6 +459,58 @@ func (r *Replicator) syncNamespace(ctx context.Context, p peer.ID, s *space) err
 		}
 	}
 	return nil
+}
+
+// pace waits until this node may open another sync session with p: it
+// spends sessions with a peer no faster than a server admits them with the
+// default budget (SyncBurst at once, SyncRate per second after), mirrored
+// from this node's own settings. Without it a node holding many namespaces
+// opened a session per namespace back to back and most were refused: 60
+// namespaces took 72 s and 4,117 refused sessions to converge after a
+// connection (TestManyNamespacesConverge). Real time, not cfg.Now: it is a
+// rate, and a test clock may stand still.
+func (r *Replicator) pace(ctx context.Context, p peer.ID) error {
+	rate, burst := r.cfg.SyncRate, float64(r.cfg.SyncBurst)
+	for range 1000 { // each wait refills at least one session: ends in two
+		r.mu.Lock()
+		now := time.Now()
+		b := r.paced[p]
+		if b == nil {
+			if len(r.paced) >= 256 {
+				r.prunePaced(now)
+			}
+			b = &admission{tokens: burst, last: now}
+			r.paced[p] = b
+		}
+		b.tokens = min(burst, b.tokens+now.Sub(b.last).Seconds()*rate)
+		b.last = now
+		if b.tokens >= 1 {
+			b.tokens--
+			r.mu.Unlock()
+			return nil
+		}
+		wait := time.Duration((1 - b.tokens) / rate * float64(time.Second))
+		r.mu.Unlock()
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// prunePaced forgets budgets that have refilled: a new one is the same.
+// The caller holds r.mu.
+func (r *Replicator) prunePaced(now time.Time) {
+	full := time.Duration(float64(r.cfg.SyncBurst) / r.cfg.SyncRate * float64(time.Second))
+	for p, b := range r.paced {
+		if now.Sub(b.last) >= full {
+			delete(r.paced, p)
+		}
+	}
 }
 
 type statusKey struct {
