@@ -182,6 +182,10 @@ func sortedKeys[V any](m map[string]V) []string {
 	return ks
 }
 
+// Size returns the length of the value's encoding (Encode), without
+// encoding it.
+func (v Value) Size() int { return sizeValueBody(&v) }
+
 func appendValueBody(b []byte, v *Value) []byte {
 	for i := range v.reg {
 		e := &v.reg[i]

@@ -2,11 +2,14 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/mycelnet/mycel/crdt"
+	"github.com/mycelnet/mycel/store"
 )
 
 // TestOpeningANamespaceSyncsItAtOnce: a namespace opened after the peers
@@ -95,5 +98,91 @@ func TestManyNamespacesConverge(t *testing.T) {
 	// two can come from the two clocks reading a hair apart.
 	if refused > 3 {
 		t.Fatalf("%d sync sessions refused", refused)
+	}
+}
+
+// A peer behind a compacted log is brought up to date by state
+// reconciliation, end to end over real hosts: the writer's log keeps
+// nothing, so an empty node can only get the keys (including a set near
+// the largest state a sync frame carries) by reconciling key states.
+func TestCompactedLogReconcilesState(t *testing.T) {
+	ctx := context.Background()
+	nodes := cluster(t, 2, func(i int, c *Config) {
+		if i == 0 {
+			c.Retention = store.Retention{MaxBytes: 1}
+		}
+	})
+	a, b := nodes[0], nodes[1]
+	ns := mustNS(t, a, "ns")
+	for i := 0; i < 300; i++ {
+		if err := ns.Put(ctx, fmt.Sprintf("k%03d", i), []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// About 2.5 MiB of set state, added in updates each under MaxOpBytes.
+	const perOp, ops = 900, 3
+	for j := 0; j < ops; j++ {
+		add := make([]string, perOp)
+		for i := range add {
+			add[i] = fmt.Sprintf("e%d-%05d-%s", j, i, strings.Repeat("x", 900))
+		}
+		if err := ns.Set("big").Add(ctx, add...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.st.Compact(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err := a.st.Namespace(ctx, "ns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kept := st.Kept(); kept.Len() != 0 {
+		t.Fatalf("log still holds %v after compaction", kept)
+	}
+	mustNS(t, b, "ns")
+	connect(t, a, b)
+	waitConverged(t, nodes, "ns", 301, 60*time.Second)
+	// The session counts itself once its state is applied: a moment after
+	// the digests agree.
+	waitFor(t, "the state session to be counted", 10*time.Second, func() bool {
+		return b.Stats().StateSessions.Load() > 0
+	})
+	if in := b.Stats().SyncBatchesIn.Load(); in != 0 {
+		t.Fatalf("%d batches came from the log, which keeps none", in)
+	}
+	els, err := mustNS(t, b, "ns").Set("big").Elements(ctx)
+	if err != nil || len(els) != perOp*ops {
+		t.Fatalf("set on the late node: %d elements, %v", len(els), err)
+	}
+}
+
+// The largest operation the store takes replicates; a larger one is
+// refused (ErrTooLarge) before anything changes, instead of being
+// committed as a batch no gossip message or sync frame could carry.
+func TestLargestOperationReplicates(t *testing.T) {
+	ctx := context.Background()
+	nodes := cluster(t, 2, nil)
+	connect(t, nodes[0], nodes[1])
+	mustNS(t, nodes[1], "ns")
+	ns := mustNS(t, nodes[0], "ns")
+	elems := func(count int) []string {
+		out := make([]string, count)
+		for i := range out {
+			out[i] = fmt.Sprintf("%06d-%s", i, strings.Repeat("y", 1000))
+		}
+		return out
+	}
+	// ~1.9 MiB: just under store.MaxOpBytes.
+	if err := ns.Set("s").Add(ctx, elems(1900)...); err != nil {
+		t.Fatal(err)
+	}
+	waitConverged(t, nodes, "ns", 1, 60*time.Second)
+	before, _ := ns.Digest()
+	if err := ns.Set("t").Add(ctx, elems(2300)...); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("a 2.3 MiB set update: %v, want ErrTooLarge", err)
+	}
+	if after, _ := ns.Digest(); after != before {
+		t.Fatal("the refused update changed the namespace")
 	}
 }

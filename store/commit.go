@@ -338,8 +338,8 @@ type loggedEntry struct {
 // maxLocalBatchBytes bounds a local log batch (the sum of its operations'
 // encoded deltas): well under the 4 MiB a gossip message or sync frame may
 // carry, so that every batch can be replicated. One operation larger than
-// this still forms its own batch; Limits keep a single operation under it
-// unless a caller raises MaxValueBytes past it.
+// this still forms its own batch; MaxOpBytes refuses any operation that
+// could not.
 const maxLocalBatchBytes = 1 << 20
 
 // logRecord is a log entry's value: when it was logged, then the delta.

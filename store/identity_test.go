@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 
 	ds "github.com/ipfs/go-datastore"
@@ -200,6 +202,58 @@ func TestCorruptOwnerAndRegistry(t *testing.T) {
 		}
 		if _, err := Open(ctx, d, Options{Replica: testReplica}); !errors.Is(err, ErrCorrupt) {
 			t.Fatalf("%s = %x: open err %v, want ErrCorrupt", tc.key, tc.val, err)
+		}
+	}
+}
+
+// Operations that could never replicate are refused before anything
+// changes: a delta over MaxOpBytes, or a collection grown past
+// MaxKeyStateBytes. Puts of the largest value the limits allow are not.
+func TestUnreplicableOpsRefused(t *testing.T) {
+	ctx := context.Background()
+	s, err := OpenMemory(ctx, Options{Replica: testReplica})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	n := mustNS(t, s, "ns")
+	elems := func(prefix string, count, size int) []string {
+		out := make([]string, count)
+		for i := range out {
+			e := fmt.Sprintf("%s-%07d-", prefix, i)
+			out[i] = e + strings.Repeat("x", size-len(e))
+		}
+		return out
+	}
+	before, _ := n.Digest()
+	// One update carrying 3 MiB of elements.
+	_, err = n.Apply(ctx, crdt.Op{Kind: crdt.OpSetUpdate, Key: "big", Add: elems("a", 3<<10, 1<<10)})
+	if !errors.Is(err, crdt.ErrLimit) {
+		t.Fatalf("3 MiB set update: %v, want ErrLimit", err)
+	}
+	if after, _ := n.Digest(); after != before {
+		t.Fatal("a refused operation changed the state")
+	}
+	// A set grown 1 MiB at a time stops before MaxKeyStateBytes.
+	refused := false
+	for i := 0; i < 8 && !refused; i++ {
+		_, err := n.Apply(ctx, crdt.Op{Kind: crdt.OpSetUpdate, Key: "grow", Add: elems(fmt.Sprint("g", i), 1<<10, 1<<10)})
+		switch {
+		case errors.Is(err, crdt.ErrLimit):
+			refused = true
+		case err != nil:
+			t.Fatal(err)
+		}
+	}
+	v, _ := n.Get("grow")
+	if !refused || v.Size() > MaxKeyStateBytes {
+		t.Fatalf("set grew to %d bytes (refused %v), bound %d", v.Size(), refused, MaxKeyStateBytes)
+	}
+	// The largest value the limits allow, put again and again on one key.
+	big := make([]byte, crdt.DefaultLimits().MaxValueBytes)
+	for i := 0; i < 4; i++ {
+		if _, err := n.Apply(ctx, crdt.Op{Kind: crdt.OpPut, Key: "reg", Value: big}); err != nil {
+			t.Fatalf("put %d of a %d-byte value: %v", i, len(big), err)
 		}
 	}
 }

@@ -97,6 +97,9 @@ func (n *Namespace) Apply(ctx context.Context, op crdt.Op, opts ...WriteOption) 
 	}
 	n.mu.Lock()
 	d, err := n.state.Prepare(op, s.opts.Replica, s.now())
+	if err == nil {
+		err = n.replicable(op, d)
+	}
 	if err != nil {
 		n.mu.Unlock()
 		s.release()
@@ -162,6 +165,40 @@ func (n *Namespace) ApplyBatch(ctx context.Context, b Batch, opts ...WriteOption
 		return true, nil
 	}
 	return true, p.wait(ctx)
+}
+
+// MaxOpBytes bounds the delta of one local operation: one operation
+// forms at most one log batch, and every batch must fit in a gossip message
+// and a sync frame (4 MiB by default) to replicate at all. MaxKeyStateBytes
+// bounds the state a local operation may grow one key to: state
+// reconciliation carries a key's state in one sync frame. Operations past
+// either are refused (crdt.ErrLimit) before anything changes; remote
+// batches are applied whatever they make of a key.
+const (
+	MaxOpBytes       = 2 << 20
+	MaxKeyStateBytes = 3 << 20
+)
+
+// replicable refuses a prepared local delta that could not replicate. An
+// operation that adds to a collection (a set, or a field of a map) can grow
+// its key's state to at most its current state plus the delta's entry;
+// a top-level put, delete, counter add or flag replaces or folds what it
+// observed, so it is bounded by the delta alone. n.mu is held.
+func (n *Namespace) replicable(op crdt.Op, d crdt.Delta) error {
+	if size := d.Size(); size > MaxOpBytes {
+		return fmt.Errorf("%w: the operation's delta is %d bytes, over the %d one batch may carry", crdt.ErrLimit, size, MaxOpBytes)
+	}
+	if op.Kind != crdt.OpSetUpdate && len(op.Path) == 0 {
+		return nil
+	}
+	for i := 0; i < d.Len(); i++ {
+		k := d.Key(i)
+		cur, _ := n.state.Get(k)
+		if size := cur.Size() + d.Value(i).Size(); size > MaxKeyStateBytes {
+			return fmt.Errorf("%w: key %q would hold up to %d bytes of state, over the %d a sync frame may carry", crdt.ErrLimit, k, size, MaxKeyStateBytes)
+		}
+	}
+	return nil
 }
 
 // applyLocked joins d into the state, keeps the digest sum current and
