@@ -69,6 +69,10 @@ func encodeFrame(f *frame) []byte {
 		body = protowire.AppendFixed64(body, uint64(f.batch.Origin))
 		body = appendVarintField(body, 2, f.batch.Seq)
 		body = appendBytesField(body, 3, f.batch.Encoded)
+		if len(f.batch.Sig) > 0 {
+			body = appendBytesField(body, 4, f.batch.Signer)
+			body = appendBytesField(body, 5, f.batch.Sig)
+		}
 	case frameDone:
 		body = appendVarintField(body, 1, boolInt(f.more))
 		body = appendVarintField(body, 2, boolInt(f.compacted))
@@ -126,6 +130,15 @@ func decodeFrame(b []byte, lim Limits) (*frame, error) {
 		return nil, err
 	}
 	bytesOf := func(num protowire.Number) []byte { return fields[num].b }
+	if f.kind != frameBatch {
+		// Fields 4 and 5 (signer, signature) belong to batch frames only.
+		if _, ok := fields[4]; ok {
+			return nil, fmt.Errorf("%w: bad field", ErrMalformed)
+		}
+		if _, ok := fields[5]; ok {
+			return nil, fmt.Errorf("%w: bad field", ErrMalformed)
+		}
+	}
 	switch f.kind {
 	case frameHello:
 		ns := bytesOf(1)
@@ -146,6 +159,12 @@ func decodeFrame(b []byte, lim Limits) (*frame, error) {
 			return nil, fmt.Errorf("%w: batch: %v", ErrMalformed, err)
 		}
 		f.batch = Batch{Origin: crdt.ReplicaID(o.u), Seq: s.u, Delta: d, Encoded: bytesOf(3)}
+		if signer, sig := bytesOf(4), bytesOf(5); len(sig) > 0 || len(signer) > 0 {
+			if len(signer) == 0 || len(signer) > maxSignerBytes || len(sig) == 0 || len(sig) > maxSigBytes {
+				return nil, fmt.Errorf("%w: bad batch signature", ErrMalformed)
+			}
+			f.batch.Signer, f.batch.Sig = signer, sig
+		}
 		if err := checkOwnDots(d, f.batch.Origin); err != nil {
 			return nil, err
 		}
@@ -208,7 +227,7 @@ func frameFields(b []byte) (map[protowire.Number]fieldVal, error) {
 	out := make(map[protowire.Number]fieldVal, 3)
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 || num < 1 || num > 3 {
+		if n < 0 || num < 1 || num > 5 {
 			return nil, fmt.Errorf("%w: bad field", ErrMalformed)
 		}
 		if _, dup := out[num]; dup {

@@ -54,6 +54,7 @@ type Stats struct {
 	RejectMalformed   atomic.Int64 // messages or frames that did not decode
 	RejectOrigin      atomic.Int64 // batch origin is not the signer
 	RejectNotWriter   atomic.Int64 // signer not in the namespace's writer allowlist
+	RejectForged      atomic.Int64 // sync batches whose origin signature did not verify
 	IgnoredDuplicate  atomic.Int64 // every batch already applied
 	SyncSessions      atomic.Int64 // sync sessions completed as client
 	SyncServed        atomic.Int64 // sync sessions served

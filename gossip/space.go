@@ -150,6 +150,10 @@ func (s *space) receive() {
 		st.BytesReceived.Add(int64(len(msg.Data)))
 		for _, b := range m.Batches {
 			st.BatchesReceived.Add(1)
+			// The validator checked that the message's signer is the
+			// origin; keep its id beside the batch's own signature, so
+			// that sync can pass both on.
+			b.Signer = msg.From
 			applied, err := s.rep.ApplyBatch(s.ctx, b)
 			if err != nil {
 				if s.ctx.Err() == nil {

@@ -94,6 +94,7 @@ func (r *Replicator) syncSpace(ctx context.Context, p peer.ID, s *space) (more b
 	if err := c.send(&frame{kind: frameHello, ns: s.name, seen: s.rep.Seen()}); err != nil {
 		return false, err
 	}
+	serverReplica := crdt.DeriveReplicaID([]byte(p))
 	var got uint64
 	defer func() {
 		r.noteStatus(p, s.name, func(ps *PeerSync) {
@@ -114,6 +115,18 @@ func (r *Replicator) syncSpace(ctx context.Context, p peer.ID, s *space) (more b
 			if !s.writerOK(f.batch.Origin) {
 				r.stats.RejectNotWriter.Add(1)
 				continue
+			}
+			// The server relays batches of any origin: only the origin's
+			// signature shows one is genuine — unless the server is the
+			// origin, which the secure channel has authenticated. A forged
+			// one is skipped, not applied, so the genuine batch under that
+			// number still can be.
+			if f.batch.Origin != serverReplica {
+				if err := VerifyBatch(s.name, f.batch); err != nil {
+					r.stats.RejectForged.Add(1)
+					r.cfg.Logger.Debug("gossip: sync batch refused", "peer", p, "ns", s.name, "err", err)
+					continue
+				}
 			}
 			if _, err := s.rep.ApplyBatch(ctx, f.batch); err != nil {
 				return false, err

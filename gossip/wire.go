@@ -19,6 +19,11 @@ type Batch struct {
 	// Delta is decoded; Encoded is its canonical encoding.
 	Delta   crdt.Delta
 	Encoded []byte
+	// Signer is the origin's peer id (its bytes) and Sig its signature of
+	// the batch (BatchSigningInput). A gossip message carries Sig only: its
+	// own signer is the origin.
+	Signer []byte
+	Sig    []byte
 }
 
 // Message is the payload of one gossipsub message: consecutive batches of
@@ -34,6 +39,7 @@ const (
 	fMsgBatch   = 2 // BatchFrame
 	fBatchSeq   = 1 // varint
 	fBatchDelta = 2 // bytes (crdt delta encoding)
+	fBatchSig   = 3 // bytes (origin's signature, BatchSigningInput)
 )
 
 // Encode appends the message's encoding to b.
@@ -44,12 +50,19 @@ func (m *Message) Encode(b []byte) []byte {
 		bt := &m.Batches[i]
 		n := protowire.SizeTag(fBatchSeq) + protowire.SizeVarint(bt.Seq) +
 			protowire.SizeTag(fBatchDelta) + protowire.SizeBytes(len(bt.Encoded))
+		if len(bt.Sig) > 0 {
+			n += protowire.SizeTag(fBatchSig) + protowire.SizeBytes(len(bt.Sig))
+		}
 		b = protowire.AppendTag(b, fMsgBatch, protowire.BytesType)
 		b = protowire.AppendVarint(b, uint64(n))
 		b = protowire.AppendTag(b, fBatchSeq, protowire.VarintType)
 		b = protowire.AppendVarint(b, bt.Seq)
 		b = protowire.AppendTag(b, fBatchDelta, protowire.BytesType)
 		b = protowire.AppendBytes(b, bt.Encoded)
+		if len(bt.Sig) > 0 {
+			b = protowire.AppendTag(b, fBatchSig, protowire.BytesType)
+			b = protowire.AppendBytes(b, bt.Sig)
+		}
 	}
 	return b
 }
@@ -140,7 +153,7 @@ func DecodeMessage(b []byte, lim Limits) (Message, error) {
 
 func decodeBatchFrame(b []byte, origin crdt.ReplicaID, lim crdt.Limits) (Batch, error) {
 	bt := Batch{Origin: origin}
-	seenSeq, seenDelta := false, false
+	seenSeq, seenDelta, seenSig := false, false, false
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
@@ -166,6 +179,13 @@ func decodeBatchFrame(b []byte, origin crdt.ReplicaID, lim crdt.Limits) (Batch, 
 				return Batch{}, fmt.Errorf("%w: batch %d: %v", ErrMalformed, bt.Seq, err)
 			}
 			bt.Delta, bt.Encoded, seenDelta = d, v, true
+		case num == fBatchSig && typ == protowire.BytesType && seenDelta && !seenSig:
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 || len(v) == 0 || len(v) > maxSigBytes {
+				return Batch{}, fmt.Errorf("%w: bad batch signature", ErrMalformed)
+			}
+			b = b[n:]
+			bt.Sig, seenSig = v, true
 		default:
 			return Batch{}, fmt.Errorf("%w: unexpected batch field %d", ErrMalformed, num)
 		}

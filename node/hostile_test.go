@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-msgio"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/mycelnet/mycel/crdt"
 	"github.com/mycelnet/mycel/gossip"
@@ -293,4 +295,88 @@ func TestCloseDuringStalledSync(t *testing.T) {
 	if el := time.Since(start); el > 10*time.Second {
 		t.Fatalf("Close took %v with stalled sync sessions", el)
 	}
+}
+
+// TestForgedSyncBatchRefused: a peer serving sync can relay any origin's
+// batches, so it could serve a batch stamped with a real writer's origin
+// and next sequence number. Without the origin's signature the client
+// would apply it and then drop the writer's genuine batch as already seen.
+// Unsigned, wrongly signed and misattributed batches are refused, and the
+// genuine one still applies.
+func TestForgedSyncBatchRefused(t *testing.T) {
+	ctx := context.Background()
+	nodes := cluster(t, 2, nil)
+	writer, client := nodes[0], nodes[1]
+	mustNS(t, writer, "x")
+	mustNS(t, client, "x")
+	evil, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer evil.Close()
+	origin := writer.Replica()
+	d, err := crdt.NewNamespace(crdt.Limits{}).Prepare(crdt.Op{Kind: crdt.OpPut, Key: "k", Value: []byte("forged")}, origin, crdt.Timestamp{Wall: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc := d.Encode(nil)
+	evilSig, err := evil.Peerstore().PrivKey(evil.ID()).Sign(gossip.BatchSigningInput("x", origin, 1, enc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	batchFrame := func(signer, sig []byte) []byte {
+		var body []byte
+		body = protowire.AppendTag(body, 1, protowire.Fixed64Type)
+		body = protowire.AppendFixed64(body, uint64(origin))
+		body = protowire.AppendTag(body, 2, protowire.VarintType)
+		body = protowire.AppendVarint(body, 1)
+		body = protowire.AppendTag(body, 3, protowire.BytesType)
+		body = protowire.AppendBytes(body, enc)
+		if sig != nil {
+			body = protowire.AppendTag(body, 4, protowire.BytesType)
+			body = protowire.AppendBytes(body, signer)
+			body = protowire.AppendTag(body, 5, protowire.BytesType)
+			body = protowire.AppendBytes(body, sig)
+		}
+		return protowire.AppendBytes(protowire.AppendTag(nil, 2, protowire.BytesType), body)
+	}
+	frames := [][]byte{
+		batchFrame(nil, nil),                                                         // unsigned
+		batchFrame([]byte(evil.ID()), evilSig),                                       // signed by its relayer
+		batchFrame([]byte(writer.ID()), evilSig),                                     // attributed to the writer, not signed by it
+		protowire.AppendBytes(protowire.AppendTag(nil, 3, protowire.BytesType), nil), // done
+	}
+	evil.SetStreamHandler(gossip.ProtocolSync, func(s network.Stream) {
+		defer s.Close()
+		r, w := msgio.NewVarintReaderSize(s, 1<<20), msgio.NewVarintWriter(s)
+		if _, err := r.ReadMsg(); err != nil { // the client's hello
+			return
+		}
+		for _, f := range frames {
+			if err := w.WriteMsg(f); err != nil {
+				return
+			}
+		}
+	})
+	if err := client.Connect(ctx, evil.Addrs()[0].String()+"/p2p/"+evil.ID().String()); err != nil {
+		t.Fatal(err)
+	}
+	if err := client.SyncWith(ctx, evil.ID()); err != nil {
+		t.Fatal(err)
+	}
+	if n := client.Stats().RejectForged.Load(); n < 3 {
+		t.Fatalf("%d forged batches refused, want 3", n)
+	}
+	if _, err := mustNS(t, client, "x").Get(ctx, "k"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a forged batch was applied: %v", err)
+	}
+	// The writer's genuine first batch still reaches the client.
+	if err := mustNS(t, writer, "x").Put(ctx, "k", []byte("genuine")); err != nil {
+		t.Fatal(err)
+	}
+	connect(t, client, writer)
+	waitFor(t, "the genuine write on the client", 20*time.Second, func() bool {
+		v, err := mustNS(t, client, "x").Get(ctx, "k")
+		return err == nil && string(v) == "genuine"
+	})
 }

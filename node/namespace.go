@@ -343,11 +343,11 @@ func (a replicaAdapter) View(fn func(*crdt.Namespace, *crdt.Context)) { a.st.Vie
 
 func (a replicaAdapter) ReadLog(ctx context.Context, o crdt.ReplicaID, seq uint64) (gossip.Batch, bool, error) {
 	b, ok, err := a.st.ReadLog(ctx, o, seq)
-	return gossip.Batch{Origin: b.Origin, Seq: b.Seq, Delta: b.Delta, Encoded: b.Encoded}, ok, err
+	return gossip.Batch{Origin: b.Origin, Seq: b.Seq, Delta: b.Delta, Encoded: b.Encoded, Signer: b.Signer, Sig: b.Sig}, ok, err
 }
 
 func (a replicaAdapter) ApplyBatch(ctx context.Context, b gossip.Batch) (bool, error) {
-	return a.st.ApplyBatch(ctx, store.Batch{Origin: b.Origin, Seq: b.Seq, Delta: b.Delta, Encoded: b.Encoded}, store.WithoutWait())
+	return a.st.ApplyBatch(ctx, store.Batch{Origin: b.Origin, Seq: b.Seq, Delta: b.Delta, Encoded: b.Encoded, Signer: b.Signer, Sig: b.Sig}, store.WithoutWait())
 }
 
 func (a replicaAdapter) ApplyState(ctx context.Context, deltas []crdt.Delta, seen, cctx crdt.Context, epoch uint64) error {

@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -229,16 +231,11 @@ func TestPartitionHeals(t *testing.T) {
 }
 
 func TestLateJoinerAndRestart(t *testing.T) {
-	ctx := context.Background()
 	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
 	nodes := cluster(t, 2, func(i int, c *Config) { c.DataDir = dirs[i]; c.NoSync = true })
 	connect(t, nodes[0], nodes[1])
 	ns := mustNS(t, nodes[0], "late")
-	for k := 0; k < 20_000; k++ {
-		if err := ns.Put(ctx, fmt.Sprintf("k%05d", k), []byte("value")); err != nil {
-			t.Fatal(err)
-		}
-	}
+	putConcurrently(t, ns, 0, 20_000)
 	waitConverged(t, nodes, "late", 20_000, 60*time.Second)
 	// A late joiner: empty, connects after the writes.
 	late := cluster(t, 1, func(_ int, c *Config) { c.DataDir = dirs[2]; c.NoSync = true })[0]
@@ -252,11 +249,7 @@ func TestLateJoinerAndRestart(t *testing.T) {
 	if err := nodes[1].Close(); err != nil {
 		t.Fatal(err)
 	}
-	for k := 20_000; k < 25_000; k++ {
-		if err := ns.Put(ctx, fmt.Sprintf("k%05d", k), []byte("value")); err != nil {
-			t.Fatal(err)
-		}
-	}
+	putConcurrently(t, ns, 20_000, 25_000)
 	back := cluster(t, 1, func(_ int, c *Config) { c.DataDir = dirs[1]; c.NoSync = true })[0]
 	if back.ID() != id {
 		t.Fatalf("restart changed the peer id: %s -> %s", id, back.ID())
@@ -360,4 +353,35 @@ func TestHealFromManyPeersPullsOnce(t *testing.T) {
 		t.Fatalf("healing pulled %d sync bytes for %d raw bytes missed (%.1f×): peers sent the same batches", got, raw, float64(got)/float64(raw))
 	}
 	t.Logf("sync bytes in: %d for %d raw (%.2f×)", got, raw, float64(got)/float64(raw))
+}
+
+// putConcurrently puts keys k<from>..k<to-1> from 16 writers, as clients
+// of a node would: the writes share batches (and batch signatures).
+func putConcurrently(t *testing.T, ns *Namespace, from, to int) {
+	t.Helper()
+	var next atomic.Int64
+	next.Store(int64(from))
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				k := next.Add(1) - 1
+				if k >= int64(to) {
+					return
+				}
+				if err := ns.Put(context.Background(), fmt.Sprintf("k%05d", k), []byte("value")); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
 }

@@ -32,6 +32,8 @@ type pending struct {
 	origin  crdt.ReplicaID
 	seq     uint64
 	encoded []byte
+	signer  []byte // the origin's id and signature, logged with the batch
+	sig     []byte
 	// state reconciliation: the peer's seen batches merged by this change
 	stateSeen crdt.Context
 	// effects
@@ -238,14 +240,14 @@ func (s *Store) write(ctx context.Context, items []*pending) (outs []batchOut, s
 		}
 		switch p.kind {
 		case pendingRemote:
-			rec := logRecord(s.opts.Now().UnixMilli(), p.encoded)
+			rec := logRecord(s.opts.Now().UnixMilli(), p.encoded, p.signer, p.sig)
 			if err := b.Put(ctx, l.logKey(p.origin, p.seq), rec); err != nil {
 				return nil, false, err
 			}
 			p.ns.durableSeen.Add(crdt.Dot{Replica: p.origin, Counter: p.seq})
 			seenDirty[seenSlot{p.ns, p.origin}] = true
 			logged = append(logged, loggedEntry{p.ns, p.origin, p.seq, len(rec)})
-			outs = append(outs, batchOut{p.ns, Commit{Namespace: p.ns.name, Origin: p.origin, Seq: p.seq, Delta: p.delta, Encoded: p.encoded}})
+			outs = append(outs, batchOut{p.ns, Commit{Namespace: p.ns.name, Origin: p.origin, Seq: p.seq, Delta: p.delta, Encoded: p.encoded, Signer: p.signer, Sig: p.sig}})
 		case pendingLocal:
 			size := p.delta.Size()
 			lb := current[p.ns]
@@ -278,19 +280,28 @@ func (s *Store) write(ctx context.Context, items []*pending) (outs []batchOut, s
 	for _, lb := range locals {
 		n := lb.ns
 		d := lb.db.Build()
-		// Encode straight into the log record, after its time header.
+		// Encode straight into the log record, after its header.
+		size := d.Size()
 		rec := binary.AppendUvarint(make([]byte, 0, 4096), uint64(s.opts.Now().UnixMilli()))
+		rec = binary.AppendUvarint(rec, uint64(size))
 		hdr := len(rec)
 		rec = d.Encode(rec)
 		enc := rec[hdr:len(rec):len(rec)]
 		seq := n.sealLocal()
+		var signer, sig []byte
+		if s.opts.SignBatch != nil {
+			if signer, sig, err = s.opts.SignBatch(n.name, seq, enc); err != nil {
+				return nil, false, fmt.Errorf("sign batch %d of %q: %w", seq, n.name, err)
+			}
+		}
+		rec = appendLogAuth(rec, signer, sig)
 		n.durableSeen.Add(crdt.Dot{Replica: s.opts.Replica, Counter: seq})
 		if err := b.Put(ctx, n.layout.logKey(s.opts.Replica, seq), rec); err != nil {
 			return nil, false, err
 		}
 		seenDirty[seenSlot{n, s.opts.Replica}] = true
 		logged = append(logged, loggedEntry{n, s.opts.Replica, seq, len(rec)})
-		outs = append(outs, batchOut{n, Commit{Namespace: n.name, Origin: s.opts.Replica, Seq: seq, Delta: d, Encoded: enc, Local: true}})
+		outs = append(outs, batchOut{n, Commit{Namespace: n.name, Origin: s.opts.Replica, Seq: seq, Delta: d, Encoded: enc, Signer: signer, Sig: sig, Local: true}})
 	}
 	for slot := range seenDirty {
 		c := slot.ns.durableSeen.Of(slot.origin)
@@ -343,18 +354,65 @@ type loggedEntry struct {
 const maxLocalBatchBytes = 1 << 20
 
 // logRecord is a log entry's value: when it was logged, then the delta.
-func logRecord(unixMillis int64, delta []byte) []byte {
-	b := make([]byte, 0, binary.MaxVarintLen64+len(delta))
+func logRecord(unixMillis int64, delta, signer, sig []byte) []byte {
+	b := make([]byte, 0, 3*binary.MaxVarintLen64+len(delta)+len(signer)+len(sig)+2)
 	b = binary.AppendUvarint(b, uint64(unixMillis))
-	return append(b, delta...)
+	b = binary.AppendUvarint(b, uint64(len(delta)))
+	b = append(b, delta...)
+	return appendLogAuth(b, signer, sig)
 }
 
-func parseLogRecord(b []byte) (unixMillis int64, delta []byte, err error) {
+// appendLogAuth appends a log record's trailer: the origin's signer id and
+// signature, each length-prefixed (empty: the batch is unsigned).
+func appendLogAuth(b, signer, sig []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(len(signer)))
+	b = append(b, signer...)
+	b = binary.AppendUvarint(b, uint64(len(sig)))
+	return append(b, sig...)
+}
+
+// Bounds of a log record's signer id and signature.
+const (
+	maxLogSignerBytes = 128
+	maxLogSigBytes    = 256
+)
+
+// parseLogRecord splits a log record: when it was logged, the delta's
+// encoding, the origin's signer id and signature. The slices alias b.
+func parseLogRecord(b []byte) (unixMillis int64, delta, signer, sig []byte, err error) {
 	t, n := binary.Uvarint(b)
 	if n <= 0 {
-		return 0, nil, errors.New("bad log record header")
+		return 0, nil, nil, nil, errors.New("bad log record header")
 	}
-	return int64(t), b[n:], nil
+	b = b[n:]
+	field := func(max uint64) ([]byte, error) {
+		l, n := binary.Uvarint(b)
+		if n <= 0 || l > max || l > uint64(len(b)-n) {
+			return nil, errors.New("bad log record length")
+		}
+		v := b[n : n+int(l) : n+int(l)]
+		b = b[n+int(l):]
+		return v, nil
+	}
+	if delta, err = field(uint64(len(b))); err != nil {
+		return 0, nil, nil, nil, err
+	}
+	if signer, err = field(maxLogSignerBytes); err != nil {
+		return 0, nil, nil, nil, err
+	}
+	if sig, err = field(maxLogSigBytes); err != nil {
+		return 0, nil, nil, nil, err
+	}
+	if len(b) != 0 {
+		return 0, nil, nil, nil, errors.New("trailing bytes in log record")
+	}
+	if len(signer) == 0 {
+		signer = nil
+	}
+	if len(sig) == 0 {
+		sig = nil
+	}
+	return int64(t), delta, signer, sig, nil
 }
 
 // posRecord is a position index entry: the batch's origin and sequence

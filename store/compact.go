@@ -42,7 +42,7 @@ func (n *Namespace) compact(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			t, _, err := parseLogRecord(raw)
+			t, _, _, _, err := parseLogRecord(raw)
 			if err != nil {
 				return corrupt(n.name, err)
 			}

@@ -24,21 +24,26 @@ func FuzzParseLogRecord(f *testing.F) {
 		f.Add(s.data)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		ms, delta, err := parseLogRecord(data)
+		ms, delta, signer, sig, err := parseLogRecord(data)
 		if err != nil {
 			return
 		}
-		// The delta is what follows the header, not a copy.
-		if len(delta) >= len(data) || !bytes.Equal(delta, data[len(data)-len(delta):]) {
-			t.Fatalf("parseLogRecord(%q) = delta %q", data, delta)
+		// The parts are slices of the record, not copies.
+		for _, part := range [][]byte{delta, signer, sig} {
+			if len(part) > 0 && !bytes.Contains(data, part) {
+				t.Fatalf("parseLogRecord(%q): part %q not in the record", data, part)
+			}
 		}
-		rec := logRecord(ms, delta)
+		if len(signer) > maxLogSignerBytes || len(sig) > maxLogSigBytes {
+			t.Fatalf("parseLogRecord(%q): signer %d, sig %d bytes", data, len(signer), len(sig))
+		}
+		rec := logRecord(ms, delta, signer, sig)
 		if len(rec) > len(data) {
 			t.Fatalf("re-encoding %q is longer than %q", rec, data)
 		}
-		ms2, delta2, err := parseLogRecord(rec)
-		if err != nil || ms2 != ms || !bytes.Equal(delta2, delta) {
-			t.Fatalf("round trip of %d, %q: %d, %q, %v", ms, delta, ms2, delta2, err)
+		ms2, delta2, signer2, sig2, err := parseLogRecord(rec)
+		if err != nil || ms2 != ms || !bytes.Equal(delta2, delta) || !bytes.Equal(signer2, signer) || !bytes.Equal(sig2, sig) {
+			t.Fatalf("round trip of %d, %q, %q, %q: %d, %q, %q, %q, %v", ms, delta, signer, sig, ms2, delta2, signer2, sig2, err)
 		}
 		// What ReadLog does next: decode the delta; any refusal is a
 		// corrupt record, never a panic.
@@ -138,18 +143,24 @@ func fuzzLogRecordSeeds(tb testing.TB) []fuzzSeed[[]byte] {
 	overlong := binary.AppendUvarint(nil, 1_700_000_000_000)
 	overlong[len(overlong)-1] |= 0x80
 	overlong = append(overlong, 0)
+	signer := []byte("\x00\x24\x08\x01\x12\x20" + strings.Repeat("k", 32))
+	sig := bytes.Repeat([]byte{0x5a}, 64)
 	return []fuzzSeed[[]byte]{
-		{"valid-batch", logRecord(1_700_000_000_000, batch)},
-		{"valid-dot-skip", logRecord(1_700_000_000_123, skip)},
-		{"valid-empty-delta", logRecord(1, nil)},
-		{"edge-zero-time", logRecord(0, batch)},
-		{"edge-negative-time", logRecord(-1, batch)},
-		{"edge-min-time", logRecord(math.MinInt64, nil)},
-		{"edge-non-minimal-header", append(overlong, batch...)},
+		{"valid-batch", logRecord(1_700_000_000_000, batch, nil, nil)},
+		{"valid-signed-batch", logRecord(1_700_000_000_000, batch, signer, sig)},
+		{"valid-dot-skip", logRecord(1_700_000_000_123, skip, signer, sig)},
+		{"valid-empty-delta", logRecord(1, nil, nil, nil)},
+		{"edge-zero-time", logRecord(0, batch, nil, nil)},
+		{"edge-negative-time", logRecord(-1, batch, nil, nil)},
+		{"edge-min-time", logRecord(math.MinInt64, nil, nil, nil)},
+		{"edge-non-minimal-header", append(overlong, logRecord(0, batch, nil, nil)[1:]...)},
 		{"hostile-empty", nil},
 		{"hostile-truncated-header", []byte{0x80, 0x80}},
 		{"hostile-header-overflow", bytes.Repeat([]byte{0xff}, 11)},
-		{"hostile-bad-delta", logRecord(1_700_000_000_000, []byte{0xff, 0x01})},
+		{"hostile-bad-delta", logRecord(1_700_000_000_000, []byte{0xff, 0x01}, nil, nil)},
+		{"hostile-delta-length-past-end", []byte{0x01, 0x7f, 0x00}},
+		{"hostile-signer-too-long", logRecord(1, nil, bytes.Repeat([]byte{1}, maxLogSignerBytes+1), sig)},
+		{"hostile-trailing", append(logRecord(1, batch, nil, nil), 0)},
 	}
 }
 

@@ -20,7 +20,8 @@ import (
 //	/node/ns/<hex ns>                 namespace registry: 1, or 2 and this replica's counter floor
 //	/ns/<hex ns>/c/<replica>          causal context ranges of one replica
 //	/ns/<hex ns>/k/<hex key>          key state (crdt.Value encoding)
-//	/ns/<hex ns>/l/<origin>/<seq>     log entry: uvarint unix ms, delta encoding
+//	/ns/<hex ns>/l/<origin>/<seq>     log entry: uvarint unix ms, then length-prefixed delta
+//	                                  encoding, origin's signer id and signature
 //	/ns/<hex ns>/s/<origin>           sequence numbers of batches applied from origin
 //	/ns/<hex ns>/sum                  sum of key digests and key count (crdt.DigestSum)
 //	/ns/<hex ns>/x/<position>         the batch committed at that position: origin, seq

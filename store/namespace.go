@@ -123,6 +123,10 @@ type Batch struct {
 	Delta  crdt.Delta
 	// Encoded is Delta's encoding if the caller has it (saves re-encoding).
 	Encoded []byte
+	// Signer and Sig are the origin's id and signature of the batch, kept
+	// in the log beside it and returned by ReadLog (the store does not
+	// check them; replication does).
+	Signer, Sig []byte
 }
 
 // ApplyBatch applies a batch from the log of replica b.Origin. A batch
@@ -156,7 +160,7 @@ func (n *Namespace) ApplyBatch(ctx context.Context, b Batch, opts ...WriteOption
 	}
 	p := &pending{
 		kind: pendingRemote, ns: n, delta: b.Delta, origin: b.Origin, seq: b.Seq,
-		encoded: enc, done: make(chan error, 1),
+		encoded: enc, signer: b.Signer, sig: b.Sig, done: make(chan error, 1),
 	}
 	n.applyLocked(b.Delta, p)
 	s.enqueue(p)
@@ -459,12 +463,12 @@ func (n *Namespace) ReadLog(ctx context.Context, origin crdt.ReplicaID, seq uint
 		}
 		return Batch{}, false, fmt.Errorf("store: read log %s/%d of %q: %w", origin, seq, n.name, err)
 	}
-	_, enc, err := parseLogRecord(raw)
+	_, enc, signer, sig, err := parseLogRecord(raw)
 	if err == nil {
 		var d crdt.Delta
 		d, err = crdt.DecodeDelta(enc, n.s.opts.Limits)
 		if err == nil {
-			return Batch{Origin: origin, Seq: seq, Delta: d, Encoded: enc}, true, nil
+			return Batch{Origin: origin, Seq: seq, Delta: d, Encoded: enc, Signer: signer, Sig: sig}, true, nil
 		}
 	}
 	return Batch{}, false, fmt.Errorf("%w: namespace %q log entry %s/%d: %v", ErrCorrupt, n.name, origin, seq, err)
