@@ -60,3 +60,24 @@ func VerifyBatch(ns string, b Batch) error {
 	}
 	return nil
 }
+
+// signOwn signs b if it is one of this replica's batches and unsigned.
+// Own batches are signed when they leave (published, or served by sync),
+// not when committed: signing is off the path of a durable write, and an
+// Ed25519 signature is deterministic, so every copy carries the same one.
+func (r *Replicator) signOwn(ns string, b *Batch) error {
+	if b.Origin != r.cfg.Replica || len(b.Sig) > 0 {
+		return nil
+	}
+	h := r.cfg.Host
+	key := h.Peerstore().PrivKey(h.ID())
+	if key == nil {
+		return fmt.Errorf("gossip: no private key for %s", h.ID())
+	}
+	sig, err := key.Sign(BatchSigningInput(ns, b.Origin, b.Seq, b.Encoded))
+	if err != nil {
+		return fmt.Errorf("gossip: sign batch %d: %w", b.Seq, err)
+	}
+	b.Signer, b.Sig = []byte(h.ID()), sig
+	return nil
+}

@@ -214,6 +214,12 @@ func (s *space) publish() {
 }
 
 func (s *space) send(batches []Batch) {
+	for i := range batches {
+		if err := s.r.signOwn(s.name, &batches[i]); err != nil {
+			s.r.cfg.Logger.Warn("gossip: cannot sign batch; sync will deliver", "ns", s.name, "err", err)
+			return
+		}
+	}
 	m := &Message{Origin: s.r.cfg.Replica, Batches: batches}
 	data := m.Encode(nil)
 	err := s.topic.Publish(s.ctx, data, pubsub.WithValidatorData(m))

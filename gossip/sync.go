@@ -350,6 +350,9 @@ func (r *Replicator) serveSession(c *conn) error {
 			plan.compacted = true
 			continue
 		}
+		if err := r.signOwn(s.name, &b); err != nil {
+			return err
+		}
 		if err := c.send(&frame{kind: frameBatch, batch: b}); err != nil {
 			return err
 		}

@@ -115,7 +115,7 @@ func (n *Node) open(ctx context.Context) error {
 	if o := n.opts; o.rand == nil {
 		n.opts.rand = rand.New(rand.NewPCG(uint64(n.replica), uint64(o.now().UnixNano())))
 	}
-	if err := n.openStore(ctx, key, pid); err != nil {
+	if err := n.openStore(ctx); err != nil {
 		return err
 	}
 	if err := n.checkFingerprint(ctx); err != nil {
@@ -210,18 +210,11 @@ func (n *Node) identity() (key crypto.PrivKey, keyNew bool, err error) {
 	return k, true, nil
 }
 
-func (n *Node) openStore(ctx context.Context, key crypto.PrivKey, pid peer.ID) error {
-	signer := []byte(pid)
+func (n *Node) openStore(ctx context.Context) error {
 	so := store.Options{
 		Replica: n.replica, Limits: n.cfg.Limits, NoSync: n.cfg.NoSync, Retention: n.cfg.Retention,
 		MaxClockDrift: n.cfg.MaxClockDrift, Now: n.opts.now, OnCommit: n.onCommit, Logger: n.log,
 		IdentityReused: n.identityReused, Rand: n.storeRand,
-		// Every local batch carries its origin's signature, so that peers
-		// relaying it by sync cannot forge it (gossip.VerifyBatch).
-		SignBatch: func(ns string, seq uint64, encoded []byte) ([]byte, []byte, error) {
-			sig, err := key.Sign(gossip.BatchSigningInput(ns, n.replica, seq, encoded))
-			return signer, sig, err
-		},
 	}
 	var err error
 	switch {
@@ -282,7 +275,7 @@ func (n *Node) onCommit(c store.Commit) {
 	// The store commits (skip announcements) before replication starts:
 	// those batches reach peers through sync.
 	if rep := n.repReady.Load(); c.Local && rep != nil {
-		rep.Publish(c.Namespace, gossip.Batch{Origin: c.Origin, Seq: c.Seq, Delta: c.Delta, Encoded: c.Encoded, Signer: c.Signer, Sig: c.Sig})
+		rep.Publish(c.Namespace, gossip.Batch{Origin: c.Origin, Seq: c.Seq, Delta: c.Delta, Encoded: c.Encoded})
 	}
 	n.lag.note(c, n.opts.now())
 	n.watchers.publish(c, func(key string) crdt.Value {

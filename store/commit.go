@@ -288,20 +288,16 @@ func (s *Store) write(ctx context.Context, items []*pending) (outs []batchOut, s
 		rec = d.Encode(rec)
 		enc := rec[hdr:len(rec):len(rec)]
 		seq := n.sealLocal()
-		var signer, sig []byte
-		if s.opts.SignBatch != nil {
-			if signer, sig, err = s.opts.SignBatch(n.name, seq, enc); err != nil {
-				return nil, false, fmt.Errorf("sign batch %d of %q: %w", seq, n.name, err)
-			}
-		}
-		rec = appendLogAuth(rec, signer, sig)
+		// Local batches are logged unsigned: replication signs them as
+		// they leave, off the path of the write.
+		rec = appendLogAuth(rec, nil, nil)
 		n.durableSeen.Add(crdt.Dot{Replica: s.opts.Replica, Counter: seq})
 		if err := b.Put(ctx, n.layout.logKey(s.opts.Replica, seq), rec); err != nil {
 			return nil, false, err
 		}
 		seenDirty[seenSlot{n, s.opts.Replica}] = true
 		logged = append(logged, loggedEntry{n, s.opts.Replica, seq, len(rec)})
-		outs = append(outs, batchOut{n, Commit{Namespace: n.name, Origin: s.opts.Replica, Seq: seq, Delta: d, Encoded: enc, Signer: signer, Sig: sig, Local: true}})
+		outs = append(outs, batchOut{n, Commit{Namespace: n.name, Origin: s.opts.Replica, Seq: seq, Delta: d, Encoded: enc, Local: true}})
 	}
 	for slot := range seenDirty {
 		c := slot.ns.durableSeen.Of(slot.origin)

@@ -67,11 +67,6 @@ type Options struct {
 	IdentityReused bool
 	// Rand draws those floors. Default: crypto/rand.
 	Rand func() uint64
-	// SignBatch, if set, signs each local batch as it is committed (the
-	// store passes the namespace, sequence number and the delta's
-	// encoding); the signer id and signature are logged with the batch and
-	// reported in its Commit. Nil: local batches are unsigned.
-	SignBatch func(ns string, seq uint64, encoded []byte) (signer, sig []byte, err error)
 }
 
 // FloorBase is the lowest counter floor a store with a reused identity
@@ -138,8 +133,8 @@ type Commit struct {
 	Delta     crdt.Delta
 	// Encoded is Delta's canonical encoding, as logged.
 	Encoded []byte
-	// Signer and Sig are the origin's id and signature of the batch, as
-	// logged (nil if unsigned).
+	// Signer and Sig are the origin's id and signature of a remote batch,
+	// as logged (replication signs local batches as they leave).
 	Signer, Sig []byte
 	// Local is true for a batch of this replica's own operations.
 	Local bool
