@@ -7,10 +7,14 @@
 // The decisions — which batches a peer lacks, when a batch must be replaced
 // by state reconciliation, which buckets differ, when a publish batch is full
 // — are plain functions and types in plan.go and coalesce.go that tests
-// drive without sockets. The libp2p code around them (publish.go, validate.go,
-// sync.go) is a thin driver.
+// drive without sockets. The libp2p code around them (replicator.go:
+// joining, sessions, pacing; space.go: publishing and the validator;
+// sync.go: both ends of the sync protocol) is a thin driver.
 //
 // Storage is reached through the [Replica] interface defined here; the
 // package never opens storage itself. Every byte from a peer is decoded with
-// limits (wire.go); malformed input is rejected and counted, never applied.
+// limits (wire.go, frames.go); malformed input is rejected and counted, never
+// applied. Log batches carry their origin's signature (auth.go): the origin
+// signs its own as they leave, and a sync client verifies every batch a
+// server relays.
 package gossip
