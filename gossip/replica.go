@@ -45,6 +45,7 @@ type Replica interface {
 // replicator runs.
 type Stats struct {
 	MessagesPublished atomic.Int64 // gossip messages published
+	PublishNoPeers    atomic.Int64 // batches not published: no peer in the topic
 	BatchesPublished  atomic.Int64
 	BytesPublished    atomic.Int64
 	MessagesReceived  atomic.Int64 // accepted gossip messages from others

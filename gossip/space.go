@@ -214,6 +214,12 @@ func (s *space) publish() {
 }
 
 func (s *space) send(batches []Batch) {
+	// With no peer in the topic a message reaches no one: skip signing and
+	// publishing it. A peer that joins later gets these batches by sync.
+	if len(s.topic.ListPeers()) == 0 {
+		s.r.stats.PublishNoPeers.Add(int64(len(batches)))
+		return
+	}
 	for i := range batches {
 		if err := s.r.signOwn(s.name, &batches[i]); err != nil {
 			s.r.cfg.Logger.Warn("gossip: cannot sign batch; sync will deliver", "ns", s.name, "err", err)
