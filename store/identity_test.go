@@ -13,6 +13,17 @@ import (
 	"github.com/mycelnet/mycel/crdt"
 )
 
+// memStore opens an in-memory store that closes when the test ends.
+func memStore(t *testing.T, opts Options) *Store {
+	t.Helper()
+	s, err := OpenMemory(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
 // seqRand returns a deterministic Rand.
 func seqRand(seed uint64) func() uint64 {
 	return func() uint64 { seed = seed*6364136223846793005 + 1442695040888963407; return seed }
@@ -43,11 +54,7 @@ func logged(t *testing.T, s *Store, n *Namespace) []Batch {
 // the new writes as already seen, and the replicas would never converge.
 func TestReusedIdentityCountsFromFloor(t *testing.T) {
 	ctx := context.Background()
-	lost, err := OpenMemory(ctx, Options{Replica: testReplica})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lost.Close()
+	lost := memStore(t, Options{Replica: testReplica})
 	ln := mustNS(t, lost, "ns")
 	put(t, ln, "a", "before the wipe")
 	put(t, ln, "b", "before the wipe")
@@ -211,12 +218,7 @@ func TestCorruptOwnerAndRegistry(t *testing.T) {
 // MaxKeyStateBytes. Puts of the largest value the limits allow are not.
 func TestUnreplicableOpsRefused(t *testing.T) {
 	ctx := context.Background()
-	s, err := OpenMemory(ctx, Options{Replica: testReplica})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	n := mustNS(t, s, "ns")
+	n := mustNS(t, memStore(t, Options{Replica: testReplica}), "ns")
 	elems := func(prefix string, count, size int) []string {
 		out := make([]string, count)
 		for i := range out {
@@ -227,7 +229,7 @@ func TestUnreplicableOpsRefused(t *testing.T) {
 	}
 	before, _ := n.Digest()
 	// One update carrying 3 MiB of elements.
-	_, err = n.Apply(ctx, crdt.Op{Kind: crdt.OpSetUpdate, Key: "big", Add: elems("a", 3<<10, 1<<10)})
+	_, err := n.Apply(ctx, crdt.Op{Kind: crdt.OpSetUpdate, Key: "big", Add: elems("a", 3<<10, 1<<10)})
 	if !errors.Is(err, crdt.ErrLimit) {
 		t.Fatalf("3 MiB set update: %v, want ErrLimit", err)
 	}

@@ -2,9 +2,7 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"os"
 	"os/exec"
@@ -23,17 +21,16 @@ func mycel(t *testing.T, d *daemon, stdin string, args ...string) (string, int) 
 	cmd := exec.Command(binary, append(args, "--api", d.api)...)
 	cmd.Env = append(os.Environ(), clientEnv...)
 	cmd.Stdin = strings.NewReader(stdin)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := runBounded(t, cmd, 30*time.Second)
-	var ee *exec.ExitError
-	switch {
-	case errors.As(err, &ee):
-		return out.String() + errb.String(), ee.ExitCode()
-	case err != nil:
-		t.Fatal(err)
+	return combined(runCaptured(t, cmd))
+}
+
+// combined is a client's output as the tests read it: stdout, and on
+// failure stderr after it.
+func combined(stdout, stderr string, code int) (string, int) {
+	if code != 0 {
+		return stdout + stderr, code
 	}
-	return out.String(), 0
+	return stdout, 0
 }
 
 func TestCLI(t *testing.T) {

@@ -821,6 +821,13 @@ func mycelSplit(t *testing.T, d *daemon, args ...string) (stdout, stderr string,
 	t.Helper()
 	cmd := exec.Command(binary, append(args, "--api", d.api)...)
 	cmd.Env = append(os.Environ(), clientEnv...)
+	return runCaptured(t, cmd)
+}
+
+// runCaptured runs a client command (bounded in time) and returns its
+// stdout, its stderr and its exit code; failing to run it fails the test.
+func runCaptured(t *testing.T, cmd *exec.Cmd) (stdout, stderr string, code int) {
+	t.Helper()
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := runBounded(t, cmd, 30*time.Second)

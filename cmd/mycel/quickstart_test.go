@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,17 +21,7 @@ func cli(t *testing.T, args ...string) (string, int) {
 		}
 	}
 	cmd.Env = append(cmd.Env, clientEnv...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := runBounded(t, cmd, 30*time.Second)
-	var ee *exec.ExitError
-	switch {
-	case errors.As(err, &ee):
-		return out.String() + errb.String(), ee.ExitCode()
-	case err != nil:
-		t.Fatal(err)
-	}
-	return out.String(), 0
+	return combined(runCaptured(t, cmd))
 }
 
 // connectedTo reports whether d's status lists peer id as connected.
