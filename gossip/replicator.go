@@ -451,6 +451,9 @@ func (r *Replicator) syncNamespace(ctx context.Context, p peer.ID, s *space) err
 		done := s.pullTurn(ctx)
 		more, err := r.syncSpace(ctx, p, s)
 		done()
+		if errors.Is(err, ErrMalformed) {
+			r.stats.RejectMalformed.Add(1) // a server's bad frame
+		}
 		if err != nil {
 			return fmt.Errorf("namespace %q: %w", s.name, err)
 		}

@@ -380,3 +380,37 @@ func TestForgedSyncBatchRefused(t *testing.T) {
 		return err == nil && string(v) == "genuine"
 	})
 }
+
+// TestGarbageFromSyncServer: a sync server answering with garbage ends the
+// session with an error, is counted, and changes nothing.
+func TestGarbageFromSyncServer(t *testing.T) {
+	ctx := context.Background()
+	client := cluster(t, 1, nil)[0]
+	mustNS(t, client, "x")
+	before, _ := mustNS(t, client, "x").Digest()
+	evil, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer evil.Close()
+	evil.SetStreamHandler(gossip.ProtocolSync, func(s network.Stream) {
+		defer s.Close()
+		r, w := msgio.NewVarintReaderSize(s, 1<<20), msgio.NewVarintWriter(s)
+		if _, err := r.ReadMsg(); err != nil {
+			return
+		}
+		_ = w.WriteMsg([]byte{0x12, 0x03, 0xff, 0xff, 0xff}) // a batch frame that does not decode
+	})
+	if err := client.Connect(ctx, evil.Addrs()[0].String()+"/p2p/"+evil.ID().String()); err != nil {
+		t.Fatal(err)
+	}
+	if err := client.SyncWith(ctx, evil.ID()); !errors.Is(err, gossip.ErrMalformed) {
+		t.Fatalf("sync with a garbage server: %v, want ErrMalformed", err)
+	}
+	if client.Stats().RejectMalformed.Load() == 0 {
+		t.Fatal("the server's bad frame was not counted")
+	}
+	if after, _ := mustNS(t, client, "x").Digest(); after != before {
+		t.Fatal("garbage changed the namespace")
+	}
+}
