@@ -69,15 +69,13 @@ func (r *Replicator) signOwn(ns string, b *Batch) error {
 	if b.Origin != r.cfg.Replica || len(b.Sig) > 0 {
 		return nil
 	}
-	h := r.cfg.Host
-	key := h.Peerstore().PrivKey(h.ID())
-	if key == nil {
-		return fmt.Errorf("gossip: no private key for %s", h.ID())
+	if r.key == nil {
+		return fmt.Errorf("gossip: no private key for %s", r.cfg.Host.ID())
 	}
-	sig, err := key.Sign(BatchSigningInput(ns, b.Origin, b.Seq, b.Encoded))
+	sig, err := r.key.Sign(BatchSigningInput(ns, b.Origin, b.Seq, b.Encoded))
 	if err != nil {
 		return fmt.Errorf("gossip: sign batch %d: %w", b.Seq, err)
 	}
-	b.Signer, b.Sig = []byte(h.ID()), sig
+	b.Signer, b.Sig = r.signer, sig
 	return nil
 }

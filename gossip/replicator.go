@@ -10,6 +10,7 @@ import (
 	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -157,6 +158,10 @@ type Replicator struct {
 	served map[peer.ID]*admission
 	// client side: per-peer session budget (see pace)
 	paced map[peer.ID]*admission
+	// key signs this replica's batches as they leave (signOwn); signer is
+	// its peer id. Looked up once: the host's identity does not change.
+	key    crypto.PrivKey
+	signer []byte
 	// per peer and namespace: the last sync sessions
 	status map[statusKey]*PeerSync
 	randMu sync.Mutex
@@ -184,6 +189,8 @@ func New(cfg Config) (*Replicator, error) {
 		paced:   make(map[peer.ID]*admission),
 		status:  make(map[statusKey]*PeerSync),
 		kick:    make(chan peer.ID, 256),
+		key:     cfg.Host.Peerstore().PrivKey(cfg.Host.ID()),
+		signer:  []byte(cfg.Host.ID()),
 	}
 	cfg.Host.SetStreamHandler(ProtocolSync, r.serve)
 	r.notifiee = &network.NotifyBundle{ConnectedF: func(_ network.Network, c network.Conn) {
