@@ -17,14 +17,15 @@
 // # Scenario and plan
 //
 // A Scenario names regions (node counts, latency, bandwidth), the links
-// between them (latency, jitter, loss), a workload (rate, duration, op mix
+// between them (latency, jitter, loss in percent), a workload (rate, duration, op mix
 // of register put/delete, counter add, set add/remove; key space, uniform
 // or zipf; value size; writer regions), a fault schedule and the budgets
 // the run must meet (Expect). Faults: partition (groups of regions or of
 // nodes, mode blackhole or disconnect), isolate a node, heal, crash a node
 // (keep_disk true or false), restart it, change a link's latency, jitter
 // or loss, skew a node's clock; or a seeded random nemesis (Random).
-// ParseScenario reads one from YAML (scenarios/ holds bundled ones),
+// ParseScenario reads one from YAML (scenarios/ holds bundled ones; every
+// key is spelled with underscores, as keep_disk and converge_within),
 // refusing unknown keys and naming the line of every problem, schedule
 // clashes included (overlapping partitions, restarting a running node).
 // Scenario.Plan resolves it with a seed into the exact list of ops and

@@ -119,8 +119,8 @@ func (sc *Scenario) validateFault(f Fault, at []any, regions map[string]int) err
 			return invalid(append(at, "latency"), "negative latency")
 		case f.Jitter != nil && *f.Jitter < 0:
 			return invalid(append(at, "jitter"), "negative jitter")
-		case f.Loss != nil && (*f.Loss < 0 || *f.Loss > 1):
-			return invalid(append(at, "loss"), "loss %v: a fraction from 0 to 1", *f.Loss)
+		case f.Loss != nil && (*f.Loss < 0 || *f.Loss > 100):
+			return invalid(append(at, "loss"), "loss %v: a percentage from 0 to 100", *f.Loss)
 		}
 	}
 	return nil
@@ -256,7 +256,7 @@ func (sc *Scenario) nemesis(seed uint64) []Fault {
 			b := sc.Regions[rng.IntN(len(sc.Regions))].Name
 			base := sc.link(a, b)
 			lat := base.Latency*time.Duration(2+rng.IntN(4)) + 20*time.Millisecond
-			loss := 0.05
+			loss := 5.0 // percent
 			start.Kind, start.Link, start.Latency, start.Loss = Latency, []string{a, b}, &lat, &loss
 			end.Kind, end.Link, end.Latency, end.Loss = Latency, []string{a, b}, &base.Latency, &base.Loss
 		case "skew":

@@ -71,7 +71,7 @@ func TestSkewAndLatency(t *testing.T) {
 		ctx := t.Context()
 		sc := Scenario{
 			Regions: []Region{{Name: "a", Nodes: 1}, {Name: "b", Nodes: 1}},
-			Links:   []Link{{A: "a", B: "b", Latency: 20 * time.Millisecond, Loss: 0.01}},
+			Links:   []Link{{A: "a", B: "b", Latency: 20 * time.Millisecond, Loss: 1}},
 		}
 		sc = sc.withDefaults()
 		c, err := openCluster(ctx, &sc, testSeed)
@@ -96,7 +96,7 @@ func TestSkewAndLatency(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, l := range []Link{c.nw.link(0, 1), c.nw.link(1, 0)} {
-			if l.Latency != lat || l.Loss != 0.01 {
+			if l.Latency != lat || l.Loss != 1 {
 				t.Fatalf("link after the change: %+v", l)
 			}
 		}

@@ -271,7 +271,7 @@ func (c *faultConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 		}
 		if loss := c.nw.link(c.region, dst).Loss; loss > 0 {
 			c.mu.Lock()
-			lost := c.rng.Float64() < loss
+			lost := c.rng.Float64()*100 < loss // loss is a percentage
 			c.mu.Unlock()
 			if lost {
 				c.nw.droppedLoss.Add(1)

@@ -20,7 +20,7 @@ import (
 //	  - {name: us, nodes: 3, latency: 2ms}
 //	  - {name: eu, nodes: 3, latency: 2ms}
 //	links:
-//	  - {a: us, b: eu, latency: 40ms, jitter: 5ms, loss: 0.01}
+//	  - {a: us, b: eu, latency: 40ms, jitter: 5ms, loss: 1}
 //	workload: {rate: 20, duration: 40s, keys: 5}
 //	faults:
 //	  - {at: 10s, kind: partition, groups: [[us], [eu]]}
@@ -37,7 +37,11 @@ func ParseScenario(data []byte) (Scenario, error) {
 		var te *yaml.TypeError
 		if errors.As(err, &te) {
 			// One line per problem from yaml: keep them on one line.
-			return sc, fmt.Errorf("%w: %s", ErrScenario, strings.Join(te.Errors, "; "))
+			msgs := make([]string, len(te.Errors))
+			for i, m := range te.Errors {
+				msgs[i] = withHint(m)
+			}
+			return sc, fmt.Errorf("%w: %s", ErrScenario, strings.Join(msgs, "; "))
 		}
 		return sc, fmt.Errorf("%w: %v", ErrScenario, err)
 	}
@@ -52,6 +56,21 @@ func ParseScenario(data []byte) (Scenario, error) {
 		return sc, err
 	}
 	return sc, nil
+}
+
+// withHint adds to one of yaml's messages what the author most likely
+// meant: every key is spelled with underscores (keep_disk, converge_within),
+// and a duration needs its unit.
+func withHint(msg string) string {
+	if _, rest, ok := strings.Cut(msg, "field "); ok {
+		if key, _, ok := strings.Cut(rest, " not found"); ok && strings.Contains(key, "-") {
+			return msg + " (keys use underscores: " + strings.ReplaceAll(key, "-", "_") + ")"
+		}
+	}
+	if strings.HasSuffix(msg, "into time.Duration") {
+		return msg + " (a duration needs its unit, such as 40ms or 10s)"
+	}
+	return msg
 }
 
 // LoadScenario reads and parses a scenario file.

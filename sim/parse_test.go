@@ -10,7 +10,7 @@ import (
 func TestParseScenario(t *testing.T) {
 	sc := threeRegions(t)
 	if sc.Name != "three-regions" || len(sc.Regions) != 3 || sc.Regions[2].Nodes != 3 ||
-		sc.Links[1].Latency != 150*time.Millisecond || sc.Links[0].Loss != 0.01 ||
+		sc.Links[1].Latency != 150*time.Millisecond || sc.Links[0].Loss != 1 ||
 		sc.Workload.Duration != 40*time.Second || sc.Faults[0].Groups[1][1] != "ap" ||
 		sc.Faults[1].Kind != Heal || sc.Expect.ConvergeWithin != 30*time.Second || sc.Expect.P99PropagationMS != 20000 {
 		t.Fatalf("parsed: %+v", sc)
@@ -24,7 +24,7 @@ func TestParseErrors(t *testing.T) {
 	cases := []struct{ name, yaml, want string }{
 		{"unknown top-level key", head + "workload: {rate: 1, keys: 1}\nfautls: []\n", "line 7"},
 		{"unknown nested key", head + "workload: {rate: 1, kyes: 1}\n", "line 6"},
-		{"duration without unit", "regions:\n  - {name: us, nodes: 2, latency: 40}\n", "line 2"},
+		{"duration without unit", "regions:\n  - {name: us, nodes: 2, latency: 40}\n", "line 2: cannot unmarshal !!int `40` into time.Duration (a duration needs its unit"},
 		{"negative rate", head + "workload:\n  keys: 3\n  rate: -5\n", "line 8"},
 		{"missing region in a fault", head + "faults:\n  - {at: 1s, kind: partition, groups: [[us], [mars]]}\n", "line 7"},
 		{"overlapping partition", head + "faults:\n  - at: 1s\n    kind: partition\n    groups:\n      - [us]\n      - [eu, us]\n", "line 11"},
@@ -32,7 +32,7 @@ func TestParseErrors(t *testing.T) {
 		{"restart of a running node", head + "faults:\n  - {at: 1s, kind: crash, node: us-0}\n  - {at: 2s, kind: restart, node: us-0}\n  - {at: 3s, kind: restart, node: us-1}\n", "line 9"},
 		{"second partition before the heal", head + "faults:\n  - {at: 1s, kind: partition, groups: [[us], [eu]]}\n  - {at: 2s, kind: isolate, node: eu-1}\n", "line 8"},
 		{"node in two groups", head + "faults:\n  - {at: 1s, kind: partition, groups: [[us, eu-0], [eu]]}\n", "line 7"},
-		{"dashed key", head + "faults:\n  - {at: 1s, kind: crash, node: us-0, keep-disk: false}\n", "line 7"},
+		{"dashed key", head + "faults:\n  - {at: 1s, kind: crash, node: us-0, keep-disk: false}\n", "line 7: field keep-disk not found in type sim.Fault (keys use underscores: keep_disk)"},
 		{"unknown mode", head + "faults:\n  - {at: 1s, kind: isolate, node: us-0, mode: gentle}\n", "line 7"},
 		{"negative latency change", head + "faults:\n  - at: 1s\n    kind: latency\n    link: [us, eu]\n    latency: -5ms\n", "line 10"},
 		{"nemesis kind", head + "random:\n  every: 5s\n  kinds: [partition, meteor]\n", "line 8"},
@@ -40,6 +40,7 @@ func TestParseErrors(t *testing.T) {
 		{"negative value size", head + "workload: {rate: 1, keys: 1, value_size: -3}\n", "line 6"},
 		{"unknown op kind", head + "workload: {rate: 1, keys: 1, mix: {put: 1, cas: 2}}\n", "line 6"},
 		{"missing link", "regions:\n  - {name: us, nodes: 2}\n  - {name: eu, nodes: 2}\n", "no link between us and eu"},
+		{"loss over 100%", head + "faults:\n  - {at: 1s, kind: latency, link: [us, eu], loss: 150}\n", "line 7"},
 		{"mesh degree 1", head + "mesh_degree: 1\n", "line 6"},
 		{"empty", "", "empty file"},
 	}

@@ -83,7 +83,8 @@ type Link struct {
 	// Jitter adds a uniform random delay in [0, Jitter) to each packet
 	// (packets may then be reordered).
 	Jitter time.Duration `yaml:"jitter"`
-	// Loss is the fraction (0 to 1) of packets lost at random.
+	// Loss is the percentage (0 to 100) of packets lost at random: 1
+	// loses one packet in a hundred.
 	Loss float64 `yaml:"loss"`
 }
 
@@ -406,8 +407,8 @@ func (sc *Scenario) validateLinks(idx map[string]int) error {
 			return invalid(append(at, "latency"), "negative latency")
 		case l.Jitter < 0:
 			return invalid(append(at, "jitter"), "negative jitter")
-		case l.Loss < 0 || l.Loss > 1:
-			return invalid(append(at, "loss"), "loss %v: a fraction from 0 to 1", l.Loss)
+		case l.Loss < 0 || l.Loss > 100:
+			return invalid(append(at, "loss"), "loss %v: a percentage from 0 to 100", l.Loss)
 		}
 	}
 	for a := range sc.Regions {

@@ -312,7 +312,7 @@ func TestValidate(t *testing.T) {
 		"negative rate":    func(s *Scenario) { s.Workload.Rate = -1 },
 		"negative mix":     func(s *Scenario) { s.Workload.Mix.SetAdd = -1 },
 		"distribution":     func(s *Scenario) { s.Workload.Distribution = "pareto" },
-		"loss above one":   func(s *Scenario) { s.Links[0].Loss = 2 },
+		"loss above 100%":  func(s *Scenario) { s.Links[0].Loss = 101 },
 		"unknown fault":    func(s *Scenario) { s.Faults[0].Kind = "meteor" },
 		"unknown writers":  func(s *Scenario) { s.Workload.Writers = []string{"mars"} },
 		"negative budget":  func(s *Scenario) { s.Expect.LostWrites = -1 },
@@ -480,6 +480,56 @@ func TestReportSVG(t *testing.T) {
 	}
 }
 
+// TestReportSVGLargeRun: a 1,000-node run with a fault window every second
+// still draws a handful of y-axis labels, and fault labels that do not run
+// into each other (each window keeps its shading and tooltip).
+func TestReportSVGLargeRun(t *testing.T) {
+	r := &Report{Scenario: "big", Nodes: 1000, Divergence: []Sample{{0, 1}, {1000, 900}, {60000, 1}}}
+	for i := range 60 {
+		r.FaultWindows = append(r.FaultWindows, FaultWindow{Kind: "partition", FromMS: float64(i) * 1000, ToMS: float64(i)*1000 + 500})
+	}
+	var b strings.Builder
+	if err := WriteSVG(&b, r); err != nil {
+		t.Fatal(err)
+	}
+	svg := b.String()
+	if n := strings.Count(svg, `text-anchor="end">`); n > 10 {
+		t.Errorf("%d y-axis labels for 1,000 nodes, want at most 10", n)
+	}
+	if !strings.Contains(svg, `text-anchor="end">1000</text>`) {
+		t.Error("the y axis does not reach 1000")
+	}
+	if n := strings.Count(svg, `class="fault"`); n != 60 {
+		t.Errorf("%d shaded windows, want 60", n)
+	}
+	var xs []float64
+	for _, line := range strings.Split(svg, "\n") {
+		if strings.HasPrefix(line, "<text") && strings.Contains(line, `fill="#a33">partition<`) {
+			var x float64
+			if _, err := fmt.Sscanf(line, `<text x="%g"`, &x); err != nil {
+				t.Fatalf("%q: %v", line, err)
+			}
+			xs = append(xs, x)
+		}
+	}
+	if len(xs) == 0 || len(xs) == 60 {
+		t.Fatalf("%d fault labels for 60 windows 12 px apart, want some but not all", len(xs))
+	}
+	for i := 1; i < len(xs); i++ {
+		if xs[i]-xs[i-1] < 7.5*float64(len("partition")) {
+			t.Errorf("fault labels at x=%.1f and x=%.1f overlap", xs[i-1], xs[i])
+		}
+	}
+}
+
+func TestYStep(t *testing.T) {
+	for maxY, want := range map[int]int{2: 1, 8: 1, 9: 2, 16: 2, 17: 5, 40: 5, 41: 10, 100: 20, 1000: 200, 1001: 200, 1601: 500} {
+		if got := yStep(maxY); got != want {
+			t.Errorf("yStep(%d) = %d, want %d", maxY, got, want)
+		}
+	}
+}
+
 // longRuns reports whether the long scenarios (1000 nodes, soak, the
 // speed target) should run: MYCEL_SIM_LONG=1.
 func longRuns() bool { return os.Getenv("MYCEL_SIM_LONG") == "1" }
@@ -551,7 +601,7 @@ func TestRandomNemesisRun(t *testing.T) {
 		sc := Scenario{
 			Name:    "nemesis",
 			Regions: []Region{{Name: "a", Nodes: 3, Latency: 2 * time.Millisecond}, {Name: "b", Nodes: 3, Latency: 2 * time.Millisecond}},
-			Links:   []Link{{A: "a", B: "b", Latency: 40 * time.Millisecond, Jitter: 5 * time.Millisecond, Loss: 0.01}},
+			Links:   []Link{{A: "a", B: "b", Latency: 40 * time.Millisecond, Jitter: 5 * time.Millisecond, Loss: 1}},
 			Workload: Workload{Rate: 20, Duration: 60 * time.Second, Keys: 20,
 				Mix: Mix{Put: 4, Delete: 1, CounterAdd: 2, SetAdd: 2, SetRemove: 1}},
 			Random: &Nemesis{Every: 5 * time.Second, Kinds: nemesisKinds},
@@ -582,7 +632,7 @@ func TestCheckersCatchLossWithoutSync(t *testing.T) {
 		sc := Scenario{
 			Name:        "gossip-only",
 			Regions:     []Region{{Name: "a", Nodes: 2}, {Name: "b", Nodes: 2}},
-			Links:       []Link{{A: "a", B: "b", Latency: 30 * time.Millisecond, Loss: 0.2}},
+			Links:       []Link{{A: "a", B: "b", Latency: 30 * time.Millisecond, Loss: 20}},
 			Workload:    Workload{Rate: 20, Duration: 10 * time.Second, Keys: 20, Mix: Mix{Put: 1, CounterAdd: 1, SetAdd: 1}},
 			DisableSync: true,
 			Faults: []Fault{

@@ -3,6 +3,7 @@ package sim
 import (
 	"fmt"
 	"io"
+	"math"
 	"strings"
 )
 
@@ -24,6 +25,8 @@ func WriteSVG(w io.Writer, r *Report) error {
 		end = max(end, f.ToMS, f.FromMS)
 	}
 	maxY := max(2, r.Nodes)
+	step := yStep(maxY)
+	maxY = (maxY + step - 1) / step * step
 	x := func(tms float64) float64 { return float64(left) + plotW*tms/end }
 	y := func(v int) float64 { return float64(top) + plotH*(1-float64(v)/float64(maxY)) }
 
@@ -36,6 +39,7 @@ func WriteSVG(w io.Writer, r *Report) error {
 	}
 	fmt.Fprintf(&b, `<text x="%d" y="22" font-size="15">%s — seed %d, %d nodes: distinct replica states over time (%s)</text>`+"\n",
 		left, xmlEscape(r.Scenario), r.Seed, r.Nodes, verdict)
+	labelEnd := math.Inf(-1) // where the last fault label ends
 	for _, f := range r.FaultWindows {
 		to := f.ToMS
 		if to < 0 {
@@ -43,10 +47,16 @@ func WriteSVG(w io.Writer, r *Report) error {
 		}
 		fmt.Fprintf(&b, `<rect class="fault" x="%.1f" y="%d" width="%.1f" height="%.0f" fill="#f4c7c3" opacity="0.7"><title>%s %.0f–%.0f ms</title></rect>`+"\n",
 			x(f.FromMS), top, max(x(to)-x(f.FromMS), 1), plotH, xmlEscape(f.Kind), f.FromMS, to)
-		fmt.Fprintf(&b, `<text x="%.1f" y="%d" fill="#a33">%s</text>`+"\n", x(f.FromMS)+3, top+14, xmlEscape(f.Kind))
+		// A label only where it does not run into the one before; every
+		// window keeps its tooltip.
+		if lx := x(f.FromMS) + 3; lx >= labelEnd {
+			fmt.Fprintf(&b, `<text x="%.1f" y="%d" fill="#a33">%s</text>`+"\n", lx, top+14, xmlEscape(f.Kind))
+			labelEnd = lx + 7.5*float64(len(f.Kind)) + 6
+		}
 	}
-	// Axes and gridlines.
-	for v := 0; v <= maxY; v++ {
+	// Axes and gridlines: at most about eight, at 1, 2 or 5 times a power
+	// of ten, so that a 1,000-node run stays as readable as a 3-node one.
+	for v := 0; v <= maxY; v += step {
 		fmt.Fprintf(&b, `<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#ddd"/><text x="%d" y="%.1f" text-anchor="end">%d</text>`+"\n",
 			left, y(v), width-right, y(v), left-6, y(v)+4, v)
 	}
@@ -80,4 +90,16 @@ func WriteSVG(w io.Writer, r *Report) error {
 
 func xmlEscape(s string) string {
 	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", `"`, "&quot;").Replace(s)
+}
+
+// yStep is the gridline spacing for a y axis from 0 to maxY: the smallest
+// of 1, 2, 5, 10, 20, 50, ... that draws at most eight intervals.
+func yStep(maxY int) int {
+	for unit := 1; ; unit *= 10 {
+		for _, m := range []int{1, 2, 5} {
+			if step := m * unit; maxY <= 8*step {
+				return step
+			}
+		}
+	}
 }
