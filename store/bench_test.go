@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/cockroachdb/pebble/v2"
+
 	"github.com/mycelnet/mycel/crdt"
 )
 
@@ -150,3 +152,45 @@ func BenchmarkOpen(b *testing.B) {
 // BenchmarkDurablePut32 is 32 concurrent durable writers: what the HTTP
 // benchmark's 32 clients ask of the store.
 func BenchmarkDurablePut32(b *testing.B) { benchPut(b, 32) }
+
+// BenchmarkReferencePebble64 is the ceiling BenchmarkDurablePut64 is judged
+// against, measured in the same run: raw Pebble, 64 writers each doing one
+// synced Set of a 100-byte value (Pebble group-commits its WAL). On a
+// machine whose disk speed swings, compare the two side by side.
+func BenchmarkReferencePebble64(b *testing.B) {
+	db, err := pebble.Open(b.TempDir(), &pebble.Options{MemTableSize: 64 << 20, Logger: quietLogger{}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	val := make([]byte, 100)
+	var next atomic.Int64
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	for w := 0; w < 64; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1)
+				if i > int64(b.N) {
+					return
+				}
+				if err := db.Set(fmt.Appendf(nil, "/ns/key-%09d", i), val, pebble.Sync); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "puts/s")
+}
+
+type quietLogger struct{}
+
+func (quietLogger) Infof(string, ...any)  {}
+func (quietLogger) Errorf(string, ...any) {}
+func (quietLogger) Fatalf(format string, args ...any) {
+	panic(fmt.Sprintf(format, args...))
+}
