@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -486,8 +487,8 @@ func (r *Replicator) pace(ctx context.Context, p peer.ID) error {
 		now := time.Now()
 		b := r.paced[p]
 		if b == nil {
-			if len(r.paced) >= 256 {
-				r.prunePaced(now)
+			if len(r.paced) >= maxTrackedPeers {
+				r.pruneBudgets(r.paced, now)
 			}
 			b = &admission{tokens: burst, last: now}
 			r.paced[p] = b
@@ -512,13 +513,19 @@ func (r *Replicator) pace(ctx context.Context, p peer.ID) error {
 	return nil
 }
 
-// prunePaced forgets budgets that have refilled: a new one is the same.
-// The caller holds r.mu.
-func (r *Replicator) prunePaced(now time.Time) {
+// maxTrackedPeers is how many peers the per-peer session budgets and the
+// sync status hold before they are pruned: peers come and go, and a node
+// that runs for months must not keep every peer it has ever met.
+const maxTrackedPeers = 256
+
+// pruneBudgets forgets the session budgets (client pacing or server
+// admission) that have refilled and have no session open: a new one is the
+// same. The caller holds r.mu.
+func (r *Replicator) pruneBudgets(m map[peer.ID]*admission, now time.Time) {
 	full := time.Duration(float64(r.cfg.SyncBurst) / r.cfg.SyncRate * float64(time.Second))
-	for p, b := range r.paced {
-		if now.Sub(b.last) >= full {
-			delete(r.paced, p)
+	for p, b := range m {
+		if b.active == 0 && now.Sub(b.last) >= full {
+			delete(m, p)
 		}
 	}
 }
@@ -551,10 +558,44 @@ func (r *Replicator) noteStatus(p peer.ID, ns string, fn func(*PeerSync)) {
 	k := statusKey{p, ns}
 	st := r.status[k]
 	if st == nil {
+		if len(r.status) >= maxTrackedPeers*4 {
+			r.pruneStatus()
+		}
 		st = &PeerSync{Peer: p, Namespace: ns}
 		r.status[k] = st
 	}
 	fn(st)
+}
+
+// pruneStatus forgets the sync status of peers that are not connected,
+// those seen longest ago first, until a quarter of the room is free. The
+// status of connected peers stays: it is bounded by the connections times
+// the namespaces. The caller holds r.mu.
+func (r *Replicator) pruneStatus() {
+	type gone struct {
+		k    statusKey
+		last time.Time
+	}
+	var old []gone
+	for k, st := range r.status {
+		if r.cfg.Host.Network().Connectedness(k.peer) != network.Connected {
+			old = append(old, gone{k, maxTime(st.LastPull, st.LastServed)})
+		}
+	}
+	slices.SortFunc(old, func(a, b gone) int { return a.last.Compare(b.last) })
+	for _, g := range old {
+		if len(r.status) < maxTrackedPeers*3 {
+			return
+		}
+		delete(r.status, g.k)
+	}
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // PeerStatus returns the sync status of every peer and namespace seen.

@@ -271,6 +271,9 @@ func (r *Replicator) admit(p peer.ID) bool {
 	a := r.served[p]
 	now := r.cfg.Now()
 	if a == nil {
+		if len(r.served) >= maxTrackedPeers {
+			r.pruneBudgets(r.served, now)
+		}
 		a = &admission{tokens: float64(r.cfg.SyncBurst), last: now}
 		r.served[p] = a
 	}
