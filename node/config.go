@@ -83,8 +83,10 @@ type Config struct {
 	// MaxClockDrift bounds how far ahead a remote clock may pull ours.
 	// Default 1 min.
 	MaxClockDrift time.Duration
-	// NAT enables AutoNAT, hole punching and the circuit relay v2 client
-	// (WAN preset).
+	// NAT enables NAT traversal (WAN preset): AutoNAT, UPnP/NAT-PMP port
+	// mapping, hole punching, a circuit relay v2 service while publicly
+	// reachable, and AutoRelay, which reserves a relay slot with a
+	// connected peer offering one while the node is not reachable.
 	NAT bool
 }
 
@@ -173,6 +175,11 @@ type options struct {
 	now         func() time.Time
 	rand        *rand.Rand
 	logger      *slog.Logger
+	// noPortMap leaves UPnP/NAT-PMP out of the NAT preset, for tests,
+	// which must not search the network for a gateway; noNATService leaves
+	// out the AutoNAT service, whose dialer go-libp2p v0.51 never closes
+	// when reachability is forced private (as a test does).
+	noPortMap, noNATService bool
 }
 
 // WithDatastore stores state in d instead of DataDir's Pebble store (the

@@ -21,11 +21,14 @@ import (
 	dht "github.com/libp2p/go-libp2p-kad-dht"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/pnet"
 	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
+	"github.com/libp2p/go-libp2p/p2p/host/autorelay"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	circuitproto "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/proto"
 	"github.com/multiformats/go-multiaddr"
 
 	"github.com/mycelnet/mycel/crdt"
@@ -45,11 +48,14 @@ type Node struct {
 	// random source was injected.
 	storeRand func() uint64
 
-	host  host.Host
-	dht   *dht.IpfsDHT
-	gater *Gater
-	ps    *pubsub.PubSub
-	rep   *gossip.Replicator
+	host host.Host
+	// relayHost publishes host to AutoRelay's goroutine (relayCandidates),
+	// which may start before openHost has stored it.
+	relayHost atomic.Pointer[host.Host]
+	dht       *dht.IpfsDHT
+	gater     *Gater
+	ps        *pubsub.PubSub
+	rep       *gossip.Replicator
 	// repReady publishes rep to the store's commit goroutine.
 	repReady atomic.Pointer[gossip.Replicator]
 	st       *store.Store
@@ -259,14 +265,81 @@ func (n *Node) openHost(key crypto.PrivKey) error {
 		hopts = append(hopts, libp2p.PrivateNetwork(pnet.PSK(n.cfg.PSK)))
 	}
 	if n.cfg.NAT {
-		hopts = append(hopts, libp2p.EnableNATService(), libp2p.EnableHolePunching(), libp2p.EnableRelay(), libp2p.NATPortMap())
+		if !n.opts.noPortMap {
+			hopts = append(hopts, libp2p.NATPortMap())
+		}
+		if !n.opts.noNATService {
+			hopts = append(hopts, libp2p.EnableNATService())
+		}
+		hopts = append(hopts, libp2p.EnableHolePunching(), libp2p.EnableRelay(),
+			// A node found publicly reachable relays for its peers (with
+			// the relay's default limits), and one behind a NAT reserves a
+			// slot with such a peer, so that others can reach it and hole
+			// punching has a relayed connection to start from. One
+			// candidate is enough: a small cluster may have one public node.
+			libp2p.EnableRelayService(),
+			libp2p.EnableAutoRelayWithPeerSource(n.relayCandidates, autorelay.WithMinCandidates(1)))
 	}
 	hopts = append(hopts, n.opts.hostOpts...)
 	n.host, err = libp2p.New(hopts...)
 	if err != nil {
 		return fmt.Errorf("node: libp2p host: %w", err)
 	}
+	n.relayHost.Store(&n.host)
 	return nil
+}
+
+// relayCandidates is AutoRelay's source of relays (NAT on): the peers this
+// node is connected to that offer a circuit relay v2, those connected now
+// and then each one identified later, until num are sent or AutoRelay
+// cancels ctx. Public Mycel nodes offer a relay, so a node behind a NAT
+// needs no list of relays: its bootstrap peers serve.
+func (n *Node) relayCandidates(ctx context.Context, num int) <-chan peer.AddrInfo {
+	out := make(chan peer.AddrInfo)
+	hp := n.relayHost.Load()
+	if hp == nil { // AutoRelay asked before Open finished: it asks again
+		close(out)
+		return out
+	}
+	h := *hp
+	sub, err := h.EventBus().Subscribe(new(event.EvtPeerIdentificationCompleted))
+	if err != nil {
+		close(out)
+		return out
+	}
+	go func() {
+		defer close(out)
+		defer sub.Close()
+		sent := 0
+		offer := func(p peer.ID) (more bool) {
+			if hop, _ := h.Peerstore().SupportsProtocols(p, circuitproto.ProtoIDv2Hop); len(hop) == 0 {
+				return true
+			}
+			select {
+			case out <- peer.AddrInfo{ID: p, Addrs: h.Peerstore().Addrs(p)}:
+				sent++
+				return sent < num
+			case <-ctx.Done():
+				return false
+			}
+		}
+		for _, p := range h.Network().Peers() {
+			if !offer(p) {
+				return
+			}
+		}
+		for {
+			select {
+			case e, ok := <-sub.Out():
+				if !ok || !offer(e.(event.EvtPeerIdentificationCompleted).Peer) {
+					return
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out
 }
 
 // onCommit receives every batch the store commits: local ones are
