@@ -9,6 +9,9 @@ type Report struct {
 	Scenario string `json:"scenario"`
 	Seed     uint64 `json:"seed"`
 	Nodes    int    `json:"nodes"`
+	// Backend is simnet (nodes in this process over a simulated network)
+	// or netns (daemon processes in network namespaces).
+	Backend string `json:"backend"`
 
 	// Passed: every budget of the scenario's Expect was met; Failures
 	// says which were not and by how much.

@@ -126,7 +126,7 @@ func (c *cluster) play(ctx context.Context, plan Plan, seed uint64) (*runResult,
 	}
 	defer func() { r.Divergence = stopSampling() }()
 	r.FaultWindows = faultWindows(plan.Faults)
-	r.Scenario, r.Seed, r.Nodes = c.sc.Name, seed, len(c.members)
+	r.Scenario, r.Seed, r.Nodes, r.Backend = c.sc.Name, seed, len(c.members), "simnet"
 	r.ConvergenceMS = -1
 	deadline := quiet.Add(c.sc.Expect.ConvergeWithin)
 	for {

@@ -1,0 +1,1006 @@
+//go:build linux
+
+package sim
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// NetnsOptions configures RunNetns.
+type NetnsOptions struct {
+	// Binary is the mycel executable every node runs as `mycel daemon`.
+	Binary string
+	// Progress is called about once a second, as WithProgress.
+	Progress func(Progress)
+	// Logf, if set, receives a line per step (namespaces, nodes, faults).
+	Logf func(format string, args ...any)
+}
+
+const (
+	// netnsPrefix starts every namespace a run makes: mycelsim-<pid>-hub
+	// and mycelsim-<pid>-<node>, so a later run can remove those of a run
+	// that died (its pid gone).
+	netnsPrefix = "mycelsim-"
+	// netnsAPI is each daemon's API address inside its own namespace.
+	netnsAPI = "127.0.0.1:5080"
+	// netnsSpace is the Mycel namespace the workload writes.
+	netnsSpace = "sim"
+	// netnsSubnet holds the nodes: node i of region r is 10.213.<r+1>.<i+1>.
+	netnsSubnet = "10.213"
+)
+
+// RunNetns runs sc with every node a real `mycel daemon` process (o.Binary)
+// in a network namespace of its own, all joined by a bridge in a hub
+// namespace; nothing touches the host's own network. Partitions are routes
+// in the nodes' namespaces: blackhole (packets vanish, nothing is closed)
+// or prohibit for mode disconnect (senders get an error at once); crashes
+// are SIGKILL, a wipe removes the node's store but keeps its identity key.
+// The workload goes through each daemon's HTTP API, dialled from inside the
+// node's namespace, and the checkers read the API: digests for
+// convergence, the touched keys for lost writes (see expectation), the
+// watch stream for propagation. It needs root and iproute2, and cannot add
+// latency or loss (ValidateNetns says what it refuses). Every namespace
+// and process it starts is gone when it returns.
+func RunNetns(ctx context.Context, sc Scenario, seed uint64, o NetnsOptions) (*Report, error) {
+	if err := sc.ValidateNetns(); err != nil {
+		return nil, err
+	}
+	if o.Binary == "" {
+		return nil, errors.New("sim: netns backend: no mycel binary given")
+	}
+	if err := netnsAvailable(); err != nil {
+		return nil, err
+	}
+	plan, err := sc.Plan(seed)
+	if err != nil {
+		return nil, err
+	}
+	full := sc.withDefaults()
+	r := &netnsRun{sc: &full, o: o, rng: rand.New(rand.NewPCG(seed, 0x6e65746e73))}
+	if r.o.Logf == nil {
+		r.o.Logf = func(string, ...any) {}
+	}
+	defer r.teardown()
+	if err := r.setup(ctx); err != nil {
+		return nil, err
+	}
+	return r.play(ctx, plan, seed)
+}
+
+// netnsAvailable checks for what the backend needs: root (namespaces and
+// routes) and the ip command.
+func netnsAvailable() error {
+	if os.Geteuid() != 0 {
+		return errors.New("sim: the netns backend needs root (it makes network namespaces)")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		return errors.New("sim: the netns backend needs the ip command (iproute2)")
+	}
+	return nil
+}
+
+type netnsNode struct {
+	index  int
+	name   string // <region>-<i>
+	region int
+	netns  string
+	ip     string
+	dir    string // data dir: identity.key and store/
+	log    string
+	client *http.Client
+	boot   []int
+
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	watchOf context.CancelFunc
+	up      atomic.Bool
+	peerID  string
+	// wipedAt: when the node last lost its store (zero: never).
+	wipedAt time.Time
+}
+
+type netnsRun struct {
+	sc    *Scenario
+	o     NetnsOptions
+	rng   *rand.Rand
+	tag   string
+	hub   string
+	dir   string
+	nodes []*netnsNode
+	made  []string // namespaces made, deleted at teardown
+
+	cutMu  sync.Mutex
+	routes [][]string // ip arguments that undo the standing cut
+
+	arrMu    sync.Mutex
+	arrivals map[string][]time.Time // put value → first time each node showed it
+
+	ackedN atomic.Int64
+	// bgCtx bounds the watchers and the sampler; stopBG ends them.
+	bgCtx  context.Context
+	bg     sync.WaitGroup
+	stopBG context.CancelFunc
+}
+
+func (r *netnsRun) ip(ctx context.Context, args ...string) error {
+	out, err := exec.CommandContext(ctx, "ip", args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("sim: ip %s: %v: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+// setup removes namespaces left by dead runs, then makes the hub with its
+// bridge and one namespace per node, joined to the bridge by a veth pair.
+func (r *netnsRun) setup(ctx context.Context) error {
+	removeStaleNetns(ctx)
+	dir, err := os.MkdirTemp("", "mycelsim-")
+	if err != nil {
+		return err
+	}
+	r.dir = dir
+	r.tag = fmt.Sprintf("%s%d-", netnsPrefix, os.Getpid())
+	r.hub = r.tag + "hub"
+	r.arrivals = make(map[string][]time.Time)
+	steps := [][]string{{"netns", "add", r.hub}, {"-n", r.hub, "link", "add", "br0", "type", "bridge"}, {"-n", r.hub, "link", "set", "br0", "up"}}
+	for i, s := range steps {
+		if err := r.ip(ctx, s...); err != nil {
+			return err
+		}
+		if i == 0 {
+			r.made = append(r.made, r.hub)
+		}
+	}
+	regions := r.sc.nodeRegions()
+	names := r.sc.nodeNames()
+	within := make(map[int]int)
+	for i, name := range names {
+		reg := regions[i]
+		within[reg]++
+		n := &netnsNode{
+			index: i, name: name, region: reg,
+			netns: r.tag + strconv.Itoa(i),
+			ip:    fmt.Sprintf("%s.%d.%d", netnsSubnet, reg+1, within[reg]),
+			dir:   filepath.Join(dir, name),
+			log:   filepath.Join(dir, name+".log"),
+			boot:  bootstrapPeers(r.rng, i),
+		}
+		n.client = &http.Client{Transport: &http.Transport{
+			DialContext:         netnsDialer("/var/run/netns/" + n.netns),
+			MaxIdleConnsPerHost: 64,
+			IdleConnTimeout:     30 * time.Second,
+		}}
+		if err := r.ip(ctx, "netns", "add", n.netns); err != nil {
+			return err
+		}
+		r.made = append(r.made, n.netns)
+		hubEnd := "h" + strconv.Itoa(i)
+		for _, s := range [][]string{
+			{"-n", n.netns, "link", "set", "lo", "up"},
+			{"link", "add", "name", "eth0", "netns", n.netns, "type", "veth", "peer", "name", hubEnd, "netns", r.hub},
+			{"-n", r.hub, "link", "set", hubEnd, "master", "br0", "up"},
+			{"-n", n.netns, "addr", "add", n.ip + "/16", "dev", "eth0"},
+			{"-n", n.netns, "link", "set", "eth0", "up"},
+		} {
+			if err := r.ip(ctx, s...); err != nil {
+				return err
+			}
+		}
+		if err := os.MkdirAll(n.dir, 0o700); err != nil {
+			return err
+		}
+		r.nodes = append(r.nodes, n)
+	}
+	r.o.Logf("netns: %d nodes in namespaces %s0..%d, hub %s, data in %s", len(r.nodes), r.tag, len(r.nodes)-1, r.hub, dir)
+	return nil
+}
+
+// removeStaleNetns deletes the namespaces of runs whose process is gone.
+func removeStaleNetns(ctx context.Context) {
+	out, err := exec.CommandContext(ctx, "ip", "netns", "list").Output()
+	if err != nil {
+		return
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		name, _, _ := strings.Cut(strings.TrimSpace(line), " ")
+		rest, ok := strings.CutPrefix(name, netnsPrefix)
+		if !ok {
+			continue
+		}
+		pidStr, _, _ := strings.Cut(rest, "-")
+		pid, err := strconv.Atoi(pidStr)
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if syscall.Kill(pid, 0) == syscall.ESRCH {
+			_ = exec.CommandContext(ctx, "ip", "netns", "del", name).Run()
+		}
+	}
+}
+
+// netnsDialer dials from inside the network namespace at path: the socket
+// is made on an OS thread switched into it. That thread stays locked and
+// dies with its goroutine, so no other goroutine ever runs in the node's
+// namespace.
+func netnsDialer(path string) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		type result struct {
+			c   net.Conn
+			err error
+		}
+		ch := make(chan result, 1)
+		go func() {
+			runtime.LockOSThread() // never unlocked: see above
+			f, err := os.Open(path)
+			if err != nil {
+				ch <- result{nil, err}
+				return
+			}
+			defer f.Close()
+			if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+				ch <- result{nil, fmt.Errorf("setns %s: %w", path, err)}
+				return
+			}
+			var d net.Dialer
+			c, err := d.DialContext(ctx, network, addr)
+			ch <- result{c, err}
+		}()
+		res := <-ch
+		return res.c, res.err
+	}
+}
+
+// start runs node n's daemon and waits until its API answers.
+func (r *netnsRun) start(ctx context.Context, n *netnsNode) error {
+	args := []string{"netns", "exec", n.netns, r.o.Binary, "daemon",
+		"--data-dir", n.dir, "--listen", "/ip4/" + n.ip + "/tcp/4001", "--api", netnsAPI,
+		"--namespace", netnsSpace, "--sync-interval", r.sc.SyncInterval.String(), "--log-format", "json"}
+	if r.sc.MeshDegree > 0 {
+		args = append(args, "--mesh-degree", strconv.Itoa(r.sc.MeshDegree))
+	}
+	for _, j := range n.boot {
+		b := r.nodes[j]
+		if b.peerID != "" {
+			args = append(args, "--bootstrap", "/ip4/"+b.ip+"/tcp/4001/p2p/"+b.peerID)
+		}
+	}
+	logf, err := os.OpenFile(n.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command("ip", args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("sim: start %s: %w", n.name, err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		logf.Close()
+		close(exited)
+	}()
+	n.mu.Lock()
+	n.cmd, n.exited = cmd, exited
+	n.mu.Unlock()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var st struct {
+			PeerID string `json:"peer_id"`
+		}
+		if err := n.getJSON(ctx, "/v1/status", &st); err == nil && st.PeerID != "" {
+			n.peerID = st.PeerID
+			break
+		}
+		select {
+		case <-exited:
+			return fmt.Errorf("sim: %s's daemon exited at start; its log: %s", n.name, tail(n.log))
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("sim: %s's API did not answer within 30 s; its log: %s", n.name, tail(n.log))
+		}
+	}
+	n.up.Store(true)
+	return nil
+}
+
+// kill SIGKILLs node n's daemon and waits for it to exit.
+func (r *netnsRun) kill(n *netnsNode) {
+	n.up.Store(false)
+	n.mu.Lock()
+	cmd, exited, stopWatch := n.cmd, n.exited, n.watchOf
+	n.cmd, n.watchOf = nil, nil
+	n.mu.Unlock()
+	if stopWatch != nil {
+		stopWatch()
+	}
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	<-exited
+	n.client.CloseIdleConnections()
+}
+
+func tail(path string) string {
+	b, _ := os.ReadFile(path)
+	if len(b) > 800 {
+		b = b[len(b)-800:]
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func (n *netnsNode) get(ctx context.Context, path string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+netnsAPI+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	return n.client.Do(req)
+}
+
+func (n *netnsNode) getJSON(ctx context.Context, path string, v any) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	resp, err := n.get(ctx, path)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("GET %s: %s: %s", path, resp.Status, bytes.TrimSpace(b))
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// watch records, for every register value node n shows on its watch
+// stream, the first time it showed it; it reconnects until ctx ends.
+func (r *netnsRun) watch(ctx context.Context, n *netnsNode) {
+	defer r.bg.Done()
+	for ctx.Err() == nil {
+		resp, err := n.get(ctx, "/v1/ns/"+netnsSpace+"/watch?prefix=r/")
+		if err == nil {
+			sc := bufio.NewScanner(resp.Body)
+			sc.Buffer(make([]byte, 64<<10), 4<<20)
+			for sc.Scan() {
+				data, ok := strings.CutPrefix(sc.Text(), "data: ")
+				if !ok {
+					continue
+				}
+				var ev struct {
+					Value []byte `json:"value"`
+				}
+				if json.Unmarshal([]byte(data), &ev) != nil || len(ev.Value) == 0 {
+					continue
+				}
+				now := time.Now()
+				r.arrMu.Lock()
+				at := r.arrivals[string(ev.Value)]
+				if at == nil {
+					at = make([]time.Time, len(r.nodes))
+					r.arrivals[string(ev.Value)] = at
+				}
+				if at[n.index].IsZero() {
+					at[n.index] = now
+				}
+				r.arrMu.Unlock()
+			}
+			resp.Body.Close()
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (r *netnsRun) startWatch(n *netnsNode) {
+	wctx, cancel := context.WithCancel(r.bgCtx)
+	n.mu.Lock()
+	n.watchOf = cancel
+	n.mu.Unlock()
+	r.bg.Add(1)
+	go r.watch(wctx, n)
+}
+
+// digests reads every running node's digest; down nodes are left out.
+func (r *netnsRun) digests(ctx context.Context) map[int]string {
+	var mu sync.Mutex
+	out := make(map[int]string)
+	var wg sync.WaitGroup
+	for _, n := range r.nodes {
+		if !n.up.Load() {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var d struct {
+				Digest string `json:"digest"`
+			}
+			if err := n.getJSON(ctx, "/v1/ns/"+netnsSpace+"/digest", &d); err == nil && n.up.Load() {
+				mu.Lock()
+				out[n.index] = d.Digest
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+func distinctOf(d map[int]string) int {
+	seen := make(map[string]bool)
+	for _, v := range d {
+		seen[v] = true
+	}
+	return len(seen)
+}
+
+// play starts the nodes, runs the plan, and checks.
+func (r *netnsRun) play(ctx context.Context, plan Plan, seed uint64) (*Report, error) {
+	begin := time.Now()
+	for _, n := range r.nodes {
+		if err := r.start(ctx, n); err != nil {
+			return nil, err
+		}
+	}
+	if err := r.waitConnected(ctx); err != nil {
+		return nil, err
+	}
+	r.o.Logf("netns: %d daemons up and connected; settling %v", len(r.nodes), r.sc.Settle)
+	if err := sleep(ctx, r.sc.Settle); err != nil {
+		return nil, err
+	}
+	bgCtx, stop := context.WithCancel(ctx)
+	r.bgCtx, r.stopBG = bgCtx, stop
+	for _, n := range r.nodes {
+		r.startWatch(n)
+	}
+	t0 := time.Now()
+	var samplesMu sync.Mutex
+	var samples []Sample
+	r.bg.Add(1)
+	go func() {
+		defer r.bg.Done()
+		lastProgress := time.Time{}
+		for bgCtx.Err() == nil {
+			d := r.digests(bgCtx)
+			now := time.Now()
+			samplesMu.Lock()
+			samples = append(samples, Sample{TMS: ms(now.Sub(t0)), Distinct: distinctOf(d)})
+			samplesMu.Unlock()
+			if r.o.Progress != nil && now.Sub(lastProgress) >= time.Second {
+				lastProgress = now
+				r.o.Progress(Progress{TMS: ms(now.Sub(t0)), Ops: int(r.ackedN.Load()), Distinct: distinctOf(d), Nodes: len(d)})
+			}
+			select {
+			case <-bgCtx.Done():
+			case <-time.After(250 * time.Millisecond):
+			}
+		}
+	}()
+
+	acks, quiet, maxLag, heals, err := r.drive(ctx, plan, t0)
+	if err != nil {
+		return nil, err
+	}
+	rep := &Report{Scenario: r.sc.Name, Seed: seed, Nodes: len(r.nodes), Backend: "netns", ConvergenceMS: -1, MaxLagMS: ms(maxLag)}
+	// Convergence: every running node's digest equal, polled from the
+	// quiet point.
+	deadline := quiet.Add(r.sc.Expect.ConvergeWithin)
+	for {
+		d := r.digests(ctx)
+		if len(d) > 0 && distinctOf(d) == 1 {
+			rep.Converged = true
+			rep.ConvergenceMS = ms(time.Since(quiet))
+			break
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			break
+		}
+		if err := sleep(ctx, 50*time.Millisecond); err != nil {
+			break
+		}
+	}
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	r.finish(ctx, rep, acks, heals, t0)
+	stop()
+	r.bg.Wait()
+	rep.Divergence = samples
+	rep.FaultWindows = faultWindows(plan.Faults)
+	rep.Heals = recoveries(heals, samples, t0)
+	rep.SimulatedMS = ms(time.Since(begin))
+	rep.Failures = judge(rep, r.sc.Expect)
+	rep.Passed = len(rep.Failures) == 0
+	return rep, nil
+}
+
+// waitConnected waits until every node has a peer, for at most 30 s.
+func (r *netnsRun) waitConnected(ctx context.Context) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		lonely := 0
+		for _, n := range r.nodes {
+			var st struct {
+				Peers []json.RawMessage `json:"peers"`
+			}
+			if err := n.getJSON(ctx, "/v1/status", &st); err != nil || len(st.Peers) == 0 {
+				lonely++
+			}
+		}
+		if lonely == 0 || len(r.nodes) == 1 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("sim: %d nodes still without a peer after 30 s", lonely)
+		}
+		if err := sleep(ctx, 100*time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
+// healAt is a heal or a restart and when it happened.
+type healAt struct {
+	at    time.Time
+	fault Fault
+}
+
+// drive runs the ops and faults at their planned times (a fault before an
+// op planned for the same instant) and returns every op's outcome and the
+// quiet point: the later of the last answer and the last heal or restart.
+func (r *netnsRun) drive(ctx context.Context, plan Plan, t0 time.Time) (acks []netnsAck, quiet time.Time, maxLag time.Duration, heals []healAt, err error) {
+	acks = make([]netnsAck, len(plan.Ops))
+	sem := make(chan struct{}, 64)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	fi := 0
+	applyDue := func(until time.Duration) error {
+		for fi < len(plan.Faults) && plan.Faults[fi].At <= until {
+			f := plan.Faults[fi]
+			fi++
+			if err := sleep(ctx, time.Until(t0.Add(f.At))); err != nil {
+				return err
+			}
+			if err := r.apply(ctx, f); err != nil {
+				return err
+			}
+			r.o.Logf("netns: %6.1f s  %s", time.Since(t0).Seconds(), f.describe())
+			if f.Kind == Heal || f.Kind == Restart {
+				heals = append(heals, healAt{time.Now(), f})
+			}
+		}
+		return nil
+	}
+	for i, op := range plan.Ops {
+		if err := applyDue(op.At); err != nil {
+			return nil, time.Time{}, 0, nil, err
+		}
+		if err := sleep(ctx, time.Until(t0.Add(op.At))); err != nil {
+			return nil, time.Time{}, 0, nil, err
+		}
+		maxLag = max(maxLag, time.Since(t0.Add(op.At)))
+		n := r.nodes[op.Node]
+		if !n.up.Load() {
+			acks[i] = netnsAck{op: op, state: skipped}
+			continue
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			acks[i] = r.do(ctx, n, op)
+			if acks[i].state == acked {
+				r.ackedN.Add(1)
+			}
+		}()
+	}
+	if err := applyDue(1<<62 - 1); err != nil {
+		return nil, time.Time{}, 0, nil, err
+	}
+	wg.Wait()
+	for _, a := range acks {
+		if a.at.After(quiet) {
+			quiet = a.at
+		}
+	}
+	for _, h := range heals {
+		if h.at.After(quiet) {
+			quiet = h.at
+		}
+	}
+	if quiet.IsZero() {
+		quiet = time.Now()
+	}
+	return acks, quiet, maxLag, heals, nil
+}
+
+// do sends one op to node n's API.
+func (r *netnsRun) do(ctx context.Context, n *netnsNode, op Op) netnsAck {
+	var method, path string
+	var body []byte
+	key := url.PathEscape(op.Key)
+	switch op.Kind {
+	case OpPut:
+		method, path, body = http.MethodPut, "/kv/"+key, []byte(op.Value)
+	case OpDelete:
+		method, path = http.MethodDelete, "/kv/"+key
+	case OpCounterAdd:
+		method, path = http.MethodPost, "/counter/"+key
+		body, _ = json.Marshal(map[string]int64{"add": op.Amount})
+	case OpSetAdd:
+		method, path = http.MethodPost, "/set/"+key
+		body, _ = json.Marshal(map[string][]string{"add": {op.Value}})
+	case OpSetRemove:
+		method, path = http.MethodPost, "/set/"+key
+		body, _ = json.Marshal(map[string][]string{"remove": {op.Value}})
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+netnsAPI+"/v1/ns/"+netnsSpace+path, bytes.NewReader(body))
+	if err != nil {
+		return netnsAck{op: op, state: refused, at: time.Now()}
+	}
+	resp, err := n.client.Do(req)
+	if err != nil {
+		return netnsAck{op: op, state: unknown, at: time.Now()}
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+	resp.Body.Close()
+	a := netnsAck{op: op, state: acked, at: time.Now()}
+	if resp.StatusCode/100 != 2 {
+		a.state = refused
+	}
+	return a
+}
+
+// apply carries out one fault.
+func (r *netnsRun) apply(ctx context.Context, f Fault) error {
+	idx := r.sc.nodeIndex()
+	switch f.Kind {
+	case Partition, Isolate:
+		var groups [][]int
+		if f.Kind == Isolate {
+			n := idx[f.Node]
+			var rest []int
+			for i := range r.nodes {
+				if i != n {
+					rest = append(rest, i)
+				}
+			}
+			groups = [][]int{{n}, rest}
+		} else {
+			for _, g := range f.Groups {
+				var members []int
+				for _, name := range g {
+					ms, _ := r.sc.members(name)
+					members = append(members, ms...)
+				}
+				groups = append(groups, members)
+			}
+		}
+		kind := "blackhole"
+		if f.mode() == Disconnect {
+			kind = "prohibit"
+		}
+		r.cutMu.Lock()
+		defer r.cutMu.Unlock()
+		for gi, g := range groups {
+			for hi, h := range groups {
+				if gi == hi {
+					continue
+				}
+				for _, a := range g {
+					for _, b := range h {
+						route := []string{"-n", r.nodes[a].netns, "route", "add", kind, r.nodes[b].ip + "/32"}
+						if err := r.ip(ctx, route...); err != nil {
+							return err
+						}
+						undo := slices.Clone(route)
+						undo[3] = "del"
+						r.routes = append(r.routes, undo)
+					}
+				}
+			}
+		}
+	case Heal:
+		r.cutMu.Lock()
+		defer r.cutMu.Unlock()
+		for _, undo := range r.routes {
+			if err := r.ip(ctx, undo...); err != nil {
+				return err
+			}
+		}
+		r.routes = nil
+	case Crash:
+		n := r.nodes[idx[f.Node]]
+		r.kill(n)
+		if f.wipes() {
+			if err := os.RemoveAll(filepath.Join(n.dir, "store")); err != nil {
+				return err
+			}
+			n.wipedAt = time.Now()
+		}
+	case Restart:
+		n := r.nodes[idx[f.Node]]
+		if err := r.start(ctx, n); err != nil {
+			return err
+		}
+		r.startWatch(n)
+	default:
+		// ValidateNetns refuses every other kind.
+		return fmt.Errorf("sim: netns backend cannot apply %s", f.Kind)
+	}
+	return nil
+}
+
+// finish reads every running node's final state and fills in lost writes,
+// propagation, traffic and per-region detail.
+func (r *netnsRun) finish(ctx context.Context, rep *Report, acks []netnsAck, heals []healAt, t0 time.Time) {
+	r.arrMu.Lock()
+	arrivals := make(map[string][]time.Time, len(r.arrivals))
+	for k, v := range r.arrivals {
+		arrivals[k] = slices.Clone(v)
+	}
+	r.arrMu.Unlock()
+	// An op acknowledged by a node that later lost its store counts as
+	// unknown unless another node showed it before the wipe.
+	lenient := func(a netnsAck) bool {
+		n := r.nodes[a.op.Node]
+		if n.wipedAt.IsZero() || a.at.After(n.wipedAt) {
+			return false
+		}
+		if a.op.Kind == OpPut {
+			for i, t := range arrivals[a.op.Value] {
+				if i != a.op.Node && !t.IsZero() && t.Before(n.wipedAt) {
+					return false
+				}
+			}
+		}
+		return true
+	}
+	for _, a := range acks {
+		switch a.state {
+		case acked:
+			rep.Ops++
+			// Only a put can be shown lost (no other node ever showed its
+			// value); counter and set ops of a wiped node are just not
+			// required.
+			if a.op.Kind == OpPut && lenient(a) {
+				rep.LostOnWiped++
+			}
+		case refused:
+			rep.FailedOps++
+		case skipped, unknown:
+			rep.SkippedOps++
+		}
+	}
+	e := expect(acks, lenient)
+	keys := map[OpKind]map[string]bool{OpPut: {}, OpCounterAdd: {}, OpSetAdd: {}}
+	for _, a := range acks {
+		kind := a.op.Kind
+		switch kind {
+		case OpDelete:
+			kind = OpPut
+		case OpSetRemove:
+			kind = OpSetAdd
+		}
+		keys[kind][a.op.Key] = true
+	}
+	var live []int
+	for _, n := range r.nodes {
+		if !n.up.Load() {
+			continue
+		}
+		live = append(live, n.index)
+		st, err := r.readState(ctx, n, keys)
+		if err != nil {
+			rep.LostWrites++
+			rep.Lost = append(rep.Lost, LostWrite{Node: n.name, Reason: "read error: " + err.Error()})
+			continue
+		}
+		lost := e.check(n.name, st)
+		rep.LostWrites += len(lost)
+		for _, l := range lost {
+			if len(rep.Lost) < maxLostListed {
+				rep.Lost = append(rep.Lost, l)
+			}
+		}
+	}
+	// Propagation, over acknowledged puts every live node showed: from the
+	// answer to the last live node showing the value.
+	var all []time.Duration
+	pairs := make(map[[2]int][]time.Duration)
+	for _, a := range acks {
+		if a.state != acked || a.op.Kind != OpPut || lenient(a) {
+			continue
+		}
+		at := arrivals[a.op.Value]
+		if at == nil {
+			continue
+		}
+		var worst time.Duration
+		byRegion := make(map[int]time.Duration)
+		complete := true
+		for _, i := range live {
+			if at[i].IsZero() {
+				complete = false
+				break
+			}
+			d := max(at[i].Sub(a.at), 0)
+			worst = max(worst, d)
+			reg := r.nodes[i].region
+			byRegion[reg] = max(byRegion[reg], d)
+		}
+		if !complete {
+			continue
+		}
+		all = append(all, worst)
+		from := r.nodes[a.op.Node].region
+		for reg, d := range byRegion {
+			pairs[[2]int{from, reg}] = append(pairs[[2]int{from, reg}], d)
+		}
+	}
+	rep.Propagation = percentiles(all)
+	for from := range r.sc.Regions {
+		for to := range r.sc.Regions {
+			if ds := pairs[[2]int{from, to}]; len(ds) > 0 {
+				rep.PropagationByPair = append(rep.PropagationByPair, PairPropagation{From: r.sc.Regions[from].Name, To: r.sc.Regions[to].Name, Percentiles: percentiles(ds)})
+			}
+		}
+	}
+	// Traffic: what each node's interface sent (TCP: gossip, sync and
+	// transport control together).
+	for _, n := range r.nodes {
+		out, err := exec.CommandContext(ctx, "ip", "-n", n.netns, "-s", "-j", "link", "show", "eth0").Output()
+		if err != nil {
+			continue
+		}
+		var links []struct {
+			Stats struct {
+				TX struct {
+					Bytes   int64 `json:"bytes"`
+					Packets int64 `json:"packets"`
+				} `json:"tx"`
+			} `json:"stats64"`
+		}
+		if json.Unmarshal(out, &links) == nil && len(links) == 1 {
+			rep.Messages += links[0].Stats.TX.Packets
+			rep.Bytes += links[0].Stats.TX.Bytes
+		}
+	}
+	if rep.Ops > 0 {
+		rep.Cost.MessagesPerOp = float64(rep.Messages) / float64(rep.Ops)
+		rep.Cost.BytesPerOp = float64(rep.Bytes) / float64(rep.Ops)
+	}
+	for ri, reg := range r.sc.Regions {
+		rr := RegionReport{Name: reg.Name, Nodes: reg.Nodes}
+		for _, n := range r.nodes {
+			if n.region == ri && n.up.Load() {
+				rr.Live++
+			}
+		}
+		for _, a := range acks {
+			if a.state == acked && r.nodes[a.op.Node].region == ri {
+				rr.Ops++
+			}
+		}
+		rep.Regions = append(rep.Regions, rr)
+	}
+}
+
+// readState reads the keys the workload touched from node n's API.
+func (r *netnsRun) readState(ctx context.Context, n *netnsNode, keys map[OpKind]map[string]bool) (nodeState, error) {
+	st := nodeState{registers: map[string]string{}, counters: map[string]int64{}, sets: map[string][]string{}}
+	base := "/v1/ns/" + netnsSpace
+	for k := range keys[OpPut] {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		resp, err := n.get(rctx, base+"/kv/"+url.PathEscape(k))
+		if err != nil {
+			cancel()
+			return st, err
+		}
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 2<<20))
+		resp.Body.Close()
+		cancel()
+		switch resp.StatusCode {
+		case http.StatusOK:
+			st.registers[k] = string(b)
+		case http.StatusNotFound:
+		default:
+			return st, fmt.Errorf("GET kv/%s: %s", k, resp.Status)
+		}
+	}
+	for k := range keys[OpCounterAdd] {
+		var c struct {
+			Value int64 `json:"value"`
+		}
+		if err := n.getJSON(ctx, base+"/counter/"+url.PathEscape(k), &c); err != nil && !strings.Contains(err.Error(), "404") {
+			return st, err
+		}
+		st.counters[k] = c.Value
+	}
+	for k := range keys[OpSetAdd] {
+		var s struct {
+			Elements []string `json:"elements"`
+		}
+		if err := n.getJSON(ctx, base+"/set/"+url.PathEscape(k), &s); err != nil && !strings.Contains(err.Error(), "404") {
+			return st, err
+		}
+		if len(s.Elements) > 0 {
+			st.sets[k] = s.Elements
+		}
+	}
+	return st, nil
+}
+
+// recoveries gives, for each heal and restart, how long until the running
+// nodes' digests were next all equal (from the divergence samples).
+func recoveries(heals []healAt, samples []Sample, t0 time.Time) []HealReport {
+	var out []HealReport
+	for _, h := range heals {
+		at := ms(h.at.Sub(t0))
+		hr := HealReport{AtMS: at, Fault: h.fault.describe(), RecoveredMS: -1}
+		for _, s := range samples {
+			if s.TMS >= at && s.Distinct <= 1 {
+				hr.RecoveredMS = s.TMS - at
+				break
+			}
+		}
+		out = append(out, hr)
+	}
+	return out
+}
+
+// teardown kills every daemon and deletes every namespace and file the
+// run made.
+func (r *netnsRun) teardown() {
+	if r.stopBG != nil {
+		r.stopBG()
+	}
+	for _, n := range r.nodes {
+		r.kill(n)
+	}
+	r.bg.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, name := range r.made {
+		if err := r.ip(ctx, "netns", "del", name); err != nil {
+			r.o.Logf("netns: %v", err)
+		}
+	}
+	if r.dir != "" {
+		_ = os.RemoveAll(r.dir)
+	}
+}
