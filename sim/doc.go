@@ -14,6 +14,11 @@
 // it delivers per region pair and across the partition standing: that is
 // how a test proves that nothing crosses a cut.
 //
+// RunNetns is the second backend (Linux, root): every node a real mycel
+// daemon process in a network namespace of its own, partitions made with
+// routes, crashes with SIGKILL, the workload and the checks through each
+// daemon's HTTP API (netns.go). It cannot add latency or loss.
+//
 // # Scenario and plan
 //
 // A Scenario names regions (node counts, latency, bandwidth), the links
