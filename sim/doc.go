@@ -29,8 +29,9 @@
 // nodes, mode blackhole or disconnect), isolate a node, heal, crash a node
 // (keep_disk true or false), restart it, change a link's latency, jitter
 // or loss, skew a node's clock; or a seeded random nemesis (Random).
-// ParseScenario reads one from YAML (scenarios/ holds bundled ones; every
-// key is spelled with underscores, as keep_disk and converge_within),
+// ParseScenario reads one from YAML (scenarios/ holds bundled ones; keys
+// are spelled with underscores, as converge_within; keep-disk is taken
+// for keep_disk),
 // refusing unknown keys and naming the line of every problem, schedule
 // clashes included (overlapping partitions, restarting a running node).
 // Scenario.Plan resolves it with a seed into the exact list of ops and

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -64,7 +65,9 @@ func ParseScenario(data []byte) (Scenario, error) {
 func withHint(msg string) string {
 	if _, rest, ok := strings.Cut(msg, "field "); ok {
 		if key, _, ok := strings.Cut(rest, " not found"); ok && strings.Contains(key, "-") {
-			return msg + " (keys use underscores: " + strings.ReplaceAll(key, "-", "_") + ")"
+			if alt := strings.ReplaceAll(key, "-", "_"); scenarioKeys()[alt] {
+				return msg + " (keys use underscores: " + alt + ")"
+			}
 		}
 	}
 	if strings.HasSuffix(msg, "into time.Duration") {
@@ -121,4 +124,58 @@ func child(n *yaml.Node, p any) *yaml.Node {
 		}
 	}
 	return nil
+}
+
+// UnmarshalYAML reads a fault strictly, as the rest of the file is read
+// (yaml.v3 does not carry KnownFields into a custom unmarshaler), and
+// takes keep-disk, as the scenario format spells it, for keep_disk.
+func (f *Fault) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.MappingNode {
+		known := faultKeys()
+		seen := make(map[string]int)
+		var problems []string
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i]
+			if k.Value == "keep-disk" {
+				k.Value = "keep_disk"
+			}
+			if !known[k.Value] {
+				problems = append(problems, fmt.Sprintf("line %d: field %s not found in type sim.Fault", k.Line, k.Value))
+			}
+			if line, dup := seen[k.Value]; dup {
+				problems = append(problems, fmt.Sprintf("line %d: %s given twice (also on line %d; keep-disk and keep_disk are one key)", k.Line, k.Value, line))
+			}
+			seen[k.Value] = k.Line
+		}
+		if len(problems) > 0 {
+			return &yaml.TypeError{Errors: problems}
+		}
+	}
+	type plain Fault // without this method
+	return n.Decode((*plain)(f))
+}
+
+// faultKeys is the set of a Fault's yaml keys.
+func faultKeys() map[string]bool { return yamlKeys(reflect.TypeFor[Fault]()) }
+
+// scenarioKeys is the set of every yaml key a scenario file may use.
+func scenarioKeys() map[string]bool {
+	out := make(map[string]bool)
+	for _, t := range []reflect.Type{reflect.TypeFor[Scenario](), reflect.TypeFor[Region](), reflect.TypeFor[Link](),
+		reflect.TypeFor[Workload](), reflect.TypeFor[Mix](), reflect.TypeFor[Nemesis](), reflect.TypeFor[Fault](), reflect.TypeFor[Expect]()} {
+		for k := range yamlKeys(t) {
+			out[k] = true
+		}
+	}
+	return out
+}
+
+func yamlKeys(t reflect.Type) map[string]bool {
+	out := make(map[string]bool, t.NumField())
+	for i := range t.NumField() {
+		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ","); name != "" && name != "-" {
+			out[name] = true
+		}
+	}
+	return out
 }

@@ -19,6 +19,20 @@ func TestParseScenario(t *testing.T) {
 
 // TestParseErrors: each bad file fails before anything runs, with an error
 // naming the line at fault.
+// TestKeepDiskAsTheIssueSpellsIt: keep-disk and keep_disk are one key.
+func TestKeepDiskAsTheIssueSpellsIt(t *testing.T) {
+	const head = "regions:\n  - {name: us, nodes: 2}\nworkload: {rate: 1, keys: 1}\n"
+	for _, key := range []string{"keep-disk", "keep_disk"} {
+		sc, err := ParseScenario([]byte(head + "faults:\n  - {at: 1s, kind: crash, node: us-0, " + key + ": false}\n  - {at: 2s, kind: restart, node: us-0}\n"))
+		if err != nil {
+			t.Fatalf("%s: %v", key, err)
+		}
+		if !sc.Faults[0].wipes() {
+			t.Fatalf("%s: false did not wipe", key)
+		}
+	}
+}
+
 func TestParseErrors(t *testing.T) {
 	const head = "regions:\n  - {name: us, nodes: 2}\n  - {name: eu, nodes: 2}\nlinks:\n  - {a: us, b: eu, latency: 40ms}\n"
 	cases := []struct{ name, yaml, want string }{
@@ -32,7 +46,10 @@ func TestParseErrors(t *testing.T) {
 		{"restart of a running node", head + "faults:\n  - {at: 1s, kind: crash, node: us-0}\n  - {at: 2s, kind: restart, node: us-0}\n  - {at: 3s, kind: restart, node: us-1}\n", "line 9"},
 		{"second partition before the heal", head + "faults:\n  - {at: 1s, kind: partition, groups: [[us], [eu]]}\n  - {at: 2s, kind: isolate, node: eu-1}\n", "line 8"},
 		{"node in two groups", head + "faults:\n  - {at: 1s, kind: partition, groups: [[us, eu-0], [eu]]}\n", "line 7"},
-		{"dashed key", head + "faults:\n  - {at: 1s, kind: crash, node: us-0, keep-disk: false}\n", "line 7: field keep-disk not found in type sim.Fault (keys use underscores: keep_disk)"},
+		{"unknown fault key", head + "faults:\n  - {at: 1s, kind: crash, node: us-0, keep-data: false}\n", "line 7: field keep-data not found in type sim.Fault"},
+		{"dashed key", head + "workload: {rate: 1, keys: 1, value-size: 3}\n", "field value-size not found in type sim.Workload (keys use underscores: value_size)"},
+		{"keep-disk twice", head + "faults:\n  - {at: 1s, kind: crash, node: us-0, keep-disk: false, keep_disk: true}\n", "keep_disk given twice"},
+		{"wrong type in a fault", head + "faults:\n  - {at: soon, kind: crash, node: us-0}\n", "line 7"},
 		{"unknown mode", head + "faults:\n  - {at: 1s, kind: isolate, node: us-0, mode: gentle}\n", "line 7"},
 		{"negative latency change", head + "faults:\n  - at: 1s\n    kind: latency\n    link: [us, eu]\n    latency: -5ms\n", "line 10"},
 		{"nemesis kind", head + "random:\n  every: 5s\n  kinds: [partition, meteor]\n", "line 8"},
