@@ -121,6 +121,8 @@ type netnsNode struct {
 	peerID  string
 	// wipedAt: when the node last lost its store (zero: never).
 	wipedAt time.Time
+	// crashes: when it was killed.
+	crashes []time.Time
 }
 
 type netnsRun struct {
@@ -538,7 +540,6 @@ func (r *netnsRun) play(ctx context.Context, plan Plan, seed uint64) (*Report, e
 	r.bg.Wait()
 	rep.Divergence = samples
 	rep.FaultWindows = faultWindows(plan.Faults)
-	rep.Heals = recoveries(heals, samples, t0)
 	rep.SimulatedMS = ms(time.Since(begin))
 	rep.Failures = judge(rep, r.sc.Expect)
 	rep.Passed = len(rep.Failures) == 0
@@ -746,6 +747,7 @@ func (r *netnsRun) apply(ctx context.Context, f Fault) error {
 	case Crash:
 		n := r.nodes[idx[f.Node]]
 		r.kill(n)
+		n.crashes = append(n.crashes, time.Now())
 		if f.wipes() {
 			if err := os.RemoveAll(filepath.Join(n.dir, "store")); err != nil {
 				return err
@@ -873,6 +875,33 @@ func (r *netnsRun) finish(ctx context.Context, rep *Report, acks []netnsAck, hea
 		}
 	}
 	rep.Propagation = percentiles(all)
+	// Recovery after each heal and restart: until every live node showed
+	// every put acknowledged before it (puts: their values are unique). A
+	// node killed between the heal and a value's arrival is left out for
+	// that value: what it shows after its restart is its own recovery.
+	crashedBetween := func(i int, from, to time.Time) bool {
+		for _, c := range r.nodes[i].crashes {
+			if c.After(from) && c.Before(to) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, h := range heals {
+		hr := HealReport{AtMS: ms(h.at.Sub(t0)), Fault: h.fault.describe()}
+		for _, a := range acks {
+			if a.state != acked || a.op.Kind != OpPut || !a.at.Before(h.at) || lenient(a) {
+				continue
+			}
+			at := arrivals[a.op.Value]
+			for _, i := range live {
+				if at != nil && !at[i].IsZero() && !crashedBetween(i, h.at, at[i]) {
+					hr.RecoveredMS = max(hr.RecoveredMS, ms(at[i].Sub(h.at)))
+				}
+			}
+		}
+		rep.Heals = append(rep.Heals, hr)
+	}
 	for from := range r.sc.Regions {
 		for to := range r.sc.Regions {
 			if ds := pairs[[2]int{from, to}]; len(ds) > 0 {
@@ -963,24 +992,6 @@ func (r *netnsRun) readState(ctx context.Context, n *netnsNode, keys map[OpKind]
 		}
 	}
 	return st, nil
-}
-
-// recoveries gives, for each heal and restart, how long until the running
-// nodes' digests were next all equal (from the divergence samples).
-func recoveries(heals []healAt, samples []Sample, t0 time.Time) []HealReport {
-	var out []HealReport
-	for _, h := range heals {
-		at := ms(h.at.Sub(t0))
-		hr := HealReport{AtMS: at, Fault: h.fault.describe(), RecoveredMS: -1}
-		for _, s := range samples {
-			if s.TMS >= at && s.Distinct <= 1 {
-				hr.RecoveredMS = s.TMS - at
-				break
-			}
-		}
-		out = append(out, hr)
-	}
-	return out
 }
 
 // teardown kills every daemon and deletes every namespace and file the
