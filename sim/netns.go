@@ -141,6 +141,12 @@ type netnsRun struct {
 	arrMu    sync.Mutex
 	arrivals map[string][]time.Time // put value → first time each node showed it
 
+	// capture: the packets the hub's bridge delivered, and those that
+	// crossed a standing cut; cut maps each separated node's address to
+	// its group (nil: no cut standing).
+	captured, crossed atomic.Int64
+	cut               atomic.Pointer[map[[4]byte]int]
+
 	ackedN atomic.Int64
 	// bgCtx bounds the watchers and the sampler; stopBG ends them.
 	bgCtx  context.Context
@@ -469,6 +475,11 @@ func distinctOf(d map[int]string) int {
 // play starts the nodes, runs the plan, and checks.
 func (r *netnsRun) play(ctx context.Context, plan Plan, seed uint64) (*Report, error) {
 	begin := time.Now()
+	bgCtx, stop := context.WithCancel(ctx)
+	r.bgCtx, r.stopBG = bgCtx, stop
+	if err := r.startCapture(); err != nil {
+		return nil, err
+	}
 	for _, n := range r.nodes {
 		if err := r.start(ctx, n); err != nil {
 			return nil, err
@@ -481,8 +492,6 @@ func (r *netnsRun) play(ctx context.Context, plan Plan, seed uint64) (*Report, e
 	if err := sleep(ctx, r.sc.Settle); err != nil {
 		return nil, err
 	}
-	bgCtx, stop := context.WithCancel(ctx)
-	r.bgCtx, r.stopBG = bgCtx, stop
 	for _, n := range r.nodes {
 		r.startWatch(n)
 	}
@@ -515,6 +524,7 @@ func (r *netnsRun) play(ctx context.Context, plan Plan, seed uint64) (*Report, e
 		return nil, err
 	}
 	rep := &Report{Scenario: r.sc.Name, Seed: seed, Nodes: len(r.nodes), Backend: "netns", ConvergenceMS: -1, MaxLagMS: ms(maxLag)}
+
 	// Convergence: every running node's digest equal, polled from the
 	// quiet point.
 	deadline := quiet.Add(r.sc.Expect.ConvergeWithin)
@@ -541,6 +551,11 @@ func (r *netnsRun) play(ctx context.Context, plan Plan, seed uint64) (*Report, e
 	rep.Divergence = samples
 	rep.FaultWindows = faultWindows(plan.Faults)
 	rep.SimulatedMS = ms(time.Since(begin))
+	crossed := r.crossed.Load()
+	rep.CrossedCut = &crossed
+	if r.captured.Load() == 0 {
+		return nil, errors.New("sim: the hub's packet socket saw no packet: it cannot vouch for the cuts")
+	}
 	rep.Failures = judge(rep, r.sc.Expect)
 	rep.Passed = len(rep.Failures) == 0
 	return rep, nil
@@ -735,9 +750,18 @@ func (r *netnsRun) apply(ctx context.Context, f Fault) error {
 				}
 			}
 		}
+		// Count crossings from now on: every route is in place.
+		sides := make(map[[4]byte]int)
+		for gi, g := range groups {
+			for _, a := range g {
+				sides[ipv4(r.nodes[a].ip)] = gi
+			}
+		}
+		r.cut.Store(&sides)
 	case Heal:
 		r.cutMu.Lock()
 		defer r.cutMu.Unlock()
+		r.cut.Store(nil)
 		for _, undo := range r.routes {
 			if err := r.ip(ctx, undo...); err != nil {
 				return err
@@ -992,6 +1016,73 @@ func (r *netnsRun) readState(ctx context.Context, n *netnsNode, keys map[OpKind]
 		}
 	}
 	return st, nil
+}
+
+// startCapture opens a packet socket in the hub namespace, on an OS thread
+// switched into it (and left to die with its goroutine), and counts every
+// IPv4 packet the bridge delivers to a node's port, and those between two
+// nodes a standing cut separates. Each forwarded frame is seen leaving its
+// destination port once (PACKET_OUTGOING).
+func (r *netnsRun) startCapture() error {
+	ready := make(chan error, 1)
+	r.bg.Add(1)
+	go func() {
+		defer r.bg.Done()
+		runtime.LockOSThread() // never unlocked: see above
+		f, err := os.Open("/var/run/netns/" + r.hub)
+		if err != nil {
+			ready <- err
+			return
+		}
+		err = unix.Setns(int(f.Fd()), unix.CLONE_NEWNET)
+		f.Close()
+		if err != nil {
+			ready <- fmt.Errorf("sim: setns %s: %w", r.hub, err)
+			return
+		}
+		// ETH_P_ALL: only taps for every protocol see frames sent, and a
+		// frame forwarded to a port is sent on it.
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM, int(htons(unix.ETH_P_ALL)))
+		if err != nil {
+			ready <- fmt.Errorf("sim: packet socket in %s: %w", r.hub, err)
+			return
+		}
+		defer unix.Close(fd)
+		// A timeout, so the loop sees the end of the run.
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Usec: 200_000}); err != nil {
+			ready <- err
+			return
+		}
+		ready <- nil
+		buf := make([]byte, 64<<10)
+		for r.bgCtx.Err() == nil {
+			n, from, err := unix.Recvfrom(fd, buf, unix.MSG_TRUNC)
+			if err != nil {
+				continue // timeout or interrupted: look at the context again
+			}
+			ll, ok := from.(*unix.SockaddrLinklayer)
+			if !ok || ll.Pkttype != unix.PACKET_OUTGOING || ll.Protocol != htons(unix.ETH_P_IP) || n < 20 || buf[0]>>4 != 4 {
+				continue
+			}
+			r.captured.Add(1)
+			if sides := r.cut.Load(); sides != nil {
+				src, okSrc := (*sides)[[4]byte(buf[12:16])]
+				dst, okDst := (*sides)[[4]byte(buf[16:20])]
+				if okSrc && okDst && src != dst {
+					r.crossed.Add(1)
+				}
+			}
+		}
+	}()
+	return <-ready
+}
+
+// htons is x in network byte order.
+func htons(x uint16) uint16 { return x<<8 | x>>8 }
+
+func ipv4(s string) [4]byte {
+	ip := net.ParseIP(s).To4()
+	return [4]byte(ip)
 }
 
 // teardown kills every daemon and deletes every namespace and file the

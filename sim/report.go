@@ -52,6 +52,13 @@ type Report struct {
 	Bytes    int64 `json:"bytes"`
 	// Dropped counts packets the network discarded.
 	Dropped Dropped `json:"dropped"`
+	// CrossedCut (netns backend) counts packets the hub's bridge carried
+	// between two nodes while a standing partition separated them, seen
+	// by a packet socket in the hub from the moment every route of the cut
+	// was in place to the heal: 0 unless the cut leaks, and a run with any
+	// fails. The simnet backend proves its cuts in TestPartitionIsolation
+	// instead (its links also deliver what was in flight when a cut began).
+	CrossedCut *int64 `json:"crossed_cut,omitempty"`
 	// Cost splits what the nodes sent by protocol, per op.
 	Cost Cost `json:"cost"`
 	// Divergence samples, every 100 ms from the first op until the checks

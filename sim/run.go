@@ -86,6 +86,9 @@ func judge(r *Report, e Expect) []string {
 	if r.FailedOps > 0 {
 		out = append(out, fmt.Sprintf("%d ops failed on a running node", r.FailedOps))
 	}
+	if r.CrossedCut != nil && *r.CrossedCut > 0 {
+		out = append(out, fmt.Sprintf("%d packets crossed a standing partition", *r.CrossedCut))
+	}
 	if r.DotsReused > 0 {
 		out = append(out, fmt.Sprintf("%d dots handed out twice (a replica reused its dot counter)", r.DotsReused))
 	}

@@ -98,11 +98,12 @@ func TestSimNetns(t *testing.T) {
 			Distinct int     `json:"distinct"`
 		} `json:"divergence"`
 		Propagation struct{ P50 float64 } `json:"propagation_ms"`
+		CrossedCut  *int64                `json:"crossed_cut"`
 	}
 	if err := json.Unmarshal(raw, &rep); err != nil {
 		t.Fatal(err)
 	}
-	if rep.Backend != "netns" || !rep.Converged || rep.LostWrites != 0 || rep.Ops < 500 || rep.Messages == 0 || rep.Propagation.P50 <= 0 {
+	if rep.Backend != "netns" || !rep.Converged || rep.LostWrites != 0 || rep.Ops < 500 || rep.Messages == 0 || rep.Propagation.P50 <= 0 || rep.CrossedCut == nil || *rep.CrossedCut != 0 {
 		t.Fatalf("report: %s", raw)
 	}
 	// The split (3 s to 8 s) really cut the regions apart.
