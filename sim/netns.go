@@ -1061,16 +1061,19 @@ func (r *netnsRun) startCapture() error {
 				continue // timeout or interrupted: look at the context again
 			}
 			ll, ok := from.(*unix.SockaddrLinklayer)
-			if !ok || ll.Pkttype != unix.PACKET_OUTGOING || ll.Protocol != htons(unix.ETH_P_IP) || n < 20 || buf[0]>>4 != 4 {
+			if !ok || ll.Pkttype != unix.PACKET_OUTGOING || ll.Protocol != htons(unix.ETH_P_IP) {
 				continue
 			}
-			r.captured.Add(1)
-			if sides := r.cut.Load(); sides != nil {
-				src, okSrc := (*sides)[[4]byte(buf[12:16])]
-				dst, okDst := (*sides)[[4]byte(buf[16:20])]
-				if okSrc && okDst && src != dst {
-					r.crossed.Add(1)
-				}
+			var sides map[[4]byte]int
+			if p := r.cut.Load(); p != nil {
+				sides = *p
+			}
+			ip, crossed := crossing(buf[:min(n, len(buf))], sides)
+			if ip {
+				r.captured.Add(1)
+			}
+			if crossed {
+				r.crossed.Add(1)
 			}
 		}
 	}()

@@ -234,3 +234,18 @@ func (sc *Scenario) ValidateNetns() error {
 	}
 	return nil
 }
+
+// crossing reads an IPv4 packet's addresses: ip is false for anything that
+// is not a whole IPv4 header; crossed is true if sides puts its source and
+// destination in different groups of the standing cut (nil: none).
+func crossing(pkt []byte, sides map[[4]byte]int) (ip, crossed bool) {
+	if len(pkt) < 20 || pkt[0]>>4 != 4 {
+		return false, false
+	}
+	if sides == nil {
+		return true, false
+	}
+	src, okSrc := sides[[4]byte(pkt[12:16])]
+	dst, okDst := sides[[4]byte(pkt[16:20])]
+	return true, okSrc && okDst && src != dst
+}
