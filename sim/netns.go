@@ -706,26 +706,7 @@ func (r *netnsRun) apply(ctx context.Context, f Fault) error {
 	idx := r.sc.nodeIndex()
 	switch f.Kind {
 	case Partition, Isolate:
-		var groups [][]int
-		if f.Kind == Isolate {
-			n := idx[f.Node]
-			var rest []int
-			for i := range r.nodes {
-				if i != n {
-					rest = append(rest, i)
-				}
-			}
-			groups = [][]int{{n}, rest}
-		} else {
-			for _, g := range f.Groups {
-				var members []int
-				for _, name := range g {
-					ms, _ := r.sc.members(name)
-					members = append(members, ms...)
-				}
-				groups = append(groups, members)
-			}
-		}
+		groups := r.sc.cutGroups(f)
 		kind := "blackhole"
 		if f.mode() == Disconnect {
 			kind = "prohibit"

@@ -309,26 +309,7 @@ func (c *cluster) apply(ctx context.Context, f Fault, r *runResult) error {
 	nodes := c.sc.nodeIndex()
 	switch f.Kind {
 	case Partition, Isolate:
-		var groups [][]int
-		if f.Kind == Isolate {
-			n := nodes[f.Node]
-			var rest []int
-			for i := range c.members {
-				if i != n {
-					rest = append(rest, i)
-				}
-			}
-			groups = [][]int{{n}, rest}
-		} else {
-			for _, g := range f.Groups {
-				var ns []int
-				for _, name := range g {
-					ms, _ := c.sc.members(name)
-					ns = append(ns, ms...)
-				}
-				groups = append(groups, ns)
-			}
-		}
+		groups := c.sc.cutGroups(f)
 		c.cutMode, c.cutGroups = f.mode(), groups
 		c.nw.partition(len(c.members), groups, f.mode() == Blackhole)
 		if f.mode() == Disconnect {

@@ -471,3 +471,29 @@ func (sc *Scenario) members(name string) ([]int, bool) {
 	}
 	return nil, false
 }
+
+// cutGroups resolves a partition or isolate fault into groups of node
+// indexes: an isolated node against every other one, or each group's
+// regions and nodes.
+func (sc *Scenario) cutGroups(f Fault) [][]int {
+	if f.Kind == Isolate {
+		n := sc.nodeIndex()[f.Node]
+		var rest []int
+		for i := range sc.totalNodes() {
+			if i != n {
+				rest = append(rest, i)
+			}
+		}
+		return [][]int{{n}, rest}
+	}
+	var groups [][]int
+	for _, g := range f.Groups {
+		var members []int
+		for _, name := range g {
+			ms, _ := sc.members(name)
+			members = append(members, ms...)
+		}
+		groups = append(groups, members)
+	}
+	return groups
+}
