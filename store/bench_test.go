@@ -23,10 +23,20 @@ func benchPut(b *testing.B, writers int) {
 		b.Fatal(err)
 	}
 	val := make([]byte, 100)
+	putConcurrently(b, writers, func(i int64) error {
+		_, err := n.Apply(ctx, crdt.Op{Kind: crdt.OpPut, Key: fmt.Sprintf("key-%09d", i), Value: val})
+		return err
+	})
+	b.ReportMetric(float64(b.N)/float64(max(batches.Load(), 1)), "puts/commit")
+}
+
+// putConcurrently runs put for 1..b.N from writers goroutines, timed, and
+// reports puts/s.
+func putConcurrently(b *testing.B, writers int, put func(i int64) error) {
 	var next atomic.Int64
 	b.ResetTimer()
 	var wg sync.WaitGroup
-	for w := 0; w < writers; w++ {
+	for range writers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -35,7 +45,7 @@ func benchPut(b *testing.B, writers int) {
 				if i > int64(b.N) {
 					return
 				}
-				if _, err := n.Apply(ctx, crdt.Op{Kind: crdt.OpPut, Key: fmt.Sprintf("key-%09d", i), Value: val}); err != nil {
+				if err := put(i); err != nil {
 					b.Error(err)
 					return
 				}
@@ -44,7 +54,6 @@ func benchPut(b *testing.B, writers int) {
 	}
 	wg.Wait()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "puts/s")
-	b.ReportMetric(float64(b.N)/float64(max(batches.Load(), 1)), "puts/commit")
 }
 
 // BenchmarkDurablePut1 is one writer doing durable (fsynced) register puts
@@ -164,27 +173,9 @@ func BenchmarkReferencePebble64(b *testing.B) {
 	}
 	defer db.Close()
 	val := make([]byte, 100)
-	var next atomic.Int64
-	b.ResetTimer()
-	var wg sync.WaitGroup
-	for w := 0; w < 64; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := next.Add(1)
-				if i > int64(b.N) {
-					return
-				}
-				if err := db.Set(fmt.Appendf(nil, "/ns/key-%09d", i), val, pebble.Sync); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "puts/s")
+	putConcurrently(b, 64, func(i int64) error {
+		return db.Set(fmt.Appendf(nil, "/ns/key-%09d", i), val, pebble.Sync)
+	})
 }
 
 type quietLogger struct{}
