@@ -569,6 +569,14 @@ func TestSpeed100(t *testing.T) {
 	runScenarioFile(t, "testdata/speed-100.yaml")
 }
 
+// TestSpeed100MeshDegree2 is the same at gossipsub mesh degree 2.
+func TestSpeed100MeshDegree2(t *testing.T) {
+	if !longRuns() {
+		t.Skip("long: set MYCEL_SIM_LONG=1")
+	}
+	runScenarioFile(t, "testdata/speed-100-d2.yaml")
+}
+
 func runScenarioFile(t *testing.T, f string) {
 	sc, err := LoadScenario(f)
 	if err != nil {
