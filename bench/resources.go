@@ -6,7 +6,6 @@ import (
 	"runtime/metrics"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -53,15 +52,6 @@ func (r *resources) finish() (peakMiB float64) {
 	r.done.Wait()
 	r.sample()
 	return float64(r.peak) / (1 << 20)
-}
-
-// cpuTime is the process's user plus system CPU time.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // residentBytes is the process's resident set size from /proc; where that

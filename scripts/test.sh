@@ -15,6 +15,11 @@ fi
 echo "== go vet"
 go vet ./...
 
+echo "== other platforms (the library and CLI must build where users embed them)"
+for goos in windows darwin; do
+	GOOS=$goos go vet ./...
+done
+
 echo "== go test -race"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
