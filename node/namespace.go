@@ -178,22 +178,53 @@ func (s *Namespace) Position() uint64 { return s.st.Position() }
 // from, then live changes, with no gap and no repeat. Replayed events carry
 // the key's current value. If the changes after from are no longer kept
 // (the log was compacted past them) it fails with ErrCompacted: re-read the
-// keys, then Watch.
+// keys, then Watch. A watcher that stopped inside a commit (after an event
+// that was not LastInCommit) resumes with WatchAfter instead.
 func (s *Namespace) WatchFrom(ctx context.Context, prefix string, from uint64) (<-chan Event, error) {
+	return s.watchAfter(ctx, prefix, from, -1)
+}
+
+// WatchAfter is Watch resuming just after the event (position, index):
+// the rest of that commit's changes, then every later one, then live
+// changes, with no gap and no repeat. It fails as WatchFrom does, and also
+// with ErrCompacted if the commit at position is no longer kept or was a
+// state reconciliation (whose changes the log does not hold).
+func (s *Namespace) WatchAfter(ctx context.Context, prefix string, position uint64, index int) (<-chan Event, error) {
+	if position == 0 || index < 0 {
+		return nil, fmt.Errorf("%w: event (%d, %d) cannot exist: positions start at 1, indexes at 0", ErrInvalid, position, index)
+	}
+	return s.watchAfter(ctx, prefix, position, index)
+}
+
+// watchAfter replays from position (only its keys past index) or, with
+// index -1, from after position.
+func (s *Namespace) watchAfter(ctx context.Context, prefix string, position uint64, index int) (<-chan Event, error) {
 	w, last := s.n.watchers.add(ctx, s.Name(), prefix, true)
-	if from > last {
+	if position > last {
 		s.n.watchers.remove(w)
-		return nil, fmt.Errorf("%w: position %d is ahead of this node (%d)", ErrInvalid, from, last)
+		return nil, fmt.Errorf("%w: position %d is ahead of this node (%d)", ErrInvalid, position, last)
+	}
+	from := position
+	if index >= 0 {
+		from = position - 1 // replay the commit at position too
 	}
 	var history []Event
 	err := s.st.Replay(ctx, from, last, func(c store.Commit) error {
-		for i := 0; i < c.Delta.Len(); i++ {
+		n := c.Delta.Len()
+		if c.Position == position && index >= n {
+			return fmt.Errorf("%w: the commit at position %d changed %d keys, so it has no event %d", ErrInvalid, position, n, index)
+		}
+		for i := 0; i < n; i++ {
+			if c.Position == position && i <= index {
+				continue
+			}
 			key := c.Delta.Key(i)
 			if !strings.HasPrefix(key, prefix) {
 				continue
 			}
 			v, _ := s.st.Get(key)
-			history = append(history, Event{Namespace: c.Namespace, Key: key, Value: v, Origin: c.Origin, Seq: c.Seq, Position: c.Position})
+			history = append(history, Event{Namespace: c.Namespace, Key: key, Value: v, Origin: c.Origin, Seq: c.Seq,
+				Position: c.Position, Index: i, LastInCommit: i == n-1})
 		}
 		return nil
 	})

@@ -23,6 +23,14 @@ type Event struct {
 	// this node. It survives restarts: WatchFrom(ctx, prefix, p) resumes
 	// after position p.
 	Position uint64
+	// Index is the key's place (from 0, in key order) among the keys its
+	// commit changed, and LastInCommit says it is the commit's last key.
+	// One commit can change many keys (group commit, a remote batch), so
+	// a watcher that stopped inside a commit resumes with
+	// WatchAfter(ctx, prefix, Position, Index); after the commit's last
+	// key, WatchFrom(ctx, prefix, Position) does the same.
+	Index        int
+	LastInCommit bool
 }
 
 // maxWatchBacklog bounds the events queued for one slow watcher; past it
@@ -180,7 +188,9 @@ func (h *watchHub) publish(c store.Commit, value func(key string) crdt.Value) {
 				x := value(key)
 				v = &x
 			}
-			if !w.push(Event{Namespace: c.Namespace, Key: key, Value: *v, Origin: c.Origin, Seq: c.Seq, Position: c.Position}) {
+			ev := Event{Namespace: c.Namespace, Key: key, Value: *v, Origin: c.Origin, Seq: c.Seq, Position: c.Position,
+				Index: i, LastInCommit: i == c.Delta.Len()-1}
+			if !w.push(ev) {
 				w.stop()
 				delete(h.watchers, w)
 				w.shut()

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -87,5 +88,83 @@ func TestWatchFromAfterRestartWithoutLocalWrites(t *testing.T) {
 	n = cluster(t, 1, func(_ int, c *Config) { c.DataDir = dir })[0]
 	if _, err := mustNS(t, n, "x").WatchFrom(ctx, "", p-1); err != nil {
 		t.Fatalf("WatchFrom(%d) after restart: %v", p-1, err)
+	}
+}
+
+// TestWatchAfterResumesInsideACommit: one commit can change many keys
+// (concurrent puts share a group commit); a watcher that stopped after any
+// of its events resumes with exactly the events after that one.
+func TestWatchAfterResumesInsideACommit(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	n := cluster(t, 1, func(_ int, c *Config) { c.DataDir = t.TempDir() })[0]
+	ns := mustNS(t, n, "w")
+	ch := ns.Watch(ctx, "")
+	var all []Event
+	inside := -1 // an event that is not its commit's last
+	for round := 0; round < 50 && inside < 0; round++ {
+		const writers = 32
+		errs := make(chan error, writers)
+		for i := range writers {
+			go func() { errs <- ns.Put(ctx, fmt.Sprintf("k-%02d-%02d", round, i), []byte("v")) }()
+		}
+		for range writers {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		for range writers {
+			all = append(all, nextEvent(t, ch))
+		}
+		for i, ev := range all {
+			if !ev.LastInCommit && i > 0 && all[i-1].Position == ev.Position {
+				inside = i // in the middle of a commit of three or more keys
+				break
+			}
+		}
+	}
+	if inside < 0 {
+		t.Fatal("no commit of three or more keys in 50 rounds of 32 concurrent puts")
+	}
+	// Events of one commit arrive together, numbered in key order, the
+	// last one marked.
+	for i, ev := range all {
+		switch {
+		case i > 0 && all[i-1].Position == ev.Position:
+			if all[i-1].LastInCommit || ev.Index != all[i-1].Index+1 || ev.Key <= all[i-1].Key {
+				t.Fatalf("events %d and %d of one commit: %+v then %+v", i-1, i, all[i-1], ev)
+			}
+		case ev.Index != 0:
+			t.Fatalf("event %d opens commit %d with index %d", i, ev.Position, ev.Index)
+		}
+		if i > 0 && all[i-1].Position != ev.Position && !all[i-1].LastInCommit {
+			t.Fatalf("commit %d ended without its last event marked", all[i-1].Position)
+		}
+	}
+	at := all[inside]
+	resumed, err := ns.WatchAfter(ctx, "", at.Position, at.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range all[inside+1:] {
+		got := nextEvent(t, resumed)
+		if got.Key != want.Key || got.Position != want.Position || got.Index != want.Index || got.LastInCommit != want.LastInCommit {
+			t.Fatalf("resumed event %d after (%d, %d): %+v, want %+v", i, at.Position, at.Index, got, want)
+		}
+	}
+	if err := ns.Put(ctx, "live", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if ev := nextEvent(t, resumed); ev.Key != "live" || !ev.LastInCommit {
+		t.Fatalf("live event after the replay: %+v", ev)
+	}
+	// Events that cannot exist are refused.
+	for _, c := range []struct {
+		pos   uint64
+		index int
+	}{{0, 0}, {at.Position, -1}, {at.Position, 1000}, {ns.Position() + 5, 0}} {
+		if _, err := ns.WatchAfter(ctx, "", c.pos, c.index); !errors.Is(err, ErrInvalid) {
+			t.Errorf("WatchAfter(%d, %d) = %v, want ErrInvalid", c.pos, c.index, err)
+		}
 	}
 }

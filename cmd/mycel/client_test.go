@@ -3,11 +3,13 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -78,55 +80,62 @@ func TestCLI(t *testing.T) {
 	}
 }
 
+// watchEvent is the part of a watch event the tests read.
+type watchEvent struct {
+	Cursor, Key string
+	Value       []byte
+	Counter     *int64
+	Deleted     bool
+}
+
+// openWatch opens a watch stream on namespace test of d with query and
+// returns a function that waits for its next event.
+func openWatch(t *testing.T, d *daemon, query string) func() watchEvent {
+	t.Helper()
+	resp, err := http.Get(d.url("/v1/ns/test/watch?" + query))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("watch: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	events := make(chan watchEvent, 1000)
+	go func() {
+		sc := bufio.NewScanner(resp.Body)
+		id := ""
+		for sc.Scan() {
+			line := sc.Text()
+			if v, ok := strings.CutPrefix(line, "id: "); ok {
+				id = v
+			}
+			if v, ok := strings.CutPrefix(line, "data: "); ok {
+				var ev watchEvent
+				if json.Unmarshal([]byte(v), &ev) == nil && ev.Cursor == id {
+					events <- ev
+				}
+			}
+		}
+		close(events)
+	}()
+	return func() watchEvent {
+		t.Helper()
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				t.Fatal("watch stream ended")
+			}
+			return ev
+		case <-time.After(20 * time.Second):
+			t.Fatal("no watch event within 20 s")
+		}
+		return watchEvent{}
+	}
+}
+
 func TestWatchStreamsAndResumes(t *testing.T) {
 	d := startDaemon(t, filepath.Join(t.TempDir(), "n"))
-	type event struct {
-		Cursor, Key string
-		Value       []byte
-		Counter     *int64
-		Deleted     bool
-	}
-	open := func(query string) (*http.Response, func() event) {
-		resp, err := http.Get(d.url("/v1/ns/test/watch?" + query))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { resp.Body.Close() })
-		if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
-			t.Fatalf("watch: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
-		}
-		events := make(chan event, 100)
-		go func() {
-			sc := bufio.NewScanner(resp.Body)
-			id := ""
-			for sc.Scan() {
-				line := sc.Text()
-				if v, ok := strings.CutPrefix(line, "id: "); ok {
-					id = v
-				}
-				if v, ok := strings.CutPrefix(line, "data: "); ok {
-					var ev event
-					if json.Unmarshal([]byte(v), &ev) == nil && ev.Cursor == id {
-						events <- ev
-					}
-				}
-			}
-			close(events)
-		}()
-		return resp, func() event {
-			select {
-			case ev, ok := <-events:
-				if !ok {
-					t.Fatal("watch stream ended")
-				}
-				return ev
-			case <-time.After(20 * time.Second):
-				t.Fatal("no watch event within 20 s")
-			}
-			return event{}
-		}
-	}
-	_, next := open("prefix=w/")
+	next := openWatch(t, d, "prefix=w/")
 	mustCall(t, 204, "PUT", d.url("/v1/ns/test/kv/w/1"), []byte("one"))
 	mustCall(t, 204, "PUT", d.url("/v1/ns/test/kv/other"), []byte("x"))
 	mustCall(t, 204, "POST", d.url("/v1/ns/test/counter/w/2"), []byte(`{"add": 7}`))
@@ -136,7 +145,7 @@ func TestWatchStreamsAndResumes(t *testing.T) {
 		t.Fatalf("events: %+v %+v %+v", first, second, third)
 	}
 	// Resume after the first event: the stream replays the later ones.
-	_, again := open("prefix=w/&from=" + first.Cursor)
+	again := openWatch(t, d, "prefix=w/&from="+first.Cursor)
 	if ev := again(); ev.Cursor != second.Cursor {
 		t.Fatalf("resumed at %s, want %s", ev.Cursor, second.Cursor)
 	}
@@ -152,7 +161,7 @@ func TestWatchStreamsAndResumes(t *testing.T) {
 		t.Fatalf("daemon exit code %d", code)
 	}
 	d = startDaemon(t, d.dataDir)
-	_, afterRestart := open("prefix=w/&from=" + first.Cursor)
+	afterRestart := openWatch(t, d, "prefix=w/&from="+first.Cursor)
 	if ev := afterRestart(); ev.Cursor != second.Cursor {
 		t.Fatalf("resumed after restart at %s, want %s", ev.Cursor, second.Cursor)
 	}
@@ -239,5 +248,69 @@ func TestSettingsPrecedence(t *testing.T) {
 	}
 	if _, err := parse("", map[string]string{"MYCEL_MDNS": "maybe"}); err == nil {
 		t.Fatal("MYCEL_MDNS=maybe accepted")
+	}
+}
+
+// TestWatchResumesInsideACommit: concurrent puts share commits, so one
+// commit yields several events; a client whose stream broke after any of
+// them resumes from its cursor with exactly the events after it.
+func TestWatchResumesInsideACommit(t *testing.T) {
+	d := startDaemon(t, filepath.Join(t.TempDir(), "n"))
+	next := openWatch(t, d, "prefix=c/")
+	var all []watchEvent
+	inside := -1 // an event inside a commit: its cursor has an index
+	for round := 0; round < 50 && inside < 0; round++ {
+		const writers = 32
+		var wg sync.WaitGroup
+		for i := range writers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				req, err := http.NewRequest("PUT", d.url(fmt.Sprintf("/v1/ns/test/kv/c/%02d-%02d", round, i)), strings.NewReader("v"))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				resp, err := httpClient.Do(req)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				resp.Body.Close()
+				if resp.StatusCode != 204 {
+					t.Errorf("put: status %d", resp.StatusCode)
+				}
+			}()
+		}
+		wg.Wait()
+		for range writers {
+			all = append(all, next())
+		}
+		for i, ev := range all {
+			if strings.Contains(ev.Cursor, ".") && i+1 < len(all) {
+				inside = i
+				break
+			}
+		}
+	}
+	if inside < 0 {
+		t.Fatal("no commit of two or more keys in 50 rounds of 32 concurrent puts")
+	}
+	resumed := openWatch(t, d, "prefix=c/&from="+all[inside].Cursor)
+	for _, want := range all[inside+1:] {
+		if got := resumed(); got.Cursor != want.Cursor || got.Key != want.Key {
+			t.Fatalf("resumed from %s: got %s %s, want %s %s", all[inside].Cursor, got.Cursor, got.Key, want.Cursor, want.Key)
+		}
+	}
+	// Cursors that name no event are refused, and say why.
+	pos, _, _ := strings.Cut(all[inside].Cursor, ".")
+	for _, c := range []struct{ from, want string }{
+		{pos + ".x", "not a watch cursor"}, {"0.0", "not a watch cursor"}, {pos + ".-1", "not a watch cursor"},
+		{pos + ".100000", "has no event"},
+	} {
+		code, body, _ := call(t, "GET", d.url("/v1/ns/test/watch?from="+c.from), nil)
+		if code != 400 || !strings.Contains(string(body), c.want) {
+			t.Errorf("from=%s: %d %s, want 400 %q", c.from, code, body, c.want)
+		}
 	}
 }

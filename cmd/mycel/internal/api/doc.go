@@ -1,8 +1,9 @@
 // Package api is the HTTP face of a Mycel daemon (DESIGN.md §7): it turns
 // requests into calls on a *node.Node and node errors into status codes. It
 // owns no state: a watch cursor is the node's persisted commit position of
-// the change (node.Event.Position), so a watch client resumes from its last
-// cursor after a disconnect or a daemon restart (see watch.go).
+// the change (node.Event.Position) and, inside a multi-key commit, the
+// event's index in it, so a watch client resumes from its last cursor after
+// a disconnect or a daemon restart (see watch.go).
 //
 // A request is checked completely (route, method, names, query, body,
 // JSON, the operation against the limits) before its namespace is opened,

@@ -7,17 +7,46 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/mycelnet/mycel/crdt"
 	"github.com/mycelnet/mycel/node"
 )
 
-// A watch cursor is the node's commit position of the change in its
-// namespace (node.Event.Position), in decimal. Positions are persisted, so a
-// client resumes with from=<cursor> (or Last-Event-ID) after a disconnect or
-// a daemon restart; a position the node no longer keeps history for is
-// refused with 410 Gone, and the client re-reads the keys it cares about.
+// A watch cursor names one event: the node's commit position of the change
+// in its namespace (node.Event.Position) in decimal, followed by ".<index>"
+// when the event is not its commit's last key (one commit can change many
+// keys: group commit, remote batches). Positions are persisted, so a client
+// resumes with from=<cursor> (or Last-Event-ID) after a disconnect or a
+// daemon restart and gets exactly the events after that one, even if the
+// stream broke inside a commit; a position the node no longer keeps history
+// for is refused with 410 Gone, and the client re-reads the keys it cares
+// about.
+
+// cursorOf is an event's cursor.
+func cursorOf(ev node.Event) string {
+	if ev.LastInCommit {
+		return strconv.FormatUint(ev.Position, 10)
+	}
+	return strconv.FormatUint(ev.Position, 10) + "." + strconv.Itoa(ev.Index)
+}
+
+// parseCursor reads a cursor; index is -1 for a whole commit.
+func parseCursor(s string) (pos uint64, index int, err error) {
+	p, i, dotted := strings.Cut(s, ".")
+	if pos, err = strconv.ParseUint(p, 10, 64); err != nil {
+		return 0, 0, err
+	}
+	if !dotted {
+		return pos, -1, nil
+	}
+	n, err := strconv.ParseUint(i, 10, 31)
+	if err != nil || pos == 0 {
+		return 0, 0, errors.New("bad event index")
+	}
+	return pos, int(n), nil
+}
 
 // Event is one change as sent to watch clients (the SSE data line).
 type Event struct {
@@ -36,7 +65,7 @@ type Event struct {
 
 func encodeEvent(ev node.Event) (id string, data []byte) {
 	e := Event{
-		Cursor: strconv.FormatUint(ev.Position, 10), Namespace: ev.Namespace, Key: ev.Key,
+		Cursor: cursorOf(ev), Namespace: ev.Namespace, Key: ev.Key,
 		Kinds: ev.Value.Kinds().String(), Deleted: ev.Value.IsEmpty(), Origin: ev.Origin.String(), Seq: ev.Seq,
 	}
 	if v, sib, ok := ev.Value.Register(); ok {
@@ -64,42 +93,48 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, rt nsRoute) func(
 		from = r.Header.Get("Last-Event-ID")
 	}
 	var pos uint64
+	index := -1
 	if from != "" {
 		var err error
-		if pos, err = strconv.ParseUint(from, 10, 64); err != nil {
+		if pos, index, err = parseCursor(from); err != nil {
 			writeError(w, http.StatusBadRequest, fmt.Sprintf("from=%q is not a watch cursor (want the id of an event this node sent)", from))
 			return nil
 		}
 		if pos > 0 && !s.n.HasNamespace(rt.ns) {
 			// Any cursor is ahead of a namespace not created yet; refuse
 			// it without creating the namespace.
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("cursor %d cannot be resumed: namespace %q does not exist on this node", pos, rt.ns))
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("cursor %s cannot be resumed: namespace %q does not exist on this node", from, rt.ns))
 			return nil
 		}
 	}
-	return func(ns *node.Namespace) { s.stream(w, r, ns, from != "", pos) }
+	return func(ns *node.Namespace) { s.stream(w, r, ns, from, pos, index) }
 }
 
-// stream sends ns's changes as server-sent events, after position pos if
-// resume, until the client leaves or the daemon shuts down.
-func (s *Server) stream(w http.ResponseWriter, r *http.Request, ns *node.Namespace, resume bool, pos uint64) {
+// stream sends ns's changes as server-sent events, after the event named
+// by cursor (pos, index; see parseCursor) if cursor is set, until the
+// client leaves or the daemon shuts down.
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, ns *node.Namespace, cursor string, pos uint64, index int) {
 	q := r.URL.Query()
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	stop := context.AfterFunc(s.ctx, cancel) // daemon shutdown ends the stream
 	defer stop()
 	var ch <-chan node.Event
-	if !resume {
+	if cursor == "" {
 		ch = ns.Watch(ctx, q.Get("prefix"))
 	} else {
 		var err error
-		ch, err = ns.WatchFrom(ctx, q.Get("prefix"), pos)
+		if index < 0 {
+			ch, err = ns.WatchFrom(ctx, q.Get("prefix"), pos)
+		} else {
+			ch, err = ns.WatchAfter(ctx, q.Get("prefix"), pos, index)
+		}
 		switch {
 		case errors.Is(err, node.ErrCompacted):
-			writeError(w, http.StatusGone, fmt.Sprintf("cursor %d cannot be resumed: the history after it was compacted; re-read the keys and watch without from", pos))
+			writeError(w, http.StatusGone, fmt.Sprintf("cursor %s cannot be resumed: the history after it was compacted; re-read the keys and watch without from", cursor))
 			return
 		case errors.Is(err, node.ErrInvalid):
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("cursor %d cannot be resumed: %v", pos, err))
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("cursor %s cannot be resumed: %v", cursor, err))
 			return
 		case err != nil:
 			writeNodeError(w, err)
