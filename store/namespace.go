@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -206,7 +207,9 @@ func (n *Namespace) replicable(op crdt.Op, d crdt.Delta) error {
 }
 
 // applyLocked joins d into the state, keeps the digest sum current and
-// records the encoded effects in p. n.mu is held.
+// adds the encoded effects to p: a state reconciliation applies many deltas
+// to one pending change, and every one's key writes must reach the disk.
+// n.mu is held.
 func (n *Namespace) applyLocked(d crdt.Delta, p *pending) {
 	for i := 0; i < d.Len(); i++ {
 		k := d.Key(i)
@@ -214,7 +217,7 @@ func (n *Namespace) applyLocked(d crdt.Delta, p *pending) {
 			n.sum.Remove(crdt.KeyDigest(k, v))
 		}
 	}
-	p.keys = make([]keyWrite, 0, d.Len())
+	p.keys = slices.Grow(p.keys, d.Len())
 	n.state.ApplyDelta(d, func(k string, v crdt.Value) {
 		if v.IsEmpty() {
 			p.keys = append(p.keys, keyWrite{key: n.layout.stateKey(k)})

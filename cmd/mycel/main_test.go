@@ -521,7 +521,13 @@ func TestStalledRequestLeavesCloseItsShare(t *testing.T) {
 	if _, err := io.WriteString(conn, "PUT /v1/ns/test/kv/stalled HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789"); err != nil {
 		t.Fatal(err)
 	}
-	mustCall(t, 200, "GET", d.url("/healthz"), nil)
+	// Signal only once the request is in its handler: before that it may
+	// still wait in the listen backlog, and shutting down drops it there.
+	// Two requests in flight: the stalled one and the scrape that counts.
+	eventually(t, 20*time.Second, "the stalled request in its handler", func() (bool, string) {
+		body := string(mustCall(t, 200, "GET", d.url("/metrics"), nil))
+		return strings.Contains(body, "\nmycel_api_requests_in_flight 2\n"), "not yet"
+	})
 	code, took := d.signalAndWait(t, syscall.SIGTERM, 8*time.Second)
 	if code != 0 {
 		t.Fatalf("exit code %d after %v, want 0\nstderr:\n%s", code, took, d.stderr)

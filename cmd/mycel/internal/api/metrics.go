@@ -18,6 +18,7 @@ type metrics struct {
 	ops      *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	watchers prometheus.Gauge
+	inFlight prometheus.Gauge
 	// Resolved children of ops and latency: a label lookup hashes its
 	// values on every call, and every request makes two.
 	opsByKey     sync.Map // opCode -> prometheus.Counter
@@ -44,8 +45,12 @@ func newMetrics(s *Server) *metrics {
 			Name: "mycel_watch_subscribers",
 			Help: "Open watch (server-sent events) streams.",
 		}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mycel_api_requests_in_flight",
+			Help: "HTTP requests being served, watch streams and this scrape included.",
+		}),
 	}
-	s.reg.MustRegister(m.ops, m.latency, m.watchers,
+	s.reg.MustRegister(m.ops, m.latency, m.watchers, m.inFlight,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&nodeCollector{s: s})
