@@ -91,3 +91,70 @@ func TestStateMergeSkippedAfterRemoteApply(t *testing.T) {
 		t.Fatal("client and server differ")
 	}
 }
+
+// TestStateReconciliationSurvivesReopen: the keys a state reconciliation
+// brings are written with the context and seen batches it merges, so a
+// reopened store holds them (found by review: each delta's key writes
+// replaced the previous ones', and the context-only delta applied last
+// left none).
+func TestStateReconciliationSurvivesReopen(t *testing.T) {
+	ctx := context.Background()
+	src, err := OpenMemory(ctx, Options{Replica: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	w := mustNS(t, src, "x")
+	for i := 0; i < 20; i++ {
+		put(t, w, fmt.Sprint("k", i), fmt.Sprint("v", i))
+	}
+	if _, err := w.Apply(ctx, crdt.Op{Kind: crdt.OpCounterAdd, Key: "c", N: 5}); err != nil {
+		t.Fatal(err)
+	}
+	// What a state session sends: one delta per differing key, then the
+	// server's seen batches and context.
+	var deltas []crdt.Delta
+	var seen, cctx crdt.Context
+	w.View(func(st *crdt.Namespace, sn *crdt.Context) {
+		for _, k := range st.Keys("") {
+			deltas = append(deltas, st.KeyDelta(k, nil))
+		}
+		seen, cctx = sn.Clone(), st.Context()
+	})
+	for _, withContext := range []bool{true, false} {
+		t.Run(fmt.Sprintf("context merged %v", withContext), func(t *testing.T) {
+			d := dssync.MutexWrap(ds.NewMapDatastore())
+			s, err := Open(ctx, d, Options{Replica: 4, CompactEvery: -1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := mustNS(t, s, "x")
+			epoch := n.RemoteApplies()
+			if !withContext {
+				epoch++ // as if a batch arrived during the session
+			}
+			if err := n.ApplyState(ctx, deltas, seen, cctx, epoch); err != nil {
+				t.Fatal(err)
+			}
+			before, keys := n.Digest()
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			s, err = Open(ctx, d, Options{Replica: 4, CompactEvery: -1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			n = mustNS(t, s, "x")
+			after, keysAfter := n.Digest()
+			if keysAfter != keys || after != before || keys != len(deltas) {
+				t.Fatalf("reopened: %d keys, digest equal %v; before: %d keys (%d sent)", keysAfter, after == before, keys, len(deltas))
+			}
+			if withContext {
+				if want, _ := w.Digest(); after != want {
+					t.Fatal("reopened replica differs from the source")
+				}
+			}
+		})
+	}
+}
