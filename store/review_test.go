@@ -2,8 +2,11 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	ds "github.com/ipfs/go-datastore"
 	dssync "github.com/ipfs/go-datastore/sync"
@@ -156,5 +159,113 @@ func TestStateReconciliationSurvivesReopen(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// failingBatches is a datastore whose next batch commit, once armed, waits
+// for release and then fails; later commits succeed.
+type failingBatches struct {
+	ds.Batching
+	armed   chan struct{} // closed: the next commit fails
+	entered chan struct{} // closed by the failing commit as it starts
+	release chan struct{} // closed by the test: the failing commit returns
+	fired   atomic.Bool   // only one commit fails
+}
+
+func (f *failingBatches) Batch(ctx context.Context) (ds.Batch, error) {
+	b, err := f.Batching.Batch(ctx)
+	return &failingBatch{Batch: b, f: f}, err
+}
+
+type failingBatch struct {
+	ds.Batch
+	f *failingBatches
+}
+
+func (b *failingBatch) Commit(ctx context.Context) error {
+	select {
+	case <-b.f.armed:
+		if b.f.fired.CompareAndSwap(false, true) {
+			close(b.f.entered)
+			<-b.f.release
+			return fmt.Errorf("disk on fire")
+		}
+	default:
+	}
+	return b.Batch.Commit(ctx)
+}
+
+// TestNothingWrittenAfterAFailedCommit: once a commit fails the store
+// writes nothing more, not even the operations queued behind it when Close
+// begins (found by review: closing let them through, and their records
+// described the failed batch's effects as if it had been written).
+func TestNothingWrittenAfterAFailedCommit(t *testing.T) {
+	ctx := context.Background()
+	under := dssync.MutexWrap(ds.NewMapDatastore())
+	f := &failingBatches{Batching: under, armed: make(chan struct{}), entered: make(chan struct{}), release: make(chan struct{})}
+	s, err := Open(ctx, f, Options{Replica: 7, CompactEvery: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := mustNS(t, s, "x")
+	put(t, n, "before", "1")
+	close(f.armed)
+	failed := make(chan error, 1)
+	go func() {
+		_, err := n.Apply(ctx, crdt.Op{Kind: crdt.OpPut, Key: "a", Value: []byte("1")})
+		failed <- err
+	}()
+	<-f.entered
+	// Queued behind the failing commit; their own outcome arrives later.
+	var queued []chan error
+	for _, k := range []string{"b", "c"} {
+		ch := make(chan error, 1)
+		queued = append(queued, ch)
+		go func() {
+			_, err := n.Apply(ctx, crdt.Op{Kind: crdt.OpPut, Key: k, Value: []byte("1")})
+			ch <- err
+		}()
+	}
+	waitFor(t, "two writes queued", func() bool { s.qMu.Lock(); defer s.qMu.Unlock(); return len(s.queue) == 2 })
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	<-s.closing
+	close(f.release)
+	if err := <-failed; !errors.Is(err, ErrFailed) {
+		t.Fatalf("the failed commit's write: %v, want ErrFailed", err)
+	}
+	for _, ch := range queued {
+		if err := <-ch; !errors.Is(err, ErrFailed) {
+			t.Fatalf("a write queued behind the failed commit: %v, want ErrFailed", err)
+		}
+	}
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(ctx, under, Options{Replica: 7, CompactEvery: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	n = mustNS(t, s, "x")
+	for _, k := range []string{"a", "b", "c"} {
+		if _, ok := n.Get(k); ok {
+			t.Errorf("%q was written after the failed commit", k)
+		}
+	}
+	if _, ok := n.Get("before"); !ok {
+		t.Error("the write before the failure is gone")
+	}
+}
+
+// waitFor polls cond until it holds, failing after 20 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited 20 s for %s", what)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

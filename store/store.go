@@ -432,15 +432,22 @@ func (s *Store) PutMeta(ctx context.Context, name string, val []byte) error {
 	return nil
 }
 
+// check returns the store's failure if a write failed (so the commit loop
+// never writes past a failed batch, not even while closing), else ErrClosed
+// once Close began, else nil.
 func (s *Store) check() error {
+	s.failMu.Lock()
+	failed := s.failed
+	s.failMu.Unlock()
+	if failed != nil {
+		return failed
+	}
 	select {
 	case <-s.closing:
 		return ErrClosed
 	default:
 	}
-	s.failMu.Lock()
-	defer s.failMu.Unlock()
-	return s.failed
+	return nil
 }
 
 func (s *Store) fail(err error) error {
