@@ -111,6 +111,28 @@ func (p pebbleStore) scanPrefix(ctx context.Context, prefix string, fn func(key 
 	return it.Error()
 }
 
+func (p pebbleStore) scanRange(ctx context.Context, lower, upper string, fn func(key string, val []byte) (bool, error)) error {
+	it, err := p.DB.NewIter(&pebble.IterOptions{LowerBound: []byte(lower), UpperBound: []byte(upper)})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	for ok := it.First(); ok; ok = it.Next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return err
+		}
+		more, err := fn(string(it.Key()), v)
+		if err != nil || !more {
+			return err
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	return it.Error()
+}
+
 func (p pebbleStore) scanKeys(ctx context.Context, lower, upper string, fn func(key string) bool) error {
 	it, err := p.DB.NewIter(&pebble.IterOptions{LowerBound: []byte(lower), UpperBound: []byte(upper)})
 	if err != nil {

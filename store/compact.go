@@ -71,25 +71,29 @@ func (n *Namespace) forget(origin crdt.ReplicaID, seq uint64, size int) {
 // trimPositions drops the oldest position index entries whose batches are
 // no longer in the log.
 func (n *Namespace) trimPositions(ctx context.Context) error {
-	for p := max(n.posLow.Load(), 1); p <= n.posDone.Load(); p++ {
-		rec, err := n.s.ds.Get(ctx, n.layout.posKey(p))
-		if err != nil && !isNotFound(err) {
-			return err
+	var victims []uint64
+	low, done := n.posLow.Load(), n.posDone.Load()
+	newLow := done + 1 // if every entry goes
+	err := n.scanPositions(ctx, max(low, 1)-1, done, func(p uint64, origin crdt.ReplicaID, seq uint64) (bool, error) {
+		n.mu.RLock()
+		kept := origin != 0 && n.kept.Contains(crdt.Dot{Replica: origin, Counter: seq})
+		n.mu.RUnlock()
+		if kept {
+			newLow = p
+			return false, nil
 		}
-		if err == nil {
-			origin, seq, perr := parsePosRecord(rec)
-			n.mu.RLock()
-			kept := perr == nil && origin != 0 && n.kept.Contains(crdt.Dot{Replica: origin, Counter: seq})
-			n.mu.RUnlock()
-			if kept {
-				n.posLow.Store(p)
-				return nil
-			}
-			if err := n.s.ds.Delete(ctx, n.layout.posKey(p)); err != nil {
-				return err
-			}
+		victims = append(victims, p)
+		return true, nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, p := range victims {
+		if err := n.s.ds.Delete(ctx, n.layout.posKey(p)); err != nil {
+			return err
 		}
 		n.posLow.Store(p + 1)
 	}
+	n.posLow.Store(max(newLow, n.posLow.Load()))
 	return nil
 }

@@ -219,5 +219,10 @@ func FuzzParseStoreRecords(f *testing.F) {
 				t.Fatalf("registry %x parsed as floor %d, which is %x", data, floor, got)
 			}
 		}
+		if floor, err := parsePosFloor(data); err == nil {
+			if got := posFloorRecord(floor); !bytes.Equal(got, data) {
+				t.Fatalf("position floor %x parsed as %d, which is %x", data, floor, got)
+			}
+		}
 	})
 }

@@ -25,6 +25,7 @@ import (
 //	/ns/<hex ns>/s/<origin>           sequence numbers of batches applied from origin
 //	/ns/<hex ns>/sum                  sum of key digests and key count (crdt.DigestSum)
 //	/ns/<hex ns>/x/<position>         the batch committed at that position: origin, seq
+//	/ns/<hex ns>/xfloor               positions of this incarnation start above this
 //
 // Replica ids and sequence numbers are 16 hex digits.
 const (
@@ -80,6 +81,7 @@ func (l layout) sumKey() ds.Key { return ds.RawKey(l.base + "/sum") }
 
 func (l layout) posKey(pos uint64) ds.Key { return ds.RawKey(l.base + "/x/" + hex16(pos)) }
 func (l layout) posPrefix() string        { return l.base + "/x" }
+func (l layout) posFloorKey() ds.Key      { return ds.RawKey(l.base + "/xfloor") }
 
 func registryKey(ns string) ds.Key { return ds.RawKey(prefixRegistry + hex.EncodeToString([]byte(ns))) }
 
@@ -115,4 +117,15 @@ func parseRegistryRecord(b []byte) (floor uint64, err error) {
 		return floor, nil
 	}
 	return 0, fmt.Errorf("registry record of %d bytes", len(b))
+}
+
+// posFloorRecord is a namespace's position floor: positions of the
+// incarnation that wrote it start above it.
+func posFloorRecord(floor uint64) []byte { return binary.BigEndian.AppendUint64(nil, floor) }
+
+func parsePosFloor(b []byte) (uint64, error) {
+	if len(b) != 8 {
+		return 0, fmt.Errorf("position floor of %d bytes", len(b))
+	}
+	return binary.BigEndian.Uint64(b), nil
 }

@@ -603,54 +603,117 @@ func loadNamespace(ctx context.Context, s *Store, name string) (*Namespace, erro
 	if err != nil {
 		return nil, corrupt(name, err)
 	}
-	n.pos.Store(high)
-	n.posDone.Store(high)
+	// Positions this namespace handed out before the open may be lost
+	// (a commit written but not synced when the process died) and must
+	// not name another commit now: start far above every position that
+	// can have been used, and remember where, so that the next open starts
+	// above this one's even if the index is trimmed away meanwhile.
+	var posFloor uint64
+	if b, err := s.ds.Get(ctx, n.layout.posFloorKey()); err == nil {
+		if posFloor, err = parsePosFloor(b); err != nil {
+			return nil, corrupt(name, err)
+		}
+	} else if !isNotFound(err) {
+		return nil, err
+	}
+	start := max(high, posFloor) + positionSkip
+	if start < positionSkip {
+		return nil, corrupt(name, fmt.Errorf("positions exhausted (floor %d, highest %d)", posFloor, high))
+	}
+	if err := s.ds.Put(ctx, n.layout.posFloorKey(), posFloorRecord(start)); err != nil {
+		return nil, fmt.Errorf("store: namespace %q: position floor: %w", name, err)
+	}
+	if low == 0 {
+		low = start + 1 // nothing before start can be replayed
+	}
+	n.pos.Store(start)
+	n.posDone.Store(start)
 	n.posLow.Store(low)
 	return n, nil
 }
 
+// positionSkip is how far above every position used before, a namespace's
+// positions start at each open: far more commits than can be written
+// without a sync reaching the disk.
+const positionSkip = 1 << 20
+
 // ErrCompacted: a watch position is older than the change index kept.
 var ErrCompacted = errors.New("store: position compacted; re-read the state")
 
-// Position returns the last commit position of the namespace.
-func (n *Namespace) Position() uint64 { return n.pos.Load() }
+// Position returns the namespace's last commit position in the datastore.
+func (n *Namespace) Position() uint64 { return n.posDone.Load() }
 
 // Replay calls fn, in order, with every batch committed at positions
 // from+1 ..= to. It fails with ErrCompacted if any of them is no longer in
 // the index or the log (or was a state reconciliation, which the log does
-// not hold).
+// not hold). Positions skipped at an open (see positionSkip) name no
+// commit and are passed over.
 func (n *Namespace) Replay(ctx context.Context, from, to uint64, fn func(Commit) error) error {
 	if low := n.posLow.Load(); from+1 < low && from < to {
 		return fmt.Errorf("%w: position %d, oldest kept %d", ErrCompacted, from, low)
 	}
-	for p := from + 1; p <= to; p++ {
-		rec, err := n.s.ds.Get(ctx, n.layout.posKey(p))
-		if isNotFound(err) {
-			return fmt.Errorf("%w: position %d", ErrCompacted, p)
-		}
-		if err != nil {
-			return err
-		}
-		origin, seq, err := parsePosRecord(rec)
-		if err != nil {
-			return corrupt(n.name, fmt.Errorf("position %d: %v", p, err))
-		}
+	return n.scanPositions(ctx, from, to, func(p uint64, origin crdt.ReplicaID, seq uint64) (bool, error) {
 		if origin == 0 {
-			return fmt.Errorf("%w: position %d is a state reconciliation", ErrCompacted, p)
+			return false, fmt.Errorf("%w: position %d is a state reconciliation", ErrCompacted, p)
 		}
 		b, ok, err := n.ReadLog(ctx, origin, seq)
 		if err != nil {
-			return err
+			return false, err
 		}
 		if !ok {
-			return fmt.Errorf("%w: position %d", ErrCompacted, p)
+			return false, fmt.Errorf("%w: position %d", ErrCompacted, p)
 		}
 		c := Commit{Namespace: n.name, Origin: origin, Seq: seq, Delta: b.Delta, Encoded: b.Encoded, Local: origin == n.s.opts.Replica, Position: p}
-		if err := fn(c); err != nil {
+		return true, fn(c)
+	})
+}
+
+// scanPositions calls fn, in order, with every position index entry after
+// from and up to to, while fn returns true.
+func (n *Namespace) scanPositions(ctx context.Context, from, to uint64, fn func(p uint64, origin crdt.ReplicaID, seq uint64) (bool, error)) error {
+	if from >= to {
+		return nil
+	}
+	lower := n.layout.posKey(from + 1).String()
+	upper := n.layout.posKey(to).String() + "\x00" // just past to's key
+	entry := func(key string, val []byte) (bool, error) {
+		p, ok := parseHex16(lastSegment(key))
+		if !ok || p <= from || p > to {
+			return !ok || p <= from, nil // skip what a plain query returns outside the range
+		}
+		origin, seq, err := parsePosRecord(val)
+		if err != nil {
+			return false, corrupt(n.name, fmt.Errorf("position %d: %v", p, err))
+		}
+		return fn(p, origin, seq)
+	}
+	if rs, ok := n.s.ds.(rangeValueScanner); ok {
+		return rs.scanRange(ctx, lower, upper, entry)
+	}
+	res, err := n.s.ds.Query(ctx, query.Query{Prefix: n.layout.posPrefix(), Orders: []query.Order{query.OrderByKey{}}})
+	if err != nil {
+		return err
+	}
+	defer res.Close()
+	for r := range res.Next() {
+		if r.Error != nil {
+			return r.Error
+		}
+		if r.Key < lower {
+			continue
+		}
+		more, err := entry(r.Key, r.Value)
+		if err != nil || !more {
 			return err
 		}
 	}
-	return nil
+	return ctx.Err()
+}
+
+// rangeValueScanner is implemented by datastores that iterate a key range
+// in order (Pebble): a replay from a position reads only what follows it.
+type rangeValueScanner interface {
+	scanRange(ctx context.Context, lower, upper string, fn func(key string, val []byte) (bool, error)) error
 }
 
 func corrupt(ns string, err error) error {

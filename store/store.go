@@ -215,6 +215,13 @@ func open(ctx context.Context, d ds.Batching, opts Options, closer func() error)
 		}
 		s.ns[name] = n
 	}
+	if len(names) > 0 {
+		// The namespaces' position floors (loadNamespace) are durable
+		// before any position of this incarnation is handed out.
+		if err := s.ds.Sync(ctx, ds.RawKey("/")); err != nil {
+			return nil, fmt.Errorf("store: sync position floors: %w", err)
+		}
+	}
 	s.wg.Add(2)
 	go s.run()
 	go s.syncLoop()
