@@ -17,6 +17,9 @@ type coalescer struct {
 	maxWindow time.Duration // 0: the window is fixed
 	maxOps    int
 	maxBytes  int
+	// maxBatches bounds the batches in one message: receivers refuse a
+	// message with more (Limits.MaxBatches) however small they are.
+	maxBatches int
 
 	cur time.Duration // current window when adaptive
 
@@ -35,7 +38,7 @@ func (c *coalescer) add(b Batch, _ time.Time) {
 
 // full reports whether the queue must be published now, whatever the time.
 func (c *coalescer) full() bool {
-	return c.ops >= c.maxOps || c.bytes >= c.maxBytes
+	return c.ops >= c.maxOps || c.bytes >= c.maxBytes || (c.maxBatches > 0 && len(c.queue) >= c.maxBatches)
 }
 
 // due returns when the queue must be published; ok is false if it is empty.
@@ -58,11 +61,12 @@ func (c *coalescer) current() time.Duration {
 const busyOps = 8
 
 // take returns the queued batches, at most maxBytes worth unless a single
-// batch is larger, and keeps the rest; now is when they are sent.
+// batch is larger and at most maxBatches of them, and keeps the rest; now is
+// when they are sent.
 func (c *coalescer) take(now time.Time) []Batch {
 	c.lastSent = now
 	n, bytes := 0, 0
-	for n < len(c.queue) && (n == 0 || bytes+len(c.queue[n].Encoded) <= c.maxBytes) {
+	for n < len(c.queue) && (n == 0 || bytes+len(c.queue[n].Encoded) <= c.maxBytes) && (c.maxBatches <= 0 || n < c.maxBatches) {
 		bytes += len(c.queue[n].Encoded)
 		n++
 	}

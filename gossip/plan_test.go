@@ -453,3 +453,34 @@ func deltaWithKeys(n int) crdt.Delta {
 	}
 	return db.Build()
 }
+
+// TestCoalescerTakeRespectsMaxBatches: a message never carries more
+// batches than receivers accept (Limits.MaxBatches), however small they
+// are; batches that carry no operation (a dot skip) still count.
+func TestCoalescerTakeRespectsMaxBatches(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	c := &coalescer{window: time.Hour, maxOps: 1000, maxBytes: 1 << 20, maxBatches: 3}
+	c.take(t0)
+	for i := range 7 {
+		c.add(coalescerBatch(t, uint64(i+1), 0, 10), t0)
+		if full := c.full(); full != (i+1 >= 3) {
+			t.Fatalf("%d batches queued: full %v", i+1, full)
+		}
+	}
+	for _, want := range []int{3, 3, 1} {
+		if got := len(c.take(t0)); got != want {
+			t.Fatalf("take = %d batches, want %d", got, want)
+		}
+	}
+	// What the receivers' decoder makes of a full message.
+	lim := Limits{MaxBatches: 3}
+	for seq := range uint64(4) {
+		b := coalescerBatch(t, 8+seq, 1, 0)
+		b.Encoded = b.Delta.Encode(nil)
+		c.add(b, t0)
+	}
+	m := Message{Origin: 1, Batches: c.take(t0)}
+	if _, err := DecodeMessage(m.Encode(nil), lim); err != nil {
+		t.Fatalf("a message the coalescer built is refused: %v", err)
+	}
+}

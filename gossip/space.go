@@ -45,7 +45,7 @@ func (r *Replicator) newSpace(ns string, rep Replica, writers []peer.ID) (*space
 	s := &space{
 		r: r, name: ns, rep: rep,
 		co: coalescer{window: r.cfg.CoalesceWindow, maxWindow: r.cfg.MaxCoalesceWindow,
-			maxOps: r.cfg.MaxPublishOps, maxBytes: r.cfg.MaxPublishBytes},
+			maxOps: r.cfg.MaxPublishOps, maxBytes: r.cfg.MaxPublishBytes, maxBatches: r.cfg.Limits.withDefaults().MaxBatches},
 		notify: make(chan struct{}, 1),
 		pull:   make(chan struct{}, 1),
 

@@ -396,6 +396,10 @@ func (r *Replicator) serveState(c *conn, s *space) error {
 	for _, id := range differ {
 		inDiffer[id] = true
 	}
+	// Bound what a client can make us hold, as the client bounds what it
+	// takes from us: keys and bytes, in the list and in the answer.
+	maxBytes := int64(r.cfg.Limits.Delta.MaxBytes)
+	listStart := c.in
 	theirs := make(map[string]crdt.Context)
 	for {
 		f, err := c.recv()
@@ -408,9 +412,13 @@ func (r *Replicator) serveState(c *conn, s *space) error {
 		if f.kind != frameKeyDots || !inDiffer[bucketOf(f.key, n)] || len(theirs) >= r.cfg.Limits.Delta.MaxElements {
 			return fmt.Errorf("%w: unexpected frame in key list", ErrMalformed)
 		}
+		if c.in-listStart > maxBytes {
+			return fmt.Errorf("%w: key list over %d bytes", ErrMalformed, maxBytes)
+		}
 		theirs[f.key] = f.dots
 	}
 	var out []frame
+	var outBytes int64
 	s.rep.View(func(st *crdt.Namespace, _ *crdt.Context) {
 		keys := make(map[string]bool)
 		for _, k := range st.Keys("") {
@@ -422,9 +430,17 @@ func (r *Replicator) serveState(c *conn, s *space) error {
 			keys[k] = true
 		}
 		for k := range keys {
-			out = append(out, frame{kind: frameKeyDelta, delta: st.KeyDeltaOf(k, theirs[k])})
+			d := st.KeyDeltaOf(k, theirs[k])
+			if outBytes += int64(d.Size()); outBytes > maxBytes || len(out) >= r.cfg.Limits.Delta.MaxElements {
+				out = nil // the client would refuse the session
+				return
+			}
+			out = append(out, frame{kind: frameKeyDelta, delta: d})
 		}
 	})
+	if out == nil && outBytes > 0 {
+		return fmt.Errorf("state reconciliation over the key or byte limit (%d bytes, %d keys)", maxBytes, r.cfg.Limits.Delta.MaxElements)
+	}
 	for i := range out {
 		if err := c.send(&out[i]); err != nil {
 			return err

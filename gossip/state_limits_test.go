@@ -1,0 +1,107 @@
+package gossip
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/mycelnet/mycel/crdt"
+)
+
+// viewReplica serves a fixed namespace state; serveState needs no more.
+type viewReplica struct {
+	Replica
+	st   *crdt.Namespace
+	seen crdt.Context
+}
+
+func (v *viewReplica) View(fn func(st *crdt.Namespace, seen *crdt.Context)) { fn(v.st, &v.seen) }
+func (v *viewReplica) Flush(context.Context) error                        { return nil }
+
+// TestStateServerBoundsWhatAClientMakesItHold: the server side of state
+// reconciliation refuses a key list, or an answer, larger than the byte
+// limit a client would accept (found by review: it held any key list a
+// client sent, and built any answer, under a read lock).
+func TestStateServerBoundsWhatAClientMakesItHold(t *testing.T) {
+	const limit = 64 << 10
+	lim := Limits{Delta: crdt.Limits{MaxBytes: limit}}.withDefaults()
+	for _, c := range []struct {
+		name       string
+		serverKeys int // 150-byte values
+		clientKeys int // sent in the key list, ~1 KiB of dots each
+		want       string
+	}{
+		{"key list", 1, 200, "key list over"},
+		{"answer", 2000, 0, "over the key or byte limit"},
+		{"within", 10, 10, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			server, client := loopbackHost(t), loopbackHost(t)
+			st := crdt.NewNamespace(crdt.Limits{})
+			for i := range c.serverKeys {
+				d, err := st.Prepare(crdt.Op{Kind: crdt.OpPut, Key: fmt.Sprintf("s%05d", i), Value: make([]byte, 150)}, 1, crdt.Timestamp{Wall: int64(i + 1)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				st.ApplyDelta(d, nil)
+			}
+			r := &Replicator{cfg: Config{Limits: lim}}
+			sp := &space{r: r, rep: &viewReplica{st: st}}
+			served := make(chan error, 1)
+			const proto = protocol.ID("/mycel/test/state/1")
+			server.SetStreamHandler(proto, func(s network.Stream) {
+				defer s.Close()
+				err := r.serveState(newConn(s, lim), sp)
+				if err != nil {
+					s.Reset()
+				}
+				served <- err
+			})
+			if err := client.Connect(ctx, peer.AddrInfo{ID: server.ID(), Addrs: server.Addrs()}); err != nil {
+				t.Fatal(err)
+			}
+			s, err := client.NewStream(ctx, server.ID(), proto)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Reset()
+			cc := newConn(s, lim)
+			// One bucket whose sum differs: every key is in play.
+			if err := cc.send(&frame{kind: frameBuckets, buckets: make([]bucketSum, 1)}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := cc.expect(frameDiffer); err != nil {
+				t.Fatal(err)
+			}
+			var dots crdt.Context
+			for r := range 64 {
+				dots.AddRange(crdt.ReplicaID(r+1), 1, 1000)
+			}
+			for i := range c.clientKeys {
+				if err := cc.send(&frame{kind: frameKeyDots, key: fmt.Sprintf("c%05d", i), dots: dots}); err != nil {
+					break // the server gave up on us
+				}
+			}
+			_ = cc.send(&frame{kind: frameEndKeys})
+			select {
+			case err := <-served:
+				switch {
+				case c.want == "" && err != nil:
+					t.Fatalf("served: %v", err)
+				case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+					t.Fatalf("served: %v, want an error saying %q", err, c.want)
+				}
+			case <-ctx.Done():
+				t.Fatal("the server did not finish")
+			}
+		})
+	}
+}
