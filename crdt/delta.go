@@ -115,5 +115,9 @@ func (v Value) maxTime(t *Timestamp) {
 	}
 }
 
+// ContextMax returns the highest dot of replica r in the delta's context (0
+// if none): how far the delta claims to have seen r's writes.
+func (d Delta) ContextMax(r ReplicaID) uint64 { return d.ctx.Max(r) }
+
 // Replicas returns the replicas with dots in the delta's context, sorted.
 func (d Delta) Replicas() []ReplicaID { return d.ctx.Replicas() }

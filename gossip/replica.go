@@ -57,6 +57,7 @@ type Stats struct {
 	RejectNotWriter   atomic.Int64 // signer not in the namespace's writer allowlist
 	RejectForged      atomic.Int64 // sync batches whose origin signature did not verify
 	IgnoredDuplicate  atomic.Int64 // every batch already applied
+	IgnoredAhead      atomic.Int64 // batches whose context runs far ahead of another replica's writes held here
 	SyncSessions      atomic.Int64 // sync sessions completed as client
 	SyncServed        atomic.Int64 // sync sessions served
 	SyncRefused       atomic.Int64 // sync requests refused by rate limits

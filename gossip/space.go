@@ -125,8 +125,48 @@ func (s *space) validate(_ context.Context, _ peer.ID, msg *pubsub.Message) pubs
 		st.IgnoredDuplicate.Add(1)
 		return pubsub.ValidationIgnore
 	}
+	for _, b := range m.Batches {
+		if s.contextAhead(b) {
+			// Possibly genuine and only ahead of us: not penalised, not
+			// forwarded; sync delivers it once we hold what it saw.
+			st.IgnoredAhead.Add(1)
+			return pubsub.ValidationIgnore
+		}
+	}
 	msg.ValidatorData = &m
 	return pubsub.ValidationAccept
+}
+
+// contextSlack is how far past the writes of a replica this node holds a
+// batch from another origin may claim to have seen. A batch's context
+// covers the writes it supersedes, so a context far ahead of everything
+// the named replica has written would make every receiver drop that
+// replica's next writes as already removed (and, near 2^64, leave it no dot
+// counter to write with). Genuine batches run ahead of a receiver by the
+// writes it has not received yet, plus one DotSkip (2^40) per restart of
+// the named replica it has not heard of: 2^41 allows that.
+const contextSlack = 1 << 41
+
+// contextAhead reports whether b's context claims writes of another
+// replica more than contextSlack beyond what this node holds of it.
+func (s *space) contextAhead(b Batch) bool {
+	reps := b.Delta.Replicas()
+	if len(reps) == 0 || (len(reps) == 1 && reps[0] == b.Origin) {
+		return false
+	}
+	ahead := false
+	s.rep.View(func(st *crdt.Namespace, _ *crdt.Context) {
+		for _, r := range reps {
+			if r == b.Origin {
+				continue
+			}
+			if claim, held := b.Delta.ContextMax(r), st.MaxDot(r); claim > held && claim-held > contextSlack {
+				ahead = true
+				return
+			}
+		}
+	})
+	return ahead
 }
 
 // receive applies every accepted message from other nodes.

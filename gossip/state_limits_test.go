@@ -22,7 +22,7 @@ type viewReplica struct {
 }
 
 func (v *viewReplica) View(fn func(st *crdt.Namespace, seen *crdt.Context)) { fn(v.st, &v.seen) }
-func (v *viewReplica) Flush(context.Context) error                        { return nil }
+func (v *viewReplica) Flush(context.Context) error                          { return nil }
 
 // TestStateServerBoundsWhatAClientMakesItHold: the server side of state
 // reconciliation refuses a key list, or an answer, larger than the byte

@@ -128,6 +128,10 @@ func (r *Replicator) syncSpace(ctx context.Context, p peer.ID, s *space) (more b
 					continue
 				}
 			}
+			if s.contextAhead(f.batch) {
+				r.stats.IgnoredAhead.Add(1)
+				continue // a later session brings it, once we hold what it saw
+			}
 			if _, err := s.rep.ApplyBatch(ctx, f.batch); err != nil {
 				return false, err
 			}

@@ -5,11 +5,13 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"math"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-msgio"
@@ -36,6 +38,78 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 // replayed message and batches holding another replica's dots, and send
 // garbage on the sync protocol. Nothing may be applied; every rejection is
 // counted; the node keeps working.
+// evilPeer starts a raw libp2p host with gossipsub (signing its own
+// messages), joins namespace ns's topic and waits until victim is a topic
+// peer of it.
+func evilPeer(t *testing.T, ctx context.Context, victim *Node, ns string) (host.Host, *pubsub.Topic) {
+	t.Helper()
+	evil, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { evil.Close() })
+	ps, err := pubsub.NewGossipSub(ctx, evil, pubsub.WithMessageSignaturePolicy(pubsub.StrictSign), pubsub.WithMaxMessageSize(16<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	topic, err := ps.Join(gossip.TopicName(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { topic.Close() })
+	if err := evil.Connect(ctx, peer.AddrInfo{ID: victim.ID(), Addrs: victim.Host().Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the victim in the evil peer's topic", 10*time.Second, func() bool {
+		for _, p := range topic.ListPeers() {
+			if p == victim.ID() {
+				return true
+			}
+		}
+		return false
+	})
+	return evil, topic
+}
+
+// TestContextFarAheadIsIgnored: a peer publishing, in its own name, a batch
+// whose context claims all of another replica's writes to come (which would
+// make receivers drop that replica's next writes as removed and leave it no
+// dot counter) is ignored; the named replica keeps writing and replicating.
+func TestContextFarAheadIsIgnored(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	victim := cluster(t, 2, nil)
+	connect(t, victim[0], victim[1])
+	ns := mustNS(t, victim[0], "h")
+	writer := mustNS(t, victim[1], "h")
+	if err := writer.Put(ctx, "k", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	waitConverged(t, victim, "h", 1, 10*time.Second)
+	evil, topic := evilPeer(t, ctx, victim[0], "h")
+
+	var all crdt.Context
+	all.AddRange(victim[1].Replica(), 1, math.MaxUint64)
+	d := crdt.ContextDelta(all)
+	origin := crdt.DeriveReplicaID([]byte(evil.ID()))
+	st := victim[0].Stats()
+	for seq := uint64(1); seq <= 3; seq++ {
+		m := (&gossip.Message{Origin: origin, Batches: []gossip.Batch{{Origin: origin, Seq: seq, Delta: d, Encoded: d.Encode(nil)}}}).Encode(nil)
+		if err := topic.Publish(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the batch to be ignored", 10*time.Second, func() bool { return st.IgnoredAhead.Load() >= 1 })
+	if err := writer.Put(ctx, "k", []byte("2")); err != nil {
+		t.Fatalf("the named replica cannot write: %v", err)
+	}
+	waitFor(t, "the named replica's next write to arrive", 10*time.Second, func() bool {
+		v, err := ns.Get(ctx, "k")
+		return err == nil && string(v) == "2"
+	})
+	waitConverged(t, victim, "h", 1, 10*time.Second)
+}
+
 func TestHostilePeer(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -49,31 +123,7 @@ func TestHostilePeer(t *testing.T) {
 	waitConverged(t, victim, "h", 1, 10*time.Second)
 	before, _ := ns.Digest()
 
-	evil, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer evil.Close()
-	ps, err := pubsub.NewGossipSub(ctx, evil, pubsub.WithMessageSignaturePolicy(pubsub.StrictSign), pubsub.WithMaxMessageSize(16<<20))
-	if err != nil {
-		t.Fatal(err)
-	}
-	topic, err := ps.Join(gossip.TopicName("h"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer topic.Close()
-	if err := evil.Connect(ctx, peer.AddrInfo{ID: victim[0].ID(), Addrs: victim[0].Host().Addrs()}); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "the victim in the evil peer's topic", 10*time.Second, func() bool {
-		for _, p := range topic.ListPeers() {
-			if p == victim[0].ID() {
-				return true
-			}
-		}
-		return false
-	})
+	evil, topic := evilPeer(t, ctx, victim[0], "h")
 
 	// A valid-looking batch from the victim's own replica, to claim and replay.
 	src := crdt.NewNamespace(crdt.Limits{})
