@@ -53,8 +53,9 @@ type Config struct {
 	// Writers maps a namespace to its writer allowlist: batches by any
 	// other peer are refused by the validator and by sync.
 	Writers map[string][]peer.ID
-	// NoSync acknowledges writes before fsync (see store.Options.NoSync).
-	// Default false: acknowledged writes are durable.
+	// NoSync acknowledges writes before fsync (see store.Options.NoSync): a
+	// crash can lose the writes of the last 100 ms. Default false:
+	// acknowledged writes are durable.
 	NoSync bool
 	// Limits bound keys (default 1 KiB), values (1 MiB) and decoding.
 	Limits crdt.Limits

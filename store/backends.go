@@ -16,6 +16,9 @@ import (
 // OpenMemory opens a store on an in-memory datastore: for tests and the
 // simulator. Nothing survives Close.
 func OpenMemory(ctx context.Context, opts Options) (*Store, error) {
+	if opts.FlushEvery == 0 {
+		opts.FlushEvery = -1 // nothing to sync
+	}
 	return open(ctx, dssync.MutexWrap(ds.NewMapDatastore()), opts, nil)
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"time"
 
 	ds "github.com/ipfs/go-datastore"
 
@@ -119,9 +120,31 @@ type group struct {
 
 // syncLoop syncs written batches, as many per sync as are waiting, then
 // acknowledges them and reports them through OnCommit, in commit order.
+// Groups with no durable write are acknowledged unsynced, and synced within
+// FlushEvery unless a durable write syncs them first.
 func (s *Store) syncLoop() {
 	defer s.wg.Done()
-	for g := range s.synced {
+	flush := time.NewTimer(time.Hour)
+	flush.Stop()
+	defer flush.Stop()
+	unsynced := false
+	for {
+		var g *group
+		select {
+		case next, ok := <-s.synced:
+			if !ok {
+				return // Close: the datastore's own close persists the rest
+			}
+			g = next
+		case <-flush.C:
+			if unsynced {
+				if err := s.ds.Sync(context.Background(), ds.RawKey("/")); err != nil {
+					s.fail(fmt.Errorf("sync: %w", err))
+				}
+				unsynced = false
+			}
+			continue
+		}
 		groups := []*group{g}
 	drain:
 		for {
@@ -135,15 +158,20 @@ func (s *Store) syncLoop() {
 				break drain
 			}
 		}
-		durable := false
+		durable, written := false, false
 		for _, g := range groups {
 			durable = durable || (g.durable && g.err == nil)
+			written = written || (g.err == nil && len(g.outs) > 0)
 		}
 		var syncErr error
 		if durable {
 			if err := s.ds.Sync(context.Background(), ds.RawKey("/")); err != nil {
 				syncErr = s.fail(fmt.Errorf("sync: %w", err))
 			}
+			unsynced = false
+		} else if written && !unsynced && s.opts.FlushEvery > 0 {
+			unsynced = true
+			flush.Reset(s.opts.FlushEvery)
 		}
 		for _, g := range groups {
 			err := g.err

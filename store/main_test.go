@@ -12,5 +12,8 @@ func TestMain(m *testing.M) {
 	if dir := os.Getenv(crashChildEnv); dir != "" {
 		os.Exit(crashChild(dir))
 	}
+	if dir := os.Getenv(noSyncChildEnv); dir != "" {
+		os.Exit(noSyncChild(dir))
+	}
 	goleak.VerifyTestMain(m)
 }

@@ -31,11 +31,17 @@ type Options struct {
 	// Limits bound keys, values and decoded records. Default crdt.DefaultLimits().
 	Limits crdt.Limits
 	// NoSync acknowledges writes once they are written to the datastore,
-	// without waiting for an fsync: faster, but a machine crash (not a
-	// process crash, with Pebble) can lose the last acknowledged writes.
-	// Default false: every acknowledged write is durable. Per call, see
-	// WithDurability.
+	// without waiting for an fsync: faster, but a crash — of the machine,
+	// or of the process, since Pebble keeps a partly filled WAL block in
+	// memory until a sync — can lose the writes acknowledged in the last
+	// FlushEvery. Default false: every acknowledged write is durable. Per
+	// call, see WithDurability.
 	NoSync bool
+	// FlushEvery bounds how long a commit written without a sync (NoSync
+	// writes, remote batches) waits before the store syncs it anyway.
+	// Default 100 ms; negative: only the next durable write or Close syncs
+	// it. OpenMemory, which has nothing to sync, disables it.
+	FlushEvery time.Duration
 	// MaxPending bounds the operations applied but not yet committed;
 	// writers wait beyond it (backpressure). Default 4,096.
 	MaxPending int
@@ -101,6 +107,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.CompactEvery == 0 {
 		o.CompactEvery = time.Minute
+	}
+	if o.FlushEvery == 0 {
+		o.FlushEvery = 100 * time.Millisecond
 	}
 	if o.MaxClockDrift <= 0 {
 		o.MaxClockDrift = time.Minute

@@ -34,7 +34,7 @@ type settings struct {
 	APIInsecure   bool          `name:"api-insecure" usage:"allow a non-loopback API address without a token"`
 	Pprof         bool          `name:"pprof" usage:"serve net/http/pprof under /debug/pprof/ on the API address"`
 	SyncInterval  time.Duration `name:"sync-interval" usage:"mean time between background syncs with a random peer"`
-	NoSync        bool          `name:"no-sync" usage:"acknowledge writes before fsync (faster, loses recent writes on power loss)"`
+	NoSync        bool          `name:"no-sync" usage:"acknowledge writes before fsync (faster; a crash loses up to the last 100 ms of writes)"`
 	MaxValueBytes int           `name:"max-value-bytes" usage:"largest value (and request body) accepted"`
 	MeshDegree    int           `name:"mesh-degree" usage:"gossipsub mesh degree D, 2 to 32: fewer duplicate sends below the default, more redundancy above it"`
 	ShutdownWait  time.Duration `name:"shutdown-timeout" usage:"bound on graceful shutdown after SIGINT/SIGTERM: draining API requests gets at most half, closing the node the rest"`
