@@ -125,3 +125,10 @@ func (b *nsBatch) Commit(ctx context.Context) error {
 	b.ops = make(map[ds.Key]*[]byte)
 	return b.d.s.n.st.Flush(ctx)
 }
+
+// ForgetCleanClose makes the next Open on datastore d (WithDatastore)
+// treat the last Close as a crash (see store.ForgetCleanClose): for
+// simulators, whose crashes close the node.
+func ForgetCleanClose(ctx context.Context, d ds.Datastore) error {
+	return store.ForgetCleanClose(ctx, d)
+}

@@ -149,3 +149,14 @@ func (p pebbleStore) scanKeys(ctx context.Context, lower, upper string, fn func(
 	}
 	return it.Error()
 }
+
+// ForgetCleanClose makes the next open of the store in d treat the last
+// Close as a crash: positions and this replica's batch numbers then start
+// above everything the closed store can have handed out. For simulators,
+// whose crashes close the store but must not count as clean.
+func ForgetCleanClose(ctx context.Context, d ds.Datastore) error {
+	if err := d.Delete(ctx, ds.RawKey(keyClean)); err != nil && !isNotFound(err) {
+		return fmt.Errorf("store: forget the clean close: %w", err)
+	}
+	return nil
+}

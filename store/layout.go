@@ -17,6 +17,7 @@ import (
 //	/node/meta/<hex name>             caller metadata (identity key, config fingerprint)
 //	/node/hlc                         last hybrid-clock reading
 //	/node/owner                       replica id owning the store, identity-reused flag
+//	/node/clean                       present: the last Close synced everything it handed out
 //	/node/ns/<hex ns>                 namespace registry: 1, or 2 and this replica's counter floor
 //	/ns/<hex ns>/c/<replica>          causal context ranges of one replica
 //	/ns/<hex ns>/k/<hex key>          key state (crdt.Value encoding)
@@ -26,12 +27,14 @@ import (
 //	/ns/<hex ns>/sum                  sum of key digests and key count (crdt.DigestSum)
 //	/ns/<hex ns>/x/<position>         the batch committed at that position: origin, seq
 //	/ns/<hex ns>/xfloor               positions of this incarnation start above this
+//	/ns/<hex ns>/sfloor               this replica's batch numbers start above this
 //
 // Replica ids and sequence numbers are 16 hex digits.
 const (
 	prefixNodeMeta = "/node/meta/"
 	keyHLC         = "/node/hlc"
 	keyOwner       = "/node/owner"
+	keyClean       = "/node/clean"
 	prefixRegistry = "/node/ns/"
 )
 
@@ -82,6 +85,7 @@ func (l layout) sumKey() ds.Key { return ds.RawKey(l.base + "/sum") }
 func (l layout) posKey(pos uint64) ds.Key { return ds.RawKey(l.base + "/x/" + hex16(pos)) }
 func (l layout) posPrefix() string        { return l.base + "/x" }
 func (l layout) posFloorKey() ds.Key      { return ds.RawKey(l.base + "/xfloor") }
+func (l layout) seqFloorKey() ds.Key      { return ds.RawKey(l.base + "/sfloor") }
 
 func registryKey(ns string) ds.Key { return ds.RawKey(prefixRegistry + hex.EncodeToString([]byte(ns))) }
 
@@ -119,8 +123,8 @@ func parseRegistryRecord(b []byte) (floor uint64, err error) {
 	return 0, fmt.Errorf("registry record of %d bytes", len(b))
 }
 
-// posFloorRecord is a namespace's position floor: positions of the
-// incarnation that wrote it start above it.
+// posFloorRecord is a namespace's position floor (positions of the
+// incarnation that wrote it start above it) or batch-number floor.
 func posFloorRecord(floor uint64) []byte { return binary.BigEndian.AppendUint64(nil, floor) }
 
 func parsePosFloor(b []byte) (uint64, error) {

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"unicode/utf8"
 
+	ds "github.com/ipfs/go-datastore"
 	"github.com/ipfs/go-datastore/query"
 
 	"github.com/mycelnet/mycel/crdt"
@@ -54,6 +55,10 @@ type Namespace struct {
 	// a store whose identity was reused (0: from the highest seen). Set
 	// before the namespace is shared.
 	floor uint64
+	// seqFloor is where this replica's batch numbers count from after an
+	// unclean shutdown (see loadNamespace). Set before the namespace is
+	// shared.
+	seqFloor uint64
 }
 
 // setFloor makes this replica's dots and batch numbers count from at
@@ -239,7 +244,7 @@ func (n *Namespace) sealLocal() uint64 {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	self := n.s.opts.Replica
-	seq := max(n.seen.Max(self)+1, n.floor)
+	seq := max(n.seen.Max(self)+1, n.floor, n.seqFloor)
 	n.seen.Add(crdt.Dot{Replica: self, Counter: seq})
 	return seq
 }
@@ -480,7 +485,7 @@ func (n *Namespace) ReadLog(ctx context.Context, origin crdt.ReplicaID, seq uint
 // loadNamespace reads a namespace back: context, key states, seen batches
 // and the log's bookkeeping. Any record that does not decode is an error
 // naming the namespace and key.
-func loadNamespace(ctx context.Context, s *Store, name string) (*Namespace, error) {
+func loadNamespace(ctx context.Context, s *Store, name string, clean bool) (*Namespace, error) {
 	n := newNamespace(s, name)
 	rec, err := s.ds.Get(ctx, registryKey(name))
 	if err != nil {
@@ -603,26 +608,45 @@ func loadNamespace(ctx context.Context, s *Store, name string) (*Namespace, erro
 	if err != nil {
 		return nil, corrupt(name, err)
 	}
-	// Positions this namespace handed out before the open may be lost
-	// (a commit written but not synced when the process died) and must
-	// not name another commit now: start far above every position that
-	// can have been used, and remember where, so that the next open starts
-	// above this one's even if the index is trimmed away meanwhile.
-	var posFloor uint64
-	if b, err := s.ds.Get(ctx, n.layout.posFloorKey()); err == nil {
-		if posFloor, err = parsePosFloor(b); err != nil {
-			return nil, corrupt(name, err)
-		}
-	} else if !isNotFound(err) {
-		return nil, err
+	// After an unclean shutdown, positions and this replica's batch
+	// numbers handed out before the open may be lost (a commit written
+	// but not synced when the process died: watchers saw its position,
+	// and a NoSync batch may have been published) and must not name
+	// another commit now. Start far above every one that can have been
+	// used, and remember where, so that the next open starts above this
+	// one's even if the index or the log is trimmed away meanwhile. A
+	// clean Close synced everything first: continue where it left off.
+	skip := uint64(positionSkip)
+	if clean {
+		skip = 0
 	}
-	start := max(high, posFloor) + positionSkip
-	if start < positionSkip {
+	posFloor, err := readFloor(ctx, s, n.layout.posFloorKey())
+	if err != nil {
+		return nil, corrupt(name, err)
+	}
+	start := max(high, posFloor) + skip
+	if start < max(high, posFloor) {
 		return nil, corrupt(name, fmt.Errorf("positions exhausted (floor %d, highest %d)", posFloor, high))
 	}
 	if err := s.ds.Put(ctx, n.layout.posFloorKey(), posFloorRecord(start)); err != nil {
 		return nil, fmt.Errorf("store: namespace %q: position floor: %w", name, err)
 	}
+	seqFloor, err := readFloor(ctx, s, n.layout.seqFloorKey())
+	if err != nil {
+		return nil, corrupt(name, err)
+	}
+	if self := n.seen.Max(s.opts.Replica); !clean && (self > 0 || seqFloor > 0) {
+		// Batch numbers in the gap are never used: no replica holds or
+		// asks for them.
+		seqFloor = max(self, seqFloor) + positionSkip
+		if seqFloor < positionSkip {
+			return nil, corrupt(name, errors.New("batch numbers exhausted"))
+		}
+		if err := s.ds.Put(ctx, n.layout.seqFloorKey(), posFloorRecord(seqFloor)); err != nil {
+			return nil, fmt.Errorf("store: namespace %q: batch-number floor: %w", name, err)
+		}
+	}
+	n.seqFloor = seqFloor
 	if low == 0 {
 		low = start + 1 // nothing before start can be replayed
 	}
@@ -632,10 +656,22 @@ func loadNamespace(ctx context.Context, s *Store, name string) (*Namespace, erro
 	return n, nil
 }
 
-// positionSkip is how far above every position used before, a namespace's
-// positions start at each open: far more commits than can be written
-// without a sync reaching the disk.
+// positionSkip is how far above every position (and batch number of this
+// replica) used before, a namespace's start after an unclean shutdown: far
+// more commits than can be written without a sync reaching the disk.
 const positionSkip = 1 << 20
+
+// readFloor reads a position or batch-number floor (0 if absent).
+func readFloor(ctx context.Context, s *Store, key ds.Key) (uint64, error) {
+	b, err := s.ds.Get(ctx, key)
+	if isNotFound(err) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	return parsePosFloor(b)
+}
 
 // ErrCompacted: a watch position is older than the change index kept.
 var ErrCompacted = errors.New("store: position compacted; re-read the state")

@@ -270,20 +270,27 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// TestPositionsNeverReused: a namespace's positions of one incarnation
-// start above every position the earlier ones can have handed out (some
-// may have been announced and then lost in a crash), also after the index
-// was trimmed away entirely; replay passes over the skipped range.
+// TestPositionsNeverReused: after an unclean shutdown a namespace's
+// positions and this replica's batch numbers start above every one the
+// earlier incarnations can have handed out (some may have been announced
+// and then lost in a crash), also after the index was trimmed away
+// entirely; replay passes over the skipped range. After a clean Close they
+// continue where they stopped.
 func TestPositionsNeverReused(t *testing.T) {
 	ctx := context.Background()
 	d := dssync.MutexWrap(ds.NewMapDatastore())
 	now := time.Unix(1_700_000_000, 0)
 	opts := Options{Replica: 7, CompactEvery: -1, Now: func() time.Time { return now }}
-	reopen := func(s *Store) (*Store, *Namespace) {
+	reopen := func(s *Store, crash bool) (*Store, *Namespace) {
 		t.Helper()
 		if s != nil {
 			if err := s.Close(); err != nil {
 				t.Fatal(err)
+			}
+			if crash { // as if the process had died: no clean mark
+				if err := d.Delete(ctx, ds.RawKey(keyClean)); err != nil {
+					t.Fatal(err)
+				}
 			}
 		}
 		s, err := Open(ctx, d, opts)
@@ -292,19 +299,31 @@ func TestPositionsNeverReused(t *testing.T) {
 		}
 		return s, mustNS(t, s, "x")
 	}
-	s, n := reopen(nil)
+	s, n := reopen(nil, false)
 	var positions []uint64
 	write := func(k string) {
+		t.Helper()
 		put(t, n, k, "v")
 		positions = append(positions, n.Position())
 	}
 	write("a")
 	write("b")
-	s, n = reopen(s)
-	if p := n.Position(); p <= positions[1] {
-		t.Fatalf("after reopen at %d, last position before %d", p, positions[1])
-	}
+	seen := n.Seen()
+	seqBefore := seen.Max(7)
+	s, n = reopen(s, false)
 	write("c")
+	if got, want := positions[2], positions[1]+2; got != want { // +1 for the dot-skip batch at open
+		t.Fatalf("after a clean close: position %d, want %d", got, want)
+	}
+	s, n = reopen(s, true)
+	if p := n.Position(); p < positions[2]+positionSkip {
+		t.Fatalf("after a crash, positions restart at %d, not above %d + %d", p, positions[2], positionSkip)
+	}
+	seen = n.Seen()
+	if seq := seen.Max(7); seq < seqBefore+positionSkip {
+		t.Fatalf("after a crash, batch numbers restart at %d, not above %d + %d", seq, seqBefore, positionSkip)
+	}
+	write("d")
 	var keys []string
 	err := n.Replay(ctx, positions[0], n.Position(), func(c Commit) error {
 		for i := 0; i < c.Delta.Len(); i++ {
@@ -312,11 +331,11 @@ func TestPositionsNeverReused(t *testing.T) {
 		}
 		return nil
 	})
-	if err != nil || fmt.Sprint(keys) != "[b c]" {
-		t.Fatalf("replay from %d across the restart: %v %v, want [b c]", positions[0], keys, err)
+	if err != nil || fmt.Sprint(keys) != "[b c d]" {
+		t.Fatalf("replay from %d across the restarts: %v %v, want [b c d]", positions[0], keys, err)
 	}
 	// Everything expires and is trimmed: the index is empty, yet the next
-	// incarnation still starts above every position used.
+	// incarnation after a crash still starts above every position used.
 	now = now.Add(48 * time.Hour)
 	if err := s.Compact(ctx); err != nil {
 		t.Fatal(err)
@@ -325,7 +344,7 @@ func TestPositionsNeverReused(t *testing.T) {
 	if err := n.Replay(ctx, positions[0], last, func(Commit) error { return nil }); !errors.Is(err, ErrCompacted) {
 		t.Fatalf("replay of trimmed positions: %v, want ErrCompacted", err)
 	}
-	s, n = reopen(s)
+	s, n = reopen(s, true)
 	defer s.Close()
 	if p := n.Position(); p <= last {
 		t.Fatalf("after the index was trimmed away, reopened at %d, not above %d", p, last)

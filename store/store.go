@@ -217,18 +217,31 @@ func open(ctx context.Context, d ds.Batching, opts Options, closer func() error)
 	if err := s.loadOwner(ctx, len(names) == 0); err != nil {
 		return nil, err
 	}
+	// The clean mark is consumed: until this incarnation's Close writes it
+	// again, a crash counts as unclean.
+	_, err = s.ds.Get(ctx, ds.RawKey(keyClean))
+	clean := err == nil
+	if err != nil && !isNotFound(err) {
+		return nil, err
+	}
 	for _, name := range names {
-		n, err := loadNamespace(ctx, s, name)
+		n, err := loadNamespace(ctx, s, name, clean)
 		if err != nil {
 			return nil, err
 		}
 		s.ns[name] = n
 	}
-	if len(names) > 0 {
-		// The namespaces' position floors (loadNamespace) are durable
-		// before any position of this incarnation is handed out.
+	if clean {
+		if err := s.ds.Delete(ctx, ds.RawKey(keyClean)); err != nil {
+			return nil, fmt.Errorf("store: clear the clean mark: %w", err)
+		}
+	}
+	if len(names) > 0 || clean {
+		// The floors (loadNamespace) and the cleared mark are durable
+		// before any position or batch number of this incarnation is
+		// handed out.
 		if err := s.ds.Sync(ctx, ds.RawKey("/")); err != nil {
-			return nil, fmt.Errorf("store: sync position floors: %w", err)
+			return nil, fmt.Errorf("store: sync floors: %w", err)
 		}
 	}
 	s.wg.Add(2)
@@ -560,9 +573,32 @@ func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.closing)
 		s.wg.Wait()
+		s.closeErr = s.markClean()
 		if s.closer != nil {
-			s.closeErr = s.closer()
+			if err := s.closer(); s.closeErr == nil {
+				s.closeErr = err
+			}
 		}
 	})
 	return s.closeErr
+}
+
+// markClean syncs everything committed and records that it did, so the
+// next open continues positions and batch numbers where they stopped. A
+// store that failed is left unmarked.
+func (s *Store) markClean() error {
+	s.failMu.Lock()
+	failed := s.failed
+	s.failMu.Unlock()
+	if failed != nil {
+		return nil
+	}
+	ctx := context.Background()
+	if err := s.ds.Put(ctx, ds.RawKey(keyClean), []byte{1}); err != nil {
+		return fmt.Errorf("store: close: %w", err)
+	}
+	if err := s.ds.Sync(ctx, ds.RawKey("/")); err != nil {
+		return fmt.Errorf("store: close: %w", err)
+	}
+	return nil
 }
