@@ -350,3 +350,38 @@ func TestPositionsNeverReused(t *testing.T) {
 		t.Fatalf("after the index was trimmed away, reopened at %d, not above %d", p, last)
 	}
 }
+
+// TestConcurrentCompactionsCountOnce: Compact may run beside the background
+// compaction; the log's size stays the sum of what it holds (found by
+// review: two compactions could remove the same entry and subtract its
+// size twice, so trimming by size stopped too early).
+func TestConcurrentCompactionsCountOnce(t *testing.T) {
+	ctx := context.Background()
+	d := dssync.MutexWrap(ds.NewMapDatastore())
+	now := time.Unix(1_700_000_000, 0)
+	s, err := Open(ctx, d, Options{Replica: 7, CompactEvery: -1, Retention: Retention{MaxBytes: 1, MaxAge: time.Hour}, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	n := mustNS(t, s, "x")
+	for i := range 200 {
+		put(t, n, fmt.Sprint("k", i), "v")
+	}
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() { errs <- s.Compact(ctx) }()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	var held int64
+	if err := scan(ctx, s, n.layout.logPrefix(), false, func(_ string, v []byte) error { held += int64(len(v)); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if got := n.LogBytes(); got != held {
+		t.Fatalf("log size %d, but the log holds %d bytes", got, held)
+	}
+}

@@ -169,6 +169,8 @@ type Store struct {
 	nsMu sync.RWMutex
 	ns   map[string]*Namespace
 
+	compactMu sync.Mutex // one Compact at a time
+
 	slots chan struct{} // backpressure: one per pending operation
 
 	qMu     sync.Mutex
@@ -535,6 +537,10 @@ func (s *Store) Flush(ctx context.Context) error {
 
 // Compact trims every namespace's log to the retention policy now.
 func (s *Store) Compact(ctx context.Context) error {
+	// One compaction at a time: two would pick the same victims and count
+	// their bytes out of the log twice.
+	s.compactMu.Lock()
+	defer s.compactMu.Unlock()
 	s.nsMu.RLock()
 	list := make([]*Namespace, 0, len(s.ns))
 	for _, n := range s.ns {
