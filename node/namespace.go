@@ -171,14 +171,15 @@ func (s *Namespace) Watch(ctx context.Context, prefix string) <-chan Event {
 // Position returns the namespace's last commit position on this node: a
 // watcher that has seen everything up to it can later resume with
 // WatchFrom, across restarts.
-func (s *Namespace) Position() uint64 { return s.st.Position() }
+func (s *Namespace) Position() uint64 { return s.n.watchers.lastOf(s.Name()) }
 
 // WatchFrom is Watch resuming after position from (an Event.Position seen
 // before, possibly before a restart): first every change committed after
 // from, then live changes, with no gap and no repeat. Replayed events carry
-// the key's current value. If the changes after from are no longer kept
-// (the log was compacted past them) it fails with ErrCompacted: re-read the
-// keys, then Watch. A watcher that stopped inside a commit (after an event
+// the key's current value (events of one key share it: do not modify it).
+// If the changes after from are no longer kept (the log was compacted past
+// them), or are more than 100,000 events, it fails with ErrCompacted:
+// re-read the keys, then Watch. A watcher that stopped inside a commit (after an event
 // that was not LastInCommit) resumes with WatchAfter instead.
 func (s *Namespace) WatchFrom(ctx context.Context, prefix string, from uint64) (<-chan Event, error) {
 	return s.watchAfter(ctx, prefix, from, -1)
@@ -209,6 +210,9 @@ func (s *Namespace) watchAfter(ctx context.Context, prefix string, position uint
 		from = position - 1 // replay the commit at position too
 	}
 	var history []Event
+	// Replayed events carry the key's current value: one copy per key,
+	// shared by its events (as a live commit's watchers share one).
+	values := make(map[string]crdt.Value)
 	err := s.st.Replay(ctx, from, last, func(c store.Commit) error {
 		n := c.Delta.Len()
 		if c.Position == position && index >= n {
@@ -222,7 +226,14 @@ func (s *Namespace) watchAfter(ctx context.Context, prefix string, position uint
 			if !strings.HasPrefix(key, prefix) {
 				continue
 			}
-			v, _ := s.st.Get(key)
+			if len(history) >= maxWatchReplay {
+				return fmt.Errorf("%w: more than %d changes after position %d", ErrCompacted, maxWatchReplay, position)
+			}
+			v, ok := values[key]
+			if !ok {
+				v, _ = s.st.Get(key)
+				values[key] = v
+			}
 			history = append(history, Event{Namespace: c.Namespace, Key: key, Value: v, Origin: c.Origin, Seq: c.Seq,
 				Position: c.Position, Index: i, LastInCommit: i == n-1})
 		}

@@ -37,6 +37,11 @@ type Event struct {
 // the watcher's channel is closed (it can resubscribe and re-read).
 const maxWatchBacklog = 1 << 20
 
+// maxWatchReplay bounds the history one resumed watch replays (held in
+// memory before it is queued): a watcher further behind fails with
+// ErrCompacted and re-reads instead.
+const maxWatchReplay = 100_000
+
 // watcher queues events for one subscriber. The commit goroutine only
 // appends to the queue; a pump goroutine moves events to the channel, so a
 // slow reader never stalls commits.
@@ -138,6 +143,13 @@ func (h *watchHub) add(ctx context.Context, ns, prefix string, hold bool) (*watc
 	go w.pump(&h.wg)
 	w.stop = context.AfterFunc(ctx, func() { h.remove(w) })
 	return w, h.last[ns]
+}
+
+// lastOf returns the last position published for ns.
+func (h *watchHub) lastOf(ns string) uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.last[ns]
 }
 
 // start records pos as ns's last published position unless one is known.

@@ -168,3 +168,68 @@ func TestWatchAfterResumesInsideACommit(t *testing.T) {
 		}
 	}
 }
+
+// TestWatchReplayIsBounded: a resumed watch further behind than
+// maxWatchReplay events is refused (re-read instead) rather than held in
+// memory.
+func TestWatchReplayIsBounded(t *testing.T) {
+	ctx := context.Background()
+	n := cluster(t, 1, nil)[0]
+	ns := mustNS(t, n, "w")
+	start := ns.Position()
+	// Concurrent writers, so commits group many puts.
+	const writers, each = 64, (maxWatchReplay + 1000) / 64
+	errs := make(chan error, writers)
+	for w := range writers {
+		go func() {
+			for i := range each {
+				if err := ns.Put(ctx, fmt.Sprintf("k%d-%d", w, i), []byte("v")); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range writers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := ns.WatchFrom(ctx, "", start); !errors.Is(err, ErrCompacted) {
+		t.Fatalf("resuming %d changes behind: %v, want ErrCompacted", writers*each, err)
+	}
+	// Within the bound: the replay works.
+	ch, err := ns.WatchFrom(ctx, "", ns.Position()-3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := nextEvent(t, ch)
+	if v, _, _ := ev.Value.Register(); ev.Position <= ns.Position()-3 || string(v) != "v" {
+		t.Fatalf("replayed %+v", ev)
+	}
+}
+
+// TestPositionCoversAcknowledgedWrites: once a write returns, Position
+// includes it and WatchFrom(Position()) succeeds (found by review: Position
+// ran ahead of what watchers had been given, so resuming from it could be
+// refused as ahead of the node).
+func TestPositionCoversAcknowledgedWrites(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	n := cluster(t, 1, nil)[0]
+	ns := mustNS(t, n, "w")
+	ch := ns.Watch(ctx, "")
+	for i := range 200 {
+		if err := ns.Put(ctx, fmt.Sprint("k", i), []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+		p := ns.Position()
+		if _, err := ns.WatchFrom(ctx, "", p); err != nil {
+			t.Fatalf("WatchFrom(Position()) after put %d: %v", i, err)
+		}
+		if ev := nextEvent(t, ch); ev.Position > p {
+			t.Fatalf("put %d acknowledged at position %d, but Position() was %d", i, ev.Position, p)
+		}
+	}
+}

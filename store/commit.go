@@ -178,14 +178,16 @@ func (s *Store) syncLoop() {
 			if err == nil {
 				err = syncErr
 			}
-			for _, p := range g.items {
-				p.done <- err
-				s.release()
-			}
+			// Report before acknowledging: a writer that got its answer
+			// finds its change among those reported (watch positions).
 			if err == nil && s.opts.OnCommit != nil {
 				for _, o := range g.outs {
 					s.opts.OnCommit(o.commit)
 				}
+			}
+			for _, p := range g.items {
+				p.done <- err
+				s.release()
 			}
 		}
 	}
