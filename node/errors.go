@@ -2,6 +2,7 @@ package node
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/mycelnet/mycel/crdt"
 	"github.com/mycelnet/mycel/store"
@@ -25,3 +26,17 @@ var (
 	// ErrCompacted: a watch position is older than the history kept.
 	ErrCompacted = errors.New("node: watch position compacted; re-read and watch again")
 )
+
+// ValidNamespaceName checks a namespace name against the limits (as
+// Namespace will): ErrInvalid if it is empty, too long or not UTF-8.
+func ValidNamespaceName(name string, l crdt.Limits) error {
+	if err := store.ValidName(name, l); err != nil {
+		return fmt.Errorf("%w: namespace: %v", ErrInvalid, err)
+	}
+	return nil
+}
+
+// MaxOpBytes bounds the delta of one operation (store.MaxOpBytes): an
+// operation whose delta is larger is refused with ErrTooLarge, whatever
+// the key and value limits allow.
+const MaxOpBytes = store.MaxOpBytes

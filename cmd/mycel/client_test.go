@@ -249,6 +249,42 @@ func TestSettingsPrecedence(t *testing.T) {
 	if _, err := parse("", map[string]string{"MYCEL_MDNS": "maybe"}); err == nil {
 		t.Fatal("MYCEL_MDNS=maybe accepted")
 	}
+	// A second YAML document would be silently ignored: refused.
+	twoDocs := filepath.Join(dir, "two.yaml")
+	os.WriteFile(twoDocs, []byte("api: 127.0.0.1:5080\n---\nbogus: 1\n"), 0o600)
+	if _, err := parse(twoDocs, nil); err == nil || !strings.Contains(err.Error(), "more than one YAML document") {
+		t.Fatalf("two YAML documents: %v", err)
+	}
+	empty := filepath.Join(dir, "empty.yaml")
+	os.WriteFile(empty, nil, 0o600)
+	if s, err := parse(empty, nil); err != nil || s.API != "127.0.0.1:5080" {
+		t.Fatalf("empty config file: %+v %v", s, err)
+	}
+}
+
+// TestWatchStreamsAreBounded: past --max-watchers open streams a new watch
+// is answered 503 and opens nothing; a closed stream frees its place.
+func TestWatchStreamsAreBounded(t *testing.T) {
+	d := startDaemon(t, filepath.Join(t.TempDir(), "n"), "--max-watchers", "2")
+	mustCall(t, 204, "PUT", d.url("/v1/ns/test/kv/k"), []byte("v"))
+	first, err := http.Get(d.url("/v1/ns/test/watch"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := openWatch(t, d, "")
+	_ = second
+	watchSubscribers(t, d, 2)
+	code, body, hdr := call(t, "GET", d.url("/v1/ns/fresh/watch"), nil)
+	if code != 503 || !strings.Contains(string(body), "2 watch streams are open") || hdr.Get("Retry-After") == "" {
+		t.Fatalf("third watch: %d %s", code, body)
+	}
+	if got := namespaces(t, d); !equalStrings(got, []string{"test"}) {
+		t.Fatalf("a refused watch created a namespace: %v", got)
+	}
+	first.Body.Close()
+	watchSubscribers(t, d, 1)
+	openWatch(t, d, "")
+	watchSubscribers(t, d, 2)
 }
 
 // TestWatchResumesInsideACommit: concurrent puts share commits, so one

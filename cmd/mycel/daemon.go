@@ -88,6 +88,25 @@ func plan(s settings, stderr io.Writer) (daemonPlan, error) {
 	if s.MaxNamespaces < 1 {
 		return p, usageError{fmt.Errorf("--max-namespaces %d: want at least 1", s.MaxNamespaces)}
 	}
+	if s.MaxWatchers < 1 {
+		return p, usageError{fmt.Errorf("--max-watchers %d: want at least 1", s.MaxWatchers)}
+	}
+	// One operation carries at most node.MaxOpBytes: a larger value limit
+	// would accept values every write of which then fails.
+	if maxValue := node.MaxOpBytes - 8<<10; s.MaxValueBytes < 1 || s.MaxValueBytes > maxValue {
+		return p, usageError{fmt.Errorf("--max-value-bytes %d: want 1 to %d (one operation carries at most %d bytes)", s.MaxValueBytes, maxValue, node.MaxOpBytes)}
+	}
+	if s.SyncInterval <= 0 {
+		return p, usageError{fmt.Errorf("--sync-interval %s: want a positive duration", s.SyncInterval)}
+	}
+	if s.MeshDegree < 2 || s.MeshDegree > 32 {
+		return p, usageError{fmt.Errorf("--mesh-degree %d: want 2 to 32", s.MeshDegree)}
+	}
+	for _, name := range s.Namespace {
+		if err := node.ValidNamespaceName(name, crdt.Limits{MaxValueBytes: s.MaxValueBytes}); err != nil {
+			return p, usageError{fmt.Errorf("--namespace %q: %v", name, err)}
+		}
+	}
 	if s.ShutdownWait <= 0 {
 		return p, usageError{fmt.Errorf("--shutdown-timeout %s: want a positive duration", s.ShutdownWait)}
 	}
@@ -100,7 +119,10 @@ func plan(s settings, stderr io.Writer) (daemonPlan, error) {
 			return p, fmt.Errorf("--api-token-file %s is empty", s.APITokenFile)
 		}
 	}
-	host, _, err := net.SplitHostPort(s.API)
+	host, port, err := net.SplitHostPort(s.API)
+	if err == nil {
+		_, err = net.LookupPort("tcp", port)
+	}
 	if err != nil {
 		return p, usageError{fmt.Errorf("--api %q: want HOST:PORT: %v", s.API, err)}
 	}
@@ -177,7 +199,7 @@ func runDaemon(s settings, stdout, stderr io.Writer) error {
 			return usageError{fmt.Errorf("--namespace %q: %w", name, err)}
 		}
 	}
-	srv, err := api.New(api.Options{Node: n, Limits: p.cfg.Limits, MaxNamespaces: s.MaxNamespaces,
+	srv, err := api.New(api.Options{Node: n, Limits: p.cfg.Limits, MaxNamespaces: s.MaxNamespaces, MaxWatchers: s.MaxWatchers,
 		Token: p.token, Pprof: s.Pprof, DataDir: s.DataDir, Logger: log})
 	if err != nil {
 		closeNode()

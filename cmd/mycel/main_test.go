@@ -614,12 +614,20 @@ func TestUsageErrors(t *testing.T) {
 		{"public API without token", []string{"daemon", "--api", "0.0.0.0:0"}, "without --api-token-file"},
 		{"bad log format", []string{"daemon", "--log-format", "xml"}, "want text or json"},
 		{"no namespaces allowed", []string{"daemon", "--max-namespaces", "0"}, "--max-namespaces 0: want at least 1"},
+		{"no watchers allowed", []string{"daemon", "--max-watchers", "0"}, "--max-watchers 0: want at least 1"},
+		{"value limit zero", []string{"daemon", "--max-value-bytes", "0"}, "--max-value-bytes 0: want 1 to"},
+		{"value limit over one operation", []string{"daemon", "--max-value-bytes", "4000000"}, "one operation carries at most"},
+		{"sync interval zero", []string{"daemon", "--sync-interval", "0s"}, "--sync-interval 0s: want a positive duration"},
+		{"mesh degree zero", []string{"daemon", "--mesh-degree", "0"}, "--mesh-degree 0: want 2 to 32"},
+		{"empty namespace at start", []string{"daemon", "--namespace", "inventory", "--namespace", ""}, `--namespace "": crdt: invalid operation: namespace: store: invalid namespace name: empty`},
+		{"API port out of range", []string{"daemon", "--api", "127.0.0.1:99999"}, "want HOST:PORT"},
 		{"unknown flag", []string{"get", "--bogus", "k"}, "unknown flag"},
 		{"missing argument", []string{"get"}, "arg"},
 		{"unknown command", []string{"frobnicate"}, "unknown command"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cmd := exec.Command(binary, append(tc.args, "--data-dir", t.TempDir())...)
+			dir := t.TempDir()
+			cmd := exec.Command(binary, append(tc.args, "--data-dir", dir)...)
 			if tc.args[0] != "daemon" {
 				cmd = exec.Command(binary, tc.args...)
 			}
@@ -632,6 +640,10 @@ func TestUsageErrors(t *testing.T) {
 			}
 			if !strings.Contains(stderr.String(), tc.want) {
 				t.Fatalf("stderr %q does not mention %q", &stderr, tc.want)
+			}
+			// Refused before anything was opened: no identity, no store.
+			if entries, err := os.ReadDir(dir); err != nil || len(entries) > 0 {
+				t.Fatalf("the data directory holds %v (%v) after a usage error", entries, err)
 			}
 		})
 	}
@@ -653,6 +665,17 @@ func TestBadInputChangesNothing(t *testing.T) {
 		t.Fatalf("namespaces at start: %v", nsBefore)
 	}
 
+	// ~110,000 short elements: under 1 MiB of JSON, over 2 MiB of delta.
+	var many strings.Builder
+	many.WriteString(`{"add": [`)
+	for i := range 110_000 {
+		if i > 0 {
+			many.WriteString(",")
+		}
+		fmt.Fprintf(&many, `"%06d"`, i)
+	}
+	many.WriteString(`]}`)
+	manyElements := []byte(many.String())
 	long := strings.Repeat("k", 1025)
 	big := bytes.Repeat([]byte("x"), 1<<20+1)
 	for _, tc := range []struct {
@@ -683,6 +706,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"set empty element", "POST", "/v1/ns/fresh/set/s2", []byte(`{"add": [""]}`), 400, "empty set element"},
 		{"set element too long", "POST", "/v1/ns/fresh/set/s2", []byte(`{"add": ["` + long + `"]}`), 400, "set element is 1025 bytes"},
 		{"set remove element too long", "POST", "/v1/ns/fresh/set/s2", []byte(`{"remove": ["` + long + `"]}`), 400, "set element is 1025 bytes"},
+		{"set update over the operation bound", "POST", "/v1/ns/fresh/set/s2", manyElements, 400, "one operation may carry"},
 		{"put on a counter", "PUT", "/v1/ns/test/kv/cnt", []byte("v"), 409, "wrong type"},
 		{"counter on a register", "POST", "/v1/ns/test/counter/reg", []byte(`{"add": 1}`), 409, "wrong type"},
 		{"set on a counter", "POST", "/v1/ns/test/set/cnt", []byte(`{"add": ["x"]}`), 409, "wrong type"},

@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -39,6 +41,7 @@ type settings struct {
 	MeshDegree    int           `name:"mesh-degree" usage:"gossipsub mesh degree D, 2 to 32: fewer duplicate sends below the default, more redundancy above it"`
 	ShutdownWait  time.Duration `name:"shutdown-timeout" usage:"bound on graceful shutdown after SIGINT/SIGTERM: draining API requests gets at most half, closing the node the rest"`
 	MaxNamespaces int           `name:"max-namespaces" usage:"the API creates a namespace only while the node holds fewer (507 past it); those opened at start count too"`
+	MaxWatchers   int           `name:"max-watchers" usage:"watch streams open at once; one more is answered 503"`
 }
 
 func defaultSettings() settings {
@@ -53,6 +56,7 @@ func defaultSettings() settings {
 		MeshDegree:    6,
 		ShutdownWait:  10 * time.Second,
 		MaxNamespaces: 1024,
+		MaxWatchers:   1024,
 	}
 }
 
@@ -168,7 +172,15 @@ func loadFile(path string, s *settings) error {
 		dec := toml.NewDecoder(bytes.NewReader(b))
 		err = dec.Decode(&raw)
 	case ".yaml", ".yml", "":
-		err = yaml.Unmarshal(b, &raw)
+		dec := yaml.NewDecoder(bytes.NewReader(b))
+		if err = dec.Decode(&raw); errors.Is(err, io.EOF) {
+			err = nil // an empty file sets nothing
+		} else if err == nil {
+			var more any
+			if dec.Decode(&more) != io.EOF {
+				err = errors.New("more than one YAML document (only one is read)")
+			}
+		}
 	default:
 		return fmt.Errorf("config %s: unknown format (want .yaml, .yml or .toml)", path)
 	}

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/mycelnet/mycel/crdt"
 	"github.com/mycelnet/mycel/node"
@@ -228,13 +229,40 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request, rt nsRoute) func(*n
 }
 
 // validOp checks op against the node's limits (as the node will), so that
-// a write the node would refuse is refused before its namespace opens.
+// a write the node would refuse is refused before its namespace opens:
+// the key and value limits, and the size of the delta it makes.
 func (s *Server) validOp(w http.ResponseWriter, op crdt.Op) bool {
-	if err := op.Validate(s.opts.Limits); err != nil {
+	err := op.Validate(s.opts.Limits)
+	if err == nil && opBytesBound(op) > node.MaxOpBytes/2 {
+		// Could be near the bound: measure the delta it makes on an
+		// empty key (a delta on an existing key differs only by the
+		// dots it supersedes, which the node checks again).
+		var d crdt.Delta
+		if d, err = crdt.NewNamespace(s.opts.Limits).Prepare(op, 1, crdt.Timestamp{Wall: 1}); err == nil && d.Size() > node.MaxOpBytes {
+			err = fmt.Errorf("%w: the operation's delta is %d bytes, over the %d one operation may carry", node.ErrTooLarge, d.Size(), node.MaxOpBytes)
+		}
+	}
+	if err != nil {
 		writeNodeError(w, err)
 		return false
 	}
 	return true
+}
+
+// opBytesBound is a cheap upper bound of op's delta size, generous per
+// element.
+func opBytesBound(op crdt.Op) int {
+	n := 256 + len(op.Key) + len(op.Value)
+	for _, p := range op.Path {
+		n += len(p) + 32
+	}
+	for _, e := range op.Add {
+		n += len(e) + 64
+	}
+	for _, e := range op.Remove {
+		n += len(e) + 64
+	}
+	return n
 }
 
 func (s *Server) get(w http.ResponseWriter, r *http.Request, ns *node.Namespace, key string) {
@@ -380,6 +408,9 @@ func (s *Server) digest(w http.ResponseWriter, _ *http.Request, ns *node.Namespa
 	}{d.String(), n})
 }
 
+// bodyReadTimeout bounds reading one request body: a 1 MiB body at 20 KB/s.
+const bodyReadTimeout = time.Minute
+
 // readBody reads the whole body, answering 413 past MaxBodyBytes.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	max := s.opts.MaxBodyBytes
@@ -387,17 +418,27 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool)
 		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body is %d bytes, limit %d", r.ContentLength, max))
 		return nil, false
 	}
+	// A client that announces a body and then sends it slowly or not at
+	// all holds a goroutine: bound the time (cleared once read, so a
+	// response is not cut short).
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(bodyReadTimeout))
+	defer func() { _ = rc.SetReadDeadline(time.Time{}) }()
 	body := http.MaxBytesReader(w, r.Body, max)
 	var b []byte
 	var err error
-	if r.ContentLength >= 0 {
-		// The length is known and within the limit: read exactly that.
-		// A body shorter than announced is an error (io.ReadFull); the
-		// server itself refuses a longer one.
+	if r.ContentLength >= 0 && r.ContentLength <= 64<<10 {
+		// The length is known and small: read exactly that. A body
+		// shorter than announced is an error (io.ReadFull); the server
+		// itself refuses a longer one.
 		b = make([]byte, r.ContentLength)
 		_, err = io.ReadFull(body, b)
 	} else {
+		// Memory grows with what arrives, not with what is announced.
 		b, err = io.ReadAll(body)
+		if err == nil && r.ContentLength >= 0 && int64(len(b)) != r.ContentLength {
+			err = io.ErrUnexpectedEOF
+		}
 	}
 	var tooBig *http.MaxBytesError
 	switch {

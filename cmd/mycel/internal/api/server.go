@@ -9,6 +9,7 @@ import (
 	"net/http/pprof"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,6 +36,10 @@ type Options struct {
 	// holds MaxNamespaces or more (those opened at start count too).
 	// Default 1,024.
 	MaxNamespaces int
+	// MaxWatchers bounds the watch streams open at once; one more is
+	// answered 503 (each holds two goroutines and up to a million queued
+	// events for a slow reader). Default 1,024.
+	MaxWatchers int
 	// FirstSyncWait bounds how long a read of a namespace this process has
 	// just opened waits for its first sync with the connected peers
 	// (node.Namespace.WaitFirstSync), so that it answers with what they
@@ -65,6 +70,8 @@ type Server struct {
 	cancel context.CancelFunc
 
 	createMu sync.Mutex // namespace creations take turns (see open)
+
+	watchers atomic.Int64 // open watch streams
 }
 
 // New returns a server for opts.Node.
@@ -83,6 +90,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.MaxNamespaces <= 0 {
 		opts.MaxNamespaces = 1024
+	}
+	if opts.MaxWatchers <= 0 {
+		opts.MaxWatchers = 1024
 	}
 	if opts.FirstSyncWait <= 0 {
 		opts.FirstSyncWait = 3 * time.Second

@@ -92,6 +92,11 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, rt nsRoute) func(
 	if from == "" {
 		from = r.Header.Get("Last-Event-ID")
 	}
+	if s.watchers.Load() >= int64(s.opts.MaxWatchers) {
+		w.Header().Set("Retry-After", "5")
+		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("%d watch streams are open, the limit; retry later", s.opts.MaxWatchers))
+		return nil
+	}
 	var pos uint64
 	index := -1
 	if from != "" {
@@ -119,6 +124,13 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, ns *node.Namespa
 	defer cancel()
 	stop := context.AfterFunc(s.ctx, cancel) // daemon shutdown ends the stream
 	defer stop()
+	if s.watchers.Add(1) > int64(s.opts.MaxWatchers) {
+		s.watchers.Add(-1)
+		w.Header().Set("Retry-After", "5")
+		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("%d watch streams are open, the limit; retry later", s.opts.MaxWatchers))
+		return
+	}
+	defer s.watchers.Add(-1)
 	var ch <-chan node.Event
 	if cursor == "" {
 		ch = ns.Watch(ctx, q.Get("prefix"))
