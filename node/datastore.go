@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 
 	ds "github.com/ipfs/go-datastore"
@@ -56,7 +57,7 @@ func (d *nsDatastore) Delete(ctx context.Context, key ds.Key) error {
 }
 
 // Sync makes every write so far durable.
-func (d *nsDatastore) Sync(ctx context.Context, _ ds.Key) error { return d.s.n.st.Flush(ctx) }
+func (d *nsDatastore) Sync(ctx context.Context, _ ds.Key) error { return mapErr(d.s.n.st.Flush(ctx)) }
 
 // Close does nothing: the node owns the namespace.
 func (d *nsDatastore) Close() error { return nil }
@@ -111,19 +112,50 @@ func (b *nsBatch) Delete(_ context.Context, key ds.Key) error {
 	return nil
 }
 
+// Commit applies the batch as one unit when its changes fit in one log
+// batch (store.MaxOpBytes, 2 MiB): readers and peers see all or none, a
+// crash keeps all or none, and if any write is refused (a key or value over
+// the limits, a key holding a counter or set) nothing is applied and the
+// batch is kept. A larger batch commits in units of up to 1 MiB, in key
+// order, each all or none, and a crash between units keeps the earlier
+// ones. It returns once everything is durable (unless NoSync).
 func (b *nsBatch) Commit(ctx context.Context) error {
 	st := b.d.s.st
-	for k, v := range b.ops {
+	keys := make([]ds.Key, 0, len(b.ops))
+	for k := range b.ops {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, c ds.Key) int { return strings.Compare(a.String(), c.String()) })
+	ops := make([]crdt.Op, 0, len(keys))
+	size := 0
+	for _, k := range keys {
 		op := crdt.Op{Kind: crdt.OpDelete, Key: k.String()}
-		if v != nil {
+		if v := b.ops[k]; v != nil {
 			op = crdt.Op{Kind: crdt.OpPut, Key: k.String(), Value: *v}
 		}
-		if _, err := st.Apply(ctx, op, store.WithoutWait()); err != nil {
-			return err
+		if err := op.Validate(b.d.s.n.cfg.Limits); err != nil {
+			return mapErr(err)
 		}
+		ops = append(ops, op)
+		size += len(op.Key) + len(op.Value) + 64
+	}
+	unit := len(ops)
+	if size > store.MaxOpBytes/2 {
+		unit = 0 // split by size below
+	}
+	for start := 0; start < len(ops); {
+		end, bytes := start, 0
+		for end < len(ops) && (unit > 0 || end == start || bytes+len(ops[end].Key)+len(ops[end].Value)+64 <= 1<<20) {
+			bytes += len(ops[end].Key) + len(ops[end].Value) + 64
+			end++
+		}
+		if err := st.ApplyAll(ctx, ops[start:end], store.WithoutWait()); err != nil {
+			return mapErr(err)
+		}
+		start = end
 	}
 	b.ops = make(map[ds.Key]*[]byte)
-	return b.d.s.n.st.Flush(ctx)
+	return mapErr(st.Flush(ctx))
 }
 
 // ForgetCleanClose makes the next Open on datastore d (WithDatastore)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/mycelnet/mycel/crdt"
+	"github.com/mycelnet/mycel/gossip"
 	"github.com/mycelnet/mycel/store"
 )
 
@@ -40,3 +41,12 @@ func ValidNamespaceName(name string, l crdt.Limits) error {
 // operation whose delta is larger is refused with ErrTooLarge, whatever
 // the key and value limits allow.
 const MaxOpBytes = store.MaxOpBytes
+
+// mapErr gives errors from the layers below the node's own identity: a
+// closed store or replicator is ErrClosed.
+func mapErr(err error) error {
+	if err != nil && !errors.Is(err, ErrClosed) && (errors.Is(err, store.ErrClosed) || errors.Is(err, gossip.ErrClosed)) {
+		return fmt.Errorf("%w: %v", ErrClosed, err)
+	}
+	return err
+}

@@ -37,14 +37,14 @@ func (n *Node) Namespace(ctx context.Context, name string) (*Namespace, error) {
 		if errors.Is(err, store.ErrInvalidName) {
 			return nil, fmt.Errorf("%w: namespace: %v", ErrInvalid, err)
 		}
-		return nil, err
+		return nil, mapErr(err)
 	}
 	s := &Namespace{n: n, st: st}
 	// Watchers resume by position: start the namespace's published position
 	// at what the store has committed (OnCommit has reported all of it).
 	n.watchers.start(name, st.Position())
 	if err := n.rep.Join(name, replicaAdapter{st}, n.cfg.Writers[name]); err != nil {
-		return nil, err
+		return nil, mapErr(err)
 	}
 	n.spaces[name] = s
 	return s, nil
@@ -244,7 +244,7 @@ func (s *Namespace) watchAfter(ctx context.Context, prefix string, position uint
 		if errors.Is(err, store.ErrCompacted) {
 			return nil, fmt.Errorf("%w: %v", ErrCompacted, err)
 		}
-		return nil, err
+		return nil, mapErr(err)
 	}
 	w.replayed(history)
 	return w.ch, nil

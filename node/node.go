@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -206,11 +207,9 @@ func (n *Node) identity() (key crypto.PrivKey, keyNew bool, err error) {
 	if err != nil {
 		return nil, false, err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return nil, false, fmt.Errorf("node: write identity: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	// Durable before the store records this replica as its owner: a key
+	// lost to a power cut would leave a store no new key may open.
+	if err := writeFileSynced(path, b, 0o600); err != nil {
 		return nil, false, fmt.Errorf("node: write identity: %w", err)
 	}
 	return k, true, nil
@@ -283,6 +282,9 @@ func (n *Node) openHost(key crypto.PrivKey) error {
 	hopts = append(hopts, n.opts.hostOpts...)
 	n.host, err = libp2p.New(hopts...)
 	if err != nil {
+		// libp2p does not close the connection manager on every failure
+		// path, and it runs a goroutine.
+		_ = cm.Close()
 		return fmt.Errorf("node: libp2p host: %w", err)
 	}
 	n.relayHost.Store(&n.host)
@@ -498,6 +500,40 @@ func (n *Node) checkFingerprint(ctx context.Context) error {
 	}
 	if !ok || !bytes.Equal(old, fp) {
 		return n.st.PutMeta(ctx, "config-fingerprint", fp)
+	}
+	return nil
+}
+
+// writeFileSynced writes b to path through a synced temporary file, renamed
+// into place, and syncs the directory, so that path holds all of b or
+// nothing after a crash.
+func writeFileSynced(path string, b []byte, perm os.FileMode) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	dir, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
+	if err := dir.Sync(); err != nil && runtime.GOOS != "windows" {
+		return err
 	}
 	return nil
 }

@@ -13,7 +13,10 @@ import (
 type Event struct {
 	Namespace string
 	Key       string
-	// Value is the key's value just after the change (empty if removed).
+	// Value is the key's value when the event is published (empty if
+	// removed): it includes this change and may include later changes to
+	// the key already applied in memory (their own events follow), so the
+	// last event of a key carries its current value.
 	Value crdt.Value
 	// Origin is the replica whose batch made the change.
 	Origin crdt.ReplicaID

@@ -121,6 +121,80 @@ func (n *Namespace) Apply(ctx context.Context, op crdt.Op, opts ...WriteOption) 
 	return d, p.wait(ctx)
 }
 
+// ApplyAll performs local operations on distinct keys as one unit: if any
+// would be refused, none is applied; otherwise all are applied under one
+// hold of the namespace lock (readers see all or none) and committed as one
+// log batch in one datastore batch (a crash keeps all or none). Their
+// joined delta must fit in one batch (MaxOpBytes); callers split larger
+// sets.
+func (n *Namespace) ApplyAll(ctx context.Context, ops []crdt.Op, opts ...WriteOption) error {
+	if len(ops) == 0 {
+		return nil
+	}
+	wo := writeOpts{durable: !n.s.opts.NoSync}
+	for _, o := range opts {
+		o(&wo)
+	}
+	keys := make(map[string]bool, len(ops))
+	for _, op := range ops {
+		if keys[op.Key] {
+			return fmt.Errorf("%w: two operations on key %q in one unit", crdt.ErrInvalidOp, op.Key)
+		}
+		keys[op.Key] = true
+	}
+	s := n.s
+	if err := s.acquire(ctx); err != nil {
+		return err
+	}
+	n.mu.Lock()
+	now := s.now()
+	// First check every operation against the state as it is. Each touches
+	// only its own key, so applying the others cannot change its outcome,
+	// and the applying pass below cannot fail.
+	size := 0
+	for _, op := range ops {
+		d, err := n.state.Prepare(op, s.opts.Replica, now)
+		if err == nil {
+			err = n.replicable(op, d)
+		}
+		if size += d.Size(); err == nil && size > MaxOpBytes {
+			err = fmt.Errorf("%w: the operations' deltas are over the %d one batch may carry", crdt.ErrLimit, MaxOpBytes)
+		}
+		if err != nil {
+			n.mu.Unlock()
+			s.release()
+			return err
+		}
+	}
+	p := &pending{kind: pendingLocal, ns: n, durable: wo.durable, done: make(chan error, 1)}
+	deltas := make([]crdt.Delta, 0, len(ops))
+	for _, op := range ops {
+		d, err := n.state.Prepare(op, s.opts.Replica, now)
+		if err != nil {
+			// Checked above: cannot happen. Commit what was applied, so
+			// memory and disk agree, and report it.
+			err = fmt.Errorf("store: operation on %q refused after its check: %w", op.Key, err)
+			if len(deltas) > 0 {
+				p.delta = crdt.JoinDeltas(deltas...)
+				s.enqueue(p)
+			} else {
+				s.release()
+			}
+			n.mu.Unlock()
+			return err
+		}
+		n.applyLocked(d, p)
+		deltas = append(deltas, d)
+	}
+	p.delta = crdt.JoinDeltas(deltas...)
+	s.enqueue(p)
+	n.mu.Unlock()
+	if wo.noWait {
+		return nil
+	}
+	return p.wait(ctx)
+}
+
 // Batch is a delta batch from some replica's log: what gossip carries and
 // sync resends.
 type Batch struct {
@@ -301,10 +375,14 @@ func (n *Namespace) Get(key string) (crdt.Value, bool) {
 // and sort after the key after, in order.
 func (n *Namespace) Keys(prefix, after string, limit int) []string {
 	if rs, ok := n.s.ds.(rangeScanner); ok && limit > 0 {
-		if keys, err := n.keysFromDisk(rs, prefix, after, limit); err == nil {
-			return keys
+		if release, err := n.s.use(); err == nil {
+			keys, err := n.keysFromDisk(rs, prefix, after, limit)
+			release()
+			if err == nil {
+				return keys
+			}
 		}
-		// On a read error, fall back to sorting the keys in memory.
+		// On a read error, or once closed, sort the keys in memory.
 	}
 	n.mu.RLock()
 	all := n.state.Keys(prefix)
@@ -464,6 +542,16 @@ func (n *Namespace) ApplyState(ctx context.Context, deltas []crdt.Delta, seen, c
 // ReadLog returns the logged batch (origin, seq), or ok false if it is not
 // in the log.
 func (n *Namespace) ReadLog(ctx context.Context, origin crdt.ReplicaID, seq uint64) (b Batch, ok bool, err error) {
+	release, err := n.s.use()
+	if err != nil {
+		return Batch{}, false, err
+	}
+	defer release()
+	return n.readLog(ctx, origin, seq)
+}
+
+// readLog is ReadLog with the datastore already in use.
+func (n *Namespace) readLog(ctx context.Context, origin crdt.ReplicaID, seq uint64) (b Batch, ok bool, err error) {
 	raw, err := n.s.ds.Get(ctx, n.layout.logKey(origin, seq))
 	if err != nil {
 		if isNotFound(err) {
@@ -688,11 +776,16 @@ func (n *Namespace) Replay(ctx context.Context, from, to uint64, fn func(Commit)
 	if low := n.posLow.Load(); from+1 < low && from < to {
 		return fmt.Errorf("%w: position %d, oldest kept %d", ErrCompacted, from, low)
 	}
+	release, err := n.s.use()
+	if err != nil {
+		return err
+	}
+	defer release()
 	return n.scanPositions(ctx, from, to, func(p uint64, origin crdt.ReplicaID, seq uint64) (bool, error) {
 		if origin == 0 {
 			return false, fmt.Errorf("%w: position %d is a state reconciliation", ErrCompacted, p)
 		}
-		b, ok, err := n.ReadLog(ctx, origin, seq)
+		b, ok, err := n.readLog(ctx, origin, seq)
 		if err != nil {
 			return false, err
 		}

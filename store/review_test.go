@@ -385,3 +385,36 @@ func TestConcurrentCompactionsCountOnce(t *testing.T) {
 		t.Fatalf("log size %d, but the log holds %d bytes", got, held)
 	}
 }
+
+// TestUseAfterCloseIsAnError: reads that go to the datastore after Close
+// return ErrClosed (or fall back to memory) instead of reaching a closed
+// Pebble, which panics (found by review: Keys with a limit and a watch
+// replay during shutdown crashed the process).
+func TestUseAfterCloseIsAnError(t *testing.T) {
+	ctx := context.Background()
+	s := openPebble(t, t.TempDir(), Options{CompactEvery: -1})
+	n := mustNS(t, s, "x")
+	put(t, n, "a", "1")
+	put(t, n, "b", "2")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if keys := n.Keys("", "", 10); fmt.Sprint(keys) != "[a b]" {
+		t.Fatalf("Keys after Close: %v", keys)
+	}
+	if _, _, err := n.ReadLog(ctx, 7, 1); !errors.Is(err, ErrClosed) {
+		t.Fatalf("ReadLog after Close: %v", err)
+	}
+	if err := n.Replay(ctx, 0, 2, func(Commit) error { return nil }); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Replay after Close: %v", err)
+	}
+	if _, _, err := s.GetMeta(ctx, "m"); !errors.Is(err, ErrClosed) {
+		t.Fatalf("GetMeta after Close: %v", err)
+	}
+	if err := s.Compact(ctx); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Compact after Close: %v", err)
+	}
+	if _, err := s.Namespace(ctx, "new"); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Namespace after Close: %v", err)
+	}
+}

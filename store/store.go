@@ -171,6 +171,13 @@ type Store struct {
 
 	compactMu sync.Mutex // one Compact at a time
 
+	// dsMu guards the datastore against Close: calls outside the commit
+	// and sync loops hold it for reading (use), and Close takes it before
+	// closing the datastore, which then answers nothing (Pebble panics on
+	// use after close).
+	dsMu     sync.RWMutex
+	dsClosed bool
+
 	slots chan struct{} // backpressure: one per pending operation
 
 	qMu     sync.Mutex
@@ -410,6 +417,11 @@ func (s *Store) Namespace(ctx context.Context, name string) (*Namespace, error) 
 	if err := s.check(); err != nil {
 		return nil, err
 	}
+	release, err := s.use()
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	var floor uint64
 	if s.reused {
 		floor = FloorBase + s.opts.Rand()>>2
@@ -439,6 +451,11 @@ func (s *Store) Namespaces() []string {
 
 // GetMeta reads caller metadata stored under name; ok is false if absent.
 func (s *Store) GetMeta(ctx context.Context, name string) (val []byte, ok bool, err error) {
+	release, err := s.use()
+	if err != nil {
+		return nil, false, err
+	}
+	defer release()
 	b, err := s.ds.Get(ctx, metaKey(name))
 	if errors.Is(err, ds.ErrNotFound) {
 		return nil, false, nil
@@ -454,6 +471,11 @@ func (s *Store) PutMeta(ctx context.Context, name string, val []byte) error {
 	if err := s.check(); err != nil {
 		return err
 	}
+	release, err := s.use()
+	if err != nil {
+		return err
+	}
+	defer release()
 	if err := s.ds.Put(ctx, metaKey(name), val); err != nil {
 		return fmt.Errorf("store: write meta %q: %w", name, err)
 	}
@@ -541,6 +563,11 @@ func (s *Store) Compact(ctx context.Context) error {
 	// their bytes out of the log twice.
 	s.compactMu.Lock()
 	defer s.compactMu.Unlock()
+	release, err := s.use()
+	if err != nil {
+		return err
+	}
+	defer release()
 	s.nsMu.RLock()
 	list := make([]*Namespace, 0, len(s.ns))
 	for _, n := range s.ns {
@@ -580,6 +607,9 @@ func (s *Store) Close() error {
 		close(s.closing)
 		s.wg.Wait()
 		s.closeErr = s.markClean()
+		s.dsMu.Lock()
+		s.dsClosed = true
+		s.dsMu.Unlock()
 		if s.closer != nil {
 			if err := s.closer(); s.closeErr == nil {
 				s.closeErr = err
@@ -587,6 +617,17 @@ func (s *Store) Close() error {
 		}
 	})
 	return s.closeErr
+}
+
+// use holds the datastore open until release; ErrClosed once Close closed
+// it.
+func (s *Store) use() (release func(), err error) {
+	s.dsMu.RLock()
+	if s.dsClosed {
+		s.dsMu.RUnlock()
+		return nil, ErrClosed
+	}
+	return s.dsMu.RUnlock, nil
 }
 
 // markClean syncs everything committed and records that it did, so the
