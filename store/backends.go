@@ -92,26 +92,8 @@ type pebbleStore struct {
 }
 
 func (p pebbleStore) scanPrefix(ctx context.Context, prefix string, fn func(key string, val []byte) error) error {
-	lower := []byte(prefix + "/")
-	upper := []byte(prefix + "0") // '0' is the byte after '/'
-	it, err := p.DB.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
-	if err != nil {
-		return err
-	}
-	defer it.Close()
-	for ok := it.First(); ok; ok = it.Next() {
-		v, err := it.ValueAndErr()
-		if err != nil {
-			return err
-		}
-		if err := fn(string(it.Key()), v); err != nil {
-			return err
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-	}
-	return it.Error()
+	// '0' is the byte after '/'.
+	return p.scanRange(ctx, prefix+"/", prefix+"0", func(k string, v []byte) (bool, error) { return true, fn(k, v) })
 }
 
 func (p pebbleStore) scanRange(ctx context.Context, lower, upper string, fn func(key string, val []byte) (bool, error)) error {

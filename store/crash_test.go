@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -28,14 +29,8 @@ const (
 func crashChild(dir string) int {
 	run := os.Getenv(crashRunEnv)
 	ctx := context.Background()
-	s, err := OpenPebble(ctx, dir, Options{Replica: testReplica})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "open:", err)
-		return 3
-	}
-	n, err := s.Namespace(ctx, "crash")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "namespace:", err)
+	n, ok := openChildStore(dir, Options{Replica: testReplica}, "crash")
+	if !ok {
 		return 3
 	}
 	var outMu sync.Mutex
@@ -135,17 +130,7 @@ func TestCrashLosesNothingAcknowledged(t *testing.T) {
 // returns the lines it printed (each an acknowledged write).
 func runAndKill(t *testing.T, dir string, run int, delay time.Duration) []string {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), crashChildEnv+"="+dir, crashRunEnv+"="+strconv.Itoa(run))
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, out, stderr := startChild(t, crashChildEnv+"="+dir, crashRunEnv+"="+strconv.Itoa(run))
 	var lines []string
 	done := make(chan struct{})
 	go func() {
@@ -164,7 +149,7 @@ func runAndKill(t *testing.T, dir string, run int, delay time.Duration) []string
 	time.Sleep(delay) // the crash moment: a chosen point in time, not a wait for a condition
 	_ = cmd.Process.Signal(syscall.SIGKILL)
 	<-done
-	err = cmd.Wait()
+	err := cmd.Wait()
 	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() {
 		t.Fatalf("run %d: writer exited by itself (%v): %s", run, err, stderr.String())
 	}
@@ -214,14 +199,8 @@ const noSyncFlush = 50 * time.Millisecond
 // bound, saying so, until it is killed.
 func noSyncChild(dir string) int {
 	ctx := context.Background()
-	s, err := OpenPebble(ctx, dir, Options{Replica: testReplica, NoSync: true, FlushEvery: noSyncFlush})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "open:", err)
-		return 3
-	}
-	n, err := s.Namespace(ctx, "nosync")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "namespace:", err)
+	n, ok := openChildStore(dir, Options{Replica: testReplica, NoSync: true, FlushEvery: noSyncFlush}, "nosync")
+	if !ok {
 		return 3
 	}
 	for i := range 10 {
@@ -243,17 +222,7 @@ func noSyncChild(dir string) int {
 // review: such writes waited for the next durable write, indefinitely).
 func TestNoSyncWritesSurviveAProcessCrashAfterFlushEvery(t *testing.T) {
 	dir := t.TempDir()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), noSyncChildEnv+"="+dir)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, out, stderr := startChild(t, noSyncChildEnv+"="+dir)
 	defer cmd.Process.Kill()
 	lines := make(chan string, 1)
 	go func() {
@@ -283,4 +252,39 @@ func TestNoSyncWritesSurviveAProcessCrashAfterFlushEvery(t *testing.T) {
 			t.Fatalf("k%d, acknowledged under NoSync more than FlushEvery before the crash, is gone", i)
 		}
 	}
+}
+
+// openChildStore opens a child process's store and namespace, saying on
+// stderr what failed.
+func openChildStore(dir string, opts Options, ns string) (*Namespace, bool) {
+	ctx := context.Background()
+	s, err := OpenPebble(ctx, dir, opts)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "open:", err)
+		return nil, false
+	}
+	n, err := s.Namespace(ctx, ns)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "namespace:", err)
+		return nil, false
+	}
+	return n, true
+}
+
+// startChild re-executes this test binary with env added, as a child that
+// TestMain turns into a writer; its stdout is piped, its stderr kept.
+func startChild(t *testing.T, env ...string) (*exec.Cmd, io.ReadCloser, *strings.Builder) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr := new(strings.Builder)
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd, out, stderr
 }
