@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -97,6 +98,25 @@ func TestAPIBindNonLoopback(t *testing.T) {
 				want = 401
 			}
 			mustCall(t, want, "PUT", d.url("/v1/ns/test/kv/k"), []byte("v"))
+			if !tc.auth {
+				return
+			}
+			// The scheme is case-insensitive; the token is not.
+			for auth, code := range map[string]int{"Bearer s3cret": 204, "bearer s3cret": 204, "Bearer S3CRET": 401, "Basic s3cret": 401, "Bearers3cret": 401} {
+				req, err := http.NewRequest("PUT", d.url("/v1/ns/test/kv/k"), strings.NewReader("v"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				req.Header.Set("Authorization", auth)
+				resp, err := httpClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != code {
+					t.Errorf("Authorization %q: %d, want %d", auth, resp.StatusCode, code)
+				}
+			}
 		})
 	}
 }

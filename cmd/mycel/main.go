@@ -49,10 +49,15 @@ func noArgs(cmd *cobra.Command, args []string) error {
 	return nil
 }
 
+// rangeArgs accepts min to max arguments, the first (a key or a file) not
+// empty: an empty key would name the listing route instead.
 func rangeArgs(min, max int) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
 		if err := cobra.RangeArgs(min, max)(cmd, args); err != nil {
 			return usageError{err}
+		}
+		if len(args) > 0 && args[0] == "" {
+			return usageError{fmt.Errorf("%s: the first argument must not be empty", cmd.Name())}
 		}
 		return nil
 	}

@@ -623,6 +623,7 @@ func TestUsageErrors(t *testing.T) {
 		{"API port out of range", []string{"daemon", "--api", "127.0.0.1:99999"}, "want HOST:PORT"},
 		{"unknown flag", []string{"get", "--bogus", "k"}, "unknown flag"},
 		{"missing argument", []string{"get"}, "arg"},
+		{"empty key", []string{"get", ""}, "get: the first argument must not be empty"},
 		{"unknown command", []string{"frobnicate"}, "unknown command"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
