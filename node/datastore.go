@@ -152,6 +152,9 @@ func (b *nsBatch) Commit(ctx context.Context) error {
 		if err := st.ApplyAll(ctx, ops[start:end], store.WithoutWait()); err != nil {
 			return mapErr(err)
 		}
+		for _, op := range ops[start:end] { // applied: a retry must not repeat them
+			delete(b.ops, ds.NewKey(op.Key))
+		}
 		start = end
 	}
 	b.ops = make(map[ds.Key]*[]byte)

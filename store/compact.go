@@ -88,6 +88,14 @@ func (n *Namespace) trimPositions(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if newLow > done && len(victims) > 0 {
+		// The index is about to be empty: the positions used must still
+		// be known to the next open. Written before the deletions, so a
+		// crash that keeps them keeps it.
+		if err := n.savePosFloor(ctx, done); err != nil {
+			return err
+		}
+	}
 	for _, p := range victims {
 		if err := n.s.ds.Delete(ctx, n.layout.posKey(p)); err != nil {
 			return err
@@ -96,4 +104,14 @@ func (n *Namespace) trimPositions(ctx context.Context) error {
 	}
 	n.posLow.Store(max(newLow, n.posLow.Load()))
 	return nil
+}
+
+// savePosFloor records that positions up to p were used: the next open
+// starts above it.
+func (n *Namespace) savePosFloor(ctx context.Context, p uint64) error {
+	cur, err := readFloor(ctx, n.s, n.layout.posFloorKey())
+	if err != nil || cur >= p {
+		return err
+	}
+	return n.s.ds.Put(ctx, n.layout.posFloorKey(), posFloorRecord(p))
 }

@@ -781,7 +781,7 @@ func (n *Namespace) Replay(ctx context.Context, from, to uint64, fn func(Commit)
 		return err
 	}
 	defer release()
-	return n.scanPositions(ctx, from, to, func(p uint64, origin crdt.ReplicaID, seq uint64) (bool, error) {
+	err = n.scanPositions(ctx, from, to, func(p uint64, origin crdt.ReplicaID, seq uint64) (bool, error) {
 		if origin == 0 {
 			return false, fmt.Errorf("%w: position %d is a state reconciliation", ErrCompacted, p)
 		}
@@ -795,6 +795,15 @@ func (n *Namespace) Replay(ctx context.Context, from, to uint64, fn func(Commit)
 		c := Commit{Namespace: n.name, Origin: origin, Seq: seq, Delta: b.Delta, Encoded: b.Encoded, Local: origin == n.s.opts.Replica, Position: p}
 		return true, fn(c)
 	})
+	if err != nil {
+		return err
+	}
+	// Trimming may have removed entries after from while the scan ran,
+	// which the scan would pass over like skipped positions.
+	if low := n.posLow.Load(); from+1 < low && from < to {
+		return fmt.Errorf("%w: position %d, oldest kept %d", ErrCompacted, from, low)
+	}
+	return nil
 }
 
 // scanPositions calls fn, in order, with every position index entry after

@@ -344,6 +344,16 @@ func TestPositionsNeverReused(t *testing.T) {
 	if err := n.Replay(ctx, positions[0], last, func(Commit) error { return nil }); !errors.Is(err, ErrCompacted) {
 		t.Fatalf("replay of trimmed positions: %v, want ErrCompacted", err)
 	}
+	s, n = reopen(s, false)
+	if p := n.Position(); p < last {
+		t.Fatalf("after the index was trimmed away, a clean reopen starts at %d, below %d", p, last)
+	}
+	write("e")
+	last = n.Position()
+	now = now.Add(48 * time.Hour)
+	if err := s.Compact(ctx); err != nil {
+		t.Fatal(err)
+	}
 	s, n = reopen(s, true)
 	defer s.Close()
 	if p := n.Position(); p <= last {

@@ -563,17 +563,20 @@ func (s *Store) Compact(ctx context.Context) error {
 	// their bytes out of the log twice.
 	s.compactMu.Lock()
 	defer s.compactMu.Unlock()
-	release, err := s.use()
-	if err != nil {
-		return err
-	}
-	defer release()
+	// The namespaces first: Namespace holds nsMu while it uses the
+	// datastore, so taking them in the other order could deadlock with it
+	// and a Close waiting for the datastore.
 	s.nsMu.RLock()
 	list := make([]*Namespace, 0, len(s.ns))
 	for _, n := range s.ns {
 		list = append(list, n)
 	}
 	s.nsMu.RUnlock()
+	release, err := s.use()
+	if err != nil {
+		return err
+	}
+	defer release()
 	for _, n := range list {
 		if err := n.compact(ctx); err != nil {
 			return err
@@ -641,6 +644,16 @@ func (s *Store) markClean() error {
 		return nil
 	}
 	ctx := context.Background()
+	// Each namespace's next open continues after its last position even
+	// if the index is trimmed away by then (or was already).
+	s.nsMu.RLock()
+	for _, n := range s.ns {
+		if err := n.savePosFloor(ctx, n.posDone.Load()); err != nil {
+			s.nsMu.RUnlock()
+			return fmt.Errorf("store: close: %w", err)
+		}
+	}
+	s.nsMu.RUnlock()
 	if err := s.ds.Put(ctx, ds.RawKey(keyClean), []byte{1}); err != nil {
 		return fmt.Errorf("store: close: %w", err)
 	}
