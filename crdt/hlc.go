@@ -80,8 +80,9 @@ func (c *Clock) tick() {
 // A reading more than MaxDrift ahead of pt is rejected with ErrClockDrift and
 // leaves the clock unchanged.
 func (c *Clock) Update(rt Timestamp, pt int64) error {
-	if c.MaxDrift > 0 && rt.Wall-pt > c.MaxDrift {
-		return fmt.Errorf("%w: remote %d ms ahead, max %d ms", ErrClockDrift, rt.Wall-pt, c.MaxDrift)
+	// Compared without overflow: any two int64 differ by less than 2^64.
+	if c.MaxDrift > 0 && rt.Wall > pt && uint64(rt.Wall)-uint64(pt) > uint64(c.MaxDrift) {
+		return fmt.Errorf("%w: remote %d ms ahead, max %d ms", ErrClockDrift, uint64(rt.Wall)-uint64(pt), c.MaxDrift)
 	}
 	switch {
 	case pt > c.last.Wall && pt > rt.Wall:

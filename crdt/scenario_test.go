@@ -3,6 +3,7 @@ package crdt
 import (
 	"bytes"
 	"errors"
+	"math"
 	"testing"
 )
 
@@ -261,5 +262,28 @@ func TestEncodeRoundTrip(t *testing.T) {
 	}
 	if !ns.Equal(a.ns) || ns.Digest() != a.ns.Digest() {
 		t.Fatal("state round trip differs")
+	}
+}
+
+// TestClockDriftCheckDoesNotOverflow: remote readings at the ends of the
+// int64 range are judged by their real distance from local time (found by
+// review: the difference wrapped, refusing a reading far in the past and
+// letting one far in the future through from a negative local time).
+func TestClockDriftCheckDoesNotOverflow(t *testing.T) {
+	for _, c := range []struct {
+		remote, local int64
+		refused       bool
+	}{
+		{math.MinInt64, 1_700_000_000_000, false}, // far behind: nothing to refuse
+		{math.MaxInt64, -1, true},                 // far ahead of a negative local time
+		{1_000, 0, false},
+		{1_001, 0, true},
+	} {
+		var clk Clock
+		clk.MaxDrift = 1_000
+		err := clk.Update(Timestamp{Wall: c.remote}, c.local)
+		if got := errors.Is(err, ErrClockDrift); got != c.refused {
+			t.Errorf("remote %d, local %d: refused %v, want %v (%v)", c.remote, c.local, got, c.refused, err)
+		}
 	}
 }
