@@ -7,8 +7,6 @@ import (
 	"math/rand/v2"
 	"sort"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -315,23 +313,7 @@ func TestHealFromManyPeersPullsOnce(t *testing.T) {
 	val := make([]byte, 100)
 	const keys, writers = 5000, 32
 	raw := keys * (len("heal-00000") + len(val))
-	errs := make(chan error, writers)
-	for w := range writers {
-		go func() {
-			for i := w; i < keys; i += writers {
-				if err := ns.Put(ctx, fmt.Sprintf("heal-%05d", i), val); err != nil {
-					errs <- err
-					return
-				}
-			}
-			errs <- nil
-		}()
-	}
-	for range writers {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
-		}
-	}
+	putKeysConcurrently(t, ns, writers, keys, func(i int) string { return fmt.Sprintf("heal-%05d", i) }, val)
 	waitConverged(t, rest, "h", keys, 30*time.Second)
 	before := cut.Stats().SyncBytesIn.Load()
 	for _, n := range rest {
@@ -359,29 +341,28 @@ func TestHealFromManyPeersPullsOnce(t *testing.T) {
 // of a node would: the writes share batches (and batch signatures).
 func putConcurrently(t *testing.T, ns *Namespace, from, to int) {
 	t.Helper()
-	var next atomic.Int64
-	next.Store(int64(from))
-	var wg sync.WaitGroup
-	errs := make(chan error, 16)
-	for range 16 {
-		wg.Add(1)
+	putKeysConcurrently(t, ns, 16, to-from, func(i int) string { return fmt.Sprintf("k%05d", from+i) }, []byte("value"))
+}
+
+// putKeysConcurrently puts keys key(0) .. key(count-1) with value val
+// from writers goroutines, so that commits group many puts.
+func putKeysConcurrently(t *testing.T, ns *Namespace, writers, count int, key func(i int) string, val []byte) {
+	t.Helper()
+	errs := make(chan error, writers)
+	for w := range writers {
 		go func() {
-			defer wg.Done()
-			for {
-				k := next.Add(1) - 1
-				if k >= int64(to) {
-					return
-				}
-				if err := ns.Put(context.Background(), fmt.Sprintf("k%05d", k), []byte("value")); err != nil {
+			for i := w; i < count; i += writers {
+				if err := ns.Put(context.Background(), key(i), val); err != nil {
 					errs <- err
 					return
 				}
 			}
+			errs <- nil
 		}()
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
+	for range writers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -177,27 +177,10 @@ func TestWatchReplayIsBounded(t *testing.T) {
 	n := cluster(t, 1, nil)[0]
 	ns := mustNS(t, n, "w")
 	start := ns.Position()
-	// Concurrent writers, so commits group many puts.
-	const writers, each = 64, (maxWatchReplay + 1000) / 64
-	errs := make(chan error, writers)
-	for w := range writers {
-		go func() {
-			for i := range each {
-				if err := ns.Put(ctx, fmt.Sprintf("k%d-%d", w, i), []byte("v")); err != nil {
-					errs <- err
-					return
-				}
-			}
-			errs <- nil
-		}()
-	}
-	for range writers {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
-		}
-	}
+	const puts = maxWatchReplay + 1000
+	putKeysConcurrently(t, ns, 64, puts, func(i int) string { return fmt.Sprint("k", i) }, []byte("v"))
 	if _, err := ns.WatchFrom(ctx, "", start); !errors.Is(err, ErrCompacted) {
-		t.Fatalf("resuming %d changes behind: %v, want ErrCompacted", writers*each, err)
+		t.Fatalf("resuming %d changes behind: %v, want ErrCompacted", puts, err)
 	}
 	// Within the bound: the replay works.
 	ch, err := ns.WatchFrom(ctx, "", ns.Position()-3)
