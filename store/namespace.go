@@ -828,7 +828,19 @@ func (n *Namespace) scanPositions(ctx context.Context, from, to uint64, fn func(
 	if rs, ok := n.s.ds.(rangeValueScanner); ok {
 		return rs.scanRange(ctx, lower, upper, entry)
 	}
-	res, err := n.s.ds.Query(ctx, query.Query{Prefix: n.layout.posPrefix(), Orders: []query.Order{query.OrderByKey{}}})
+	q := query.Query{Prefix: n.layout.posPrefix(), Orders: []query.Order{query.OrderByKey{}}}
+	return queryEach(ctx, n.s, q, func(k string, v []byte) (bool, error) {
+		if k < lower {
+			return true, nil
+		}
+		return entry(k, v)
+	})
+}
+
+// queryEach runs q through go-datastore's Query (for datastores without a
+// faster scan) and calls fn with each entry while it returns true.
+func queryEach(ctx context.Context, s *Store, q query.Query, fn func(key string, val []byte) (bool, error)) error {
+	res, err := s.ds.Query(ctx, q)
 	if err != nil {
 		return err
 	}
@@ -837,10 +849,7 @@ func (n *Namespace) scanPositions(ctx context.Context, from, to uint64, fn func(
 		if r.Error != nil {
 			return r.Error
 		}
-		if r.Key < lower {
-			continue
-		}
-		more, err := entry(r.Key, r.Value)
+		more, err := fn(r.Key, r.Value)
 		if err != nil || !more {
 			return err
 		}
@@ -868,20 +877,12 @@ func scan(ctx context.Context, s *Store, prefix string, sizesOnly bool, fn func(
 			return nil
 		})
 	}
-	res, err := s.ds.Query(ctx, query.Query{Prefix: prefix})
-	if err != nil {
-		return err
-	}
-	defer res.Close()
-	for r := range res.Next() {
-		if r.Error != nil {
-			return r.Error
+	return queryEach(ctx, s, query.Query{Prefix: prefix}, func(k string, v []byte) (bool, error) {
+		if err := fn(k, v); err != nil {
+			return false, fmt.Errorf("record %s: %w", k, err)
 		}
-		if err := fn(r.Key, r.Value); err != nil {
-			return fmt.Errorf("record %s: %w", r.Key, err)
-		}
-	}
-	return ctx.Err()
+		return true, nil
+	})
 }
 
 // prefixScanner is implemented by datastores that can iterate a prefix
