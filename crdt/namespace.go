@@ -357,6 +357,36 @@ func (n *Namespace) ApplyDelta(d Delta, changed func(key string, v Value)) {
 	n.ctx.Merge(d.ctx)
 }
 
+// RemovalDelta returns the delta that removes the dots of removed wherever
+// n holds them: removed as its context, and every key holding one of those
+// dots named with an empty value that covers the whole key.
+//
+// A delta that names no key (a replica's announcement of the dot range it
+// skipped after a crash) still covers dots: those of its batches that were
+// published and then lost in the crash. Applied as it is, it would remove
+// them nowhere, so replicas that applied such a batch would keep its values
+// while the others drop the batch when it reaches them. Applied as
+// RemovalDelta(its context), it removes them everywhere, in any order. It
+// visits every key, but only when n has seen one of the removed dots.
+func (n *Namespace) RemovalDelta(removed Context) Delta {
+	d := Delta{ctx: removed.Clone()}
+	seen := n.ctx.Intersect(removed)
+	if seen.Ranges() == 0 {
+		return d
+	}
+	for key, v := range n.keys {
+		held := false
+		v.Dots(func(dot Dot) { held = held || seen.Contains(dot) })
+		if held {
+			var empty Value
+			empty.extension().covers = true
+			d.entries = append(d.entries, entry{key: key, val: empty})
+		}
+	}
+	sort.Slice(d.entries, func(i, j int) bool { return d.entries[i].key < d.entries[j].key })
+	return d
+}
+
 // Join joins the whole state o into n: the lattice join of two replicas.
 // It visits every key of both.
 func (n *Namespace) Join(o *Namespace) {

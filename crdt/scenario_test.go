@@ -287,3 +287,94 @@ func TestClockDriftCheckDoesNotOverflow(t *testing.T) {
 		}
 	}
 }
+
+// recvBatch applies a batch as the store does: a batch that names no key is
+// a dot-skip announcement and is applied as the removal of its dots.
+func (r *replica) recvBatch(ds ...Delta) {
+	for _, d := range ds {
+		if d.Len() == 0 {
+			d = r.ns.RemovalDelta(d.Context())
+		}
+		r.ns.ApplyDelta(d, nil)
+	}
+}
+
+// A batch published and then lost in its origin's crash, followed by the
+// origin's announcement of the dots it skipped on restart: whichever
+// replicas got the lost batch, and in whichever order, all end equal.
+func TestSkippedDotsRemoveALostBatchEverywhere(t *testing.T) {
+	const origin = 1
+	v := newReplica(t, origin)
+	var before []Delta
+	before = append(before, v.do(Op{Kind: OpPut, Key: "k", Value: []byte("y")}))
+	before = append(before, v.do(Op{Kind: OpSetUpdate, Key: "s", Add: []string{"a"}}))
+	before = append(before, v.do(Op{Kind: OpCounterAdd, Key: "c", N: 7}))
+	before = append(before, v.do(Op{Kind: OpPut, Key: "m", Path: []string{"f"}, Value: []byte("1")}))
+	restarted := v.ns.Clone() // what reached the disk
+	// The batch lost in the crash: it supersedes some of the above and
+	// adds elsewhere.
+	lost := JoinDeltas(
+		v.do(Op{Kind: OpPut, Key: "k", Value: []byte("x")}),
+		v.do(Op{Kind: OpSetUpdate, Key: "s", Add: []string{"b"}}),
+		v.do(Op{Kind: OpCounterAdd, Key: "c", N: 3}),
+		v.do(Op{Kind: OpPut, Key: "m", Path: []string{"g"}, Value: []byte("2")}),
+		v.do(Op{Kind: OpPut, Key: "new", Value: []byte("z")}),
+	)
+	hi := restarted.MaxDot(origin)
+	var skipped Context
+	skipped.AddRange(origin, hi+1, hi+1<<40)
+	skip := ContextDelta(skipped)
+
+	v.ns = restarted
+	v.recvBatch(skip)
+	others := map[string]*replica{}
+	for name, id := range map[string]ReplicaID{"lost-then-skip": 2, "skip-then-lost": 3, "skip-only": 4, "lost-twice": 5} {
+		r := newReplica(t, id)
+		r.recvBatch(before...)
+		others[name] = r
+	}
+	others["lost-then-skip"].recvBatch(lost, skip)
+	others["skip-then-lost"].recvBatch(skip, lost)
+	others["skip-only"].recvBatch(skip)
+	others["lost-twice"].recvBatch(lost, skip, lost, skip)
+	// The lost batch stays in the logs of those that got it, so sync
+	// brings it to the rest, the restarted origin included.
+	others["skip-only"].recvBatch(lost)
+	v.recvBatch(lost)
+
+	want := v.ns.Digest()
+	for name, r := range others {
+		if got := r.ns.Digest(); got != want {
+			t.Errorf("%s: digest %s, origin %s", name, got, want)
+			r.ns.Range(func(k string, val Value) bool { t.Logf("  %s: %s = %v", name, k, val); return true })
+		}
+	}
+	if _, ok := v.ns.Get("new"); ok {
+		t.Error("a key only the lost batch wrote survived")
+	}
+
+	// Without the removal, a replica that applied the lost batch keeps it.
+	plain := newReplica(t, 9)
+	plain.recv(before...)
+	plain.recv(lost, skip)
+	if plain.ns.Digest() == want {
+		t.Fatal("the scenario does not exercise the removal")
+	}
+}
+
+// A skip announcement whose dots the receiver never saw visits no key.
+func TestRemovalDeltaOfUnseenDotsNamesNoKey(t *testing.T) {
+	v := newReplica(t, 1)
+	r := newReplica(t, 2)
+	r.recv(v.do(Op{Kind: OpPut, Key: "k", Value: []byte("y")}))
+	var skipped Context
+	skipped.AddRange(1, 2, 1<<40)
+	if d := r.ns.RemovalDelta(skipped); d.Len() != 0 {
+		t.Fatalf("removal of unseen dots names %d keys", d.Len())
+	}
+	r.recvBatch(ContextDelta(skipped))
+	got, _ := r.ns.Get("k")
+	if val, _, ok := got.Register(); !ok || string(val) != "y" {
+		t.Fatalf("k = %q, %v; want y", val, ok)
+	}
+}

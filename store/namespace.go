@@ -238,11 +238,17 @@ func (n *Namespace) ApplyBatch(ctx context.Context, b Batch, opts ...WriteOption
 	if enc == nil {
 		enc = b.Delta.Encode(nil)
 	}
+	d := b.Delta
+	if d.Len() == 0 {
+		// A batch that names no key announces dots its origin skipped
+		// after a crash; some may belong to a lost batch that reached us.
+		d = n.state.RemovalDelta(d.Context())
+	}
 	p := &pending{
-		kind: pendingRemote, ns: n, delta: b.Delta, origin: b.Origin, seq: b.Seq,
+		kind: pendingRemote, ns: n, delta: d, origin: b.Origin, seq: b.Seq,
 		encoded: enc, signer: b.Signer, sig: b.Sig, done: make(chan error, 1),
 	}
-	n.applyLocked(b.Delta, p)
+	n.applyLocked(d, p)
 	s.enqueue(p)
 	n.mu.Unlock()
 	if wo.noWait {

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
+	"github.com/ipfs/go-datastore/query"
 	dssync "github.com/ipfs/go-datastore/sync"
 
 	"github.com/mycelnet/mycel/crdt"
@@ -426,5 +428,116 @@ func TestUseAfterCloseIsAnError(t *testing.T) {
 	}
 	if _, err := s.Namespace(ctx, "new"); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Namespace after Close: %v", err)
+	}
+}
+
+// copyDatastore returns a copy of everything in d: a disk as a crash left it.
+func copyDatastore(t *testing.T, d ds.Datastore) ds.Batching {
+	t.Helper()
+	ctx := context.Background()
+	out := dssync.MutexWrap(ds.NewMapDatastore())
+	res, err := d.Query(ctx, query.Query{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Close()
+	for e := range res.Next() {
+		if e.Error != nil {
+			t.Fatal(e.Error)
+		}
+		if err := out.Put(ctx, ds.NewKey(e.Key), e.Value); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
+// A batch that reached a peer and was then lost in its origin's crash: the
+// origin's dot-skip announcement removes its value on the peer too, durably,
+// and the batch relayed back to the origin changes nothing there, so the two
+// agree.
+func TestSkipAnnouncementRemovesALostBatch(t *testing.T) {
+	ctx := context.Background()
+	var mu sync.Mutex
+	var commits []Commit
+	record := func(c Commit) {
+		mu.Lock()
+		commits = append(commits, c)
+		mu.Unlock()
+	}
+	last := func() Commit {
+		mu.Lock()
+		defer mu.Unlock()
+		return commits[len(commits)-1]
+	}
+	disk := dssync.MutexWrap(ds.NewMapDatastore())
+	origin, err := Open(ctx, disk, Options{Replica: 1, OnCommit: record})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer origin.Close()
+	peerDisk := dssync.MutexWrap(ds.NewMapDatastore())
+	var peerCommits []Commit
+	peer, err := Open(ctx, peerDisk, Options{Replica: 2, CompactEvery: -1, OnCommit: func(c Commit) { peerCommits = append(peerCommits, c) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, p := mustNS(t, origin, "x"), mustNS(t, peer, "x")
+	deliver := func(n *Namespace, c Commit) {
+		t.Helper()
+		if _, err := n.ApplyBatch(ctx, Batch{Origin: c.Origin, Seq: c.Seq, Delta: c.Delta, Encoded: c.Encoded}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(t, o, "k", "y")
+	put(t, o, "keep", "1")
+	for _, c := range commits {
+		deliver(p, c)
+	}
+	crashed := copyDatastore(t, disk) // the origin's disk when it dies
+	put(t, o, "k", "x")               // published, never durable
+	lost := last()
+	deliver(p, lost)
+	if v, _ := getString(p, "k"); v != "x" {
+		t.Fatalf("peer k = %q before the crash", v)
+	}
+
+	restarted, err := Open(ctx, crashed, Options{Replica: 1, OnCommit: record})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer restarted.Close()
+	r := mustNS(t, restarted, "x")
+	skip := last()
+	if skip.Delta.Len() != 0 || skip.Origin != 1 {
+		t.Fatalf("restart committed %d keys from %v, want the skip announcement", skip.Delta.Len(), skip.Origin)
+	}
+	peerCommits = nil
+	deliver(p, skip)
+	if _, ok := p.Get("k"); ok {
+		t.Fatal("the peer kept the lost batch's value after the skip announcement")
+	}
+	if len(peerCommits) != 1 || peerCommits[0].Delta.Len() != 1 || peerCommits[0].Delta.Key(0) != "k" {
+		t.Fatalf("the peer's commit of the announcement does not name k: %+v", peerCommits)
+	}
+	deliver(r, lost) // sync relays it from the peer's log
+	want, _ := r.Digest()
+	if got, _ := p.Digest(); got != want || fullDigest(p) != want {
+		t.Fatal("peer and restarted origin differ")
+	}
+	if v, _ := getString(p, "keep"); v != "1" {
+		t.Fatalf("keep = %q", v)
+	}
+	// The removal is durable.
+	if err := peer.Close(); err != nil {
+		t.Fatal(err)
+	}
+	peer, err = Open(ctx, peerDisk, Options{Replica: 2, CompactEvery: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	if got, _ := mustNS(t, peer, "x").Digest(); got != want {
+		t.Fatal("the reopened peer differs from the origin")
 	}
 }
