@@ -357,20 +357,22 @@ func (n *Namespace) ApplyDelta(d Delta, changed func(key string, v Value)) {
 	n.ctx.Merge(d.ctx)
 }
 
-// RemovalDelta returns the delta that removes the dots of removed wherever
+// RemovalDelta returns the delta that removes r's dots in removed wherever
 // n holds them: removed as its context, and every key holding one of those
 // dots named with an empty value that covers the whole key.
 //
-// A delta that names no key (a replica's announcement of the dot range it
-// skipped after a crash) still covers dots: those of its batches that were
+// A delta that names no key (replica r's announcement of the dot range it
+// skipped after a crash) still covers dots: those of r's batches that were
 // published and then lost in the crash. Applied as it is, it would remove
 // them nowhere, so replicas that applied such a batch would keep its values
 // while the others drop the batch when it reaches them. Applied as
-// RemovalDelta(its context), it removes them everywhere, in any order. It
-// visits every key, but only when n has seen one of the removed dots.
-func (n *Namespace) RemovalDelta(removed Context) Delta {
+// RemovalDelta(its context, r), it removes them everywhere, in any order.
+// Only r's dots are looked for: such a delta may undo r's own writes, never
+// another replica's. It visits every key, but only when n has seen one of
+// the removed dots.
+func (n *Namespace) RemovalDelta(removed Context, r ReplicaID) Delta {
 	d := Delta{ctx: removed.Clone()}
-	seen := n.ctx.Intersect(removed)
+	seen := n.ctx.Intersect(removed.Of(r))
 	if seen.Ranges() == 0 {
 		return d
 	}

@@ -293,7 +293,7 @@ func TestClockDriftCheckDoesNotOverflow(t *testing.T) {
 func (r *replica) recvBatch(ds ...Delta) {
 	for _, d := range ds {
 		if d.Len() == 0 {
-			d = r.ns.RemovalDelta(d.Context())
+			d = r.ns.RemovalDelta(d.Context(), d.Replicas()[0])
 		}
 		r.ns.ApplyDelta(d, nil)
 	}
@@ -369,12 +369,27 @@ func TestRemovalDeltaOfUnseenDotsNamesNoKey(t *testing.T) {
 	r.recv(v.do(Op{Kind: OpPut, Key: "k", Value: []byte("y")}))
 	var skipped Context
 	skipped.AddRange(1, 2, 1<<40)
-	if d := r.ns.RemovalDelta(skipped); d.Len() != 0 {
+	if d := r.ns.RemovalDelta(skipped, 1); d.Len() != 0 {
 		t.Fatalf("removal of unseen dots names %d keys", d.Len())
 	}
 	r.recvBatch(ContextDelta(skipped))
 	got, _ := r.ns.Get("k")
 	if val, _, ok := got.Register(); !ok || string(val) != "y" {
 		t.Fatalf("k = %q, %v; want y", val, ok)
+	}
+}
+
+// A batch naming no key removes only its origin's writes.
+func TestRemovalDeltaLeavesOtherReplicasWrites(t *testing.T) {
+	v := newReplica(t, 1)
+	r := newReplica(t, 2)
+	r.recv(v.do(Op{Kind: OpPut, Key: "k", Value: []byte("y")}))
+	var covers Context
+	covers.AddRange(1, 1, 1)
+	if d := r.ns.RemovalDelta(covers, 3); d.Len() != 0 {
+		t.Fatalf("replica 3's announcement names %d of replica 1's keys", d.Len())
+	}
+	if d := r.ns.RemovalDelta(covers, 1); d.Len() != 1 || d.Key(0) != "k" {
+		t.Fatalf("replica 1's announcement names %d keys, want k", d.Len())
 	}
 }

@@ -242,7 +242,7 @@ func (n *Namespace) ApplyBatch(ctx context.Context, b Batch, opts ...WriteOption
 	if d.Len() == 0 {
 		// A batch that names no key announces dots its origin skipped
 		// after a crash; some may belong to a lost batch that reached us.
-		d = n.state.RemovalDelta(d.Context())
+		d = n.state.RemovalDelta(d.Context(), b.Origin)
 	}
 	p := &pending{
 		kind: pendingRemote, ns: n, delta: d, origin: b.Origin, seq: b.Seq,
