@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
 
 	"github.com/mycelnet/mycel/crdt"
 	"github.com/mycelnet/mycel/store"
@@ -192,6 +195,49 @@ func TestIdentityKeptAndPrivate(t *testing.T) {
 	cfg.DataDir = dir
 	if _, err := Open(context.Background(), cfg); !errors.Is(err, ErrInUse) {
 		t.Fatalf("second node on one data dir: %v", err)
+	}
+}
+
+// Nodes starting together on a fresh data directory agree on one identity
+// key, the one on disk: the loser of the store lock must not leave its own
+// key behind for the winner's next start to trip over.
+func TestConcurrentFirstStartsAgreeOnIdentity(t *testing.T) {
+	for round := 0; round < 20; round++ {
+		dir := t.TempDir()
+		const starters = 6
+		ids := make([]string, starters)
+		errs := make([]error, starters)
+		var wg sync.WaitGroup
+		for i := range starters {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				n := &Node{cfg: Config{DataDir: dir}}
+				k, _, err := n.identity()
+				if err == nil {
+					var b []byte
+					b, err = crypto.MarshalPrivateKey(k)
+					ids[i] = string(b)
+				}
+				errs[i] = err
+			}()
+		}
+		wg.Wait()
+		onDisk, err := os.ReadFile(filepath.Join(dir, "identity.key"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range starters {
+			if errs[i] != nil {
+				t.Fatalf("round %d starter %d: %v", round, i, errs[i])
+			}
+			if ids[i] != string(onDisk) {
+				t.Fatalf("round %d: starter %d uses a key that is not the one on disk", round, i)
+			}
+		}
+		if left, _ := filepath.Glob(filepath.Join(dir, "*.tmp")); len(left) > 0 {
+			t.Fatalf("temporary files left: %v", left)
+		}
 	}
 }
 

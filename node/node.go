@@ -209,8 +209,21 @@ func (n *Node) identity() (key crypto.PrivKey, keyNew bool, err error) {
 	}
 	// Durable before the store records this replica as its owner: a key
 	// lost to a power cut would leave a store no new key may open.
-	if err := writeFileSynced(path, b, 0o600); err != nil {
+	created, err := createFileSynced(path, b, 0o600)
+	if err != nil {
 		return nil, false, fmt.Errorf("node: write identity: %w", err)
+	}
+	if !created {
+		// Another process starting on this directory made its key
+		// first: that one is the identity (and that process holds, or
+		// will hold, the store).
+		if b, err = os.ReadFile(path); err != nil {
+			return nil, false, fmt.Errorf("node: read identity: %w", err)
+		}
+		if k, err = crypto.UnmarshalPrivateKey(b); err != nil {
+			return nil, false, fmt.Errorf("node: identity key %s is corrupt: %w", path, err)
+		}
+		return k, false, nil
 	}
 	return k, true, nil
 }
@@ -504,36 +517,46 @@ func (n *Node) checkFingerprint(ctx context.Context) error {
 	return nil
 }
 
-// writeFileSynced writes b to path through a synced temporary file, renamed
-// into place, and syncs the directory, so that path holds all of b or
-// nothing after a crash.
-func writeFileSynced(path string, b []byte, perm os.FileMode) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
+// createFileSynced creates path holding b, durably, unless path exists:
+// then it writes nothing and reports created false. The bytes go to a synced
+// temporary file that is linked to path (a link never replaces a file), so
+// two processes creating the same file at once cannot both succeed, and a
+// reader never sees a partly written one.
+func createFileSynced(path string, b []byte, perm os.FileMode) (created bool, err error) {
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*.tmp")
 	if err != nil {
-		return err
+		return false, err
 	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
 	if _, err := f.Write(b); err != nil {
 		f.Close()
-		return err
+		return false, err
+	}
+	if err := f.Chmod(perm); err != nil && runtime.GOOS != "windows" {
+		f.Close()
+		return false, err
 	}
 	if err := f.Sync(); err != nil {
 		f.Close()
-		return err
+		return false, err
 	}
 	if err := f.Close(); err != nil {
-		return err
+		return false, err
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
+	if err := os.Link(tmp, path); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return false, nil
+		}
+		return false, err
 	}
 	dir, err := os.Open(filepath.Dir(path))
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer dir.Close()
 	if err := dir.Sync(); err != nil && runtime.GOOS != "windows" {
-		return err
+		return false, err
 	}
-	return nil
+	return true, nil
 }
