@@ -237,6 +237,7 @@ func (c *cluster) crash(n int, keepDisk bool) error {
 	if !keepDisk {
 		m.ds = dssync.MutexWrap(datastore.NewMapDatastore())
 		m.diskLost = true
+		c.track.wipe(n, time.Now())
 	} else if ferr := node.ForgetCleanClose(context.Background(), m.ds); err == nil {
 		// The node was closed, but a crash is not a clean close: the
 		// restart must take the store's crash path.

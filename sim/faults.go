@@ -119,7 +119,7 @@ func (sc *Scenario) validateFault(f Fault, at []any, regions map[string]int) err
 			return invalid(append(at, "latency"), "negative latency")
 		case f.Jitter != nil && *f.Jitter < 0:
 			return invalid(append(at, "jitter"), "negative jitter")
-		case f.Loss != nil && (*f.Loss < 0 || *f.Loss > 100):
+		case f.Loss != nil && !(*f.Loss >= 0 && *f.Loss <= 100): // NaN too
 			return invalid(append(at, "loss"), "loss %v: a percentage from 0 to 100", *f.Loss)
 		}
 	}

@@ -202,3 +202,32 @@ func openSettled(t *testing.T, sc *Scenario) *cluster {
 	}
 	return c
 }
+
+// TestRecoveryAfterAWipeCountsTheRefetch: a node restarted on an empty store
+// holds nothing it held before; the restart's recovery time is how long it
+// took to get everything back, not 0 because it once held it.
+func TestRecoveryAfterAWipeCountsTheRefetch(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		no := false
+		sc := Scenario{
+			Name:     "wipe",
+			Regions:  []Region{{Name: "a", Nodes: 3, Latency: 20 * time.Millisecond}},
+			Workload: Workload{Rate: 20, Duration: 3 * time.Second, Keys: 50},
+			Faults: []Fault{
+				{At: 8 * time.Second, Kind: Crash, Node: "a-2", KeepDisk: &no},
+				{At: 9 * time.Second, Kind: Restart, Node: "a-2"},
+			},
+			Expect: Expect{ConvergeWithin: 30 * time.Second},
+		}
+		rep, err := Run(t.Context(), sc, testSeed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !rep.Passed || len(rep.Heals) != 1 {
+			t.Fatalf("passed %v, heals %+v: %q", rep.Passed, rep.Heals, rep.Failures)
+		}
+		if h := rep.Heals[0]; h.RecoveredMS <= 0 {
+			t.Fatalf("the wiped node's restart recovered in %.1f ms", h.RecoveredMS)
+		}
+	})
+}

@@ -245,6 +245,16 @@ func removeStaleNetns(ctx context.Context) {
 			continue
 		}
 		if syscall.Kill(pid, 0) == syscall.ESRCH {
+			// A run killed before its teardown leaves its daemons running
+			// in its namespaces: stop them, or deleting the name leaves
+			// them and their namespace alive.
+			if pids, err := exec.CommandContext(ctx, "ip", "netns", "pids", name).Output(); err == nil {
+				for _, f := range strings.Fields(string(pids)) {
+					if p, err := strconv.Atoi(f); err == nil && p > 1 {
+						_ = syscall.Kill(p, syscall.SIGKILL)
+					}
+				}
+			}
 			_ = exec.CommandContext(ctx, "ip", "netns", "del", name).Run()
 		}
 	}
@@ -383,22 +393,58 @@ func (n *netnsNode) getJSON(ctx context.Context, path string, v any) error {
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return fmt.Errorf("GET %s: %s: %s", path, resp.Status, bytes.TrimSpace(b))
+		return &httpStatusError{path: path, status: resp.Status, code: resp.StatusCode, body: string(bytes.TrimSpace(b))}
 	}
 	return json.NewDecoder(resp.Body).Decode(v)
 }
 
+// httpStatusError is an answer other than 200 OK.
+type httpStatusError struct {
+	path, status, body string
+	code               int
+}
+
+func (e *httpStatusError) Error() string {
+	return fmt.Sprintf("GET %s: %s: %s", e.path, e.status, e.body)
+}
+
+// isNotFound reports whether err is a 404 answer (and not, say, a timeout
+// on a path that happens to contain "404").
+func isNotFound(err error) bool {
+	var se *httpStatusError
+	return errors.As(err, &se) && se.code == http.StatusNotFound
+}
+
 // watch records, for every register value node n shows on its watch
-// stream, the first time it showed it; it reconnects until ctx ends.
+// stream, the first time it showed it; it reconnects until ctx ends, from
+// the last event it got, so a dropped stream loses no value (a node that
+// lost its store refuses the old cursor: then from now).
 func (r *netnsRun) watch(ctx context.Context, n *netnsNode) {
 	defer r.bg.Done()
+	last := ""
 	for ctx.Err() == nil {
-		resp, err := n.get(ctx, "/v1/ns/"+netnsSpace+"/watch?prefix=r/")
-		if err == nil {
+		path := "/v1/ns/" + netnsSpace + "/watch?prefix=r/"
+		if last != "" {
+			path += "&from=" + url.QueryEscape(last)
+		}
+		resp, err := n.get(ctx, path)
+		if err == nil && resp.StatusCode != http.StatusOK {
+			resp.Body.Close()
+			last = ""
+		} else if err == nil {
 			sc := bufio.NewScanner(resp.Body)
 			sc.Buffer(make([]byte, 64<<10), 4<<20)
 			for sc.Scan() {
-				data, ok := strings.CutPrefix(sc.Text(), "data: ")
+				line := sc.Text()
+				if id, ok := strings.CutPrefix(line, "id: "); ok {
+					last = id
+					continue
+				}
+				if line == "event: error" {
+					last = ""
+					continue
+				}
+				data, ok := strings.CutPrefix(line, "data: ")
 				if !ok {
 					continue
 				}
@@ -439,9 +485,12 @@ func (r *netnsRun) startWatch(n *netnsNode) {
 }
 
 // digests reads every running node's digest; down nodes are left out.
-func (r *netnsRun) digests(ctx context.Context) map[int]string {
+// complete is false when a running node did not answer: its replica was
+// not compared, so the cluster cannot be called converged.
+func (r *netnsRun) digests(ctx context.Context) (out map[int]string, complete bool) {
 	var mu sync.Mutex
-	out := make(map[int]string)
+	out = make(map[int]string)
+	complete = true
 	var wg sync.WaitGroup
 	for _, n := range r.nodes {
 		if !n.up.Load() {
@@ -453,15 +502,19 @@ func (r *netnsRun) digests(ctx context.Context) map[int]string {
 			var d struct {
 				Digest string `json:"digest"`
 			}
-			if err := n.getJSON(ctx, "/v1/ns/"+netnsSpace+"/digest", &d); err == nil && n.up.Load() {
-				mu.Lock()
+			err := n.getJSON(ctx, "/v1/ns/"+netnsSpace+"/digest", &d)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil && n.up.Load():
 				out[n.index] = d.Digest
-				mu.Unlock()
+			case n.up.Load():
+				complete = false // still running, yet unread
 			}
 		}()
 	}
 	wg.Wait()
-	return out
+	return out, complete
 }
 
 func distinctOf(d map[int]string) int {
@@ -503,10 +556,14 @@ func (r *netnsRun) play(ctx context.Context, plan Plan, seed uint64) (*Report, e
 		defer r.bg.Done()
 		lastProgress := time.Time{}
 		for bgCtx.Err() == nil {
-			d := r.digests(bgCtx)
+			d, complete := r.digests(bgCtx)
 			now := time.Now()
+			distinct := distinctOf(d)
+			if !complete {
+				distinct = max(distinct, 2) // not known to agree
+			}
 			samplesMu.Lock()
-			samples = append(samples, Sample{TMS: ms(now.Sub(t0)), Distinct: distinctOf(d)})
+			samples = append(samples, Sample{TMS: ms(now.Sub(t0)), Distinct: distinct})
 			samplesMu.Unlock()
 			if r.o.Progress != nil && now.Sub(lastProgress) >= time.Second {
 				lastProgress = now
@@ -528,11 +585,18 @@ func (r *netnsRun) play(ctx context.Context, plan Plan, seed uint64) (*Report, e
 	// Convergence: every running node's digest equal, polled from the
 	// quiet point.
 	deadline := quiet.Add(r.sc.Expect.ConvergeWithin)
+	late := !time.Now().Before(deadline) // faults ran on past the budget
 	for {
-		d := r.digests(ctx)
-		if len(d) > 0 && distinctOf(d) == 1 {
+		d, complete := r.digests(ctx)
+		if complete && len(d) > 0 && distinctOf(d) == 1 {
 			rep.Converged = true
-			rep.ConvergenceMS = ms(time.Since(quiet))
+			at := time.Now()
+			if late {
+				samplesMu.Lock()
+				at = convergedAt(samples, t0, at)
+				samplesMu.Unlock()
+			}
+			rep.ConvergenceMS = ms(max(at.Sub(quiet), 0))
 			break
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
@@ -846,7 +910,12 @@ func (r *netnsRun) finish(ctx context.Context, rep *Report, acks []netnsAck, hea
 		}
 	}
 	// Propagation, over acknowledged puts every live node showed: from the
-	// answer to the last live node showing the value.
+	// answer to the last live node showing the value. A put some live node
+	// never showed is left out, here and in the recovery times below, not
+	// counted as unpropagated: a value overwritten at once may never appear
+	// on a watch stream (an event carries the key's value when it is sent),
+	// and this backend sees values, not dots. Loss is the final-state
+	// checker's to find.
 	var all []time.Duration
 	pairs := make(map[[2]int][]time.Duration)
 	for _, a := range acks {
@@ -980,7 +1049,7 @@ func (r *netnsRun) readState(ctx context.Context, n *netnsNode, keys map[OpKind]
 		var c struct {
 			Value int64 `json:"value"`
 		}
-		if err := n.getJSON(ctx, base+"/counter/"+url.PathEscape(k), &c); err != nil && !strings.Contains(err.Error(), "404") {
+		if err := n.getJSON(ctx, base+"/counter/"+url.PathEscape(k), &c); err != nil && !isNotFound(err) {
 			return st, err
 		}
 		st.counters[k] = c.Value
@@ -989,7 +1058,7 @@ func (r *netnsRun) readState(ctx context.Context, n *netnsNode, keys map[OpKind]
 		var s struct {
 			Elements []string `json:"elements"`
 		}
-		if err := n.getJSON(ctx, base+"/set/"+url.PathEscape(k), &s); err != nil && !strings.Contains(err.Error(), "404") {
+		if err := n.getJSON(ctx, base+"/set/"+url.PathEscape(k), &s); err != nil && !isNotFound(err) {
 			return st, err
 		}
 		if len(s.Elements) > 0 {

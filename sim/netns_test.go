@@ -4,6 +4,7 @@ package sim
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -105,5 +106,15 @@ func TestNetnsCutCountsZero(t *testing.T) {
 		before := r.captured.Load()
 		send()
 		waitCaptured(before + 20)
+	}
+}
+
+// A read error on a path that contains "404" is not a 404.
+func TestIsNotFoundReadsTheStatus(t *testing.T) {
+	notFound := &httpStatusError{path: "/v1/ns/x/counter/c%2F00404", status: "404 Not Found", code: 404}
+	failed := &httpStatusError{path: "/v1/ns/x/counter/c%2F00404", status: "500 Internal Server Error", code: 500}
+	timeout := fmt.Errorf("GET /v1/ns/x/counter/c%%2F00404: %w", context.DeadlineExceeded)
+	if !isNotFound(notFound) || isNotFound(failed) || isNotFound(timeout) {
+		t.Fatalf("isNotFound: 404 %v, 500 %v, timeout %v", isNotFound(notFound), isNotFound(failed), isNotFound(timeout))
 	}
 }

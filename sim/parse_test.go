@@ -60,6 +60,21 @@ func TestParseErrors(t *testing.T) {
 		{"loss over 100%", head + "faults:\n  - {at: 1s, kind: latency, link: [us, eu], loss: 150}\n", "line 7"},
 		{"mesh degree 1", head + "mesh_degree: 1\n", "line 6"},
 		{"empty", "", "empty file"},
+		{"rate not a number", head + "workload: {rate: .nan, duration: 10s, keys: 1}\n", "line 6"},
+		{"infinite rate", head + "workload: {rate: .inf, keys: 1}\n", "line 6"},
+		{"loss not a number", "regions:\n  - {name: us, nodes: 2}\n  - {name: eu, nodes: 2}\nlinks:\n  - {a: us, b: eu, latency: 40ms, loss: .nan}\n", "line 5"},
+		{"fault loss not a number", head + "faults:\n  - {at: 1s, kind: latency, link: [us, eu], loss: .nan}\n", "line 7"},
+		{"budget not a number", head + "expect: {p99_propagation_ms: .nan}\n", "line 6"},
+		{"mix weight not a number", head + "workload: {rate: 1, keys: 1, mix: {put: 1, delete: .nan}}\n", "line 6"},
+		{"region spelled like a node", "regions:\n  - {name: a, nodes: 2}\n  - {name: a-1, nodes: 1}\nlinks:\n  - {a: a, b: a-1, latency: 40ms}\n", "line 3"},
+	}
+	// Two bad weights: the same one is named every time.
+	twoBad := head + "workload: {rate: 1, keys: 1, mix: {put: -1, set_remove: -2}}\n"
+	_, first := ParseScenario([]byte(twoBad))
+	for range 50 {
+		if _, err := ParseScenario([]byte(twoBad)); err == nil || first == nil || err.Error() != first.Error() {
+			t.Fatalf("errors differ between runs: %v / %v", first, err)
+		}
 	}
 	for _, c := range cases {
 		_, err := ParseScenario([]byte(c.yaml))

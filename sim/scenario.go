@@ -3,11 +3,16 @@ package sim
 import (
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 )
+
+// notFinite reports NaN and the infinities, which YAML spells .nan and .inf
+// and every comparison with a bound lets through.
+func notFinite(v float64) bool { return math.IsNaN(v) || math.IsInf(v, 0) }
 
 // ErrScenario is wrapped by every scenario validation error.
 var ErrScenario = errors.New("sim: invalid scenario")
@@ -332,11 +337,25 @@ func (sc *Scenario) Validate() error {
 			return invalid(append(at, "bandwidth"), "negative bandwidth")
 		}
 	}
+	// Faults name regions and nodes (<region>-<i>) in the same places, so
+	// no region may be spelled like another region's node.
+	for i, r := range sc.Regions {
+		cut := strings.LastIndexByte(r.Name, '-')
+		if cut < 0 {
+			continue
+		}
+		n, err := strconv.Atoi(r.Name[cut+1:])
+		if j, ok := idx[r.Name[:cut]]; ok && err == nil && n >= 0 && n < sc.Regions[j].Nodes && strconv.Itoa(n) == r.Name[cut+1:] {
+			return invalid([]any{"regions", i, "name"}, "region %q has the name of node %d of region %q", r.Name, n, r.Name[:cut])
+		}
+	}
 	if err := sc.validateLinks(idx); err != nil {
 		return err
 	}
 	w := sc.Workload
 	switch {
+	case notFinite(w.Rate):
+		return invalid([]any{"workload", "rate"}, "rate %v is not a number of ops per second", w.Rate)
 	case w.Rate < 0:
 		return invalid([]any{"workload", "rate"}, "negative rate")
 	case w.Duration < 0:
@@ -352,9 +371,12 @@ func (sc *Scenario) Validate() error {
 	case w.Rate*w.Duration.Seconds() > 10_000_000:
 		return invalid([]any{"workload"}, "%.0f ops: at most 10,000,000", w.Rate*w.Duration.Seconds())
 	}
-	for name, v := range map[string]float64{"put": w.Mix.Put, "delete": w.Mix.Delete, "counter_add": w.Mix.CounterAdd, "set_add": w.Mix.SetAdd, "set_remove": w.Mix.SetRemove} {
-		if v < 0 {
-			return invalid([]any{"workload", "mix", name}, "negative weight")
+	for _, m := range []struct {
+		name string
+		v    float64
+	}{{"put", w.Mix.Put}, {"delete", w.Mix.Delete}, {"counter_add", w.Mix.CounterAdd}, {"set_add", w.Mix.SetAdd}, {"set_remove", w.Mix.SetRemove}} {
+		if notFinite(m.v) || m.v < 0 {
+			return invalid([]any{"workload", "mix", m.name}, "weight %v: want a number of 0 or more", m.v)
 		}
 	}
 	for i, r := range w.Writers {
@@ -374,8 +396,8 @@ func (sc *Scenario) Validate() error {
 		return invalid([]any{"expect", "converge_within"}, "negative deadline")
 	case e.LostWrites < 0:
 		return invalid([]any{"expect", "lost_writes"}, "negative budget")
-	case e.P99PropagationMS < 0:
-		return invalid([]any{"expect", "p99_propagation_ms"}, "negative budget")
+	case notFinite(e.P99PropagationMS) || e.P99PropagationMS < 0:
+		return invalid([]any{"expect", "p99_propagation_ms"}, "budget %v: want milliseconds, 0 or more", e.P99PropagationMS)
 	}
 	return sc.validateFaults(idx)
 }
@@ -407,7 +429,7 @@ func (sc *Scenario) validateLinks(idx map[string]int) error {
 			return invalid(append(at, "latency"), "negative latency")
 		case l.Jitter < 0:
 			return invalid(append(at, "jitter"), "negative jitter")
-		case l.Loss < 0 || l.Loss > 100:
+		case !(l.Loss >= 0 && l.Loss <= 100): // NaN too
 			return invalid(append(at, "loss"), "loss %v: a percentage from 0 to 100", l.Loss)
 		}
 	}

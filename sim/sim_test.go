@@ -229,6 +229,32 @@ func TestCheckersCatchNoReplication(t *testing.T) {
 	})
 }
 
+// TestConvergenceBudgetHoldsWhenFaultsRunOn: a fault scheduled long after
+// the last write (here a clock skew) delays the first convergence check
+// past the budget. Replicas that needed ~20 s (sync alone, every 20 s) must
+// still fail a 1 s budget, and the time reported is when they converged.
+func TestConvergenceBudgetHoldsWhenFaultsRunOn(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sc := Scenario{
+			Name:           "late-fault",
+			Regions:        []Region{{Name: "a", Nodes: 2}},
+			Workload:       Workload{Rate: 5, Duration: 5 * time.Second, Keys: 3},
+			DisablePublish: true,
+			SyncInterval:   20 * time.Second,
+			Faults:         []Fault{{At: 60 * time.Second, Kind: Skew, Node: "a-0", By: time.Millisecond}},
+			Expect:         Expect{ConvergeWithin: time.Second},
+		}
+		rep, err := Run(t.Context(), sc, testSeed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("converged after %.0f ms: %q", rep.ConvergenceMS, rep.Failures)
+		if !rep.Converged || rep.Passed || rep.ConvergenceMS <= 1000 || rep.ConvergenceMS >= 50_000 {
+			t.Fatalf("converged %v after %.0f ms, passed %v: %q", rep.Converged, rep.ConvergenceMS, rep.Passed, rep.Failures)
+		}
+	})
+}
+
 // TestSamePlanForSameSeed: the seed alone decides the workload and the
 // fault schedule, the random nemesis's included.
 func TestSamePlanForSameSeed(t *testing.T) {
@@ -456,6 +482,11 @@ func TestJudgeBudgets(t *testing.T) {
 	slow.Propagation.P99 = 900
 	if f := judge(&slow, Expect{P99PropagationMS: 800}); len(f) != 1 || f[0] != "p99 propagation 900 ms (budget 800 ms)" {
 		t.Fatalf("slow run: %q", f)
+	}
+	late := ok
+	late.ConvergenceMS = 1500
+	if f := judge(&late, Expect{ConvergeWithin: time.Second}); len(f) != 1 || f[0] != "converged 1500 ms after the last heal or write (budget 1000 ms)" {
+		t.Fatalf("late convergence: %q", f)
 	}
 	lossy := ok
 	lossy.LostWrites = 2

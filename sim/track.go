@@ -29,6 +29,11 @@ type trackNode struct {
 	mu      sync.Mutex
 	space   *node.Namespace  // nil while the node is down
 	pending map[string][]int // key → ids of ops not yet visible here
+	// After the node lost its store: when, and for each op it held
+	// before, when it held it again (0: not yet). Recovery after a later
+	// heal or restart is measured with these; propagation keeps seen.
+	wipedAt time.Time
+	refetch map[int]int64
 }
 
 type trackedOp struct {
@@ -90,7 +95,13 @@ func (t *tracker) sweepLocked(n int, tn *trackNode, key string, ids []int) {
 	for _, id := range ids {
 		op := &t.ops[id]
 		if tn.space.Observed(op.dot) {
-			op.seen[n] = t.stamp()
+			now := t.stamp()
+			if op.seen[n] == 0 {
+				op.seen[n] = now
+			}
+			if at, ok := tn.refetch[id]; ok && at == 0 {
+				tn.refetch[id] = now
+			}
 		} else {
 			keep = append(keep, id)
 		}
@@ -123,6 +134,34 @@ func (t *tracker) attach(n int, space *node.Namespace) {
 	tn.space = space
 	tn.mu.Unlock()
 	t.sweep(n)
+}
+
+// wipe notes that node n (down) lost its store: every op it held must
+// reach it again.
+func (t *tracker) wipe(n int, at time.Time) {
+	tn := &t.nodes[n]
+	tn.mu.Lock()
+	defer tn.mu.Unlock()
+	tn.wipedAt = at
+	tn.refetch = make(map[int]int64)
+	for id := range t.ops {
+		op := &t.ops[id]
+		if op.registered && op.seen[n] != 0 {
+			tn.refetch[id] = 0
+			tn.pending[op.key] = append(tn.pending[op.key], id)
+		}
+	}
+}
+
+// heldSince is when node n held op id, as a stamp (0: not), for a
+// recovery measured from a moment after: after a wipe, the time it held
+// the op again.
+func (t *tracker) heldSince(n, id int, from time.Time) int64 {
+	tn := &t.nodes[n]
+	if at, ok := tn.refetch[id]; ok && !from.Before(tn.wipedAt) {
+		return at
+	}
+	return t.ops[id].seen[n]
 }
 
 // detach stops tracking node n (crashed).
