@@ -36,9 +36,16 @@ type Event struct {
 	LastInCommit bool
 }
 
-// maxWatchBacklog bounds the events queued for one slow watcher; past it
-// the watcher's channel is closed (it can resubscribe and re-read).
-const maxWatchBacklog = 1 << 20
+// maxWatchBacklog and maxWatchBacklogBytes bound the events queued for one
+// slow watcher, in number and in the bytes of their keys and values; past
+// either the watcher's channel is closed (it can resubscribe and re-read).
+const (
+	maxWatchBacklog      = 1 << 20
+	maxWatchBacklogBytes = 64 << 20
+)
+
+// eventBytes is what an event holds in a watcher's queue, roughly.
+func eventBytes(ev Event) int { return len(ev.Key) + ev.Value.Size() + 64 }
 
 // maxWatchReplay bounds the history one resumed watch replays (held in
 // memory before it is queued): a watcher further behind fails with
@@ -55,6 +62,7 @@ type watcher struct {
 
 	mu     sync.Mutex
 	queue  []Event
+	bytes  int // eventBytes of the live events queued, held or being delivered
 	wake   chan struct{}
 	done   chan struct{}
 	closed bool
@@ -69,6 +77,11 @@ func (w *watcher) push(ev Event) bool {
 	if w.closed || len(w.queue)+len(w.held) >= maxWatchBacklog {
 		return false
 	}
+	size := eventBytes(ev)
+	if w.bytes > 0 && w.bytes+size > maxWatchBacklogBytes {
+		return false
+	}
+	w.bytes += size
 	if w.holding {
 		w.held = append(w.held, ev)
 		return true
@@ -89,14 +102,21 @@ func (w *watcher) pump(wg *sync.WaitGroup) {
 		batch := w.queue
 		w.queue = nil
 		w.mu.Unlock()
+		delivered := 0
 		for _, ev := range batch {
 			select {
 			case w.ch <- ev:
+				delivered += eventBytes(ev)
 			case <-w.done:
 				return
 			}
 		}
 		if len(batch) > 0 {
+			w.mu.Lock()
+			// A replay's events were never counted (it is bounded by
+			// maxWatchReplay and shares values): never below zero.
+			w.bytes = max(w.bytes-delivered, 0)
+			w.mu.Unlock()
 			continue
 		}
 		select {

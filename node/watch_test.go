@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -213,6 +214,40 @@ func TestPositionCoversAcknowledgedWrites(t *testing.T) {
 		}
 		if ev := nextEvent(t, ch); ev.Position > p {
 			t.Fatalf("put %d acknowledged at position %d, but Position() was %d", i, ev.Position, p)
+		}
+	}
+}
+
+// TestWatchBacklogIsBoundedInBytes: a watcher that does not read is
+// dropped once its queue holds maxWatchBacklogBytes of values, long before
+// maxWatchBacklog events, when the values are large.
+func TestWatchBacklogIsBoundedInBytes(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	n := cluster(t, 1, nil)[0]
+	ns := mustNS(t, n, "w")
+	ch := ns.Watch(ctx, "")
+	val := bytes.Repeat([]byte("v"), 512<<10)
+	const puts = 2 * maxWatchBacklogBytes / (512 << 10)
+	for i := range puts {
+		if err := ns.Put(ctx, fmt.Sprint("k", i%8), val); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := 0
+	timeout := time.After(30 * time.Second)
+	for {
+		select {
+		case _, ok := <-ch:
+			if !ok {
+				if got >= puts {
+					t.Fatalf("all %d events delivered", got)
+				}
+				return
+			}
+			got++
+		case <-timeout:
+			t.Fatalf("the watcher of %d unread 512 KiB changes is still open after %d events", puts, got)
 		}
 	}
 }

@@ -45,6 +45,11 @@ type Options struct {
 	// (node.Namespace.WaitFirstSync), so that it answers with what they
 	// hold rather than from an empty replica. Default 3 s.
 	FirstSyncWait time.Duration
+	// WatchWriteTimeout bounds how long a write to a watch stream may
+	// block: a client that stops reading (a paused pager, a stopped
+	// process) loses its stream, and its slot and queued events, after
+	// this, and can resume from its last cursor. Default 30 s.
+	WatchWriteTimeout time.Duration
 	// Token, if set, must be presented as "Authorization: Bearer <Token>"
 	// on every route except /healthz.
 	Token string
@@ -96,6 +101,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.FirstSyncWait <= 0 {
 		opts.FirstSyncWait = 3 * time.Second
+	}
+	if opts.WatchWriteTimeout <= 0 {
+		opts.WatchWriteTimeout = 2 * heartbeat
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()

@@ -161,6 +161,10 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, ns *node.Namespa
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no")
+	// Every write gets a deadline: a client that stops reading must not
+	// hold its slot, and the node's queue for it, for ever.
+	deadline := func() { _ = rc.SetWriteDeadline(time.Now().Add(s.opts.WatchWriteTimeout)) }
+	deadline()
 	w.WriteHeader(http.StatusOK)
 	_, _ = fmt.Fprintf(w, ": watching %q prefix %q\n\n", ns.Name(), q.Get("prefix"))
 	if rc.Flush() != nil {
@@ -171,6 +175,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, ns *node.Namespa
 	for {
 		select {
 		case ev, ok := <-ch:
+			deadline()
 			if !ok {
 				msg := "the watch fell too far behind; resume with from=<last cursor>"
 				if s.ctx.Err() != nil {
@@ -205,6 +210,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, ns *node.Namespa
 				return
 			}
 		case <-tick.C:
+			deadline()
 			if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil || rc.Flush() != nil {
 				return
 			}
