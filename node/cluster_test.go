@@ -313,3 +313,46 @@ func TestLostStoreKeptIdentity(t *testing.T) {
 		}
 	})
 }
+
+// TestEmptyListenListensNowhere: no listen address is a node that only
+// dials, not libp2p's default of every interface; a private network whose
+// listen addresses are all QUIC is refused.
+func TestEmptyListenListensNowhere(t *testing.T) {
+	a := cluster(t, 1, func(_ int, c *Config) { c.Listen = nil })[0]
+	if addrs := a.Host().Network().ListenAddresses(); len(addrs) != 0 {
+		t.Fatalf("listening on %v", addrs)
+	}
+	b := cluster(t, 1, nil)[0]
+	if err := a.Connect(context.Background(), b.Addrs()[0]); err != nil {
+		t.Fatalf("a dial-only node cannot dial: %v", err)
+	}
+	cfg := DefaultLocalConfig()
+	cfg.PSK = make([]byte, 32)
+	cfg.Listen = []string{"/ip4/127.0.0.1/udp/0/quic-v1"}
+	if _, err := Open(context.Background(), cfg); !errors.Is(err, ErrConfig) {
+		t.Fatalf("private network on QUIC only: %v", err)
+	}
+}
+
+// TestLagEntriesAreBounded: origins come and go (fresh identities,
+// re-installed peers); the lag kept per origin, a metric series each, is
+// bounded, and the origins heard from last are the ones kept.
+func TestLagEntriesAreBounded(t *testing.T) {
+	var tr lagTracker
+	ns := crdt.NewNamespace(crdt.Limits{})
+	d, err := ns.Prepare(crdt.Op{Kind: crdt.OpPut, Key: "k", Value: []byte("v")}, 1, crdt.Timestamp{Wall: 1_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Unix(10, 0)
+	const origins = 3 * maxLagEntries
+	for i := range origins {
+		tr.note(store.Commit{Namespace: "x", Origin: crdt.ReplicaID(i + 1), Seq: 1, Delta: d}, start.Add(time.Duration(i)*time.Millisecond))
+	}
+	if len(tr.lags) != maxLagEntries {
+		t.Fatalf("%d lag entries kept for %d origins", len(tr.lags), origins)
+	}
+	if _, ok := tr.lags[lagKey{"x", crdt.ReplicaID(origins)}]; !ok {
+		t.Fatal("the latest origin was not kept")
+	}
+}

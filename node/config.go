@@ -25,7 +25,8 @@ type Config struct {
 	// in-memory store and a fresh identity each start (tests, simulation).
 	DataDir string
 	// Listen are the multiaddrs to listen on. Default (LAN/WAN): TCP and
-	// QUIC on port 4001 of every interface.
+	// QUIC on port 4001 of every interface. Empty: the node listens on
+	// nothing and only dials out (its bootstrap peers, say).
 	Listen []string
 	// Bootstrap are peer multiaddrs (with /p2p/<id>) dialled at start and
 	// redialled with backoff while disconnected.

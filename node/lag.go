@@ -50,8 +50,25 @@ func (t *lagTracker) note(c store.Commit, now time.Time) {
 	if t.lags == nil {
 		t.lags = make(map[lagKey]Lag)
 	}
-	t.lags[lagKey{c.Namespace, c.Origin}] = Lag{Namespace: c.Namespace, Origin: c.Origin, Last: d, At: now, Seq: c.Seq}
+	k := lagKey{c.Namespace, c.Origin}
+	if _, ok := t.lags[k]; !ok && len(t.lags) >= maxLagEntries {
+		// Every origin ever heard from (fresh identities, re-installed
+		// peers) would otherwise stay for the life of the process, each
+		// a metric series: forget the one heard from longest ago.
+		var oldest lagKey
+		first := true
+		for key, l := range t.lags {
+			if first || l.At.Before(t.lags[oldest].At) {
+				oldest, first = key, false
+			}
+		}
+		delete(t.lags, oldest)
+	}
+	t.lags[k] = Lag{Namespace: c.Namespace, Origin: c.Origin, Last: d, At: now, Seq: c.Seq}
 }
+
+// maxLagEntries bounds the (namespace, origin) pairs whose lag is kept.
+const maxLagEntries = 1024
 
 // ReplicationLag returns, per namespace and origin, the delay of the last
 // batch this node applied from that origin, sorted by namespace and origin.

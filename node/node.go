@@ -247,11 +247,6 @@ func (n *Node) openStore(ctx context.Context) error {
 }
 
 func (n *Node) openHost(key crypto.PrivKey) error {
-	cm, err := connmgr.NewConnManager(n.cfg.ConnLow, n.cfg.ConnHigh, connmgr.WithGracePeriod(time.Minute))
-	if err != nil {
-		return err
-	}
-	n.gater = newGater(n.cfg.AllowPeers)
 	listen := n.cfg.Listen
 	if n.cfg.PSK != nil {
 		var tcpOnly []string
@@ -264,11 +259,26 @@ func (n *Node) openHost(key crypto.PrivKey) error {
 			}
 			tcpOnly = append(tcpOnly, a)
 		}
+		if len(listen) > 0 && len(tcpOnly) == 0 {
+			return fmt.Errorf("%w: private network: every listen address is QUIC, which cannot run with a pre-shared key; add a TCP one", ErrConfig)
+		}
 		listen = tcpOnly
 	}
+	// No listen address means a node that only dials, never libp2p's
+	// default of every interface and transport.
+	listenOpt := libp2p.ListenAddrStrings(listen...)
+	if len(listen) == 0 {
+		n.log.Info("node: no listen address: this node only dials out")
+		listenOpt = libp2p.NoListenAddrs
+	}
+	cm, err := connmgr.NewConnManager(n.cfg.ConnLow, n.cfg.ConnHigh, connmgr.WithGracePeriod(time.Minute))
+	if err != nil {
+		return err
+	}
+	n.gater = newGater(n.cfg.AllowPeers)
 	hopts := []libp2p.Option{
 		libp2p.Identity(key),
-		libp2p.ListenAddrStrings(listen...),
+		listenOpt,
 		libp2p.ConnectionManager(cm),
 		libp2p.ConnectionGater(n.gater),
 		libp2p.UserAgent("mycel"),
@@ -459,11 +469,18 @@ func (n *Node) Connect(ctx context.Context, addr string) error {
 // SyncWith runs a sync of every namespace with p now.
 func (n *Node) SyncWith(ctx context.Context, p peer.ID) error { return n.rep.SyncWith(ctx, p) }
 
-// Close stops replication, discovery and the host, then flushes and closes
-// the store. It is safe to call more than once.
+// Close syncs the store, stops replication, discovery and the host, then
+// closes the store. It is safe to call more than once.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		var errs []error
+		if n.st != nil {
+			// Acknowledged writes first (NoSync ones are not yet
+			// durable): tearing down the network can take longer than
+			// a shutdown deadline allows.
+			// A failure is the store's, reported again by its Close.
+			_ = n.st.Flush(context.Background())
+		}
 		if n.mdns != nil {
 			errs = append(errs, n.mdns.Close())
 		}

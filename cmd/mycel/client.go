@@ -15,6 +15,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -55,7 +56,11 @@ func (c *client) init() error {
 		}
 		c.token = strings.TrimSpace(string(b))
 	}
-	c.http = &http.Client{}
+	// No overall timeout (a watch streams for as long as it runs), but a
+	// daemon that accepts and never answers must not hang the command.
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.ResponseHeaderTimeout = time.Minute
+	c.http = &http.Client{Transport: tr}
 	return nil
 }
 
@@ -107,6 +112,10 @@ func (c *client) do(ctx context.Context, method, path string, q url.Values, body
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	resp, err := c.http.Do(req)
+	if errors.Is(err, context.DeadlineExceeded) {
+		// The request may have reached the daemon: a write may land.
+		return nil, nil, fmt.Errorf("no answer from the daemon at %s in time (--timeout): the result is unknown, and a write may still be applied: %w", c.api, err)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("cannot reach the daemon at %s: %w", c.api, err)
 	}
@@ -414,6 +423,8 @@ func watchCmd() *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			ctx, cancel := context.WithCancel(ctx)
+			defer cancel()
 			q := url.Values{}
 			if prefix != "" {
 				q.Set("prefix", prefix)
@@ -441,12 +452,54 @@ func watchCmd() *cobra.Command {
 				_ = json.Unmarshal(b, &e)
 				return apiError{resp.StatusCode, e.Error}
 			}
-			return printEvents(ctx, resp.Body, cmd.OutOrStdout(), c.json)
+			// The daemon sends a keep-alive every 15 s: silence for
+			// much longer means it or the path is gone.
+			body := newIdleReader(resp.Body, watchIdleTimeout, cancel)
+			err = printEvents(ctx, body, cmd.OutOrStdout(), c.json)
+			if body.idle() {
+				return fmt.Errorf("nothing from the daemon at %s for %v (not even a keep-alive); resume with --from <the last cursor>", c.api, watchIdleTimeout)
+			}
+			return err
 		})
 	cmd.Flags().StringVar(&prefix, "prefix", "", "only keys with this prefix")
 	cmd.Flags().StringVar(&from, "from", "", "resume after this cursor (an event's id, kept across daemon restarts)")
 	return cmd
 }
+
+// watchIdleTimeout is how long a watch waits for any byte: three of the
+// daemon's 15 s keep-alives.
+const watchIdleTimeout = 45 * time.Second
+
+// idleReader calls cancel when no Read has returned data for timeout.
+type idleReader struct {
+	r       io.Reader
+	timeout time.Duration
+	timer   *time.Timer
+	fired   atomic.Bool
+}
+
+func newIdleReader(r io.Reader, timeout time.Duration, cancel func()) *idleReader {
+	ir := &idleReader{r: r, timeout: timeout}
+	ir.timer = time.AfterFunc(timeout, func() {
+		ir.fired.Store(true)
+		cancel()
+	})
+	return ir
+}
+
+func (ir *idleReader) Read(p []byte) (int, error) {
+	n, err := ir.r.Read(p)
+	if n > 0 {
+		ir.timer.Reset(ir.timeout)
+	}
+	if err != nil {
+		ir.timer.Stop()
+	}
+	return n, err
+}
+
+// idle reports whether the reader gave up for lack of data.
+func (ir *idleReader) idle() bool { return ir.fired.Load() }
 
 // printEvents copies server-sent events to out, one line per change.
 func printEvents(ctx context.Context, body io.Reader, out io.Writer, asJSON bool) error {

@@ -2,8 +2,10 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -348,5 +350,24 @@ func TestWatchResumesInsideACommit(t *testing.T) {
 		if code != 400 || !strings.Contains(string(body), c.want) {
 			t.Errorf("from=%s: %d %s, want 400 %q", c.from, code, body, c.want)
 		}
+	}
+}
+
+// TestWatchGivesUpOnASilentDaemon: a watch whose daemon sends nothing, not
+// even keep-alives, ends with an error instead of hanging.
+func TestWatchGivesUpOnASilentDaemon(t *testing.T) {
+	cancelled := make(chan struct{})
+	r, w := io.Pipe()
+	defer w.Close()
+	ir := newIdleReader(r, 50*time.Millisecond, func() { close(cancelled); w.CloseWithError(context.Canceled) })
+	go func() { _, _ = w.Write([]byte(": watching\n\n")) }()
+	err := printEvents(context.Background(), ir, io.Discard, false)
+	select {
+	case <-cancelled:
+	case <-time.After(10 * time.Second):
+		t.Fatal("not cancelled")
+	}
+	if !ir.idle() || err == nil {
+		t.Fatalf("idle %v, err %v", ir.idle(), err)
 	}
 }

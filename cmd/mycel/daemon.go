@@ -179,6 +179,13 @@ func runDaemon(s settings, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	// The API port first: a daemon that cannot serve must not have
+	// created its data directory, joined the network and taken writes.
+	ln, err := net.Listen("tcp", s.API)
+	if err != nil {
+		return fmt.Errorf("API listen on %s: %w", s.API, err)
+	}
+	defer ln.Close() // Serve owns it once started; closing twice is harmless
 	n, err := node.Open(ctx, p.cfg, node.WithLogger(log), libLogs)
 	switch {
 	case errors.Is(err, node.ErrInUse):
@@ -204,11 +211,6 @@ func runDaemon(s settings, stdout, stderr io.Writer) error {
 	if err != nil {
 		closeNode()
 		return err
-	}
-	ln, err := net.Listen("tcp", s.API)
-	if err != nil {
-		closeNode()
-		return fmt.Errorf("API listen on %s: %w", s.API, err)
 	}
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	hs.RegisterOnShutdown(func() { _ = srv.Close() })

@@ -586,6 +586,28 @@ func TestSecondDaemonOnSameDataDirFailsFast(t *testing.T) {
 	t.Logf("second daemon refused in %v: %s", time.Since(start), strings.TrimSpace(stderr.String()))
 }
 
+// TestBusyAPIPortFailsBeforeTheNodeStarts: a daemon whose API port is
+// taken fails before it creates its data directory or joins the network.
+func TestBusyAPIPortFailsBeforeTheNodeStarts(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	dir := filepath.Join(t.TempDir(), "n")
+	cmd := exec.Command(binary, "daemon", "--data-dir", dir, "--listen", "/ip4/127.0.0.1/tcp/0", "--api", busy.Addr().String())
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err = runBounded(t, cmd, 15*time.Second)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(stderr.String(), "API listen") {
+		t.Fatalf("daemon on a busy API port: %v\nstderr: %s", err, &stderr)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the data directory was created (%v)", err)
+	}
+}
+
 // runBounded runs cmd, killing it past bound.
 func runBounded(t testing.TB, cmd *exec.Cmd, bound time.Duration) error {
 	t.Helper()

@@ -114,7 +114,9 @@ func (s *Server) serveNamespace(w http.ResponseWriter, r *http.Request) {
 	case rt.kind == "watch" && !rt.hasKey:
 		// A watch streams what the first sync brings: no wait.
 		op, h, read = "watch", s.watch, false
-		if !allow(w, r, http.MethodGet) {
+		if r.Method != http.MethodGet {
+			// Not HEAD either: a stream has no end to answer it at.
+			methodNotAllowed(w, http.MethodGet)
 			return
 		}
 	default:

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -53,6 +54,16 @@ func TestStalledWatchReaderIsDropped(t *testing.T) {
 			t.Fatal("the watch did not start")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+	// HEAD has no end to answer a stream at: refused, at once.
+	hc := &http.Client{Timeout: 10 * time.Second}
+	resp, err := hc.Head(hs.URL + "/v1/ns/t/watch")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "GET" {
+		t.Fatalf("HEAD of a watch: %d, Allow %q", resp.StatusCode, resp.Header.Get("Allow"))
 	}
 	// Never read: write until the stream is dropped (bounded).
 	val := bytes.Repeat([]byte("v"), 256<<10)
