@@ -40,6 +40,18 @@ func (d Delta) StoreDots(fn func(Dot)) {
 	}
 }
 
+// ChangesNothing reports whether joining d into any state leaves it as it
+// was: d covers no dot (so removes nothing) and holds none (so adds
+// nothing) — a delete of a key, field or element its writer did not hold.
+func (d Delta) ChangesNothing() bool {
+	if d.ctx.Ranges() > 0 {
+		return false
+	}
+	held := false
+	d.StoreDots(func(Dot) { held = true })
+	return !held
+}
+
 // DeltaBuilder joins deltas into one, for coalescing many local writes into
 // a batch. The zero DeltaBuilder is ready to use.
 type DeltaBuilder struct {

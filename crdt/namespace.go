@@ -82,7 +82,10 @@ func (n *Namespace) ContextRanges() int { return n.ctx.Ranges() }
 
 // Keys returns the keys with the given prefix, sorted.
 func (n *Namespace) Keys(prefix string) []string {
-	out := make([]string, 0, len(n.keys))
+	var out []string
+	if prefix == "" {
+		out = make([]string, 0, len(n.keys))
+	}
 	for k := range n.keys {
 		if strings.HasPrefix(k, prefix) {
 			out = append(out, k)

@@ -124,8 +124,25 @@ func (v Value) Registers() []RegEntry {
 // by replica id), how many concurrent writes (siblings) are held, and
 // whether the register holds anything.
 func (v Value) Register() (val []byte, siblings int, ok bool) {
-	if len(v.reg) == 0 {
+	w := v.winner()
+	if w == nil {
 		return nil, 0, false
+	}
+	return []byte(w.Value), len(v.reg), true
+}
+
+// RegisterSize returns the length of the register's winning value without
+// copying it (ok false if the value holds no register).
+func (v Value) RegisterSize() (size int, ok bool) {
+	if w := v.winner(); w != nil {
+		return len(w.Value), true
+	}
+	return 0, false
+}
+
+func (v Value) winner() *RegEntry {
+	if len(v.reg) == 0 {
+		return nil
 	}
 	w := &v.reg[0]
 	for i := 1; i < len(v.reg); i++ {
@@ -133,7 +150,7 @@ func (v Value) Register() (val []byte, siblings int, ok bool) {
 			w = &v.reg[i]
 		}
 	}
-	return []byte(w.Value), len(v.reg), true
+	return w
 }
 
 // Counter returns the counter's value: the sum of every replica's share.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync"
 
 	ds "github.com/ipfs/go-datastore"
 	"github.com/ipfs/go-datastore/query"
@@ -52,7 +53,13 @@ func (d *nsDatastore) Put(ctx context.Context, key ds.Key, value []byte) error {
 	return d.s.Put(ctx, key.String(), value)
 }
 
+// Delete removes key. Deleting a key that is not there does nothing and
+// succeeds, also for a key no register could be stored under (too long,
+// not UTF-8), as go-datastore asks.
 func (d *nsDatastore) Delete(ctx context.Context, key ds.Key) error {
+	if _, ok := d.s.Value(key.String()); !ok {
+		return nil
+	}
 	return d.s.Delete(ctx, key.String())
 }
 
@@ -71,21 +78,25 @@ func (d *nsDatastore) Query(ctx context.Context, q query.Query) (query.Results, 
 	} else {
 		prefix = "/"
 	}
+	// One read of the state, under one lock hold: a query sees each batch
+	// all or none, as Commit promises.
 	var entries []query.Entry
-	for _, k := range d.s.Keys(prefix, "", 0) {
-		v, ok := d.s.Value(k)
-		if !ok {
-			continue
+	d.s.st.View(func(st *crdt.Namespace, _ *crdt.Context) {
+		for _, k := range st.Keys(prefix) {
+			v, _ := st.Get(k)
+			size, isReg := v.RegisterSize()
+			if !isReg || !strings.HasPrefix(k, "/") {
+				continue // not a datastore-shaped register key
+			}
+			e := query.Entry{Key: k, Size: size}
+			if !q.KeysOnly {
+				e.Value, _, _ = v.Register()
+			}
+			entries = append(entries, e)
 		}
-		val, _, isReg := v.Register()
-		if !isReg || !strings.HasPrefix(k, "/") {
-			continue // not a datastore-shaped register key
-		}
-		e := query.Entry{Key: k, Size: len(val)}
-		if !q.KeysOnly {
-			e.Value = val
-		}
-		entries = append(entries, e)
+	})
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 	return query.NaiveQueryApply(q, query.ResultsWithEntries(q, entries)), nil
 }
@@ -95,20 +106,26 @@ func (d *nsDatastore) Batch(context.Context) (ds.Batch, error) {
 }
 
 // nsBatch buffers writes; Commit applies them without waiting for each
-// fsync, then waits once.
+// fsync, then waits once. It is safe for concurrent use (go-ds-crdt's is,
+// and code moving from it may rely on that).
 type nsBatch struct {
 	d   *nsDatastore
+	mu  sync.Mutex
 	ops map[ds.Key]*[]byte // nil: delete
 }
 
 func (b *nsBatch) Put(_ context.Context, key ds.Key, value []byte) error {
 	v := append([]byte(nil), value...)
+	b.mu.Lock()
 	b.ops[key] = &v
+	b.mu.Unlock()
 	return nil
 }
 
 func (b *nsBatch) Delete(_ context.Context, key ds.Key) error {
+	b.mu.Lock()
 	b.ops[key] = nil
+	b.mu.Unlock()
 	return nil
 }
 
@@ -120,6 +137,8 @@ func (b *nsBatch) Delete(_ context.Context, key ds.Key) error {
 // order, each all or none, and a crash between units keeps the earlier
 // ones. It returns once everything is durable (unless NoSync).
 func (b *nsBatch) Commit(ctx context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	st := b.d.s.st
 	keys := make([]ds.Key, 0, len(b.ops))
 	for k := range b.ops {
@@ -152,8 +171,8 @@ func (b *nsBatch) Commit(ctx context.Context) error {
 		if err := st.ApplyAll(ctx, ops[start:end], store.WithoutWait()); err != nil {
 			return mapErr(err)
 		}
-		for _, op := range ops[start:end] { // applied: a retry must not repeat them
-			delete(b.ops, ds.NewKey(op.Key))
+		for _, k := range keys[start:end] { // applied: a retry must not repeat them
+			delete(b.ops, k)
 		}
 		start = end
 	}

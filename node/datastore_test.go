@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
+	"github.com/ipfs/go-datastore/query"
 	dstest "github.com/ipfs/go-datastore/test"
 )
 
@@ -108,5 +111,100 @@ func TestDatastoreBatchIsAllOrNothing(t *testing.T) {
 	}
 	if err := d.Sync(ctx, ds.NewKey("/")); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Sync after Close: %v, want ErrClosed", err)
+	}
+}
+
+// TestDatastoreEdges: fixes from a review of the datastore view. Deleting
+// what is not there succeeds and changes nothing (no watch event), even
+// for keys no register could hold; a query sees a batch all or none; a
+// batch takes writes from many goroutines; a resume after Close is
+// ErrClosed.
+func TestDatastoreEdges(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	n := cluster(t, 1, nil)[0]
+	ns := mustNS(t, n, "ds")
+	d := ns.Datastore()
+	events := ns.Watch(ctx, "")
+	pos := ns.Position()
+	for _, k := range []ds.Key{ds.NewKey("/never"), ds.NewKey(strings.Repeat("a", 2000)), ds.RawKey("/bad\xff")} {
+		if err := d.Delete(ctx, k); err != nil {
+			t.Fatalf("delete of missing %.20q: %v", k.String(), err)
+		}
+	}
+	if err := ns.Delete(ctx, "/never"); err != nil {
+		t.Fatal(err)
+	}
+	if ns.Position() != pos {
+		t.Fatalf("deletes of nothing moved the position %d → %d", pos, ns.Position())
+	}
+	select {
+	case ev := <-events:
+		t.Fatalf("event for a delete of nothing: %+v", ev)
+	default:
+	}
+
+	// Many writers into one batch, then queries racing batches that
+	// rewrite every key: each query sees one generation only.
+	const keys = 50
+	write := func(gen int) {
+		b, err := d.Batch(ctx)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		var wg sync.WaitGroup
+		for i := range keys {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_ = b.Put(ctx, ds.NewKey(fmt.Sprintf("/k%02d", i)), []byte(fmt.Sprint(gen)))
+			}()
+		}
+		wg.Wait()
+		if err := b.Commit(ctx); err != nil {
+			t.Error(err)
+		}
+	}
+	write(0)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for gen := 1; gen <= 30; gen++ {
+			write(gen)
+		}
+	}()
+	for queries := 0; ; queries++ {
+		select {
+		case <-done:
+			if t.Failed() {
+				t.FailNow()
+			}
+			goto closed
+		default:
+		}
+		res, err := d.Query(ctx, query.Query{Prefix: "/"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		all, err := res.Rest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[string]bool{}
+		for _, e := range all {
+			seen[string(e.Value)] = true
+		}
+		if len(all) != keys || len(seen) != 1 {
+			t.Fatalf("query %d saw %d keys of generations %v", queries, len(all), seen)
+		}
+	}
+closed:
+	p := ns.Position()
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ns.WatchFrom(ctx, "", p); !errors.Is(err, ErrClosed) {
+		t.Fatalf("WatchFrom after Close: %v", err)
 	}
 }

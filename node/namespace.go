@@ -201,6 +201,9 @@ func (s *Namespace) WatchAfter(ctx context.Context, prefix string, position uint
 // index -1, from after position.
 func (s *Namespace) watchAfter(ctx context.Context, prefix string, position uint64, index int) (<-chan Event, error) {
 	w, last := s.n.watchers.add(ctx, s.Name(), prefix, true)
+	if w.closed && w.stop == nil {
+		return nil, ErrClosed // the node is closed
+	}
 	if position > last {
 		s.n.watchers.remove(w)
 		return nil, fmt.Errorf("%w: position %d is ahead of this node (%d)", ErrInvalid, position, last)

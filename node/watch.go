@@ -200,6 +200,9 @@ func (h *watchHub) remove(w *watcher) {
 	h.mu.Lock()
 	delete(h.watchers, w)
 	h.mu.Unlock()
+	if w.stop != nil {
+		w.stop() // the caller's context must not keep w alive
+	}
 	w.shut()
 }
 

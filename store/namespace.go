@@ -112,7 +112,14 @@ func (n *Namespace) Apply(ctx context.Context, op crdt.Op, opts ...WriteOption) 
 		return crdt.Delta{}, err
 	}
 	p := &pending{kind: pendingLocal, ns: n, durable: wo.durable, delta: d, done: make(chan error, 1)}
-	n.applyLocked(d, p)
+	if d.ChangesNothing() {
+		// A delete of what is not there: nothing to log, replicate or
+		// report. It still waits for what was committed before it, so
+		// that a delete it observed is as durable as its answer says.
+		p.kind, p.ns, p.delta = pendingFlush, nil, crdt.Delta{}
+	} else {
+		n.applyLocked(d, p)
+	}
 	s.enqueue(p)
 	n.mu.Unlock()
 	if wo.noWait {
@@ -183,10 +190,17 @@ func (n *Namespace) ApplyAll(ctx context.Context, ops []crdt.Op, opts ...WriteOp
 			n.mu.Unlock()
 			return err
 		}
+		if d.ChangesNothing() {
+			continue // a delete of what is not there (see Apply)
+		}
 		n.applyLocked(d, p)
 		deltas = append(deltas, d)
 	}
-	p.delta = crdt.JoinDeltas(deltas...)
+	if len(deltas) == 0 {
+		p.kind, p.ns = pendingFlush, nil
+	} else {
+		p.delta = crdt.JoinDeltas(deltas...)
+	}
 	s.enqueue(p)
 	n.mu.Unlock()
 	if wo.noWait {

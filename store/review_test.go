@@ -541,3 +541,45 @@ func TestSkipAnnouncementRemovesALostBatch(t *testing.T) {
 		t.Fatal("the reopened peer differs from the origin")
 	}
 }
+
+// A delete of a key, field or element that is not there changes nothing,
+// so nothing is logged, replicated or reported (it was a batch, a gossip
+// message and a watch event each).
+func TestDeleteOfNothingCommitsNothing(t *testing.T) {
+	ctx := context.Background()
+	var commits atomic.Int64
+	s, err := OpenMemory(ctx, Options{Replica: 1, OnCommit: func(Commit) { commits.Add(1) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	n := mustNS(t, s, "x")
+	put(t, n, "k", "v")
+	if _, err := n.Apply(ctx, crdt.Op{Kind: crdt.OpPut, Key: "m", Path: []string{"f"}, Value: []byte("1")}); err != nil {
+		t.Fatal(err)
+	}
+	before, pos := commits.Load(), n.Position()
+	for _, op := range []crdt.Op{
+		{Kind: crdt.OpDelete, Key: "never"},
+		{Kind: crdt.OpDelete, Key: "m", Path: []string{"never"}},
+		{Kind: crdt.OpSetUpdate, Key: "never", Remove: []string{"e"}},
+	} {
+		d, err := n.Apply(ctx, op)
+		if err != nil || !d.ChangesNothing() {
+			t.Fatalf("%+v: %v, changes nothing %v", op, err, d.ChangesNothing())
+		}
+	}
+	if err := n.ApplyAll(ctx, []crdt.Op{{Kind: crdt.OpDelete, Key: "a"}, {Kind: crdt.OpDelete, Key: "b"}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := commits.Load(); got != before || n.Position() != pos {
+		t.Fatalf("%d commits and position %d→%d for deletes of nothing", got-before, pos, n.Position())
+	}
+	// A delete of something still commits.
+	if err := n.ApplyAll(ctx, []crdt.Op{{Kind: crdt.OpDelete, Key: "k"}, {Kind: crdt.OpDelete, Key: "b"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := n.Get("k"); ok || commits.Load() != before+1 {
+		t.Fatalf("delete of k: still there %v, %d commits", ok, commits.Load()-before)
+	}
+}
