@@ -70,7 +70,7 @@ func (c *conn) expect(kind frameKind) (*frame, error) {
 
 // syncSpace runs one client session for s with p. more reports that the
 // server stopped early and another session should follow.
-func (r *Replicator) syncSpace(ctx context.Context, p peer.ID, s *space) (more bool, err error) {
+func (r *Replicator) syncSpace(ctx context.Context, p peer.ID, s *space, refused *crdt.Context) (more bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.SyncTimeout)
 	defer cancel()
 	st, err := r.cfg.Host.NewStream(network.WithAllowLimitedConn(ctx, "sync"), p, ProtocolSync)
@@ -91,9 +91,12 @@ func (r *Replicator) syncSpace(ctx context.Context, p peer.ID, s *space) (more b
 			st.Reset()
 		}
 	}()
-	if err := c.send(&frame{kind: frameHello, ns: s.name, seen: s.rep.Seen()}); err != nil {
+	seen := s.rep.Seen()
+	seen.Merge(*refused)
+	if err := c.send(&frame{kind: frameHello, ns: s.name, seen: seen}); err != nil {
 		return false, err
 	}
+	refuse := func(b Batch) { refused.Add(crdt.Dot{Replica: b.Origin, Counter: b.Seq}) }
 	serverReplica := crdt.DeriveReplicaID([]byte(p))
 	var got uint64
 	defer func() {
@@ -114,6 +117,7 @@ func (r *Replicator) syncSpace(ctx context.Context, p peer.ID, s *space) (more b
 			r.stats.SyncBatchesIn.Add(1)
 			if !s.writerOK(f.batch.Origin) {
 				r.stats.RejectNotWriter.Add(1)
+				refuse(f.batch)
 				continue
 			}
 			// The server relays batches of any origin: only the origin's
@@ -125,12 +129,14 @@ func (r *Replicator) syncSpace(ctx context.Context, p peer.ID, s *space) (more b
 				if err := VerifyBatch(s.name, f.batch); err != nil {
 					r.stats.RejectForged.Add(1)
 					r.cfg.Logger.Debug("gossip: sync batch refused", "peer", p, "ns", s.name, "err", err)
+					refuse(f.batch)
 					continue
 				}
 			}
 			if s.contextAhead(f.batch) {
 				r.stats.IgnoredAhead.Add(1)
-				continue // a later session brings it, once we hold what it saw
+				refuse(f.batch)
+				continue // a later run brings it, once we hold what it saw
 			}
 			if _, err := s.rep.ApplyBatch(ctx, f.batch); err != nil {
 				return false, err

@@ -5,12 +5,14 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"math"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -41,9 +43,9 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 // evilPeer starts a raw libp2p host with gossipsub (signing its own
 // messages), joins namespace ns's topic and waits until victim is a topic
 // peer of it.
-func evilPeer(t *testing.T, ctx context.Context, victim *Node, ns string) (host.Host, *pubsub.Topic) {
+func evilPeer(t *testing.T, ctx context.Context, victim *Node, ns string, opts ...libp2p.Option) (host.Host, *pubsub.Topic) {
 	t.Helper()
-	evil, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+	evil, err := libp2p.New(append([]libp2p.Option{libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0")}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -462,5 +464,73 @@ func TestGarbageFromSyncServer(t *testing.T) {
 	}
 	if after, _ := mustNS(t, client, "x").Digest(); after != before {
 		t.Fatal("garbage changed the namespace")
+	}
+}
+
+// TestRefusedSyncBatchesDoNotCrowdOutTheRest: a server holding more batches
+// the client refuses (here unsigned ones an evil writer got in by gossip,
+// which does not check each batch's own signature) than one session
+// carries, ordered before a genuine batch, must not keep that batch from
+// the client: later rounds of the run claim the refused ones as seen.
+func TestRefusedSyncBatchesDoNotCrowdOutTheRest(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	nodes := cluster(t, 2, nil)
+	server, client := nodes[0], nodes[1]
+	ns := mustNS(t, server, "h")
+	mustNS(t, client, "h")
+	// An evil writer whose batches sort before the server's own.
+	var key crypto.PrivKey
+	for i := 0; ; i++ {
+		k, _, err := crypto.GenerateEd25519Key(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, _ := peer.IDFromPrivateKey(k)
+		if crdt.DeriveReplicaID([]byte(id)) < server.Replica() {
+			key = k
+			break
+		}
+		if i == 1000 {
+			t.Fatal("no key found")
+		}
+	}
+	evil, topic := evilPeer(t, ctx, server, "h", libp2p.Identity(key))
+	origin := crdt.DeriveReplicaID([]byte(evil.ID()))
+	const refused = 4096 + 200 // more than one session's MaxSyncBatches
+	src := crdt.NewNamespace(crdt.Limits{})
+	var batches []gossip.Batch
+	for seq := uint64(1); seq <= refused; seq++ {
+		d, err := src.Prepare(crdt.Op{Kind: crdt.OpPut, Key: fmt.Sprint("e", seq), Value: []byte("x")}, origin, crdt.Timestamp{Wall: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		src.ApplyDelta(d, nil)
+		batches = append(batches, gossip.Batch{Origin: origin, Seq: seq, Delta: d, Encoded: d.Encode(nil)})
+		if len(batches) == 500 || seq == refused {
+			if err := topic.Publish(ctx, (&gossip.Message{Origin: origin, Batches: batches}).Encode(nil)); err != nil {
+				t.Fatal(err)
+			}
+			batches = nil
+		}
+	}
+	waitFor(t, "the server to apply the evil writer's batches", 30*time.Second, func() bool {
+		_, keys := ns.Digest()
+		return keys == refused
+	})
+	if err := ns.Put(ctx, "genuine", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := client.Connect(ctx, server.Addrs()[0]); err != nil {
+		t.Fatal(err)
+	}
+	cns := mustNS(t, client, "h")
+	waitFor(t, "the genuine batch to reach the client by sync", 60*time.Second, func() bool {
+		_ = client.SyncWith(ctx, server.ID())
+		v, err := cns.Get(ctx, "genuine")
+		return err == nil && string(v) == "1"
+	})
+	if got := client.Stats().RejectForged.Load(); got < refused {
+		t.Fatalf("the client refused %d batches, want at least %d", got, refused)
 	}
 }
