@@ -25,9 +25,12 @@ func (v *viewReplica) View(fn func(st *crdt.Namespace, seen *crdt.Context)) { fn
 func (v *viewReplica) Flush(context.Context) error                          { return nil }
 
 // TestStateServerBoundsWhatAClientMakesItHold: the server side of state
-// reconciliation refuses a key list, or an answer, larger than the byte
-// limit a client would accept (found by review: it held any key list a
-// client sent, and built any answer, under a read lock).
+// reconciliation refuses a key list larger than the byte limit, and an
+// answer larger than stateAnswerFactor times it; an answer over the limit
+// itself is sent, in pages (found by review: it held any key list a client
+// sent, and built any answer, under a read lock; a later review: refusing
+// every answer over the limit kept a new replica out of a large namespace
+// for good).
 func TestStateServerBoundsWhatAClientMakesItHold(t *testing.T) {
 	const limit = 64 << 10
 	lim := Limits{Delta: crdt.Limits{MaxBytes: limit}}.withDefaults()
@@ -38,7 +41,10 @@ func TestStateServerBoundsWhatAClientMakesItHold(t *testing.T) {
 		want       string
 	}{
 		{"key list", 1, 200, "key list over"},
-		{"answer", 2000, 0, "over the key or byte limit"},
+		// The answer is sent in pages: past the limit is fine, past
+		// stateAnswerFactor times it is not.
+		{"answer", 8000, 0, "times the key or byte limit"},
+		{"paged answer", 2000, 0, ""},
 		{"within", 10, 10, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -91,6 +97,13 @@ func TestStateServerBoundsWhatAClientMakesItHold(t *testing.T) {
 				}
 			}
 			_ = cc.send(&frame{kind: frameEndKeys})
+			go func() { // take the answer, as a client does
+				for {
+					if f, err := cc.recv(); err != nil || f.kind == frameState {
+						return
+					}
+				}
+			}()
 			select {
 			case err := <-served:
 				switch {

@@ -34,6 +34,29 @@ type conn struct {
 	lim Limits
 	in  int64
 	out int64
+	// State reconciliation runs as long as it makes progress: extend
+	// pushes the session's deadline out (and calls onExtend) every
+	// progressEvery frames moved.
+	timeout  time.Duration
+	now      func() time.Time
+	onExtend func()
+	frames   int
+}
+
+// progressEvery is how many state-phase frames move between deadline
+// extensions.
+const progressEvery = 256
+
+// progress notes one frame moved in the state phase.
+func (c *conn) progress() {
+	c.frames++
+	if c.frames%progressEvery != 0 || c.timeout <= 0 {
+		return
+	}
+	_ = c.s.SetDeadline(c.now().Add(c.timeout))
+	if c.onExtend != nil {
+		c.onExtend()
+	}
 }
 
 func newConn(s network.Stream, lim Limits) *conn {
@@ -71,8 +94,12 @@ func (c *conn) expect(kind frameKind) (*frame, error) {
 // syncSpace runs one client session for s with p. more reports that the
 // server stopped early and another session should follow.
 func (r *Replicator) syncSpace(ctx context.Context, p peer.ID, s *space, refused *crdt.Context) (more bool, err error) {
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.SyncTimeout)
+	// SyncTimeout bounds the session, but state reconciliation pushes it
+	// out while it makes progress (see conn.progress).
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	expire := time.AfterFunc(r.cfg.SyncTimeout, cancel)
+	defer expire.Stop()
 	st, err := r.cfg.Host.NewStream(network.WithAllowLimitedConn(ctx, "sync"), p, ProtocolSync)
 	if err != nil {
 		return false, err
@@ -84,6 +111,8 @@ func (r *Replicator) syncSpace(ctx context.Context, p peer.ID, s *space, refused
 	// stream, which fails any read or write in progress.
 	defer context.AfterFunc(ctx, func() { st.Reset() })()
 	c := newConn(st, r.cfg.Limits)
+	c.timeout, c.now = r.cfg.SyncTimeout, r.cfg.Now
+	c.onExtend = func() { expire.Reset(r.cfg.SyncTimeout) }
 	defer func() {
 		r.stats.SyncBytesIn.Add(c.in)
 		r.stats.SyncBytesOut.Add(c.out)
@@ -210,17 +239,32 @@ func (r *Replicator) reconcileState(ctx context.Context, c *conn, s *space) erro
 		if err := c.send(&keyDots[i]); err != nil {
 			return err
 		}
+		c.progress()
 	}
 	if err := c.send(&frame{kind: frameEndKeys}); err != nil {
 		return err
 	}
-	var deltas []crdt.Delta
-	var stateBytes int64
+	// Key deltas are applied in pages as they come: each is
+	// self-contained, so memory stays bounded by a page, and what a broken
+	// session applied stays (the next one finds those buckets equal). Our
+	// own pages move the epoch by one each; anything else moving it means
+	// a remote batch came in meanwhile, and the final merge is skipped.
+	var page []crdt.Delta
+	var pageBytes, keys, totalBytes int64
+	maxKeys, maxBytes := int64(r.cfg.Limits.Delta.MaxElements), int64(r.cfg.Limits.Delta.MaxBytes)
+	applyPage := func(seen, cctx crdt.Context) error {
+		err := s.rep.ApplyState(ctx, page, seen, cctx, epoch)
+		epoch++
+		r.stats.StateKeysIn.Add(int64(len(page)))
+		page, pageBytes = page[:0], 0
+		return err
+	}
 	for {
 		f, err := c.recv()
 		if err != nil {
 			return err
 		}
+		c.progress()
 		switch f.kind {
 		case frameKeyDelta:
 			if b := bucketOf(f.delta.Key(0), len(sums)); !differ[b] {
@@ -229,24 +273,40 @@ func (r *Replicator) reconcileState(ctx context.Context, c *conn, s *space) erro
 			if err := s.checkKeyDelta(f.delta); err != nil {
 				return err
 			}
-			// Bound what a server can make us hold: keys and bytes.
-			stateBytes += int64(f.delta.Size())
-			if len(deltas) >= r.cfg.Limits.Delta.MaxElements || stateBytes > int64(r.cfg.Limits.Delta.MaxBytes) {
-				return fmt.Errorf("%w: state reconciliation over the key or byte limit", ErrMalformed)
+			// Bound the answer as a whole too: a server cannot stream
+			// keys for ever.
+			keys++
+			totalBytes += int64(f.delta.Size())
+			if keys > stateAnswerFactor*maxKeys || totalBytes > stateAnswerFactor*maxBytes {
+				return fmt.Errorf("%w: state reconciliation over %d times the key or byte limit", ErrMalformed, stateAnswerFactor)
 			}
-			deltas = append(deltas, f.delta)
+			page = append(page, f.delta)
+			if pageBytes += int64(f.delta.Size()); len(page) >= statePageKeys || pageBytes >= statePageBytes {
+				if err := applyPage(crdt.Context{}, crdt.Context{}); err != nil {
+					return err
+				}
+			}
 		case frameState:
-			if err := s.rep.ApplyState(ctx, deltas, f.seen, f.cctx, epoch); err != nil {
+			if err := applyPage(f.seen, f.cctx); err != nil {
 				return err
 			}
 			r.stats.StateSessions.Add(1)
-			r.stats.StateKeysIn.Add(int64(len(deltas)))
 			return nil
 		default:
 			return fmt.Errorf("%w: unexpected frame %d", ErrMalformed, f.kind)
 		}
 	}
 }
+
+// State reconciliation pages: the client applies key deltas in pages of at
+// most statePageKeys keys or statePageBytes bytes; an answer may run to
+// stateAnswerFactor times the delta limits (Limits.Delta: 1,000,000 keys,
+// 256 MiB by default) in all.
+const (
+	statePageKeys     = 4096
+	statePageBytes    = 16 << 20
+	stateAnswerFactor = 16
+)
 
 // checkKeyDelta refuses a key delta holding writes of non-writers.
 func (s *space) checkKeyDelta(d crdt.Delta) error {
@@ -319,6 +379,7 @@ func (r *Replicator) serve(st network.Stream) {
 	_ = st.SetDeadline(r.cfg.Now().Add(r.cfg.SyncTimeout))
 	defer context.AfterFunc(r.ctx, func() { st.Reset() })() // Close ends the session now
 	c := newConn(st, r.cfg.Limits)
+	c.timeout, c.now = r.cfg.SyncTimeout, r.cfg.Now
 	err := r.serveSession(c)
 	r.stats.SyncBytesIn.Add(c.in)
 	r.stats.SyncBytesOut.Add(c.out)
@@ -416,6 +477,7 @@ func (r *Replicator) serveState(c *conn, s *space) error {
 		if err != nil {
 			return err
 		}
+		c.progress()
 		if f.kind == frameEndKeys {
 			break
 		}
@@ -427,33 +489,39 @@ func (r *Replicator) serveState(c *conn, s *space) error {
 		}
 		theirs[f.key] = f.dots
 	}
-	var out []frame
-	var outBytes int64
+	// The keys to answer for: ours in the differing buckets and theirs.
+	var keys []string
 	s.rep.View(func(st *crdt.Namespace, _ *crdt.Context) {
-		keys := make(map[string]bool)
 		for _, k := range st.Keys("") {
-			if inDiffer[bucketOf(k, n)] {
-				keys[k] = true
+			if _, both := theirs[k]; !both && inDiffer[bucketOf(k, n)] {
+				keys = append(keys, k)
 			}
-		}
-		for k := range theirs {
-			keys[k] = true
-		}
-		for k := range keys {
-			d := st.KeyDeltaOf(k, theirs[k])
-			if outBytes += int64(d.Size()); outBytes > maxBytes || len(out) >= r.cfg.Limits.Delta.MaxElements {
-				out = nil // the client would refuse the session
-				return
-			}
-			out = append(out, frame{kind: frameKeyDelta, delta: d})
 		}
 	})
-	if out == nil && outBytes > 0 {
-		return fmt.Errorf("state reconciliation over the key or byte limit (%d bytes, %d keys)", maxBytes, r.cfg.Limits.Delta.MaxElements)
+	for k := range theirs {
+		keys = append(keys, k)
 	}
-	for i := range out {
-		if err := c.send(&out[i]); err != nil {
-			return err
+	// Answer in pages, each cut under one read lock, so the answer need
+	// not fit in memory (nor in the client's) at once.
+	maxKeys := int64(stateAnswerFactor * r.cfg.Limits.Delta.MaxElements)
+	var outKeys, outBytes int64
+	for start := 0; start < len(keys); start += statePageKeys {
+		var page []frame
+		s.rep.View(func(st *crdt.Namespace, _ *crdt.Context) {
+			for _, k := range keys[start:min(start+statePageKeys, len(keys))] {
+				d := st.KeyDeltaOf(k, theirs[k])
+				outBytes += int64(d.Size())
+				page = append(page, frame{kind: frameKeyDelta, delta: d})
+			}
+		})
+		if outKeys += int64(len(page)); outKeys > maxKeys || outBytes > stateAnswerFactor*maxBytes {
+			return fmt.Errorf("state reconciliation over %d times the key or byte limit (%d bytes, %d keys)", stateAnswerFactor, maxBytes, r.cfg.Limits.Delta.MaxElements)
+		}
+		for i := range page {
+			if err := c.send(&page[i]); err != nil {
+				return err
+			}
+			c.progress()
 		}
 	}
 	return c.send(&frame{kind: frameState, seen: seen, cctx: cctx})

@@ -186,3 +186,34 @@ func TestLargestOperationReplicates(t *testing.T) {
 		t.Fatal("the refused update changed the namespace")
 	}
 }
+
+// TestStateReconciliationPagesPastTheLimits: an answer with more keys than
+// one delta may hold (Limits.MaxElements) is sent and applied in pages; it
+// was refused whole, so an empty node could never join a namespace that
+// large once the log it needed was compacted (found by review).
+func TestStateReconciliationPagesPastTheLimits(t *testing.T) {
+	ctx := context.Background()
+	nodes := cluster(t, 2, func(i int, c *Config) {
+		c.Limits.MaxElements = 100
+		if i == 0 {
+			c.Retention = store.Retention{MaxBytes: 1}
+		}
+	})
+	a, b := nodes[0], nodes[1]
+	ns := mustNS(t, a, "ns")
+	const keys = 250
+	for i := range keys {
+		if err := ns.Put(ctx, fmt.Sprintf("k%03d", i), []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.st.Compact(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mustNS(t, b, "ns")
+	connect(t, a, b)
+	waitConverged(t, nodes, "ns", keys, 60*time.Second)
+	if in := b.Stats().SyncBatchesIn.Load(); in != 0 {
+		t.Fatalf("%d batches came from the log, which keeps none", in)
+	}
+}
