@@ -32,13 +32,23 @@ type Replica interface {
 	// calls it before sending, so that no peer ever sees a write this
 	// replica could still lose in a crash (and then reuse its dot).
 	Flush(ctx context.Context) error
-	// RemoteApplies counts the remote batches and state reconciliations
-	// applied; a reconciliation reads it before its snapshot.
-	RemoteApplies() uint64
-	// ApplyState applies key deltas from a state reconciliation, then — if
-	// RemoteApplies is still epoch, so that the deltas cover every key that
-	// differed — the peer's seen batches and context as of its snapshot.
-	ApplyState(ctx context.Context, deltas []crdt.Delta, seen, cctx crdt.Context, epoch uint64) error
+	// TrackChanges starts recording the keys changed from now on; a
+	// reconciliation makes one before its snapshot.
+	TrackChanges() ChangeTracker
+	// ApplyState applies key deltas from a state reconciliation (not
+	// recorded in t), then, if merge is set and t recorded no change since
+	// its last Take, the peer's seen batches and context as of its
+	// snapshot; it reports whether it merged them.
+	ApplyState(ctx context.Context, deltas []crdt.Delta, seen, cctx crdt.Context, t ChangeTracker, merge bool) (merged bool, err error)
+}
+
+// ChangeTracker records the keys changed in a replica since it was made.
+type ChangeTracker interface {
+	// Take returns the keys changed since the last Take and forgets
+	// them; overflow reports that too many changed to name (for good).
+	Take() (keys []string, overflow bool)
+	// Stop ends the recording.
+	Stop()
 }
 
 // Stats counts what replication did. All fields are safe to read while the
@@ -67,4 +77,8 @@ type Stats struct {
 	SyncBytesOut      atomic.Int64
 	StateSessions     atomic.Int64 // sync sessions that reconciled state
 	StateKeysIn       atomic.Int64
+	// StateMergesSkipped counts reconciliations that applied their key
+	// deltas but left the merge of the server's seen batches and context
+	// to a later session: keys kept changing while they ran.
+	StateMergesSkipped atomic.Int64
 }

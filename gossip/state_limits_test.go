@@ -97,9 +97,14 @@ func TestStateServerBoundsWhatAClientMakesItHold(t *testing.T) {
 				}
 			}
 			_ = cc.send(&frame{kind: frameEndKeys})
-			go func() { // take the answer, as a client does
+			go func() { // take the answer, then end the session, as a client does
 				for {
-					if f, err := cc.recv(); err != nil || f.kind == frameState {
+					f, err := cc.recv()
+					if err != nil {
+						return
+					}
+					if f.kind == frameState {
+						_ = s.CloseWrite()
 						return
 					}
 				}

@@ -204,10 +204,20 @@ func bucketSums(st *crdt.Namespace, n int) []bucketSum {
 }
 
 // reconcileState is the client side of state reconciliation.
+//
+// The server's seen batches and context, merged at the end, describe its
+// snapshot; merging them is sound only for keys the client has not changed
+// since its own snapshot (a key it changed may have been changed again at
+// the server, by a batch the merge would mark seen without applying). A
+// tracker made before the snapshot names the keys changed since — local
+// writes, remote batches, other reconciliations — and the client asks the
+// server for those keys again (from its current state) until a merge finds
+// none changed, for at most maxStateRounds rounds; then it leaves the merge
+// to a later session.
 func (r *Replicator) reconcileState(ctx context.Context, c *conn, s *space) error {
 	var sums []bucketSum
-	var mine map[uint32][]string
-	epoch := s.rep.RemoteApplies() // before the snapshot: see ApplyState
+	tr := s.rep.TrackChanges() // before the snapshot
+	defer tr.Stop()
 	s.rep.View(func(st *crdt.Namespace, _ *crdt.Context) {
 		sums = bucketSums(st, bucketCount(st.Len()))
 	})
@@ -225,78 +235,128 @@ func (r *Replicator) reconcileState(ctx context.Context, c *conn, s *space) erro
 		}
 		differ[id] = true
 	}
-	mine = make(map[uint32][]string)
-	var keyDots []frame
+	var keys []string
 	s.rep.View(func(st *crdt.Namespace, _ *crdt.Context) {
 		for _, k := range st.Keys("") {
-			if b := bucketOf(k, len(sums)); differ[b] {
-				mine[b] = append(mine[b], k)
-				keyDots = append(keyDots, frame{kind: frameKeyDots, key: k, dots: crdt.ContextOf(st.ValueDots(k)...)})
+			if differ[bucketOf(k, len(sums))] {
+				keys = append(keys, k)
 			}
 		}
 	})
-	for i := range keyDots {
-		if err := c.send(&keyDots[i]); err != nil {
+	inRound := func(k string) bool { return differ[bucketOf(k, len(sums))] }
+	var state *frame
+	var stateKeys int64
+	for round := 0; ; round++ {
+		n, final, err := r.stateRound(ctx, c, s, tr, keys, inRound)
+		stateKeys += n
+		if err != nil {
 			return err
 		}
-		c.progress()
+		state = final
+		changed, overflow := tr.Take()
+		if overflow || round == maxStateRounds {
+			break // keys converged through their deltas; the merge waits
+		}
+		if len(changed) == 0 {
+			merged, err := s.rep.ApplyState(ctx, nil, state.seen, state.cctx, tr, true)
+			if err != nil {
+				return err
+			}
+			if merged {
+				r.stats.StateSessions.Add(1)
+				return nil
+			}
+			if changed, overflow = tr.Take(); overflow || len(changed) == 0 {
+				break
+			}
+		}
+		// Again, for the keys changed meanwhile, wherever they are.
+		keys = changed
+		asked := make(map[string]bool, len(changed))
+		for _, k := range changed {
+			asked[k] = true
+		}
+		inRound = func(k string) bool { return asked[k] }
+	}
+	r.stats.StateSessions.Add(1)
+	r.stats.StateMergesSkipped.Add(1)
+	return nil
+}
+
+// stateRound sends the client's dots for keys, then takes the server's key
+// deltas (each for a key inRound accepts) and applies them in pages as they
+// come: each is self-contained, so memory stays bounded by a page, and
+// what a broken session applied stays (the next one finds those buckets
+// equal). It returns the server's closing State frame.
+func (r *Replicator) stateRound(ctx context.Context, c *conn, s *space, tr ChangeTracker, keys []string, inRound func(string) bool) (applied int64, state *frame, err error) {
+	for start := 0; start < len(keys); start += statePageKeys {
+		var page []frame
+		s.rep.View(func(st *crdt.Namespace, _ *crdt.Context) {
+			for _, k := range keys[start:min(start+statePageKeys, len(keys))] {
+				page = append(page, frame{kind: frameKeyDots, key: k, dots: crdt.ContextOf(st.ValueDots(k)...)})
+			}
+		})
+		for i := range page {
+			if err := c.send(&page[i]); err != nil {
+				return applied, nil, err
+			}
+			c.progress()
+		}
 	}
 	if err := c.send(&frame{kind: frameEndKeys}); err != nil {
-		return err
+		return applied, nil, err
 	}
-	// Key deltas are applied in pages as they come: each is
-	// self-contained, so memory stays bounded by a page, and what a broken
-	// session applied stays (the next one finds those buckets equal). Our
-	// own pages move the epoch by one each; anything else moving it means
-	// a remote batch came in meanwhile, and the final merge is skipped.
-	var page []crdt.Delta
-	var pageBytes, keys, totalBytes int64
+	var deltas []crdt.Delta
+	var pageBytes, total, totalBytes int64
 	maxKeys, maxBytes := int64(r.cfg.Limits.Delta.MaxElements), int64(r.cfg.Limits.Delta.MaxBytes)
-	applyPage := func(seen, cctx crdt.Context) error {
-		err := s.rep.ApplyState(ctx, page, seen, cctx, epoch)
-		epoch++
-		r.stats.StateKeysIn.Add(int64(len(page)))
-		page, pageBytes = page[:0], 0
+	apply := func() error {
+		if len(deltas) == 0 {
+			return nil
+		}
+		_, err := s.rep.ApplyState(ctx, deltas, crdt.Context{}, crdt.Context{}, tr, false)
+		applied += int64(len(deltas))
+		r.stats.StateKeysIn.Add(int64(len(deltas)))
+		deltas, pageBytes = deltas[:0], 0
 		return err
 	}
 	for {
 		f, err := c.recv()
 		if err != nil {
-			return err
+			return applied, nil, err
 		}
 		c.progress()
 		switch f.kind {
 		case frameKeyDelta:
-			if b := bucketOf(f.delta.Key(0), len(sums)); !differ[b] {
-				return fmt.Errorf("%w: key delta outside the differing buckets", ErrMalformed)
+			if !inRound(f.delta.Key(0)) {
+				return applied, nil, fmt.Errorf("%w: key delta for a key not asked about", ErrMalformed)
 			}
 			if err := s.checkKeyDelta(f.delta); err != nil {
-				return err
+				return applied, nil, err
 			}
 			// Bound the answer as a whole too: a server cannot stream
 			// keys for ever.
-			keys++
+			total++
 			totalBytes += int64(f.delta.Size())
-			if keys > stateAnswerFactor*maxKeys || totalBytes > stateAnswerFactor*maxBytes {
-				return fmt.Errorf("%w: state reconciliation over %d times the key or byte limit", ErrMalformed, stateAnswerFactor)
+			if total > stateAnswerFactor*maxKeys || totalBytes > stateAnswerFactor*maxBytes {
+				return applied, nil, fmt.Errorf("%w: state reconciliation over %d times the key or byte limit", ErrMalformed, stateAnswerFactor)
 			}
-			page = append(page, f.delta)
-			if pageBytes += int64(f.delta.Size()); len(page) >= statePageKeys || pageBytes >= statePageBytes {
-				if err := applyPage(crdt.Context{}, crdt.Context{}); err != nil {
-					return err
+			deltas = append(deltas, f.delta)
+			if pageBytes += int64(f.delta.Size()); len(deltas) >= statePageKeys || pageBytes >= statePageBytes {
+				if err := apply(); err != nil {
+					return applied, nil, err
 				}
 			}
 		case frameState:
-			if err := applyPage(f.seen, f.cctx); err != nil {
-				return err
-			}
-			r.stats.StateSessions.Add(1)
-			return nil
+			return applied, f, apply()
 		default:
-			return fmt.Errorf("%w: unexpected frame %d", ErrMalformed, f.kind)
+			return applied, nil, fmt.Errorf("%w: unexpected frame %d", ErrMalformed, f.kind)
 		}
 	}
 }
+
+// maxStateRounds bounds the extra rounds a reconciliation spends on keys
+// changed while it ran.
+const maxStateRounds = 3
 
 // State reconciliation pages: the client applies key deltas in pages of at
 // most statePageKeys keys or statePageBytes bytes; an answer may run to
@@ -467,27 +527,9 @@ func (r *Replicator) serveState(c *conn, s *space) error {
 	for _, id := range differ {
 		inDiffer[id] = true
 	}
-	// Bound what a client can make us hold, as the client bounds what it
-	// takes from us: keys and bytes, in the list and in the answer.
-	maxBytes := int64(r.cfg.Limits.Delta.MaxBytes)
-	listStart := c.in
-	theirs := make(map[string]crdt.Context)
-	for {
-		f, err := c.recv()
-		if err != nil {
-			return err
-		}
-		c.progress()
-		if f.kind == frameEndKeys {
-			break
-		}
-		if f.kind != frameKeyDots || !inDiffer[bucketOf(f.key, n)] || len(theirs) >= r.cfg.Limits.Delta.MaxElements {
-			return fmt.Errorf("%w: unexpected frame in key list", ErrMalformed)
-		}
-		if c.in-listStart > maxBytes {
-			return fmt.Errorf("%w: key list over %d bytes", ErrMalformed, maxBytes)
-		}
-		theirs[f.key] = f.dots
+	theirs, err := r.readKeyList(c, func(k string) bool { return inDiffer[bucketOf(k, n)] })
+	if err != nil {
+		return err
 	}
 	// The keys to answer for: ours in the differing buckets and theirs.
 	var keys []string
@@ -501,8 +543,71 @@ func (r *Replicator) serveState(c *conn, s *space) error {
 	for k := range theirs {
 		keys = append(keys, k)
 	}
-	// Answer in pages, each cut under one read lock, so the answer need
-	// not fit in memory (nor in the client's) at once.
+	if err := r.answerKeys(c, s, keys, theirs); err != nil {
+		return err
+	}
+	if err := c.send(&frame{kind: frameState, seen: seen, cctx: cctx}); err != nil {
+		return err
+	}
+	// The client may ask again, for keys it changed meanwhile, from our
+	// state as it is now; the seen batches and context stay the
+	// snapshot's. It ends the session by closing the stream.
+	for round := 0; round < maxStateRounds; round++ {
+		theirs, err := r.readKeyList(c, func(string) bool { return true })
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		keys := make([]string, 0, len(theirs))
+		for k := range theirs {
+			keys = append(keys, k)
+		}
+		if err := s.rep.Flush(r.ctx); err != nil { // as above: only durable state
+			return err
+		}
+		if err := r.answerKeys(c, s, keys, theirs); err != nil {
+			return err
+		}
+		if err := c.send(&frame{kind: frameState, seen: seen, cctx: cctx}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readKeyList reads a client's key list (KeyDots frames up to EndKeys),
+// each key one accept takes, bounded in keys and bytes as the client bounds
+// what it takes from us. io.EOF: the client closed the stream instead.
+func (r *Replicator) readKeyList(c *conn, accept func(string) bool) (map[string]crdt.Context, error) {
+	maxBytes := int64(r.cfg.Limits.Delta.MaxBytes)
+	listStart := c.in
+	theirs := make(map[string]crdt.Context)
+	for {
+		f, err := c.recv()
+		if err != nil {
+			return nil, err
+		}
+		c.progress()
+		if f.kind == frameEndKeys {
+			return theirs, nil
+		}
+		if f.kind != frameKeyDots || !accept(f.key) || len(theirs) >= r.cfg.Limits.Delta.MaxElements {
+			return nil, fmt.Errorf("%w: unexpected frame in key list", ErrMalformed)
+		}
+		if c.in-listStart > maxBytes {
+			return nil, fmt.Errorf("%w: key list over %d bytes", ErrMalformed, maxBytes)
+		}
+		theirs[f.key] = f.dots
+	}
+}
+
+// answerKeys sends a key delta for each of keys against the client's dots,
+// in pages each cut under one read lock, so the answer need not fit in
+// memory (nor in the client's) at once.
+func (r *Replicator) answerKeys(c *conn, s *space, keys []string, theirs map[string]crdt.Context) error {
+	maxBytes := int64(r.cfg.Limits.Delta.MaxBytes)
 	maxKeys := int64(stateAnswerFactor * r.cfg.Limits.Delta.MaxElements)
 	var outKeys, outBytes int64
 	for start := 0; start < len(keys); start += statePageKeys {
@@ -524,5 +629,5 @@ func (r *Replicator) serveState(c *conn, s *space) error {
 			c.progress()
 		}
 	}
-	return c.send(&frame{kind: frameState, seen: seen, cctx: cctx})
+	return nil
 }

@@ -395,8 +395,8 @@ func (a replicaAdapter) ApplyBatch(ctx context.Context, b gossip.Batch) (bool, e
 	return a.st.ApplyBatch(ctx, store.Batch{Origin: b.Origin, Seq: b.Seq, Delta: b.Delta, Encoded: b.Encoded, Signer: b.Signer, Sig: b.Sig}, store.WithoutWait())
 }
 
-func (a replicaAdapter) ApplyState(ctx context.Context, deltas []crdt.Delta, seen, cctx crdt.Context, epoch uint64) error {
-	return a.st.ApplyState(ctx, deltas, seen, cctx, epoch)
+func (a replicaAdapter) ApplyState(ctx context.Context, deltas []crdt.Delta, seen, cctx crdt.Context, t gossip.ChangeTracker, merge bool) (bool, error) {
+	return a.st.ApplyStateTracked(ctx, deltas, seen, cctx, t.(*store.ChangeTracker), merge)
 }
 
-func (a replicaAdapter) RemoteApplies() uint64 { return a.st.RemoteApplies() }
+func (a replicaAdapter) TrackChanges() gossip.ChangeTracker { return a.st.TrackChanges() }

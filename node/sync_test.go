@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -216,4 +217,51 @@ func TestStateReconciliationPagesPastTheLimits(t *testing.T) {
 	if in := b.Stats().SyncBatchesIn.Load(); in != 0 {
 		t.Fatalf("%d batches came from the log, which keeps none", in)
 	}
+}
+
+// TestStateMergeCompletesUnderLoad: a replica that reconciles state with a
+// compacted peer while another replica writes to it without pause still
+// completes the merge of the peer's seen batches — the keys changed during
+// the session are asked for again — so later syncs do not reconcile state
+// all over again (found by review: any remote batch during the session
+// skipped the merge, every time).
+func TestStateMergeCompletesUnderLoad(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	nodes := cluster(t, 3, func(i int, c *Config) {
+		if i == 0 {
+			c.Retention = store.Retention{MaxBytes: 1}
+		}
+	})
+	a, b, w := nodes[0], nodes[1], nodes[2]
+	ns := mustNS(t, a, "ns")
+	// Enough state that a session takes a while, so writes land in it.
+	putKeysConcurrently(t, ns, 64, 20_000, func(i int) string { return fmt.Sprintf("a%05d", i) }, []byte("v"))
+	if err := a.st.Compact(ctx); err != nil {
+		t.Fatal(err)
+	}
+	aSeen := ns.st.Seen()
+	mustNS(t, b, "ns")
+	wns := mustNS(t, w, "ns")
+	connect(t, b, w)
+	var wg sync.WaitGroup
+	for g := range 4 { // the writer never pauses while b reconciles
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ctx.Err() == nil && i < 1_000_000; i++ {
+				_ = wns.Put(ctx, fmt.Sprintf("w%d-%d", g, i%50), []byte(fmt.Sprint(i)))
+			}
+		}()
+	}
+	defer wg.Wait()
+	defer cancel()
+	waitFor(t, "the writer's batches to flow to b", 10*time.Second, func() bool { return b.Stats().BatchesApplied.Load() > 20 })
+	connect(t, a, b)
+	bns := mustNS(t, b, "ns")
+	waitFor(t, "b to merge a's compacted batches", 60*time.Second, func() bool {
+		_ = b.SyncWith(ctx, a.ID())
+		seen := bns.st.Seen()
+		return seen.Covers(aSeen)
+	})
 }

@@ -36,6 +36,10 @@ type Namespace struct {
 	// applied, so a reconciliation can tell whether anything arrived since
 	// its snapshot.
 	remoteApplies uint64
+	// trackers record the keys changed for reconciliations in progress;
+	// applyingFor is the one whose own deltas are being applied.
+	trackers    []*ChangeTracker
+	applyingFor *ChangeTracker
 	// durableSeen is seen as of the last commit; only the commit loop
 	// touches it after load.
 	durableSeen crdt.Context
@@ -310,6 +314,9 @@ func (n *Namespace) replicable(op crdt.Op, d crdt.Delta) error {
 // to one pending change, and every one's key writes must reach the disk.
 // n.mu is held.
 func (n *Namespace) applyLocked(d crdt.Delta, p *pending) {
+	if len(n.trackers) > 0 {
+		n.track(d)
+	}
 	for i := 0; i < d.Len(); i++ {
 		k := d.Key(i)
 		if v, ok := n.state.Get(k); ok {
@@ -536,27 +543,106 @@ func (n *Namespace) RemoteApplies() uint64 {
 // only the key deltas (self-contained) are applied, and a later session
 // completes the job.
 func (n *Namespace) ApplyState(ctx context.Context, deltas []crdt.Delta, seen, cctx crdt.Context, epoch uint64) error {
+	_, err := n.applyState(ctx, deltas, seen, cctx, nil, func() bool { return n.remoteApplies == epoch })
+	return err
+}
+
+// ApplyStateTracked is ApplyState for a reconciliation that tracks the
+// changes made since its snapshot with t (made before the snapshot): the
+// deltas are applied without being recorded in t, and, if merge is set,
+// the peer's seen batches and context are merged only if t recorded no
+// change since its last Take (under the same lock hold as the merge). It
+// reports whether they were merged. Unlike the epoch of ApplyState, t also
+// sees local writes, and it names the keys changed, which the caller can
+// reconcile again before merging.
+func (n *Namespace) ApplyStateTracked(ctx context.Context, deltas []crdt.Delta, seen, cctx crdt.Context, t *ChangeTracker, merge bool) (merged bool, err error) {
+	return n.applyState(ctx, deltas, seen, cctx, t, func() bool { return merge && !t.over && len(t.keys) == 0 })
+}
+
+func (n *Namespace) applyState(ctx context.Context, deltas []crdt.Delta, seen, cctx crdt.Context, t *ChangeTracker, mergeOK func() bool) (merged bool, err error) {
 	s := n.s
 	if err := s.acquire(ctx); err != nil {
-		return err
+		return false, err
 	}
 	n.mu.Lock()
 	p := &pending{kind: pendingState, ns: n, durable: !s.opts.NoSync, done: make(chan error, 1)}
+	n.applyingFor = t
 	for _, d := range deltas {
 		s.observe(d.MaxTimestamp())
 		n.applyLocked(d, p)
 	}
 	p.delta = crdt.JoinDeltas(deltas...)
-	if n.remoteApplies == epoch {
+	if merged = mergeOK(); merged {
 		n.applyLocked(crdt.ContextDelta(cctx), p)
 		n.gone.Merge(n.seen.Missing(seen))
 		n.seen.Merge(seen)
 		p.stateSeen = seen
 	}
+	n.applyingFor = nil
 	n.remoteApplies++
 	s.enqueue(p)
 	n.mu.Unlock()
-	return p.wait(ctx)
+	return merged, p.wait(ctx)
+}
+
+// ChangeTracker records the keys whose state changes in a namespace from
+// when it is made until Stop: local writes, remote batches and other state
+// reconciliations alike, but not the deltas applied with it
+// (ApplyStateTracked). Past maxTrackedKeys it only records that it
+// overflowed.
+type ChangeTracker struct {
+	n    *Namespace
+	keys map[string]struct{} // guarded by n.mu
+	over bool
+}
+
+const maxTrackedKeys = 1 << 16
+
+// TrackChanges starts recording the keys changed from now on.
+func (n *Namespace) TrackChanges() *ChangeTracker {
+	t := &ChangeTracker{n: n, keys: make(map[string]struct{})}
+	n.mu.Lock()
+	n.trackers = append(n.trackers, t)
+	n.mu.Unlock()
+	return t
+}
+
+// Take returns the keys changed since the tracker was made or last taken,
+// sorted, and forgets them; overflow reports that more changed than it
+// could hold (then it stays set: no merge can be proven sound).
+func (t *ChangeTracker) Take() (keys []string, overflow bool) {
+	t.n.mu.Lock()
+	defer t.n.mu.Unlock()
+	for k := range t.keys {
+		keys = append(keys, k)
+	}
+	clear(t.keys)
+	slices.Sort(keys)
+	return keys, t.over
+}
+
+// Stop ends the recording.
+func (t *ChangeTracker) Stop() {
+	t.n.mu.Lock()
+	defer t.n.mu.Unlock()
+	t.n.trackers = slices.DeleteFunc(t.n.trackers, func(x *ChangeTracker) bool { return x == t })
+}
+
+// track records in every tracker but the one applying that d's keys
+// changed. n.mu is held.
+func (n *Namespace) track(d crdt.Delta) {
+	for _, t := range n.trackers {
+		if t == n.applyingFor || t.over {
+			continue
+		}
+		for i := 0; i < d.Len(); i++ {
+			t.keys[d.Key(i)] = struct{}{}
+		}
+		if len(t.keys) > maxTrackedKeys {
+			t.over = true
+			clear(t.keys)
+		}
+	}
 }
 
 // ReadLog returns the logged batch (origin, seq), or ok false if it is not

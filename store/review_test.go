@@ -583,3 +583,55 @@ func TestDeleteOfNothingCommitsNothing(t *testing.T) {
 		t.Fatalf("delete of k: still there %v, %d commits", ok, commits.Load()-before)
 	}
 }
+
+// A change tracker names the keys changed since it was made — local
+// writes and remote batches, not the deltas applied with it — and a
+// tracked merge happens only when nothing changed since the last Take
+// (found by review: the epoch a reconciliation checked missed local
+// writes, and under steady remote writes it never let the merge happen).
+func TestChangeTrackerGuardsTheMerge(t *testing.T) {
+	ctx := context.Background()
+	src, err := OpenMemory(ctx, Options{Replica: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	w := mustNS(t, src, "x")
+	put(t, w, "theirs", "1")
+	var keyDelta crdt.Delta
+	var seen, cctx crdt.Context
+	w.View(func(st *crdt.Namespace, sn *crdt.Context) {
+		keyDelta = st.KeyDelta("theirs", nil)
+		seen, cctx = sn.Clone(), st.Context()
+	})
+
+	s, err := OpenMemory(ctx, Options{Replica: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	n := mustNS(t, s, "x")
+	tr := n.TrackChanges()
+	defer tr.Stop()
+	put(t, n, "local", "1")
+	if keys, over := tr.Take(); over || len(keys) != 1 || keys[0] != "local" {
+		t.Fatalf("after a local write: %v %v", keys, over)
+	}
+	// Its own deltas are not changes; another write is.
+	if merged, err := n.ApplyStateTracked(ctx, []crdt.Delta{keyDelta}, crdt.Context{}, crdt.Context{}, tr, false); err != nil || merged {
+		t.Fatalf("page: merged %v, %v", merged, err)
+	}
+	put(t, n, "again", "1")
+	if merged, err := n.ApplyStateTracked(ctx, nil, seen, cctx, tr, true); err != nil || merged {
+		t.Fatalf("merged over a change not yet taken: %v, %v", merged, err)
+	}
+	if keys, _ := tr.Take(); len(keys) != 1 || keys[0] != "again" {
+		t.Fatalf("changes: %v", keys)
+	}
+	if merged, err := n.ApplyStateTracked(ctx, nil, seen, cctx, tr, true); err != nil || !merged {
+		t.Fatalf("clean merge: %v, %v", merged, err)
+	}
+	if got := n.Seen(); !got.Covers(seen) {
+		t.Fatal("the merge did not take the peer's seen batches")
+	}
+}
