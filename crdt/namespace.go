@@ -361,8 +361,10 @@ func (n *Namespace) ApplyDelta(d Delta, changed func(key string, v Value)) {
 }
 
 // RemovalDelta returns the delta that removes r's dots in removed wherever
-// n holds them: removed as its context, and every key holding one of those
-// dots named with an empty value that covers the whole key.
+// n holds them: those dots as its context, and every key holding one of
+// them named with an empty value that covers the whole key. The rest of
+// removed (other replicas' dots) is for the caller to join as it is, naming
+// no key, so that no replica removes them where others would not.
 //
 // A delta that names no key (replica r's announcement of the dot range it
 // skipped after a crash) still covers dots: those of r's batches that were
@@ -374,8 +376,8 @@ func (n *Namespace) ApplyDelta(d Delta, changed func(key string, v Value)) {
 // another replica's. It visits every key, but only when n has seen one of
 // the removed dots.
 func (n *Namespace) RemovalDelta(removed Context, r ReplicaID) Delta {
-	d := Delta{ctx: removed.Clone()}
-	seen := n.ctx.Intersect(removed.Of(r))
+	d := Delta{ctx: removed.Of(r)}
+	seen := n.ctx.Intersect(d.ctx)
 	if seen.Ranges() == 0 {
 		return d
 	}

@@ -292,8 +292,8 @@ func TestClockDriftCheckDoesNotOverflow(t *testing.T) {
 // a dot-skip announcement and is applied as the removal of its dots.
 func (r *replica) recvBatch(ds ...Delta) {
 	for _, d := range ds {
-		if d.Len() == 0 {
-			d = r.ns.RemovalDelta(d.Context(), d.Replicas()[0])
+		if d.Len() == 0 && len(d.Replicas()) > 0 {
+			r.ns.ApplyDelta(r.ns.RemovalDelta(d.Context(), d.Replicas()[0]), nil)
 		}
 		r.ns.ApplyDelta(d, nil)
 	}
@@ -391,5 +391,36 @@ func TestRemovalDeltaLeavesOtherReplicasWrites(t *testing.T) {
 	}
 	if d := r.ns.RemovalDelta(covers, 1); d.Len() != 1 || d.Key(0) != "k" {
 		t.Fatalf("replica 1's announcement names %d keys, want k", d.Len())
+	}
+}
+
+// A batch naming no key from replica 1 whose context also covers replica
+// 2's write removes only replica 1's: replicas that name the key and those
+// that do not end equal (found by review: the removal used the whole
+// context on the keys it named).
+func TestRemovalDeltaKeepsOtherReplicasDotsEverywhere(t *testing.T) {
+	one, two := newReplica(t, 1), newReplica(t, 2)
+	d1 := one.do(Op{Kind: OpPut, Key: "k", Value: []byte("1")})
+	d2 := two.do(Op{Kind: OpPut, Key: "k", Value: []byte("2")}) // concurrent
+	covers := d1.Context()
+	covers.Merge(d2.Context())
+	announce := ContextDelta(covers) // from replica 1, naming no key
+	named, unnamed := newReplica(t, 3), newReplica(t, 4)
+	named.recv(d1, d2)
+	unnamed.recv(d2)
+	if d := named.ns.RemovalDelta(announce.Context(), 1); d.Len() != 1 {
+		t.Fatalf("the replica holding 1's dot names %d keys", d.Len())
+	}
+	for _, r := range []*replica{named, unnamed} {
+		r.ns.ApplyDelta(r.ns.RemovalDelta(announce.Context(), 1), nil)
+		r.ns.ApplyDelta(announce, nil)
+	}
+	named.recv(d1)
+	unnamed.recv(d1)
+	if named.ns.Digest() != unnamed.ns.Digest() {
+		t.Fatal("replicas differ")
+	}
+	if v, _ := named.ns.Get("k"); func() string { b, _, _ := v.Register(); return string(b) }() != "2" {
+		t.Fatalf("k = %v, want replica 2's write", v)
 	}
 }

@@ -131,13 +131,14 @@ func (v Value) Register() (val []byte, siblings int, ok bool) {
 	return []byte(w.Value), len(v.reg), true
 }
 
-// RegisterSize returns the length of the register's winning value without
-// copying it (ok false if the value holds no register).
-func (v Value) RegisterSize() (size int, ok bool) {
+// RegisterString returns the register's winning value without copying it
+// (strings are immutable; ok false if the value holds no register): cheap
+// enough to take under a lock and convert after.
+func (v Value) RegisterString() (val string, ok bool) {
 	if w := v.winner(); w != nil {
-		return len(w.Value), true
+		return w.Value, true
 	}
-	return 0, false
+	return "", false
 }
 
 func (v Value) winner() *RegEntry {

@@ -34,18 +34,31 @@ type conn struct {
 	lim Limits
 	in  int64
 	out int64
-	// State reconciliation runs as long as it makes progress: extend
-	// pushes the session's deadline out (and calls onExtend) every
-	// progressEvery frames moved.
+	// State reconciliation runs as long as it makes progress: progress
+	// pushes the session's deadline out (and calls onExtend with the time
+	// left) every progressEvery frames moved, but never past end.
 	timeout  time.Duration
 	now      func() time.Time
-	onExtend func()
+	end      time.Time
+	onExtend func(left time.Duration)
 	frames   int
 }
 
+// setTimeouts makes the session end timeout from now unless progress
+// pushes it out, and at the latest maxSessionTimeouts timeouts from now.
+func (c *conn) setTimeouts(timeout time.Duration, now func() time.Time) {
+	c.timeout, c.now = timeout, now
+	c.end = now().Add(maxSessionTimeouts * timeout)
+}
+
 // progressEvery is how many state-phase frames move between deadline
-// extensions.
-const progressEvery = 256
+// extensions; maxSessionTimeouts bounds a session however it progresses
+// (10 minutes with the default 30 s), so a peer that trickles frames cannot
+// hold it for ever.
+const (
+	progressEvery      = 256
+	maxSessionTimeouts = 20
+)
 
 // progress notes one frame moved in the state phase.
 func (c *conn) progress() {
@@ -53,9 +66,14 @@ func (c *conn) progress() {
 	if c.frames%progressEvery != 0 || c.timeout <= 0 {
 		return
 	}
-	_ = c.s.SetDeadline(c.now().Add(c.timeout))
+	now := c.now()
+	deadline := now.Add(c.timeout)
+	if deadline.After(c.end) {
+		deadline = c.end
+	}
+	_ = c.s.SetDeadline(deadline)
 	if c.onExtend != nil {
-		c.onExtend()
+		c.onExtend(deadline.Sub(now))
 	}
 }
 
@@ -111,8 +129,8 @@ func (r *Replicator) syncSpace(ctx context.Context, p peer.ID, s *space, refused
 	// stream, which fails any read or write in progress.
 	defer context.AfterFunc(ctx, func() { st.Reset() })()
 	c := newConn(st, r.cfg.Limits)
-	c.timeout, c.now = r.cfg.SyncTimeout, r.cfg.Now
-	c.onExtend = func() { expire.Reset(r.cfg.SyncTimeout) }
+	c.setTimeouts(r.cfg.SyncTimeout, r.cfg.Now)
+	c.onExtend = func(left time.Duration) { expire.Reset(left) }
 	defer func() {
 		r.stats.SyncBytesIn.Add(c.in)
 		r.stats.SyncBytesOut.Add(c.out)
@@ -245,16 +263,21 @@ func (r *Replicator) reconcileState(ctx context.Context, c *conn, s *space) erro
 	})
 	inRound := func(k string) bool { return differ[bucketOf(k, len(sums))] }
 	var state *frame
-	var stateKeys int64
+	var total answerTotal
 	for round := 0; ; round++ {
-		n, final, err := r.stateRound(ctx, c, s, tr, keys, inRound)
-		stateKeys += n
+		final, err := r.stateRound(ctx, c, s, tr, keys, inRound, &total)
 		if err != nil {
+			if round > 0 {
+				// The deltas applied stay; a server that ends the session
+				// after its first answer (an older one) leaves the merge
+				// to a later session, as does a broken stream.
+				break
+			}
 			return err
 		}
 		state = final
 		changed, overflow := tr.Take()
-		if overflow || round == maxStateRounds {
+		if overflow {
 			break // keys converged through their deltas; the merge waits
 		}
 		if len(changed) == 0 {
@@ -269,6 +292,9 @@ func (r *Replicator) reconcileState(ctx context.Context, c *conn, s *space) erro
 			if changed, overflow = tr.Take(); overflow || len(changed) == 0 {
 				break
 			}
+		}
+		if round == maxStateRounds {
+			break
 		}
 		// Again, for the keys changed meanwhile, wherever they are.
 		keys = changed
@@ -288,7 +314,10 @@ func (r *Replicator) reconcileState(ctx context.Context, c *conn, s *space) erro
 // come: each is self-contained, so memory stays bounded by a page, and
 // what a broken session applied stays (the next one finds those buckets
 // equal). It returns the server's closing State frame.
-func (r *Replicator) stateRound(ctx context.Context, c *conn, s *space, tr ChangeTracker, keys []string, inRound func(string) bool) (applied int64, state *frame, err error) {
+// answerTotal is what a server sent in all rounds of one session.
+type answerTotal struct{ keys, bytes int64 }
+
+func (r *Replicator) stateRound(ctx context.Context, c *conn, s *space, tr ChangeTracker, keys []string, inRound func(string) bool, total *answerTotal) (state *frame, err error) {
 	for start := 0; start < len(keys); start += statePageKeys {
 		var page []frame
 		s.rep.View(func(st *crdt.Namespace, _ *crdt.Context) {
@@ -298,23 +327,22 @@ func (r *Replicator) stateRound(ctx context.Context, c *conn, s *space, tr Chang
 		})
 		for i := range page {
 			if err := c.send(&page[i]); err != nil {
-				return applied, nil, err
+				return nil, err
 			}
 			c.progress()
 		}
 	}
 	if err := c.send(&frame{kind: frameEndKeys}); err != nil {
-		return applied, nil, err
+		return nil, err
 	}
 	var deltas []crdt.Delta
-	var pageBytes, total, totalBytes int64
+	var pageBytes int64
 	maxKeys, maxBytes := int64(r.cfg.Limits.Delta.MaxElements), int64(r.cfg.Limits.Delta.MaxBytes)
 	apply := func() error {
 		if len(deltas) == 0 {
 			return nil
 		}
 		_, err := s.rep.ApplyState(ctx, deltas, crdt.Context{}, crdt.Context{}, tr, false)
-		applied += int64(len(deltas))
 		r.stats.StateKeysIn.Add(int64(len(deltas)))
 		deltas, pageBytes = deltas[:0], 0
 		return err
@@ -322,34 +350,34 @@ func (r *Replicator) stateRound(ctx context.Context, c *conn, s *space, tr Chang
 	for {
 		f, err := c.recv()
 		if err != nil {
-			return applied, nil, err
+			return nil, err
 		}
 		c.progress()
 		switch f.kind {
 		case frameKeyDelta:
 			if !inRound(f.delta.Key(0)) {
-				return applied, nil, fmt.Errorf("%w: key delta for a key not asked about", ErrMalformed)
+				return nil, fmt.Errorf("%w: key delta for a key not asked about", ErrMalformed)
 			}
 			if err := s.checkKeyDelta(f.delta); err != nil {
-				return applied, nil, err
+				return nil, err
 			}
 			// Bound the answer as a whole too: a server cannot stream
 			// keys for ever.
-			total++
-			totalBytes += int64(f.delta.Size())
-			if total > stateAnswerFactor*maxKeys || totalBytes > stateAnswerFactor*maxBytes {
-				return applied, nil, fmt.Errorf("%w: state reconciliation over %d times the key or byte limit", ErrMalformed, stateAnswerFactor)
+			total.keys++
+			total.bytes += int64(f.delta.Size())
+			if total.keys > stateAnswerFactor*maxKeys || total.bytes > stateAnswerFactor*maxBytes {
+				return nil, fmt.Errorf("%w: state reconciliation over %d times the key or byte limit", ErrMalformed, stateAnswerFactor)
 			}
 			deltas = append(deltas, f.delta)
 			if pageBytes += int64(f.delta.Size()); len(deltas) >= statePageKeys || pageBytes >= statePageBytes {
 				if err := apply(); err != nil {
-					return applied, nil, err
+					return nil, err
 				}
 			}
 		case frameState:
-			return applied, f, apply()
+			return f, apply()
 		default:
-			return applied, nil, fmt.Errorf("%w: unexpected frame %d", ErrMalformed, f.kind)
+			return nil, fmt.Errorf("%w: unexpected frame %d", ErrMalformed, f.kind)
 		}
 	}
 }
@@ -439,7 +467,7 @@ func (r *Replicator) serve(st network.Stream) {
 	_ = st.SetDeadline(r.cfg.Now().Add(r.cfg.SyncTimeout))
 	defer context.AfterFunc(r.ctx, func() { st.Reset() })() // Close ends the session now
 	c := newConn(st, r.cfg.Limits)
-	c.timeout, c.now = r.cfg.SyncTimeout, r.cfg.Now
+	c.setTimeouts(r.cfg.SyncTimeout, r.cfg.Now)
 	err := r.serveSession(c)
 	r.stats.SyncBytesIn.Add(c.in)
 	r.stats.SyncBytesOut.Add(c.out)

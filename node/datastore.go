@@ -79,24 +79,30 @@ func (d *nsDatastore) Query(ctx context.Context, q query.Query) (query.Results, 
 		prefix = "/"
 	}
 	// One read of the state, under one lock hold: a query sees each batch
-	// all or none, as Commit promises.
-	var entries []query.Entry
+	// all or none, as Commit promises. Under the lock it only takes each
+	// winning value's (immutable) string; the bytes are copied after, so
+	// writers wait for a scan of the keys, not for a copy of the values.
+	type found struct{ key, val string }
+	var hits []found
 	d.s.st.View(func(st *crdt.Namespace, _ *crdt.Context) {
 		for _, k := range st.Keys(prefix) {
 			v, _ := st.Get(k)
-			size, isReg := v.RegisterSize()
+			val, isReg := v.RegisterString()
 			if !isReg || !strings.HasPrefix(k, "/") {
 				continue // not a datastore-shaped register key
 			}
-			e := query.Entry{Key: k, Size: size}
-			if !q.KeysOnly {
-				e.Value, _, _ = v.Register()
-			}
-			entries = append(entries, e)
+			hits = append(hits, found{k, val})
 		}
 	})
 	if err := ctx.Err(); err != nil {
 		return nil, err
+	}
+	entries := make([]query.Entry, len(hits))
+	for i, h := range hits {
+		entries[i] = query.Entry{Key: h.key, Size: len(h.val)}
+		if !q.KeysOnly {
+			entries[i].Value = []byte(h.val)
+		}
 	}
 	return query.NaiveQueryApply(q, query.ResultsWithEntries(q, entries)), nil
 }
@@ -147,11 +153,15 @@ func (b *nsBatch) Commit(ctx context.Context) error {
 	slices.SortFunc(keys, func(a, c ds.Key) int { return strings.Compare(a.String(), c.String()) })
 	ops := make([]crdt.Op, 0, len(keys))
 	size := 0
+	kept := keys[:0]
 	for _, k := range keys {
 		op := crdt.Op{Kind: crdt.OpDelete, Key: k.String()}
 		if v := b.ops[k]; v != nil {
 			op = crdt.Op{Kind: crdt.OpPut, Key: k.String(), Value: *v}
+		} else if _, ok := b.d.s.Value(k.String()); !ok {
+			continue // a delete of nothing, as Delete: even of a key no register could hold
 		}
+		kept = append(kept, k)
 		if err := op.Validate(b.d.s.n.cfg.Limits); err != nil {
 			return mapErr(err)
 		}
@@ -171,7 +181,7 @@ func (b *nsBatch) Commit(ctx context.Context) error {
 		if err := st.ApplyAll(ctx, ops[start:end], store.WithoutWait()); err != nil {
 			return mapErr(err)
 		}
-		for _, k := range keys[start:end] { // applied: a retry must not repeat them
+		for _, k := range kept[start:end] { // applied: a retry must not repeat them
 			delete(b.ops, k)
 		}
 		start = end

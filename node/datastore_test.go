@@ -135,6 +135,14 @@ func TestDatastoreEdges(t *testing.T) {
 	if err := ns.Delete(ctx, "/never"); err != nil {
 		t.Fatal(err)
 	}
+	b, err := d.Batch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = b.Delete(ctx, ds.NewKey(strings.Repeat("b", 2000)))
+	if err := b.Commit(ctx); err != nil {
+		t.Fatalf("batched delete of a missing key no register could hold: %v", err)
+	}
 	if ns.Position() != pos {
 		t.Fatalf("deletes of nothing moved the position %d → %d", pos, ns.Position())
 	}

@@ -164,7 +164,7 @@ func (s *Namespace) Digest() (crdt.Digest, int) { return s.st.Digest() }
 // closed). A reader more than a million events behind is cut off the same
 // way rather than allowed to hold back commits.
 func (s *Namespace) Watch(ctx context.Context, prefix string) <-chan Event {
-	w, _ := s.n.watchers.add(ctx, s.Name(), prefix, false)
+	w, _, _ := s.n.watchers.add(ctx, s.Name(), prefix, false)
 	return w.ch
 }
 
@@ -200,9 +200,9 @@ func (s *Namespace) WatchAfter(ctx context.Context, prefix string, position uint
 // watchAfter replays from position (only its keys past index) or, with
 // index -1, from after position.
 func (s *Namespace) watchAfter(ctx context.Context, prefix string, position uint64, index int) (<-chan Event, error) {
-	w, last := s.n.watchers.add(ctx, s.Name(), prefix, true)
-	if w.closed && w.stop == nil {
-		return nil, ErrClosed // the node is closed
+	w, last, closed := s.n.watchers.add(ctx, s.Name(), prefix, true)
+	if closed {
+		return nil, ErrClosed
 	}
 	if position > last {
 		s.n.watchers.remove(w)

@@ -534,6 +534,26 @@ func (n *Node) checkFingerprint(ctx context.Context) error {
 	return nil
 }
 
+// createExclusive writes b to path, which must not exist, and syncs it.
+func createExclusive(path string, b []byte, perm os.FileMode) (created bool, err error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if errors.Is(err, os.ErrExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return false, err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return false, err
+	}
+	return true, f.Close()
+}
+
 // createFileSynced creates path holding b, durably, unless path exists:
 // then it writes nothing and reports created false. The bytes go to a synced
 // temporary file that is linked to path (a link never replaces a file), so
@@ -565,7 +585,10 @@ func createFileSynced(path string, b []byte, perm os.FileMode) (created bool, er
 		if errors.Is(err, os.ErrExist) {
 			return false, nil
 		}
-		return false, err
+		// A file system without hard links (FAT, some network and FUSE
+		// mounts): create the file exclusively instead, giving up only
+		// the guarantee that a crash never leaves it partly written.
+		return createExclusive(path, b, perm)
 	}
 	dir, err := os.Open(filepath.Dir(path))
 	if err != nil {

@@ -152,20 +152,22 @@ func newWatchHub() *watchHub {
 // add registers a watcher and returns it with the last position published
 // for ns: every later commit reaches the watcher live. With hold, live
 // events wait until release.
-func (h *watchHub) add(ctx context.Context, ns, prefix string, hold bool) (*watcher, uint64) {
-	w := &watcher{ns: ns, prefix: prefix, ch: make(chan Event, 64), wake: make(chan struct{}, 1), done: make(chan struct{}), holding: hold}
+// add subscribes a watcher; last is ns's last published position, and
+// closed reports that the hub is closed (the watcher's channel is too).
+func (h *watchHub) add(ctx context.Context, ns, prefix string, hold bool) (w *watcher, last uint64, closed bool) {
+	w = &watcher{ns: ns, prefix: prefix, ch: make(chan Event, 64), wake: make(chan struct{}, 1), done: make(chan struct{}), holding: hold}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
 		w.closed = true
 		close(w.ch)
-		return w, 0
+		return w, 0, true
 	}
 	h.watchers[w] = true
 	h.wg.Add(1)
 	go w.pump(&h.wg)
 	w.stop = context.AfterFunc(ctx, func() { h.remove(w) })
-	return w, h.last[ns]
+	return w, h.last[ns], false
 }
 
 // lastOf returns the last position published for ns.

@@ -75,13 +75,23 @@ func TestWatchResumesAcrossRestart(t *testing.T) {
 func TestWatchFromAfterRestartWithoutLocalWrites(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	n := cluster(t, 1, func(_ int, c *Config) { c.DataDir = dir })[0]
+	nodes := cluster(t, 2, func(i int, c *Config) {
+		if i == 0 {
+			c.DataDir = dir
+		}
+	})
+	n, w := nodes[0], nodes[1]
 	ns := mustNS(t, n, "x")
-	for _, k := range []string{"nokey", "nokey2"} {
-		if err := ns.Delete(ctx, k); err != nil {
+	connect(t, n, w)
+	// Changes that are all remote: no local dot, no skip batch at reopen.
+	wns := mustNS(t, w, "x")
+	for _, k := range []string{"k", "k2"} {
+		if err := wns.Put(ctx, k, []byte("v")); err != nil {
 			t.Fatal(err)
 		}
 	}
+	waitConverged(t, nodes, "x", 2, 20*time.Second)
+	waitFor(t, "both commits to be watchable", 10*time.Second, func() bool { return ns.Position() >= 2 })
 	p := ns.Position()
 	if err := n.Close(); err != nil {
 		t.Fatal(err)

@@ -417,8 +417,8 @@ func isNotFound(err error) bool {
 
 // watch records, for every register value node n shows on its watch
 // stream, the first time it showed it; it reconnects until ctx ends, from
-// the last event it got, so a dropped stream loses no value (a node that
-// lost its store refuses the old cursor: then from now).
+// the last event it got, so a dropped or cut-off stream loses no value (a
+// node that lost its store refuses the old cursor: then from now).
 func (r *netnsRun) watch(ctx context.Context, n *netnsNode) {
 	defer r.bg.Done()
 	last := ""
@@ -430,7 +430,9 @@ func (r *netnsRun) watch(ctx context.Context, n *netnsNode) {
 		resp, err := n.get(ctx, path)
 		if err == nil && resp.StatusCode != http.StatusOK {
 			resp.Body.Close()
-			last = ""
+			if resp.StatusCode == http.StatusBadRequest || resp.StatusCode == http.StatusGone {
+				last = "" // the cursor is refused (a wiped node): from now
+			}
 		} else if err == nil {
 			sc := bufio.NewScanner(resp.Body)
 			sc.Buffer(make([]byte, 64<<10), 4<<20)
@@ -440,10 +442,7 @@ func (r *netnsRun) watch(ctx context.Context, n *netnsNode) {
 					last = id
 					continue
 				}
-				if line == "event: error" {
-					last = ""
-					continue
-				}
+
 				data, ok := strings.CutPrefix(line, "data: ")
 				if !ok {
 					continue

@@ -29,10 +29,15 @@ type trackNode struct {
 	mu      sync.Mutex
 	space   *node.Namespace  // nil while the node is down
 	pending map[string][]int // key → ids of ops not yet visible here
-	// After the node lost its store: when, and for each op it held
-	// before, when it held it again (0: not yet). Recovery after a later
-	// heal or restart is measured with these; propagation keeps seen.
-	wipedAt time.Time
+	// Each time the node lost its store: when, and for each op it held
+	// then, when it held it again (0: not yet). Recovery after a later
+	// heal or restart is measured with the last wipe before it;
+	// propagation keeps seen.
+	wipes []wipe
+}
+
+type wipe struct {
+	at      time.Time
 	refetch map[int]int64
 }
 
@@ -99,8 +104,10 @@ func (t *tracker) sweepLocked(n int, tn *trackNode, key string, ids []int) {
 			if op.seen[n] == 0 {
 				op.seen[n] = now
 			}
-			if at, ok := tn.refetch[id]; ok && at == 0 {
-				tn.refetch[id] = now
+			for _, w := range tn.wipes {
+				if at, ok := w.refetch[id]; ok && at == 0 {
+					w.refetch[id] = now
+				}
 			}
 		} else {
 			keep = append(keep, id)
@@ -142,15 +149,22 @@ func (t *tracker) wipe(n int, at time.Time) {
 	tn := &t.nodes[n]
 	tn.mu.Lock()
 	defer tn.mu.Unlock()
-	tn.wipedAt = at
-	tn.refetch = make(map[int]int64)
+	w := wipe{at: at, refetch: make(map[int]int64)}
+	held := func(id int) bool {
+		if len(tn.wipes) == 0 {
+			return t.ops[id].seen[n] != 0
+		}
+		got, ok := tn.wipes[len(tn.wipes)-1].refetch[id] // since the last wipe
+		return (ok && got != 0) || (!ok && t.ops[id].seen[n] != 0)
+	}
 	for id := range t.ops {
 		op := &t.ops[id]
-		if op.registered && op.seen[n] != 0 {
-			tn.refetch[id] = 0
+		if op.registered && held(id) {
+			w.refetch[id] = 0
 			tn.pending[op.key] = append(tn.pending[op.key], id)
 		}
 	}
+	tn.wipes = append(tn.wipes, w)
 }
 
 // heldSince is when node n held op id, as a stamp (0: not), for a
@@ -158,8 +172,13 @@ func (t *tracker) wipe(n int, at time.Time) {
 // the op again.
 func (t *tracker) heldSince(n, id int, from time.Time) int64 {
 	tn := &t.nodes[n]
-	if at, ok := tn.refetch[id]; ok && !from.Before(tn.wipedAt) {
-		return at
+	for i := len(tn.wipes) - 1; i >= 0; i-- {
+		if w := tn.wipes[i]; !from.Before(w.at) {
+			if at, ok := w.refetch[id]; ok {
+				return at
+			}
+			break
+		}
 	}
 	return t.ops[id].seen[n]
 }

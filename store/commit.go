@@ -37,6 +37,9 @@ type pending struct {
 	sig     []byte
 	// state reconciliation: the peer's seen batches merged by this change
 	stateSeen crdt.Context
+	// notReplayable: what was applied differs from the logged batch, so
+	// its position is indexed like a state reconciliation's
+	notReplayable bool
 	// effects
 	keys []keyWrite
 	ctxs []ctxWrite
@@ -195,8 +198,9 @@ func (s *Store) syncLoop() {
 
 // batchOut is one batch committed, reported through OnCommit.
 type batchOut struct {
-	ns     *Namespace
-	commit Commit
+	ns            *Namespace
+	commit        Commit
+	notReplayable bool
 }
 
 func (s *Store) commit(items []*pending) {
@@ -277,7 +281,7 @@ func (s *Store) write(ctx context.Context, items []*pending) (outs []batchOut, s
 			p.ns.durableSeen.Add(crdt.Dot{Replica: p.origin, Counter: p.seq})
 			seenDirty[seenSlot{p.ns, p.origin}] = true
 			logged = append(logged, loggedEntry{p.ns, p.origin, p.seq, len(rec)})
-			outs = append(outs, batchOut{p.ns, Commit{Namespace: p.ns.name, Origin: p.origin, Seq: p.seq, Delta: p.delta, Encoded: p.encoded, Signer: p.signer, Sig: p.sig}})
+			outs = append(outs, batchOut{ns: p.ns, commit: Commit{Namespace: p.ns.name, Origin: p.origin, Seq: p.seq, Delta: p.delta, Encoded: p.encoded, Signer: p.signer, Sig: p.sig}, notReplayable: p.notReplayable})
 		case pendingLocal:
 			size := p.delta.Size()
 			lb := current[p.ns]
@@ -293,7 +297,7 @@ func (s *Store) write(ctx context.Context, items []*pending) (outs []batchOut, s
 			for _, origin := range p.stateSeen.Replicas() {
 				seenDirty[seenSlot{p.ns, origin}] = true
 			}
-			outs = append(outs, batchOut{p.ns, Commit{Namespace: p.ns.name, Delta: p.delta}})
+			outs = append(outs, batchOut{ns: p.ns, commit: Commit{Namespace: p.ns.name, Delta: p.delta}})
 		}
 	}
 	for n, sum := range lastSum {
@@ -327,7 +331,7 @@ func (s *Store) write(ctx context.Context, items []*pending) (outs []batchOut, s
 		}
 		seenDirty[seenSlot{n, s.opts.Replica}] = true
 		logged = append(logged, loggedEntry{n, s.opts.Replica, seq, len(rec)})
-		outs = append(outs, batchOut{n, Commit{Namespace: n.name, Origin: s.opts.Replica, Seq: seq, Delta: d, Encoded: enc, Local: true}})
+		outs = append(outs, batchOut{ns: n, commit: Commit{Namespace: n.name, Origin: s.opts.Replica, Seq: seq, Delta: d, Encoded: enc, Local: true}})
 	}
 	for slot := range seenDirty {
 		c := slot.ns.durableSeen.Of(slot.origin)
@@ -340,7 +344,11 @@ func (s *Store) write(ctx context.Context, items []*pending) (outs []batchOut, s
 	for i := range outs {
 		o := &outs[i]
 		o.commit.Position = o.ns.pos.Add(1)
-		if err := b.Put(ctx, o.ns.layout.posKey(o.commit.Position), posRecord(o.commit.Origin, o.commit.Seq)); err != nil {
+		origin, seq := o.commit.Origin, o.commit.Seq
+		if o.notReplayable {
+			origin, seq = 0, 0 // replayed as a state reconciliation: ErrCompacted
+		}
+		if err := b.Put(ctx, o.ns.layout.posKey(o.commit.Position), posRecord(origin, seq)); err != nil {
 			return nil, false, err
 		}
 	}

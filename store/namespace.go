@@ -256,17 +256,22 @@ func (n *Namespace) ApplyBatch(ctx context.Context, b Batch, opts ...WriteOption
 	if enc == nil {
 		enc = b.Delta.Encode(nil)
 	}
-	d := b.Delta
-	if d.Len() == 0 {
-		// A batch that names no key announces dots its origin skipped
-		// after a crash; some may belong to a lost batch that reached us.
-		d = n.state.RemovalDelta(d.Context(), b.Origin)
-	}
 	p := &pending{
-		kind: pendingRemote, ns: n, delta: d, origin: b.Origin, seq: b.Seq,
+		kind: pendingRemote, ns: n, delta: b.Delta, origin: b.Origin, seq: b.Seq,
 		encoded: enc, signer: b.Signer, sig: b.Sig, done: make(chan error, 1),
 	}
-	n.applyLocked(d, p)
+	if b.Delta.Len() == 0 {
+		// A batch that names no key announces dots its origin skipped
+		// after a crash; some may belong to a lost batch that reached us:
+		// remove the origin's dots where we hold them (the keys named
+		// reach watchers; a replay of the log, which holds the batch as
+		// it came, cannot name them, so its position is not replayable).
+		if rd := n.state.RemovalDelta(b.Delta.Context(), b.Origin); rd.Len() > 0 {
+			n.applyLocked(rd, p)
+			p.delta, p.notReplayable = crdt.JoinDeltas(rd, b.Delta), true
+		}
+	}
+	n.applyLocked(b.Delta, p)
 	s.enqueue(p)
 	n.mu.Unlock()
 	if wo.noWait {

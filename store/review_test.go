@@ -520,6 +520,12 @@ func TestSkipAnnouncementRemovesALostBatch(t *testing.T) {
 	if len(peerCommits) != 1 || peerCommits[0].Delta.Len() != 1 || peerCommits[0].Delta.Key(0) != "k" {
 		t.Fatalf("the peer's commit of the announcement does not name k: %+v", peerCommits)
 	}
+	// The log holds the announcement as it came (naming nothing), so a
+	// replay across its position cannot show the removal: it says so.
+	at := peerCommits[0].Position
+	if err := p.Replay(ctx, at-1, at, func(Commit) error { return nil }); !errors.Is(err, ErrCompacted) {
+		t.Fatalf("replay across the removal: %v, want ErrCompacted", err)
+	}
 	deliver(r, lost) // sync relays it from the peer's log
 	want, _ := r.Digest()
 	if got, _ := p.Digest(); got != want || fullDigest(p) != want {

@@ -199,6 +199,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, ns *node.Namespa
 						drained = true
 						break
 					}
+					deadline() // a reader that keeps reading keeps its stream
 					if writeEvent(w, ev) != nil {
 						return
 					}
