@@ -142,15 +142,7 @@ func TestStateReconciliationSurvivesReopen(t *testing.T) {
 				t.Fatal(err)
 			}
 			before, keys := n.Digest()
-			if err := s.Close(); err != nil {
-				t.Fatal(err)
-			}
-			s, err = Open(ctx, d, Options{Replica: 4, CompactEvery: -1})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
-			n = mustNS(t, s, "x")
+			n = reopenNS(t, s, d, Options{Replica: 4, CompactEvery: -1}, "x")
 			after, keysAfter := n.Digest()
 			if keysAfter != keys || after != before || keys != len(deltas) {
 				t.Fatalf("reopened: %d keys, digest equal %v; before: %d keys (%d sent)", keysAfter, after == before, keys, len(deltas))
@@ -431,6 +423,21 @@ func TestUseAfterCloseIsAnError(t *testing.T) {
 	}
 }
 
+// reopenNS closes s, opens a store on its datastore d again (closed when
+// the test ends) and returns its namespace ns.
+func reopenNS(t *testing.T, s *Store, d ds.Batching, opts Options, ns string) *Namespace {
+	t.Helper()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(context.Background(), d, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return mustNS(t, s, ns)
+}
+
 // copyDatastore returns a copy of everything in d: a disk as a crash left it.
 func copyDatastore(t *testing.T, d ds.Datastore) ds.Batching {
 	t.Helper()
@@ -535,15 +542,7 @@ func TestSkipAnnouncementRemovesALostBatch(t *testing.T) {
 		t.Fatalf("keep = %q", v)
 	}
 	// The removal is durable.
-	if err := peer.Close(); err != nil {
-		t.Fatal(err)
-	}
-	peer, err = Open(ctx, peerDisk, Options{Replica: 2, CompactEvery: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer peer.Close()
-	if got, _ := mustNS(t, peer, "x").Digest(); got != want {
+	if got, _ := reopenNS(t, peer, peerDisk, Options{Replica: 2, CompactEvery: -1}, "x").Digest(); got != want {
 		t.Fatal("the reopened peer differs from the origin")
 	}
 }
