@@ -104,12 +104,7 @@ func TestStateMergeSkippedAfterRemoteApply(t *testing.T) {
 // left none).
 func TestStateReconciliationSurvivesReopen(t *testing.T) {
 	ctx := context.Background()
-	src, err := OpenMemory(ctx, Options{Replica: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	w := mustNS(t, src, "x")
+	w := memoryNS(t, Options{Replica: 3}, "x")
 	for i := 0; i < 20; i++ {
 		put(t, w, fmt.Sprint("k", i), fmt.Sprint("v", i))
 	}
@@ -423,6 +418,18 @@ func TestUseAfterCloseIsAnError(t *testing.T) {
 	}
 }
 
+// memoryNS opens an in-memory store (closed when the test ends) and
+// returns its namespace ns.
+func memoryNS(t *testing.T, opts Options, ns string) *Namespace {
+	t.Helper()
+	s, err := OpenMemory(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return mustNS(t, s, ns)
+}
+
 // reopenNS closes s, opens a store on its datastore d again (closed when
 // the test ends) and returns its namespace ns.
 func reopenNS(t *testing.T, s *Store, d ds.Batching, opts Options, ns string) *Namespace {
@@ -596,12 +603,7 @@ func TestDeleteOfNothingCommitsNothing(t *testing.T) {
 // writes, and under steady remote writes it never let the merge happen).
 func TestChangeTrackerGuardsTheMerge(t *testing.T) {
 	ctx := context.Background()
-	src, err := OpenMemory(ctx, Options{Replica: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	w := mustNS(t, src, "x")
+	w := memoryNS(t, Options{Replica: 3}, "x")
 	put(t, w, "theirs", "1")
 	var keyDelta crdt.Delta
 	var seen, cctx crdt.Context
