@@ -155,8 +155,12 @@ type Replicator struct {
 	// client side: the sync work queued for each peer, worked through by
 	// at most one goroutine per peer (syncWorker)
 	syncing map[peer.ID]*syncQueue
-	// server side: per-peer admission
-	served map[peer.ID]*admission
+	// server side: per-peer admission, and a bound on the state
+	// reconciliations served at once (each hashes every key of its
+	// namespace under the read lock): after a partition heals, every peer
+	// would otherwise reconcile with us at the same moment
+	served      map[peer.ID]*admission
+	stateServes chan struct{}
 	// client side: per-peer session budget (see pace)
 	paced map[peer.ID]*admission
 	// key signs this replica's batches as they leave (signOwn); signer is
@@ -181,17 +185,18 @@ func New(cfg Config) (*Replicator, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &Replicator{
-		cfg:     cfg,
-		ctx:     ctx,
-		cancel:  cancel,
-		spaces:  make(map[string]*space),
-		syncing: make(map[peer.ID]*syncQueue),
-		served:  make(map[peer.ID]*admission),
-		paced:   make(map[peer.ID]*admission),
-		status:  make(map[statusKey]*PeerSync),
-		kick:    make(chan peer.ID, 256),
-		key:     cfg.Host.Peerstore().PrivKey(cfg.Host.ID()),
-		signer:  []byte(cfg.Host.ID()),
+		cfg:         cfg,
+		ctx:         ctx,
+		cancel:      cancel,
+		spaces:      make(map[string]*space),
+		syncing:     make(map[peer.ID]*syncQueue),
+		served:      make(map[peer.ID]*admission),
+		stateServes: make(chan struct{}, maxStateServes),
+		paced:       make(map[peer.ID]*admission),
+		status:      make(map[statusKey]*PeerSync),
+		kick:        make(chan peer.ID, 256),
+		key:         cfg.Host.Peerstore().PrivKey(cfg.Host.ID()),
+		signer:      []byte(cfg.Host.ID()),
 	}
 	cfg.Host.SetStreamHandler(ProtocolSync, r.serve)
 	r.notifiee = &network.NotifyBundle{ConnectedF: func(_ network.Network, c network.Conn) {

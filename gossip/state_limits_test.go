@@ -65,7 +65,7 @@ func TestStateServerBoundsWhatAClientMakesItHold(t *testing.T) {
 			const proto = protocol.ID("/mycel/test/state/1")
 			server.SetStreamHandler(proto, func(s network.Stream) {
 				defer s.Close()
-				err := r.serveState(newConn(s, lim), sp)
+				err := r.serveState(context.Background(), newConn(s, lim), sp)
 				if err != nil {
 					s.Reset()
 				}
@@ -121,5 +121,45 @@ func TestStateServerBoundsWhatAClientMakesItHold(t *testing.T) {
 				t.Fatal("the server did not finish")
 			}
 		})
+	}
+}
+
+// TestStateServesAreBounded: past maxStateServes reconciliations served at
+// once, one more is refused at once (each holds a read lock over a scan of
+// every key; after a partition heals, every peer would come at once).
+func TestStateServesAreBounded(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	lim := Limits{}.withDefaults()
+	server, client := loopbackHost(t), loopbackHost(t)
+	r := &Replicator{cfg: Config{Limits: lim}, stateServes: make(chan struct{}, maxStateServes)}
+	for range maxStateServes {
+		r.stateServes <- struct{}{} // all taken
+	}
+	sp := &space{r: r, rep: &viewReplica{st: crdt.NewNamespace(crdt.Limits{})}}
+	served := make(chan error, 1)
+	const proto = protocol.ID("/mycel/test/state/2")
+	server.SetStreamHandler(proto, func(s network.Stream) {
+		defer s.Close()
+		served <- r.serveState(ctx, newConn(s, lim), sp)
+	})
+	if err := client.Connect(ctx, peer.AddrInfo{ID: server.ID(), Addrs: server.Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := client.NewStream(ctx, server.ID(), proto)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Reset()
+	if err := newConn(s, lim).send(&frame{kind: frameBuckets, buckets: make([]bucketSum, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-served:
+		if err == nil || !strings.Contains(err.Error(), "being served") || r.stats.SyncRefused.Load() != 1 {
+			t.Fatalf("served: %v (refused %d)", err, r.stats.SyncRefused.Load())
+		}
+	case <-ctx.Done():
+		t.Fatal("the server did not answer")
 	}
 }

@@ -494,7 +494,10 @@ func (r *Replicator) serveSession(c *conn) error {
 	if s == nil {
 		return fmt.Errorf("gossip: namespace %q not joined here", hello.ns)
 	}
-	ctx := r.ctx
+	// Flushes and log reads end with the session too: a stuck disk must
+	// not hold the peer's slot for ever.
+	ctx, cancel := context.WithDeadline(r.ctx, c.end)
+	defer cancel()
 	seen := s.rep.Seen()
 	plan := planSend(seen, s.rep.Kept(), s.rep.Gone(), hello.seen, r.cfg.MaxSyncBatches)
 	lacks := seen.Missing(hello.seen)
@@ -527,14 +530,27 @@ func (r *Replicator) serveSession(c *conn) error {
 	if !plan.compacted {
 		return nil
 	}
-	return r.serveState(c, s)
+	return r.serveState(ctx, c, s)
 }
 
+// maxStateServes bounds the state reconciliations a node serves at once;
+// a client past it fails its session and reconciles at a later sync.
+const maxStateServes = 4
+
 // serveState is the server side of state reconciliation.
-func (r *Replicator) serveState(c *conn, s *space) error {
+func (r *Replicator) serveState(ctx context.Context, c *conn, s *space) error {
 	f, err := c.expect(frameBuckets)
 	if err != nil {
 		return err
+	}
+	if r.stateServes != nil {
+		select {
+		case r.stateServes <- struct{}{}:
+			defer func() { <-r.stateServes }()
+		default:
+			r.stats.SyncRefused.Add(1)
+			return fmt.Errorf("gossip: %d state reconciliations are being served; later", maxStateServes)
+		}
 	}
 	n := len(f.buckets)
 	var mine []bucketSum
@@ -544,7 +560,7 @@ func (r *Replicator) serveState(c *conn, s *space) error {
 		seen, cctx = sn.Clone(), st.Context()
 	})
 	// The snapshot may hold writes not yet durable: wait for them.
-	if err := s.rep.Flush(r.ctx); err != nil {
+	if err := s.rep.Flush(ctx); err != nil {
 		return err
 	}
 	differ := differingBuckets(mine, f.buckets)
@@ -592,7 +608,7 @@ func (r *Replicator) serveState(c *conn, s *space) error {
 		for k := range theirs {
 			keys = append(keys, k)
 		}
-		if err := s.rep.Flush(r.ctx); err != nil { // as above: only durable state
+		if err := s.rep.Flush(ctx); err != nil { // as above: only durable state
 			return err
 		}
 		if err := r.answerKeys(c, s, keys, theirs); err != nil {
