@@ -35,12 +35,15 @@ type frame struct {
 	batch     Batch        // batch
 	more      bool         // done: the server stopped early; sync again
 	compacted bool         // done: some batches are gone from the log
-	lacks     uint64       // done: batches of the client's the server lacks
-	buckets   []bucketSum  // buckets
-	differ    []uint32     // differ
-	key       string       // keyDots
-	dots      crdt.Context // keyDots (dots held under key)
-	delta     crdt.Delta   // keyDelta
+	// state: some key was left out (its delta would not fit in a frame),
+	// so the answer does not cover every difference: do not merge
+	incomplete bool
+	lacks      uint64       // done: batches of the client's the server lacks
+	buckets    []bucketSum  // buckets
+	differ     []uint32     // differ
+	key        string       // keyDots
+	dots       crdt.Context // keyDots (dots held under key)
+	delta      crdt.Delta   // keyDelta
 }
 
 // bucketSum is the digest sum of one bucket of keys.
@@ -98,6 +101,9 @@ func encodeFrame(f *frame) []byte {
 	case frameState:
 		body = appendBytesField(body, 1, f.seen.Encode(nil))
 		body = appendBytesField(body, 2, f.cctx.Encode(nil))
+		if f.incomplete {
+			body = appendVarintField(body, 3, 1)
+		}
 	}
 	return appendBytesField(nil, protowire.Number(f.kind), body)
 }
@@ -211,6 +217,7 @@ func decodeFrame(b []byte, lim Limits) (*frame, error) {
 		if f.cctx, err = crdt.DecodeContext(bytesOf(2), lim.Delta); err != nil {
 			return nil, fmt.Errorf("%w: state: %v", ErrMalformed, err)
 		}
+		f.incomplete = fields[3].u == 1
 	}
 	return f, nil
 }

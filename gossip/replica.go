@@ -81,4 +81,9 @@ type Stats struct {
 	// deltas but left the merge of the server's seen batches and context
 	// to a later session: keys kept changing while they ran.
 	StateMergesSkipped atomic.Int64
+	// StateKeysTooLarge counts keys left out of a state answer because
+	// their delta would not fit in a sync frame (grown past it by
+	// concurrent remote writes); such a key stays diverged until a write
+	// shrinks it, and the answer's merge is skipped.
+	StateKeysTooLarge atomic.Int64
 }

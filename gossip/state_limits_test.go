@@ -163,3 +163,72 @@ func TestStateServesAreBounded(t *testing.T) {
 		t.Fatal("the server did not answer")
 	}
 }
+
+// TestStateAnswerLeavesOutAKeyTooLargeForAFrame: a key whose state outgrew
+// a sync frame (concurrent remote writes can do that) is left out of the
+// answer, the other keys still go, and the closing State says the answer
+// is incomplete, so the client does not merge (found by review: the one
+// key failed the whole session, every time).
+func TestStateAnswerLeavesOutAKeyTooLargeForAFrame(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	lim := Limits{MaxMessageBytes: 64 << 10}.withDefaults()
+	server, client := loopbackHost(t), loopbackHost(t)
+	st := crdt.NewNamespace(crdt.Limits{})
+	for i, size := range []int{100 << 10, 10, 10, 10} {
+		d, err := st.Prepare(crdt.Op{Kind: crdt.OpPut, Key: fmt.Sprintf("k%d", i), Value: make([]byte, size)}, 1, crdt.Timestamp{Wall: int64(i + 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.ApplyDelta(d, nil)
+	}
+	r := &Replicator{cfg: Config{Limits: lim}}
+	sp := &space{r: r, rep: &viewReplica{st: st}}
+	served := make(chan error, 1)
+	const proto = protocol.ID("/mycel/test/state/3")
+	server.SetStreamHandler(proto, func(s network.Stream) {
+		defer s.Close()
+		served <- r.serveState(ctx, newConn(s, lim), sp)
+	})
+	if err := client.Connect(ctx, peer.AddrInfo{ID: server.ID(), Addrs: server.Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := client.NewStream(ctx, server.ID(), proto)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Reset()
+	cc := newConn(s, lim)
+	for _, f := range []*frame{{kind: frameBuckets, buckets: make([]bucketSum, 1)}} {
+		if err := cc.send(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := cc.expect(frameDiffer); err != nil {
+		t.Fatal(err)
+	}
+	if err := cc.send(&frame{kind: frameEndKeys}); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for {
+		f, err := cc.recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.kind == frameState {
+			if !f.incomplete {
+				t.Fatal("the answer left a key out but did not say so")
+			}
+			break
+		}
+		got = append(got, f.delta.Key(0))
+	}
+	_ = s.CloseWrite()
+	if err := <-served; err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 3 || r.stats.StateKeysTooLarge.Load() != 1 {
+		t.Fatalf("answered %v, %d left out", got, r.stats.StateKeysTooLarge.Load())
+	}
+}

@@ -264,6 +264,7 @@ func (r *Replicator) reconcileState(ctx context.Context, c *conn, s *space) erro
 	inRound := func(k string) bool { return differ[bucketOf(k, len(sums))] }
 	var state *frame
 	var total answerTotal
+	incomplete := false // the server left a key out: no merge
 	for round := 0; ; round++ {
 		final, err := r.stateRound(ctx, c, s, tr, keys, inRound, &total)
 		if err != nil {
@@ -276,8 +277,9 @@ func (r *Replicator) reconcileState(ctx context.Context, c *conn, s *space) erro
 			return err
 		}
 		state = final
+		incomplete = incomplete || final.incomplete
 		changed, overflow := tr.Take()
-		if overflow {
+		if overflow || incomplete {
 			break // keys converged through their deltas; the merge waits
 		}
 		if len(changed) == 0 {
@@ -587,10 +589,11 @@ func (r *Replicator) serveState(ctx context.Context, c *conn, s *space) error {
 	for k := range theirs {
 		keys = append(keys, k)
 	}
-	if err := r.answerKeys(c, s, keys, theirs); err != nil {
+	incomplete, err := r.answerKeys(c, s, keys, theirs)
+	if err != nil {
 		return err
 	}
-	if err := c.send(&frame{kind: frameState, seen: seen, cctx: cctx}); err != nil {
+	if err := c.send(&frame{kind: frameState, seen: seen, cctx: cctx, incomplete: incomplete}); err != nil {
 		return err
 	}
 	// The client may ask again, for keys it changed meanwhile, from our
@@ -611,10 +614,11 @@ func (r *Replicator) serveState(ctx context.Context, c *conn, s *space) error {
 		if err := s.rep.Flush(ctx); err != nil { // as above: only durable state
 			return err
 		}
-		if err := r.answerKeys(c, s, keys, theirs); err != nil {
+		incomplete, err := r.answerKeys(c, s, keys, theirs)
+		if err != nil {
 			return err
 		}
-		if err := c.send(&frame{kind: frameState, seen: seen, cctx: cctx}); err != nil {
+		if err := c.send(&frame{kind: frameState, seen: seen, cctx: cctx, incomplete: incomplete}); err != nil {
 			return err
 		}
 	}
@@ -650,7 +654,7 @@ func (r *Replicator) readKeyList(c *conn, accept func(string) bool) (map[string]
 // answerKeys sends a key delta for each of keys against the client's dots,
 // in pages each cut under one read lock, so the answer need not fit in
 // memory (nor in the client's) at once.
-func (r *Replicator) answerKeys(c *conn, s *space, keys []string, theirs map[string]crdt.Context) error {
+func (r *Replicator) answerKeys(c *conn, s *space, keys []string, theirs map[string]crdt.Context) (incomplete bool, err error) {
 	maxBytes := int64(r.cfg.Limits.Delta.MaxBytes)
 	maxKeys := int64(stateAnswerFactor * r.cfg.Limits.Delta.MaxElements)
 	var outKeys, outBytes int64
@@ -659,19 +663,29 @@ func (r *Replicator) answerKeys(c *conn, s *space, keys []string, theirs map[str
 		s.rep.View(func(st *crdt.Namespace, _ *crdt.Context) {
 			for _, k := range keys[start:min(start+statePageKeys, len(keys))] {
 				d := st.KeyDeltaOf(k, theirs[k])
+				if d.Size()+len(k)+frameOverhead > c.lim.MaxMessageBytes {
+					// A key grown past a frame by concurrent remote
+					// writes: leave it out, answer the rest, and say so.
+					incomplete = true
+					r.stats.StateKeysTooLarge.Add(1)
+					continue
+				}
 				outBytes += int64(d.Size())
 				page = append(page, frame{kind: frameKeyDelta, delta: d})
 			}
 		})
 		if outKeys += int64(len(page)); outKeys > maxKeys || outBytes > stateAnswerFactor*maxBytes {
-			return fmt.Errorf("state reconciliation over %d times the key or byte limit (%d bytes, %d keys)", stateAnswerFactor, maxBytes, r.cfg.Limits.Delta.MaxElements)
+			return incomplete, fmt.Errorf("state reconciliation over %d times the key or byte limit (%d bytes, %d keys)", stateAnswerFactor, maxBytes, r.cfg.Limits.Delta.MaxElements)
 		}
 		for i := range page {
 			if err := c.send(&page[i]); err != nil {
-				return err
+				return incomplete, err
 			}
 			c.progress()
 		}
 	}
-	return nil
+	return incomplete, nil
 }
+
+// frameOverhead bounds what a key delta frame adds to the delta and key.
+const frameOverhead = 64
