@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
 
 	"github.com/mycelnet/mycel/cmd/mycel/internal/api"
@@ -133,6 +134,31 @@ func plan(s settings, stderr io.Writer) (daemonPlan, error) {
 		DataDir: s.DataDir, Listen: s.Listen, Bootstrap: s.Bootstrap, MDNS: s.MDNS, DHT: s.DHT,
 		NoSync: s.NoSync, SyncInterval: s.SyncInterval, MeshDegree: s.MeshDegree,
 		Limits: crdt.Limits{MaxValueBytes: s.MaxValueBytes},
+	}
+	p.cfg.NAT = s.NAT
+	for _, a := range s.AllowPeer {
+		id, err := peer.Decode(a)
+		if err != nil {
+			return p, usageError{fmt.Errorf("--allow-peer %q: not a peer id: %v", a, err)}
+		}
+		p.cfg.AllowPeers = append(p.cfg.AllowPeers, id)
+	}
+	for _, w := range s.Writer {
+		ns, a, ok := strings.Cut(w, "=")
+		if !ok || ns == "" {
+			return p, usageError{fmt.Errorf("--writer %q: want NAMESPACE=PEERID", w)}
+		}
+		if err := node.ValidNamespaceName(ns, p.cfg.Limits); err != nil {
+			return p, usageError{fmt.Errorf("--writer %q: %v", w, err)}
+		}
+		id, err := peer.Decode(a)
+		if err != nil {
+			return p, usageError{fmt.Errorf("--writer %q: not a peer id: %v", w, err)}
+		}
+		if p.cfg.Writers == nil {
+			p.cfg.Writers = make(map[string][]peer.ID)
+		}
+		p.cfg.Writers[ns] = append(p.cfg.Writers[ns], id)
 	}
 	if s.PSKFile != "" {
 		if p.cfg.PSK, err = readPSK(s.PSKFile); err != nil {

@@ -643,6 +643,9 @@ func TestUsageErrors(t *testing.T) {
 		{"mesh degree zero", []string{"daemon", "--mesh-degree", "0"}, "--mesh-degree 0: want 2 to 32"},
 		{"empty namespace at start", []string{"daemon", "--namespace", "inventory", "--namespace", ""}, `--namespace "": crdt: invalid operation: namespace: store: invalid namespace name: empty`},
 		{"API port out of range", []string{"daemon", "--api", "127.0.0.1:99999"}, "want HOST:PORT"},
+		{"allowed peer not a peer id", []string{"daemon", "--allow-peer", "bob"}, `--allow-peer "bob": not a peer id`},
+		{"writer without a namespace", []string{"daemon", "--writer", "12D3KooWGRUVh3yzLd2tNWi1ZQKyC1cHj3yc7PtpM5zGyqFvkqkE"}, "want NAMESPACE=PEERID"},
+		{"writer not a peer id", []string{"daemon", "--writer", "inventory=bob"}, `--writer "inventory=bob": not a peer id`},
 		{"unknown flag", []string{"get", "--bogus", "k"}, "unknown flag"},
 		{"missing argument", []string{"get"}, "arg"},
 		{"empty key", []string{"get", ""}, "get: the first argument must not be empty"},
@@ -892,4 +895,30 @@ func runCaptured(t *testing.T, cmd *exec.Cmd) (stdout, stderr string, code int) 
 		t.Fatal(err)
 	}
 	return out.String(), errb.String(), code
+}
+
+// TestWriterAllowlistFlag: --writer NS=PEERID makes a daemon refuse writes
+// to NS from any other peer, while the allowed writer's changes replicate;
+// --allow-peer with a bogus id is refused at start (TestUsageErrors).
+func TestWriterAllowlistFlag(t *testing.T) {
+	root := t.TempDir()
+	a := startDaemon(t, filepath.Join(root, "a"))
+	aID := a.peerID
+	if code, _ := a.signalAndWait(t, syscall.SIGTERM, 12*time.Second); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	b := startDaemon(t, filepath.Join(root, "b"))
+	a = startDaemon(t, a.dataDir, "--writer", "inv="+aID, "--bootstrap", b.addrs[0])
+	mustCall(t, 204, "PUT", b.url("/v1/ns/inv/kv/from-b"), []byte("b"))
+	mustCall(t, 204, "PUT", a.url("/v1/ns/inv/kv/from-a"), []byte("a"))
+	eventually(t, 30*time.Second, "a's write on b, b's write refused by a", func() (bool, string) {
+		code, _, _ := call(t, "GET", b.url("/v1/ns/inv/kv/from-a"), nil)
+		metrics := string(mustCall(t, 200, "GET", a.url("/metrics"), nil))
+		refused := !strings.Contains(metrics, `mycel_gossip_rejected_total{reason="not_writer"} 0`) &&
+			strings.Contains(metrics, `mycel_gossip_rejected_total{reason="not_writer"}`)
+		return code == 200 && refused, fmt.Sprintf("b has a's write: %v; a refused: %v", code == 200, refused)
+	})
+	if code, _, _ := call(t, "GET", a.url("/v1/ns/inv/kv/from-b"), nil); code != 404 {
+		t.Fatalf("a took a write from a peer not in its writer allowlist: %d", code)
+	}
 }

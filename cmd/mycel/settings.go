@@ -28,7 +28,10 @@ type settings struct {
 	Bootstrap     []string      `name:"bootstrap" usage:"peer multiaddr with /p2p/<id> to dial and keep connected (repeatable)"`
 	MDNS          bool          `name:"mdns" usage:"discover peers on the local network with mDNS"`
 	DHT           bool          `name:"dht" usage:"Kademlia DHT discovery: meet the other nodes of each namespace through Mycel's own DHT, seeded by --bootstrap"`
-	PSKFile       string        `name:"psk-file" usage:"file holding a 32-byte pre-shared key (raw, or 64 hex digits): private network, TCP only"`
+	AllowPeer     []string      `name:"allow-peer" usage:"peer id allowed to connect (repeatable); once one is given, no other peer can connect either way"`
+	Writer        []string      `name:"writer" usage:"NS=PEERID: only PEERID may write to namespace NS (repeatable; include this node's own id if it writes; a namespace named nowhere takes writes from anyone)"`
+	NAT           bool          `name:"nat" usage:"NAT traversal: AutoNAT, UPnP/NAT-PMP, hole punching, a circuit relay v2 client (AutoRelay) and, while publicly reachable, a relay service"`
+	PSKFile       string        `name:"psk-file" usage:"file holding a 32-byte pre-shared key (raw, 64 hex digits, or a libp2p swarm.key): private network, TCP only"`
 	Namespace     []string      `name:"namespace" usage:"namespace to open at start (repeatable; others open on first use)"`
 	LogLevel      string        `name:"log-level" usage:"debug, info, warn or error"`
 	LogFormat     string        `name:"log-format" usage:"text or json (logs go to stderr)"`

@@ -88,7 +88,7 @@ var (
 	descIgnored           = desc("mycel_gossip_ignored_total", "Messages and sync batches ignored, by reason (duplicate: every batch already applied; context_ahead: a batch claims another replica's writes far beyond those held here, applied later by sync if genuine).", "reason")
 	descBytes             = desc("mycel_replication_bytes_total", "Replication bytes by protocol (gossip, sync) and direction (in, out).", "protocol", "direction")
 	descSyncSessions      = desc("mycel_sync_sessions_total", "Sync sessions completed, by role (client, server).", "role")
-	descSyncRefused       = desc("mycel_sync_refused_total", "Sync requests refused by rate limits.")
+	descSyncRefused       = desc("mycel_sync_refused_total", "Sync requests refused by rate limits, and state reconciliations refused while 4 are being served.")
 	descSyncBatches       = desc("mycel_sync_batches_total", "Delta batches moved by sync, by direction (in, out).", "direction")
 	descStateSessions     = desc("mycel_sync_state_sessions_total", "Sync sessions that reconciled state instead of log entries.")
 	descStateKeys         = desc("mycel_sync_state_keys_in_total", "Keys received by state reconciliation.")
