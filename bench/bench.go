@@ -2,8 +2,10 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 )
 
@@ -60,6 +62,20 @@ type Seconds time.Duration
 // MarshalJSON writes the duration as a number of seconds.
 func (s Seconds) MarshalJSON() ([]byte, error) {
 	return fmt.Appendf(nil, "%g", time.Duration(s).Seconds()), nil
+}
+
+// UnmarshalJSON reads a number of seconds, so results read back (the
+// report) hold what was written.
+func (s *Seconds) UnmarshalJSON(b []byte) error {
+	var f float64
+	if err := json.Unmarshal(b, &f); err != nil {
+		return fmt.Errorf("bench: seconds: %w", err)
+	}
+	if f < 0 || f > float64(math.MaxInt64)/float64(time.Second) || math.IsNaN(f) {
+		return fmt.Errorf("bench: seconds %g out of range", f)
+	}
+	*s = Seconds(time.Duration(f * float64(time.Second)))
+	return nil
 }
 
 // WithDefaults fills unset fields.

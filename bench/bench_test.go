@@ -322,3 +322,21 @@ func TestNeighbours(t *testing.T) {
 		}
 	}
 }
+
+// Durations written to a result read back the same (the report reads them).
+func TestSecondsRoundTrip(t *testing.T) {
+	for _, d := range []time.Duration{0, 1500 * time.Millisecond, 10 * time.Second} {
+		b, err := json.Marshal(Seconds(d))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got Seconds
+		if err := json.Unmarshal(b, &got); err != nil || time.Duration(got) != d {
+			t.Fatalf("%v → %s → %v, %v", d, b, time.Duration(got), err)
+		}
+	}
+	var s Seconds
+	if err := json.Unmarshal([]byte("-1"), &s); err == nil {
+		t.Fatal("negative seconds accepted")
+	}
+}

@@ -456,7 +456,13 @@ func (r *run) sustained(ctx context.Context) error {
 		return fmt.Errorf("%w: --rate %g for %v offers no put", ErrParams, r.p.Rate, dur)
 	}
 	interval := time.Duration(float64(time.Second) / r.p.Rate)
-	queues := make([]chan string, r.p.N)
+	// A put's latency counts from when it was due, so time spent waiting
+	// for a free caller shows (a backlog is part of what the caller sees).
+	type due struct {
+		key string
+		at  time.Time
+	}
+	queues := make([]chan due, r.p.N)
 	var (
 		wg      sync.WaitGroup
 		mu      sync.Mutex
@@ -470,17 +476,18 @@ func (r *run) sustained(ctx context.Context) error {
 	start := time.Now()
 	stopAt := start.Add(dur)
 	for n := range queues {
-		queues[n] = make(chan string, total/r.p.N+1)
+		queues[n] = make(chan due, total/r.p.N+1)
 		for range r.p.Writers {
 			wg.Go(func() {
 				for k := range queues[n] {
-					d, err := r.put(ctx, n, k)
+					_, err := r.put(ctx, n, k.key)
+					lat := time.Since(k.at)
 					mu.Lock()
 					if err != nil && firstEr == nil {
 						firstEr = err
 						cancel()
 					}
-					lats = append(lats, d)
+					lats = append(lats, lat)
 					mu.Unlock()
 					if err == nil && time.Now().Before(stopAt) {
 						inTime.Add(1)
@@ -491,7 +498,8 @@ func (r *run) sustained(ctx context.Context) error {
 	}
 	written := make([]int, r.p.N)
 	for i := 0; i < total && ctx.Err() == nil; i++ {
-		if wait := time.Until(start.Add(time.Duration(i) * interval)); wait > 0 {
+		at := start.Add(time.Duration(i) * interval)
+		if wait := time.Until(at); wait > 0 {
 			t := time.NewTimer(wait)
 			select {
 			case <-ctx.Done():
@@ -501,7 +509,7 @@ func (r *run) sustained(ctx context.Context) error {
 		}
 		n := i % r.p.N
 		written[n]++
-		queues[n] <- key(n, written[n])
+		queues[n] <- due{key(n, written[n]), at}
 	}
 	for _, q := range queues {
 		close(q)

@@ -24,6 +24,7 @@ type tracker struct {
 	acks   []ack            // by row; zero at: not acknowledged
 	vis    []time.Time      // row*slots + node; zero: not seen there
 	counts []int            // keys seen per node
+	last   []time.Time      // per node: when its latest new key became visible
 }
 
 type ack struct {
@@ -41,6 +42,7 @@ func newTracker(slots, keys int) *tracker {
 		acks:   make([]ack, 0, keys),
 		vis:    make([]time.Time, 0, keys*slots),
 		counts: make([]int, slots),
+		last:   make([]time.Time, slots),
 	}
 }
 
@@ -72,6 +74,9 @@ func (t *tracker) mark(node int, key string, at time.Time) {
 	if v.IsZero() {
 		*v = at
 		t.counts[node]++
+		if at.After(t.last[node]) {
+			t.last[node] = at
+		}
 	}
 }
 
@@ -92,7 +97,9 @@ func (t *tracker) count(node int) int {
 }
 
 // waitFull polls until every node in nodes has seen want keys, and returns
-// the time it saw that. It fails after timeout, naming the nodes behind.
+// when the last of those keys became visible (recorded as it happened, so
+// the poll's own delay is not counted). It fails after timeout, naming the
+// nodes behind.
 func (t *tracker) waitFull(ctx context.Context, nodes []int, want int, timeout time.Duration) (time.Time, error) {
 	deadline := time.Now().Add(timeout)
 	tick := time.NewTicker(time.Millisecond)
@@ -100,15 +107,19 @@ func (t *tracker) waitFull(ctx context.Context, nodes []int, want int, timeout t
 	for {
 		now := time.Now()
 		var behind []string
+		var full time.Time
 		t.mu.Lock()
 		for _, n := range nodes {
 			if t.counts[n] < want {
 				behind = append(behind, fmt.Sprintf("node %d has %d", n, t.counts[n]))
 			}
+			if t.last[n].After(full) {
+				full = t.last[n]
+			}
 		}
 		t.mu.Unlock()
 		if len(behind) == 0 {
-			return now, nil
+			return full, nil
 		}
 		if now.After(deadline) {
 			return now, fmt.Errorf("bench: not converged within %v: want %d keys, %s", timeout, want, strings.Join(behind, ", "))

@@ -127,15 +127,44 @@ func (c *cluster) open(ctx context.Context) (int, error) {
 		return 0, errors.Join(fmt.Errorf("mycelbench: node %d: %w", i, err), n.Close())
 	}
 	events := ns.Watch(c.watchCtx, "")
-	c.watchers.Go(func() {
-		for ev := range events {
-			c.hooks.Visible(i, ev.Key)
-		}
-	})
+	c.watchers.Go(func() { c.watch(i, ns, events) })
 	c.mu.Lock()
 	c.members = append(c.members, &member{n: n, ns: ns, bw: bw})
 	c.mu.Unlock()
 	return i, nil
+}
+
+// watch reports every key that becomes visible on node i. Mycel closes a
+// watch that falls too far behind (a million events or 64 MiB queued): the
+// harness then resumes after the last event it got, as a client would, or,
+// past the replayable history, subscribes afresh and reports every key
+// the node holds (a key already reported is ignored).
+func (c *cluster) watch(i int, ns *node.Namespace, events <-chan node.Event) {
+	var last node.Event
+	for idle := 0; c.watchCtx.Err() == nil && idle < 3; idle++ {
+		for ev := range events {
+			c.hooks.Visible(i, ev.Key)
+			last, idle = ev, 0
+		}
+		if c.watchCtx.Err() != nil {
+			return
+		}
+		var err error
+		switch {
+		case last.Position == 0:
+			err = errors.New("no event yet")
+		case last.LastInCommit:
+			events, err = ns.WatchFrom(c.watchCtx, "", last.Position)
+		default:
+			events, err = ns.WatchAfter(c.watchCtx, "", last.Position, last.Index)
+		}
+		if err != nil {
+			events = ns.Watch(c.watchCtx, "")
+			for _, k := range ns.Keys("", "", 0) {
+				c.hooks.Visible(i, k)
+			}
+		}
+	}
 }
 
 // connect dials i's neighbours with higher indexes (each pair once).

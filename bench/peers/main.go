@@ -6,12 +6,13 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"syscall"
 
 	"github.com/mycelnet/mycel/bench"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	cmd := bench.Command(crdtSystem{multiHead: os.Getenv("DSCRDT_MULTIHEAD") == "1"})
 	cmd.Use = "dscrdt-bench"

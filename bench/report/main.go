@@ -24,6 +24,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/mycelnet/mycel/bench"
 )
@@ -122,7 +123,8 @@ type pair struct {
 
 // config identifies a run apart from its system and start time.
 func config(r *bench.Result) string {
-	return fmt.Sprintf("%s n=%d k=%d v=%d %s %s %s", r.Workload, r.N, r.K, r.ValueSize, r.Store, r.Topology, r.Transport)
+	return fmt.Sprintf("%s n=%d k=%d v=%d %s %s %s writers=%d rate=%g duration=%v", r.Workload, r.N, r.K, r.ValueSize, r.Store, r.Topology, r.Transport,
+		r.Writers, r.Rate, time.Duration(r.Duration))
 }
 
 // pairUp matches each Mycel result (system "mycel" or a named variant such
