@@ -457,11 +457,12 @@ func (r *Replicator) SyncWith(ctx context.Context, p peer.ID) error {
 // syncNamespace pulls s from p: client sessions, each taking s's pull turn,
 // until the server has nothing more to send.
 func (r *Replicator) syncNamespace(ctx context.Context, p peer.ID, s *space) error {
-	// Batches refused in this run (forged, from a non-writer, context
-	// ahead) are claimed as seen in its later rounds: otherwise a server
-	// holding more of them than one round carries sends the same ones every
-	// round, and nothing after them ever arrives. The next run offers them
-	// again (a batch ignored as ahead may be accepted by then).
+	// Batches refused for good in this run (forged, from a non-writer) are
+	// claimed as seen in its later rounds: otherwise a server holding more
+	// of them than one round carries sends the same ones every round, and
+	// nothing after them ever arrives. (One ignored as "context ahead" is
+	// not: a later round may bring what it saw.) The next run offers them
+	// again.
 	var refused crdt.Context
 	for round := 0; round < 64; round++ { // each round is bounded; "more" asks for another
 		if err := r.pace(ctx, p); err != nil {

@@ -182,8 +182,9 @@ func (r *Replicator) syncSpace(ctx context.Context, p peer.ID, s *space, refused
 			}
 			if s.contextAhead(f.batch) {
 				r.stats.IgnoredAhead.Add(1)
-				refuse(f.batch)
-				continue // a later run brings it, once we hold what it saw
+				// Not claimed as seen: the next round may bring what it
+				// saw, and then it applies (a transient refusal).
+				continue
 			}
 			if _, err := s.rep.ApplyBatch(ctx, f.batch); err != nil {
 				return false, err
