@@ -244,16 +244,22 @@ func TestStateMergeCompletesUnderLoad(t *testing.T) {
 	mustNS(t, b, "ns")
 	wns := mustNS(t, w, "ns")
 	connect(t, b, w)
+	// The writer never pauses while b reconciles: a put every 10 ms, so a
+	// batch reaches b in any window longer than that (every session, which
+	// hashes 20,000 keys), but a short extra round can find none.
 	var wg sync.WaitGroup
-	for g := range 4 { // the writer never pauses while b reconciles
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; ctx.Err() == nil && i < 1_000_000; i++ {
-				_ = wns.Put(ctx, fmt.Sprintf("w%d-%d", g, i%50), []byte(fmt.Sprint(i)))
+	wg.Go(func() {
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for i := 0; i < 1_000_000; i++ {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
 			}
-		}()
-	}
+			_ = wns.Put(ctx, fmt.Sprintf("w%d", i%50), []byte(fmt.Sprint(i)))
+		}
+	})
 	defer wg.Wait()
 	defer cancel()
 	waitFor(t, "the writer's batches to flow to b", 10*time.Second, func() bool { return b.Stats().BatchesApplied.Load() > 20 })
