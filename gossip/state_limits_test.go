@@ -50,35 +50,8 @@ func TestStateServerBoundsWhatAClientMakesItHold(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			server, client := loopbackHost(t), loopbackHost(t)
-			st := crdt.NewNamespace(crdt.Limits{})
-			for i := range c.serverKeys {
-				d, err := st.Prepare(crdt.Op{Kind: crdt.OpPut, Key: fmt.Sprintf("s%05d", i), Value: make([]byte, 150)}, 1, crdt.Timestamp{Wall: int64(i + 1)})
-				if err != nil {
-					t.Fatal(err)
-				}
-				st.ApplyDelta(d, nil)
-			}
-			r := &Replicator{cfg: Config{Limits: lim}}
-			sp := &space{r: r, rep: &viewReplica{st: st}}
-			served := make(chan error, 1)
-			const proto = protocol.ID("/mycel/test/state/1")
-			server.SetStreamHandler(proto, func(s network.Stream) {
-				defer s.Close()
-				err := r.serveState(context.Background(), newConn(s, lim), sp)
-				if err != nil {
-					s.Reset()
-				}
-				served <- err
-			})
-			if err := client.Connect(ctx, peer.AddrInfo{ID: server.ID(), Addrs: server.Addrs()}); err != nil {
-				t.Fatal(err)
-			}
-			s, err := client.NewStream(ctx, server.ID(), proto)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Reset()
+			st := registers(t, c.serverKeys, func(i int) string { return fmt.Sprintf("s%05d", i) }, func(int) int { return 150 })
+			_, s, served := stateServer(t, ctx, lim, st, nil)
 			cc := newConn(s, lim)
 			// One bucket whose sum differs: every key is in play.
 			if err := cc.send(&frame{kind: frameBuckets, buckets: make([]bucketSum, 1)}); err != nil {
@@ -131,26 +104,12 @@ func TestStateServesAreBounded(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	lim := Limits{}.withDefaults()
-	server, client := loopbackHost(t), loopbackHost(t)
-	r := &Replicator{cfg: Config{Limits: lim}, stateServes: make(chan struct{}, maxStateServes)}
-	for range maxStateServes {
-		r.stateServes <- struct{}{} // all taken
-	}
-	sp := &space{r: r, rep: &viewReplica{st: crdt.NewNamespace(crdt.Limits{})}}
-	served := make(chan error, 1)
-	const proto = protocol.ID("/mycel/test/state/2")
-	server.SetStreamHandler(proto, func(s network.Stream) {
-		defer s.Close()
-		served <- r.serveState(ctx, newConn(s, lim), sp)
+	r, s, served := stateServer(t, ctx, lim, crdt.NewNamespace(crdt.Limits{}), func(r *Replicator) {
+		r.stateServes = make(chan struct{}, maxStateServes)
+		for range maxStateServes {
+			r.stateServes <- struct{}{} // all taken
+		}
 	})
-	if err := client.Connect(ctx, peer.AddrInfo{ID: server.ID(), Addrs: server.Addrs()}); err != nil {
-		t.Fatal(err)
-	}
-	s, err := client.NewStream(ctx, server.ID(), proto)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Reset()
 	if err := newConn(s, lim).send(&frame{kind: frameBuckets, buckets: make([]bucketSum, 1)}); err != nil {
 		t.Fatal(err)
 	}
@@ -173,31 +132,9 @@ func TestStateAnswerLeavesOutAKeyTooLargeForAFrame(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	lim := Limits{MaxMessageBytes: 64 << 10}.withDefaults()
-	server, client := loopbackHost(t), loopbackHost(t)
-	st := crdt.NewNamespace(crdt.Limits{})
-	for i, size := range []int{100 << 10, 10, 10, 10} {
-		d, err := st.Prepare(crdt.Op{Kind: crdt.OpPut, Key: fmt.Sprintf("k%d", i), Value: make([]byte, size)}, 1, crdt.Timestamp{Wall: int64(i + 1)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		st.ApplyDelta(d, nil)
-	}
-	r := &Replicator{cfg: Config{Limits: lim}}
-	sp := &space{r: r, rep: &viewReplica{st: st}}
-	served := make(chan error, 1)
-	const proto = protocol.ID("/mycel/test/state/3")
-	server.SetStreamHandler(proto, func(s network.Stream) {
-		defer s.Close()
-		served <- r.serveState(ctx, newConn(s, lim), sp)
-	})
-	if err := client.Connect(ctx, peer.AddrInfo{ID: server.ID(), Addrs: server.Addrs()}); err != nil {
-		t.Fatal(err)
-	}
-	s, err := client.NewStream(ctx, server.ID(), proto)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Reset()
+	sizes := []int{100 << 10, 10, 10, 10}
+	st := registers(t, len(sizes), func(i int) string { return fmt.Sprintf("k%d", i) }, func(i int) int { return sizes[i] })
+	r, s, served := stateServer(t, ctx, lim, st, nil)
 	cc := newConn(s, lim)
 	for _, f := range []*frame{{kind: frameBuckets, buckets: make([]bucketSum, 1)}} {
 		if err := cc.send(f); err != nil {
@@ -231,4 +168,52 @@ func TestStateAnswerLeavesOutAKeyTooLargeForAFrame(t *testing.T) {
 	if len(got) != 3 || r.stats.StateKeysTooLarge.Load() != 1 {
 		t.Fatalf("answered %v, %d left out", got, r.stats.StateKeysTooLarge.Load())
 	}
+}
+
+// registers returns a namespace holding count registers, key(i) holding a
+// value of size(i) bytes.
+func registers(t *testing.T, count int, key func(int) string, size func(int) int) *crdt.Namespace {
+	t.Helper()
+	st := crdt.NewNamespace(crdt.Limits{})
+	for i := range count {
+		d, err := st.Prepare(crdt.Op{Kind: crdt.OpPut, Key: key(i), Value: make([]byte, size(i))}, 1, crdt.Timestamp{Wall: int64(i + 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.ApplyDelta(d, nil)
+	}
+	return st
+}
+
+// stateServer starts a loopback server answering one state reconciliation
+// of st with serveState (its Replicator set up by configure, if given), and
+// returns the Replicator, the client's end of a stream to it and the
+// channel serveState's result arrives on.
+func stateServer(t *testing.T, ctx context.Context, lim Limits, st *crdt.Namespace, configure func(*Replicator)) (*Replicator, network.Stream, <-chan error) {
+	t.Helper()
+	r := &Replicator{cfg: Config{Limits: lim}}
+	if configure != nil {
+		configure(r)
+	}
+	sp := &space{r: r, rep: &viewReplica{st: st}}
+	server, client := loopbackHost(t), loopbackHost(t)
+	served := make(chan error, 1)
+	const proto = protocol.ID("/mycel/test/state/1")
+	server.SetStreamHandler(proto, func(s network.Stream) {
+		defer s.Close()
+		err := r.serveState(ctx, newConn(s, lim), sp)
+		if err != nil {
+			s.Reset()
+		}
+		served <- err
+	})
+	if err := client.Connect(ctx, peer.AddrInfo{ID: server.ID(), Addrs: server.Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := client.NewStream(ctx, server.ID(), proto)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Reset() })
+	return r, s, served
 }
