@@ -485,14 +485,18 @@ func (s *Store) PutMeta(ctx context.Context, name string, val []byte) error {
 	return nil
 }
 
+// failure returns the error that failed the store, or nil.
+func (s *Store) failure() error {
+	s.failMu.Lock()
+	defer s.failMu.Unlock()
+	return s.failed
+}
+
 // check returns the store's failure if a write failed (so the commit loop
 // never writes past a failed batch, not even while closing), else ErrClosed
 // once Close began, else nil.
 func (s *Store) check() error {
-	s.failMu.Lock()
-	failed := s.failed
-	s.failMu.Unlock()
-	if failed != nil {
+	if failed := s.failure(); failed != nil {
 		return failed
 	}
 	select {
@@ -637,10 +641,7 @@ func (s *Store) use() (release func(), err error) {
 // next open continues positions and batch numbers where they stopped. A
 // store that failed is left unmarked.
 func (s *Store) markClean() error {
-	s.failMu.Lock()
-	failed := s.failed
-	s.failMu.Unlock()
-	if failed != nil {
+	if s.failure() != nil {
 		return nil
 	}
 	ctx := context.Background()
