@@ -120,12 +120,9 @@ func TestDatastoreBatchIsAllOrNothing(t *testing.T) {
 // batch takes writes from many goroutines; a resume after Close is
 // ErrClosed.
 func TestDatastoreEdges(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	n := cluster(t, 1, nil)[0]
-	ns := mustNS(t, n, "ds")
+	ctx := t.Context()
+	n, ns, events := watchedNS(t, "ds")
 	d := ns.Datastore()
-	events := ns.Watch(ctx, "")
 	pos := ns.Position()
 	for _, k := range []ds.Key{ds.NewKey("/never"), ds.NewKey(strings.Repeat("a", 2000)), ds.RawKey("/bad\xff")} {
 		if err := d.Delete(ctx, k); err != nil {

@@ -73,17 +73,22 @@ func evilPeer(t *testing.T, ctx context.Context, victim *Node, ns string, opts .
 	return evil, topic
 }
 
+// victimPair starts two connected nodes with namespace "h" open on both,
+// for an evil peer to attack the first.
+func victimPair(t *testing.T) ([]*Node, *Namespace, *Namespace) {
+	t.Helper()
+	victim := cluster(t, 2, nil)
+	connect(t, victim[0], victim[1])
+	return victim, mustNS(t, victim[0], "h"), mustNS(t, victim[1], "h")
+}
+
 // TestContextFarAheadIsIgnored: a peer publishing, in its own name, a batch
 // whose context claims all of another replica's writes to come (which would
 // make receivers drop that replica's next writes as removed and leave it no
 // dot counter) is ignored; the named replica keeps writing and replicating.
 func TestContextFarAheadIsIgnored(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	victim := cluster(t, 2, nil)
-	connect(t, victim[0], victim[1])
-	ns := mustNS(t, victim[0], "h")
-	writer := mustNS(t, victim[1], "h")
+	ctx := t.Context()
+	victim, ns, writer := victimPair(t)
 	if err := writer.Put(ctx, "k", []byte("1")); err != nil {
 		t.Fatal(err)
 	}
@@ -113,12 +118,8 @@ func TestContextFarAheadIsIgnored(t *testing.T) {
 }
 
 func TestHostilePeer(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	victim := cluster(t, 2, nil)
-	connect(t, victim[0], victim[1])
-	ns := mustNS(t, victim[0], "h")
-	mustNS(t, victim[1], "h")
+	ctx := t.Context()
+	victim, ns, _ := victimPair(t)
 	if err := ns.Put(ctx, "legit", []byte("1")); err != nil {
 		t.Fatal(err)
 	}

@@ -209,11 +209,8 @@ func TestWatchReplayIsBounded(t *testing.T) {
 // ran ahead of what watchers had been given, so resuming from it could be
 // refused as ahead of the node).
 func TestPositionCoversAcknowledgedWrites(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	n := cluster(t, 1, nil)[0]
-	ns := mustNS(t, n, "w")
-	ch := ns.Watch(ctx, "")
+	ctx := t.Context()
+	_, ns, ch := watchedNS(t, "w")
 	for i := range 200 {
 		if err := ns.Put(ctx, fmt.Sprint("k", i), []byte("v")); err != nil {
 			t.Fatal(err)
@@ -232,11 +229,8 @@ func TestPositionCoversAcknowledgedWrites(t *testing.T) {
 // dropped once its queue holds maxWatchBacklogBytes of values, long before
 // maxWatchBacklog events, when the values are large.
 func TestWatchBacklogIsBoundedInBytes(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	n := cluster(t, 1, nil)[0]
-	ns := mustNS(t, n, "w")
-	ch := ns.Watch(ctx, "")
+	ctx := t.Context()
+	_, ns, ch := watchedNS(t, "w")
 	val := bytes.Repeat([]byte("v"), 512<<10)
 	const puts = 2 * maxWatchBacklogBytes / (512 << 10)
 	for i := range puts {
@@ -260,4 +254,13 @@ func TestWatchBacklogIsBoundedInBytes(t *testing.T) {
 			t.Fatalf("the watcher of %d unread 512 KiB changes is still open after %d events", puts, got)
 		}
 	}
+}
+
+// watchedNS starts one node, opens namespace name on it and watches all of
+// it until the test ends.
+func watchedNS(t *testing.T, name string) (*Node, *Namespace, <-chan Event) {
+	t.Helper()
+	n := cluster(t, 1, nil)[0]
+	ns := mustNS(t, n, name)
+	return n, ns, ns.Watch(t.Context(), "")
 }
