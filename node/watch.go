@@ -44,8 +44,9 @@ const (
 	maxWatchBacklogBytes = 64 << 20
 )
 
-// eventBytes is what an event holds in a watcher's queue, roughly.
-func eventBytes(ev Event) int { return len(ev.Key) + ev.Value.Size() + 64 }
+// eventBytes is what an event for key with value v holds in a watcher's
+// queue, roughly.
+func eventBytes(key string, v crdt.Value) int { return len(key) + v.Size() + 64 }
 
 // maxWatchReplay bounds the history one resumed watch replays (held in
 // memory before it is queued): a watcher further behind fails with
@@ -60,33 +61,38 @@ type watcher struct {
 	ch         chan Event
 	stop       func() bool // detaches the context callback
 
-	mu     sync.Mutex
-	queue  []Event
-	bytes  int // eventBytes of the live events queued, held or being delivered
-	wake   chan struct{}
-	done   chan struct{}
-	closed bool
+	mu    sync.Mutex
+	queue []Event
+	// eventBytes of the live events queued, held and being delivered (a
+	// replay's events are not counted: bounded by maxWatchReplay, they
+	// share values)
+	queuedBytes, heldBytes, inFlight int
+	wake                             chan struct{}
+	done                             chan struct{}
+	closed                           bool
 	// While a resumed watcher replays history, live events wait in held.
 	holding bool
 	held    []Event
 }
 
-func (w *watcher) push(ev Event) bool {
+// push queues ev, which holds size bytes (eventBytes), or reports that the
+// watcher is closed or too far behind.
+func (w *watcher) push(ev Event, size int) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed || len(w.queue)+len(w.held) >= maxWatchBacklog {
 		return false
 	}
-	size := eventBytes(ev)
-	if w.bytes > 0 && w.bytes+size > maxWatchBacklogBytes {
+	if total := w.queuedBytes + w.heldBytes + w.inFlight; total > 0 && total+size > maxWatchBacklogBytes {
 		return false
 	}
-	w.bytes += size
 	if w.holding {
 		w.held = append(w.held, ev)
+		w.heldBytes += size
 		return true
 	}
 	w.queue = append(w.queue, ev)
+	w.queuedBytes += size
 	select {
 	case w.wake <- struct{}{}:
 	default:
@@ -101,21 +107,18 @@ func (w *watcher) pump(wg *sync.WaitGroup) {
 		w.mu.Lock()
 		batch := w.queue
 		w.queue = nil
+		w.inFlight, w.queuedBytes = w.queuedBytes, 0
 		w.mu.Unlock()
-		delivered := 0
 		for _, ev := range batch {
 			select {
 			case w.ch <- ev:
-				delivered += eventBytes(ev)
 			case <-w.done:
 				return
 			}
 		}
 		if len(batch) > 0 {
 			w.mu.Lock()
-			// A replay's events were never counted (it is bounded by
-			// maxWatchReplay and shares values): never below zero.
-			w.bytes = max(w.bytes-delivered, 0)
+			w.inFlight = 0
 			w.mu.Unlock()
 			continue
 		}
@@ -191,7 +194,8 @@ func (w *watcher) replayed(history []Event) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.queue = append(append(w.queue, history...), w.held...)
-	w.held, w.holding = nil, false
+	w.queuedBytes += w.heldBytes
+	w.held, w.heldBytes, w.holding = nil, 0, false
 	select {
 	case w.wake <- struct{}{}:
 	default:
@@ -220,17 +224,18 @@ func (h *watchHub) publish(c store.Commit, value func(key string) crdt.Value) {
 	for i := 0; i < c.Delta.Len(); i++ {
 		key := c.Delta.Key(i)
 		var v *crdt.Value
+		var size int
 		for w := range h.watchers {
 			if w.ns != c.Namespace || !strings.HasPrefix(key, w.prefix) {
 				continue
 			}
-			if v == nil {
+			if v == nil { // once per key, shared by its watchers
 				x := value(key)
-				v = &x
+				v, size = &x, eventBytes(key, x)
 			}
 			ev := Event{Namespace: c.Namespace, Key: key, Value: *v, Origin: c.Origin, Seq: c.Seq, Position: c.Position,
 				Index: i, LastInCommit: i == c.Delta.Len()-1}
-			if !w.push(ev) {
+			if !w.push(ev, size) {
 				w.stop()
 				delete(h.watchers, w)
 				w.shut()
