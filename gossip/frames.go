@@ -28,13 +28,17 @@ const (
 
 // frame is one decoded sync frame; which fields matter depends on kind.
 type frame struct {
-	kind      frameKind
-	ns        string
-	seen      crdt.Context // hello, state
-	cctx      crdt.Context // state
-	batch     Batch        // batch
-	more      bool         // done: the server stopped early; sync again
-	compacted bool         // done: some batches are gone from the log
+	kind  frameKind
+	ns    string
+	seen  crdt.Context // hello, state
+	cctx  crdt.Context // state
+	batch Batch        // batch
+	more  bool         // done: the server stopped early; sync again
+	// done: the server held back batches that gossip is bringing; sync
+	// again after the grace period (field 1 = 2: a server that predates
+	// it never sends it, and a client that predates it reads "no more")
+	held      bool
+	compacted bool // done: some batches are gone from the log
 	// state: some key was left out (its delta would not fit in a frame),
 	// so the answer does not cover every difference: do not merge
 	incomplete bool
@@ -77,7 +81,11 @@ func encodeFrame(f *frame) []byte {
 			body = appendBytesField(body, 5, f.batch.Sig)
 		}
 	case frameDone:
-		body = appendVarintField(body, 1, boolInt(f.more))
+		next := boolInt(f.more)
+		if f.held && !f.more {
+			next = 2
+		}
+		body = appendVarintField(body, 1, next)
 		body = appendVarintField(body, 2, boolInt(f.compacted))
 		body = appendVarintField(body, 3, f.lacks)
 	case frameBuckets:
@@ -175,7 +183,7 @@ func decodeFrame(b []byte, lim Limits) (*frame, error) {
 			return nil, err
 		}
 	case frameDone:
-		f.more, f.compacted, f.lacks = fields[1].u == 1, fields[2].u == 1, fields[3].u
+		f.more, f.held, f.compacted, f.lacks = fields[1].u == 1, fields[1].u == 2, fields[2].u == 1, fields[3].u
 	case frameBuckets:
 		sums := bytesOf(1)
 		if len(sums)%40 != 0 || len(sums)/40 > maxBuckets || !isPow2(len(sums)/40) {

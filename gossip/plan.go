@@ -16,13 +16,15 @@ type sendPlan struct {
 	batches   []crdt.Dot // (origin, seq)
 	compacted bool
 	more      bool // stopped at the cap; the client should sync again
+	held      bool // some the client lacks are in held: it should sync again after the grace
 }
 
 // planSend decides what to send a client that has seen theirs, given what
 // this replica has seen, keeps in its log and has lost from it, sending at
 // most max batches. A batch seen but neither kept nor gone is still being
-// committed here; the client gets it next time.
-func planSend(seen, kept, gone, theirs crdt.Context, max int) sendPlan {
+// committed here; the client gets it next time. Batches in held (on their
+// way to the client by gossip) are left out.
+func planSend(seen, kept, gone, theirs, held crdt.Context, max int) sendPlan {
 	var p sendPlan
 	// Work on ranges, never dot by dot: a peer's state can make seen and
 	// gone span most of the counter space.
@@ -31,6 +33,11 @@ func planSend(seen, kept, gone, theirs crdt.Context, max int) sendPlan {
 	committing := gone.Missing(unlogged) // of those, not gone either
 	p.compacted = !committing.Equal(unlogged)
 	send := unlogged.Missing(lack) // lacked and in the log
+	if held.Ranges() > 0 {
+		rest := held.Missing(send)
+		p.held = !rest.Equal(send)
+		send = rest
+	}
 	send.ForEachRange(func(origin crdt.ReplicaID, lo, hi uint64) {
 		for seq := lo; !p.more; seq++ {
 			if len(p.batches) >= max {

@@ -35,9 +35,10 @@ func TestPlanSend(t *testing.T) {
 	for _, tc := range []struct {
 		name                   string
 		seen, kept, gone, them crdt.Context
+		held                   crdt.Context // on their way by gossip
 		max                    int
 		want                   []crdt.Dot
-		compacted, more        bool
+		compacted, more, later bool
 	}{
 		{
 			name: "client has everything",
@@ -105,6 +106,24 @@ func TestPlanSend(t *testing.T) {
 			want: dots([2]uint64{1, 1 << 40}, [2]uint64{1, 1<<40 + 1}), compacted: true,
 		},
 		{
+			name: "batches gossip is bringing are held back",
+			seen: ctxOf([3]uint64{1, 1, 5}, [3]uint64{2, 1, 2}), kept: ctxOf([3]uint64{1, 1, 5}, [3]uint64{2, 1, 2}),
+			them: ctxOf([3]uint64{1, 1, 1}), held: ctxOf([3]uint64{1, 4, 9}, [3]uint64{2, 2, 2}), max: 10,
+			want: dots([2]uint64{1, 2}, [2]uint64{1, 3}, [2]uint64{2, 1}), later: true,
+		},
+		{
+			name: "held batches the client has: nothing to ask again for",
+			seen: ctxOf([3]uint64{1, 1, 5}), kept: ctxOf([3]uint64{1, 1, 5}),
+			them: ctxOf([3]uint64{1, 1, 4}), held: ctxOf([3]uint64{1, 1, 4}), max: 10,
+			want: dots([2]uint64{1, 5}),
+		},
+		{
+			name: "held back, and gone batches still reconcile",
+			seen: ctxOf([3]uint64{1, 1, 5}), kept: ctxOf([3]uint64{1, 3, 5}), gone: ctxOf([3]uint64{1, 1, 2}),
+			held: ctxOf([3]uint64{1, 5, 5}), max: 10,
+			want: dots([2]uint64{1, 3}, [2]uint64{1, 4}), compacted: true, later: true,
+		},
+		{
 			name: "huge kept range stops at the cap",
 			seen: ctxOf([3]uint64{1, 1, math.MaxUint64}), kept: ctxOf([3]uint64{1, 1, math.MaxUint64}),
 			max:  2,
@@ -113,16 +132,16 @@ func TestPlanSend(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			done := make(chan sendPlan, 1)
-			go func() { done <- planSend(tc.seen, tc.kept, tc.gone, tc.them, tc.max) }()
+			go func() { done <- planSend(tc.seen, tc.kept, tc.gone, tc.them, tc.held, tc.max) }()
 			var p sendPlan
 			select {
 			case p = <-done:
 			case <-time.After(10 * time.Second):
 				t.Fatal("planSend did not return")
 			}
-			if !slices.Equal(p.batches, tc.want) || p.compacted != tc.compacted || p.more != tc.more {
-				t.Fatalf("planSend = %v compacted %v more %v, want %v compacted %v more %v",
-					p.batches, p.compacted, p.more, tc.want, tc.compacted, tc.more)
+			if !slices.Equal(p.batches, tc.want) || p.compacted != tc.compacted || p.more != tc.more || p.held != tc.later {
+				t.Fatalf("planSend = %v compacted %v more %v held %v, want %v compacted %v more %v held %v",
+					p.batches, p.compacted, p.more, p.held, tc.want, tc.compacted, tc.more, tc.later)
 			}
 		})
 	}

@@ -71,6 +71,8 @@ type Stats struct {
 	SyncSessions      atomic.Int64 // sync sessions completed as client
 	SyncServed        atomic.Int64 // sync sessions served
 	SyncRefused       atomic.Int64 // sync requests refused by rate limits
+	SyncHeldBack      atomic.Int64 // sessions served that left batches to gossip (see Config.SyncGrace)
+	SyncFollowUps     atomic.Int64 // sessions run again after a server held batches back
 	SyncBatchesIn     atomic.Int64
 	SyncBatchesOut    atomic.Int64
 	SyncBytesIn       atomic.Int64

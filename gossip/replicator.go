@@ -54,6 +54,12 @@ type Config struct {
 	// SyncInterval is the mean time between background syncs with a random
 	// peer (jittered ±50%). Default 10 s.
 	SyncInterval time.Duration
+	// SyncGrace is how long a batch this node passed on by gossip is left
+	// to gossip: a sync session on a connection older than that does not
+	// send it again to a peer in the namespace's topic, and tells the peer
+	// to ask once more after the grace (see recentLog). Default 1 s;
+	// negative: sync sends everything the client lacks.
+	SyncGrace time.Duration
 	// SyncTimeout bounds one sync session. Default 30 s.
 	SyncTimeout time.Duration
 	// MaxSyncBatches bounds the log batches sent in one session; the client
@@ -97,6 +103,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.SyncInterval <= 0 {
 		c.SyncInterval = 10 * time.Second
+	}
+	if c.SyncGrace == 0 {
+		c.SyncGrace = time.Second
 	}
 	if c.SyncTimeout <= 0 {
 		c.SyncTimeout = 30 * time.Second
@@ -464,12 +473,13 @@ func (r *Replicator) syncNamespace(ctx context.Context, p peer.ID, s *space) err
 	// not: a later round may bring what it saw.) The next run offers them
 	// again.
 	var refused crdt.Context
+	followed := false
 	for round := 0; round < 64; round++ { // each round is bounded; "more" asks for another
 		if err := r.pace(ctx, p); err != nil {
 			return fmt.Errorf("namespace %q: %w", s.name, err)
 		}
 		done := s.pullTurn(ctx)
-		more, err := r.syncSpace(ctx, p, s, &refused)
+		next, err := r.syncSpace(ctx, p, s, &refused)
 		done()
 		if errors.Is(err, ErrMalformed) {
 			r.stats.RejectMalformed.Add(1) // a server's bad frame
@@ -477,11 +487,34 @@ func (r *Replicator) syncNamespace(ctx context.Context, p peer.ID, s *space) err
 		if err != nil {
 			return fmt.Errorf("namespace %q: %w", s.name, err)
 		}
-		if !more {
+		switch {
+		case next == syncMore:
+		case next == syncLater && !followed:
+			// Once: what the server leaves to gossip then is fresh again
+			// under steady writes, and the next background sync brings
+			// whatever gossip did not.
+			followed = true
+			if err := sleepCtx(ctx, r.cfg.SyncGrace); err != nil {
+				return fmt.Errorf("namespace %q: %w", s.name, err)
+			}
+			r.stats.SyncFollowUps.Add(1)
+		default:
 			return nil
 		}
 	}
 	return nil
+}
+
+// sleepCtx waits for d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // pace waits until this node may open another sync session with p: it

@@ -29,6 +29,13 @@ type space struct {
 	co     coalescer
 	notify chan struct{}
 
+	// recent: the batches passed on by gossip lately, which a sync server
+	// leaves to gossip (see recentLog)
+	recent recentLog
+	// pending: the batches accepted by the validator and not yet applied,
+	// which a sync client claims as seen (see pendingLog)
+	pending pendingLog
+
 	// pull admits one client sync session at a time (see pullTurn).
 	pull chan struct{}
 	// firstSync is closed once the syncs Join started have ended;
@@ -133,7 +140,7 @@ func (s *space) validate(_ context.Context, _ peer.ID, msg *pubsub.Message) pubs
 			return pubsub.ValidationIgnore
 		}
 	}
-	msg.ValidatorData = &m
+	msg.ValidatorData = &accepted{Message: m, n: s.pending.accept(m.Batches)}
 	return pubsub.ValidationAccept
 }
 
@@ -169,6 +176,13 @@ func (s *space) contextAhead(b Batch) bool {
 	return ahead
 }
 
+// accepted is a validated message on its way to receive: n is its number
+// in the pending log.
+type accepted struct {
+	Message
+	n uint64
+}
+
 // receive applies every accepted message from other nodes.
 func (s *space) receive() {
 	defer s.wg.Done()
@@ -182,7 +196,7 @@ func (s *space) receive() {
 		if msg.ReceivedFrom == self {
 			continue
 		}
-		m, ok := msg.ValidatorData.(*Message)
+		m, ok := msg.ValidatorData.(*accepted)
 		if !ok {
 			continue
 		}
@@ -203,8 +217,11 @@ func (s *space) receive() {
 			}
 			if applied {
 				st.BatchesApplied.Add(1)
+				// gossipsub forwarded it to our mesh when it validated
+				s.recent.record(b.Origin, b.Seq, time.Now(), s.r.cfg.SyncGrace)
 			}
 		}
+		s.pending.applied(m.n)
 	}
 }
 
@@ -213,6 +230,7 @@ func (s *space) enqueue(b Batch) {
 	s.mu.Lock()
 	s.co.add(b, s.r.cfg.Now())
 	s.mu.Unlock()
+	s.recent.record(b.Origin, b.Seq, time.Now(), s.r.cfg.SyncGrace)
 	select {
 	case s.notify <- struct{}{}:
 	default:

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -111,7 +112,16 @@ func (c *conn) expect(kind frameKind) (*frame, error) {
 
 // syncSpace runs one client session for s with p. more reports that the
 // server stopped early and another session should follow.
-func (r *Replicator) syncSpace(ctx context.Context, p peer.ID, s *space, refused *crdt.Context) (more bool, err error) {
+// syncNext is what a client does after a session, as its server asked.
+type syncNext int
+
+const (
+	syncDone  syncNext = iota
+	syncMore           // the server stopped at its cap: another session now
+	syncLater          // the server left batches to gossip: another after the grace
+)
+
+func (r *Replicator) syncSpace(ctx context.Context, p peer.ID, s *space, refused *crdt.Context) (next syncNext, err error) {
 	// SyncTimeout bounds the session, but state reconciliation pushes it
 	// out while it makes progress (see conn.progress).
 	ctx, cancel := context.WithCancel(ctx)
@@ -120,7 +130,7 @@ func (r *Replicator) syncSpace(ctx context.Context, p peer.ID, s *space, refused
 	defer expire.Stop()
 	st, err := r.cfg.Host.NewStream(network.WithAllowLimitedConn(ctx, "sync"), p, ProtocolSync)
 	if err != nil {
-		return false, err
+		return syncDone, err
 	}
 	defer st.Close()
 	_ = st.SetDeadline(r.cfg.Now().Add(r.cfg.SyncTimeout))
@@ -140,8 +150,9 @@ func (r *Replicator) syncSpace(ctx context.Context, p peer.ID, s *space, refused
 	}()
 	seen := s.rep.Seen()
 	seen.Merge(*refused)
+	seen.Merge(s.pending.claimed())
 	if err := c.send(&frame{kind: frameHello, ns: s.name, seen: seen}); err != nil {
-		return false, err
+		return syncDone, err
 	}
 	refuse := func(b Batch) { refused.Add(crdt.Dot{Replica: b.Origin, Counter: b.Seq}) }
 	serverReplica := crdt.DeriveReplicaID([]byte(p))
@@ -157,7 +168,7 @@ func (r *Replicator) syncSpace(ctx context.Context, p peer.ID, s *space, refused
 	for {
 		f, err := c.recv()
 		if err != nil {
-			return false, err
+			return syncDone, err
 		}
 		switch f.kind {
 		case frameBatch:
@@ -187,13 +198,13 @@ func (r *Replicator) syncSpace(ctx context.Context, p peer.ID, s *space, refused
 				continue
 			}
 			if _, err := s.rep.ApplyBatch(ctx, f.batch); err != nil {
-				return false, err
+				return syncDone, err
 			}
 			got++
 		case frameDone:
 			if f.compacted {
 				if err := r.reconcileState(ctx, c, s); err != nil {
-					return false, fmt.Errorf("state reconciliation: %w", err)
+					return syncDone, fmt.Errorf("state reconciliation: %w", err)
 				}
 			}
 			r.stats.SyncSessions.Add(1)
@@ -201,9 +212,15 @@ func (r *Replicator) syncSpace(ctx context.Context, p peer.ID, s *space, refused
 				ps.LastPull, ps.PeerLacks, ps.StateSynced, ps.LastError = r.cfg.Now(), f.lacks, f.compacted, ""
 				ps.WeLacked = 0 // counted by the deferred note for this session
 			})
-			return f.more, nil
+			switch {
+			case f.more:
+				return syncMore, nil
+			case f.held:
+				return syncLater, nil
+			}
+			return syncDone, nil
 		default:
-			return false, fmt.Errorf("%w: unexpected frame %d", ErrMalformed, f.kind)
+			return syncDone, fmt.Errorf("%w: unexpected frame %d", ErrMalformed, f.kind)
 		}
 	}
 }
@@ -502,7 +519,7 @@ func (r *Replicator) serveSession(c *conn) error {
 	ctx, cancel := context.WithDeadline(r.ctx, c.end)
 	defer cancel()
 	seen := s.rep.Seen()
-	plan := planSend(seen, s.rep.Kept(), s.rep.Gone(), hello.seen, r.cfg.MaxSyncBatches)
+	plan := planSend(seen, s.rep.Kept(), s.rep.Gone(), hello.seen, r.onTheirWay(c.s.Conn(), s), r.cfg.MaxSyncBatches)
 	lacks := seen.Missing(hello.seen)
 	if len(plan.batches) > 0 || plan.compacted {
 		if err := s.rep.Flush(ctx); err != nil {
@@ -526,7 +543,10 @@ func (r *Replicator) serveSession(c *conn) error {
 		}
 		r.stats.SyncBatchesOut.Add(1)
 	}
-	if err := c.send(&frame{kind: frameDone, more: plan.more, compacted: plan.compacted, lacks: lacks.Len()}); err != nil {
+	if plan.held {
+		r.stats.SyncHeldBack.Add(1)
+	}
+	if err := c.send(&frame{kind: frameDone, more: plan.more, held: plan.held, compacted: plan.compacted, lacks: lacks.Len()}); err != nil {
 		return err
 	}
 	r.noteStatus(c.s.Conn().RemotePeer(), s.name, func(ps *PeerSync) { ps.LastServed = r.cfg.Now() })
@@ -534,6 +554,20 @@ func (r *Replicator) serveSession(c *conn) error {
 		return nil
 	}
 	return r.serveState(ctx, c, s)
+}
+
+// onTheirWay returns the batches that gossip is bringing the client on
+// conn already: those this node passed on by gossip within the grace
+// period. None when gossip may not reach the client: it is not in the
+// namespace's topic, or the connection is younger than the grace period
+// (a partition healed by reconnecting: what was published before it never
+// reached the client, and the first sync must bring all of it at once).
+func (r *Replicator) onTheirWay(conn network.Conn, s *space) crdt.Context {
+	grace, opened := r.cfg.SyncGrace, conn.Stat().Opened
+	if grace <= 0 || s.topic == nil || opened.IsZero() || time.Since(opened) < grace || !slices.Contains(s.topic.ListPeers(), conn.RemotePeer()) {
+		return crdt.Context{}
+	}
+	return s.recent.since(time.Now().Add(-grace))
 }
 
 // maxStateServes bounds the state reconciliations a node serves at once;
