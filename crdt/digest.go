@@ -21,6 +21,25 @@ func KeyDigest(key string, v Value) Digest {
 	return sha256.Sum256(b)
 }
 
+// KeyDigestEncoded is KeyDigest of key and the value whose encoding
+// (Value.Encode) is enc: a writer that encodes the value anyway hashes it
+// without encoding it twice.
+func KeyDigestEncoded(key string, enc []byte) Digest {
+	var buf [256]byte
+	b := appendMsgHeader(buf[:0], fStateEntry, sizeMsg(fKeyKey, len(key))+sizeMsg(fKeyValue, len(enc)))
+	b = appendStringField(b, fKeyKey, key)
+	b = appendMsgHeader(b, fKeyValue, len(enc))
+	if len(b)+len(enc) <= len(buf) {
+		return sha256.Sum256(append(b, enc...))
+	}
+	h := sha256.New()
+	h.Write(b)
+	h.Write(enc)
+	var d Digest
+	h.Sum(d[:0])
+	return d
+}
+
 // DigestSum is an order-independent sum of key digests, modulo 2^256, so a
 // namespace digest can be kept up to date as single keys change: subtract
 // the key's old digest, add the new one.

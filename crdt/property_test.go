@@ -458,6 +458,9 @@ func propApplyChecked(t *rapid.T, what string, got *Namespace, d Delta) {
 		}
 		if !v.IsEmpty() {
 			sum.Add(KeyDigest(d.Key(i), v))
+			if KeyDigestEncoded(d.Key(i), v.Encode(nil)) != KeyDigest(d.Key(i), v) {
+				t.Fatalf("%s: KeyDigestEncoded differs from KeyDigest for %q", what, d.Key(i))
+			}
 		}
 	}
 	if ctx := got.Context(); NamespaceDigest(&ctx, &sum) != got.Digest() || sum.Len() != uint64(got.Len()) {

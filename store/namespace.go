@@ -334,8 +334,9 @@ func (n *Namespace) applyLocked(d crdt.Delta, p *pending) {
 			p.keys = append(p.keys, keyWrite{key: n.layout.stateKey(k)})
 			return
 		}
-		n.sum.Add(crdt.KeyDigest(k, v))
-		p.keys = append(p.keys, keyWrite{key: n.layout.stateKey(k), val: v.Encode(nil)})
+		enc := v.Encode(nil)
+		n.sum.Add(crdt.KeyDigestEncoded(k, enc))
+		p.keys = append(p.keys, keyWrite{key: n.layout.stateKey(k), val: enc})
 	})
 	for _, r := range d.Replicas() {
 		c := n.state.ContextOf(r)
