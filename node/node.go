@@ -133,7 +133,9 @@ func (n *Node) open(ctx context.Context) error {
 	}
 	lim := gossip.Limits{Delta: n.st.Limits()}
 	n.ps, err = pubsub.NewGossipSub(n.ctx, n.host,
-		append(append(gossip.PubSubOptions(lim), pubsub.WithGossipSubParams(meshParams(n.cfg.MeshDegree))), n.opts.psOpts...)...)
+		append(append(gossip.PubSubOptions(lim),
+			pubsub.WithGossipSubParams(meshParams(n.cfg.MeshDegree)),
+			pubsub.WithFloodPublish(!n.cfg.DisableFloodPublish)), n.opts.psOpts...)...)
 	if err != nil {
 		return fmt.Errorf("node: gossipsub: %w", err)
 	}

@@ -266,6 +266,13 @@ func TestSmallMeshConverges(t *testing.T) {
 	runMixed(t, mesh, func(_ int, c *Config) { c.MeshDegree = 2 })
 }
 
+// TestSmallMeshWithoutFloodPublishConverges: writers send their batches
+// to their mesh only, and gossip's forwarding along it (with sync behind
+// it) still brings every change everywhere.
+func TestSmallMeshWithoutFloodPublishConverges(t *testing.T) {
+	runMixed(t, mesh, func(_ int, c *Config) { c.MeshDegree = 2; c.DisableFloodPublish = true })
+}
+
 // TestMeshDegreeBounds: every allowed degree gives parameters gossipsub
 // accepts; others are configuration errors.
 func TestMeshDegreeBounds(t *testing.T) {

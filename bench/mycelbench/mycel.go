@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	"github.com/ipfs/go-datastore"
@@ -31,16 +32,26 @@ type System struct {
 	// MeshDegree, if set, is every node's Config.MeshDegree; results then
 	// name it ("mycel/mesh-degree=2").
 	MeshDegree int
+	// NoFloodPublish, if set, is every node's Config.DisableFloodPublish;
+	// results then name it ("mycel/mesh-degree=2,no-flood").
+	NoFloodPublish bool
 	// Configure, if set, changes each node's configuration before it opens.
 	Configure func(i int, cfg *node.Config)
 }
 
 // Name implements bench.System.
 func (s System) Name() string {
+	var knobs []string
 	if s.MeshDegree != 0 {
-		return fmt.Sprintf("mycel/mesh-degree=%d", s.MeshDegree)
+		knobs = append(knobs, fmt.Sprintf("mesh-degree=%d", s.MeshDegree))
 	}
-	return "mycel"
+	if s.NoFloodPublish {
+		knobs = append(knobs, "no-flood")
+	}
+	if len(knobs) == 0 {
+		return "mycel"
+	}
+	return "mycel/" + strings.Join(knobs, ",")
 }
 
 // Start implements bench.System.
@@ -115,6 +126,7 @@ func (c *cluster) open(ctx context.Context) (int, error) {
 	if c.sys.MeshDegree != 0 {
 		cfg.MeshDegree = c.sys.MeshDegree
 	}
+	cfg.DisableFloodPublish = c.sys.NoFloodPublish
 	if c.sys.Configure != nil {
 		c.sys.Configure(i, &cfg)
 	}

@@ -257,6 +257,25 @@ func TestSettingsPrecedence(t *testing.T) {
 	if _, err := parse(twoDocs, nil); err == nil || !strings.Contains(err.Error(), "more than one YAML document") {
 		t.Fatalf("two YAML documents: %v", err)
 	}
+	// flood-publish defaults on; flag, environment and file turn it off.
+	if s, err := parse("", nil); err != nil || !s.FloodPublish {
+		t.Fatalf("default flood-publish: %+v %v", s.FloodPublish, err)
+	}
+	noFlood := filepath.Join(dir, "noflood.yaml")
+	os.WriteFile(noFlood, []byte("flood-publish: false\nmesh-degree: 2\n"), 0o600)
+	for _, c := range []struct {
+		file string
+		env  map[string]string
+		args []string
+	}{
+		{"", nil, []string{"--flood-publish=false"}},
+		{"", map[string]string{"MYCEL_FLOOD_PUBLISH": "false"}, nil},
+		{noFlood, nil, nil},
+	} {
+		if s, err := parse(c.file, c.env, c.args...); err != nil || s.FloodPublish {
+			t.Fatalf("flood-publish off (%v %v %v): %v %v", c.file, c.env, c.args, s.FloodPublish, err)
+		}
+	}
 	empty := filepath.Join(dir, "empty.yaml")
 	os.WriteFile(empty, nil, 0o600)
 	if s, err := parse(empty, nil); err != nil || s.API != "127.0.0.1:5080" {
