@@ -28,9 +28,12 @@ const (
 
 // frame is one decoded sync frame; which fields matter depends on kind.
 type frame struct {
-	kind  frameKind
-	ns    string
-	seen  crdt.Context // hello, state
+	kind frameKind
+	ns   string
+	seen crdt.Context // hello, state
+	// hello: send everything the client lacks, holding nothing back for
+	// gossip (field 3; a server that predates it ignores it)
+	full  bool
 	cctx  crdt.Context // state
 	batch Batch        // batch
 	more  bool         // done: the server stopped early; sync again
@@ -71,6 +74,9 @@ func encodeFrame(f *frame) []byte {
 	case frameHello:
 		body = appendBytesField(body, 1, []byte(f.ns))
 		body = appendBytesField(body, 2, f.seen.Encode(nil))
+		if f.full {
+			body = appendVarintField(body, 3, 1)
+		}
 	case frameBatch:
 		body = protowire.AppendTag(body, 1, protowire.Fixed64Type)
 		body = protowire.AppendFixed64(body, uint64(f.batch.Origin))
@@ -163,6 +169,7 @@ func decodeFrame(b []byte, lim Limits) (*frame, error) {
 		if f.seen, err = crdt.DecodeContext(bytesOf(2), lim.Delta); err != nil {
 			return nil, fmt.Errorf("%w: hello: %v", ErrMalformed, err)
 		}
+		f.full = fields[3].u == 1
 	case frameBatch:
 		o, s := fields[1], fields[2]
 		if !o.fixed || o.u == 0 || s.u == 0 {

@@ -22,9 +22,10 @@ type sendPlan struct {
 // planSend decides what to send a client that has seen theirs, given what
 // this replica has seen, keeps in its log and has lost from it, sending at
 // most max batches. A batch seen but neither kept nor gone is still being
-// committed here; the client gets it next time. Batches in held (on their
-// way to the client by gossip) are left out.
-func planSend(seen, kept, gone, theirs, held crdt.Context, max int) sendPlan {
+// committed here; the client gets it next time. Batches in held() (on
+// their way to the client by gossip; called only if there is something to
+// send) are left out.
+func planSend(seen, kept, gone, theirs crdt.Context, held func() crdt.Context, max int) sendPlan {
 	var p sendPlan
 	// Work on ranges, never dot by dot: a peer's state can make seen and
 	// gone span most of the counter space.
@@ -33,10 +34,12 @@ func planSend(seen, kept, gone, theirs, held crdt.Context, max int) sendPlan {
 	committing := gone.Missing(unlogged) // of those, not gone either
 	p.compacted = !committing.Equal(unlogged)
 	send := unlogged.Missing(lack) // lacked and in the log
-	if held.Ranges() > 0 {
-		rest := held.Missing(send)
-		p.held = !rest.Equal(send)
-		send = rest
+	if send.Ranges() > 0 && held != nil {
+		if h := held(); h.Ranges() > 0 {
+			rest := h.Missing(send)
+			p.held = !rest.Equal(send)
+			send = rest
+		}
 	}
 	send.ForEachRange(func(origin crdt.ReplicaID, lo, hi uint64) {
 		for seq := lo; !p.more; seq++ {

@@ -12,13 +12,14 @@ import (
 const maxRecent = 1 << 16
 
 // recentLog remembers when this node passed each batch on by gossip: its
-// own batches when they are queued for publishing, others' when they arrive
-// by gossip (and gossipsub forwards them to the mesh). A sync server holds
-// back the batches passed on within the grace period from a client that
-// gossip reaches: under steady writes, such a batch is on its way to the
-// client already, and sending it again by sync cost the busy nodes of a
-// 5-node cluster 7% of their CPU (a log read, a signature, a
-// verification, and a duplicate decode when the gossip copy arrived).
+// own batches when they are published, others' when the validator accepts
+// them (gossipsub then forwards them along the mesh). A sync server holds
+// back the batches passed on within the grace period from a periodic sync
+// of a client that gossip reaches: under steady writes, such a batch is
+// on its way to the client already, and sending it again by sync cost the
+// busy nodes of a 5-node cluster ~5% of their CPU (a log read, a
+// signature, a verification, and a duplicate decode when the gossip copy
+// arrived).
 // The default grace (Config.SyncGrace) is 1 s because gossip in that
 // saturated cluster ran up to a second behind: with 250 ms, periodic syncs
 // still sent ~4,000 of every 200,000 puts' batches again, with 1 s ~1,300.
@@ -49,18 +50,37 @@ func (l *recentLog) record(origin crdt.ReplicaID, seq uint64, now time.Time, kee
 	for l.head < len(l.list) && (l.list[l.head].at.Before(cut) || len(l.list)-l.head > maxRecent) {
 		l.head++
 	}
-	if l.head > len(l.list)/2 {
+	l.compact()
+}
+
+// compact drops the forgotten entries; an emptied log gives its memory
+// back, so a burst does not leave every namespace holding its peak.
+func (l *recentLog) compact() {
+	switch {
+	case l.head == len(l.list) && cap(l.list) > keptCapacity:
+		l.list, l.head = nil, 0
+	case l.head == len(l.list):
+		l.list, l.head = l.list[:0], 0
+	case l.head > len(l.list)/2:
 		l.list = append(l.list[:0], l.list[l.head:]...)
 		l.head = 0
 	}
 }
 
-// since returns the batches passed on at or after t.
+// keptCapacity is the capacity an emptied log keeps for reuse.
+const keptCapacity = 1024
+
+// since returns the batches passed on at or after t, and forgets the
+// older ones.
 func (l *recentLog) since(t time.Time) crdt.Context {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	for l.head < len(l.list) && l.list[l.head].at.Before(t) {
+		l.head++
+	}
+	l.compact()
 	var c crdt.Context
-	for i := len(l.list) - 1; i >= l.head && !l.list[i].at.Before(t); i-- {
+	for i := len(l.list) - 1; i >= l.head; i-- {
 		c.Add(l.list[i].dot)
 	}
 	return c
@@ -69,10 +89,12 @@ func (l *recentLog) since(t time.Time) crdt.Context {
 // pendingLog holds the batches of gossip messages validated here but not
 // yet applied: a client claims them as seen when it syncs, so that a server
 // does not send again what waits in this node's own queue (under load the
-// queue runs more than a grace period behind). Each message is numbered as
-// it is accepted; applying message k ends the claim on every message up to
-// k, so one that gossipsub dropped after validation (a full subscription
-// buffer) is not claimed for long: at most until a later one is applied.
+// queue ran up to a second behind). Each message is numbered as it is
+// accepted; applying message k ends the claim on every message up to k.
+// A claim also ends by age: gossipsub drops an accepted message when the
+// subscription's buffer is full, and if no later message is applied the
+// claim would otherwise stand for ever and keep every server from sending
+// those batches.
 type pendingLog struct {
 	mu   sync.Mutex
 	next uint64
@@ -82,16 +104,18 @@ type pendingLog struct {
 
 type pendingBatch struct {
 	msg uint64
+	at  time.Time
 	dot crdt.Dot
 }
 
-// accept notes the batches of an accepted message and returns its number.
-func (l *pendingLog) accept(batches []Batch) uint64 {
+// accept notes the batches of a message accepted at now and returns its
+// number.
+func (l *pendingLog) accept(batches []Batch, now time.Time) uint64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.next++
 	for _, b := range batches {
-		l.list = append(l.list, pendingBatch{msg: l.next, dot: crdt.Dot{Replica: b.Origin, Counter: b.Seq}})
+		l.list = append(l.list, pendingBatch{msg: l.next, at: now, dot: crdt.Dot{Replica: b.Origin, Counter: b.Seq}})
 	}
 	for len(l.list)-l.head > maxRecent { // forgetting one only lets sync send it
 		l.head++
@@ -111,21 +135,31 @@ func (l *pendingLog) applied(msg uint64) {
 }
 
 func (l *pendingLog) compact() {
-	if l.head == len(l.list) {
+	switch {
+	case l.head == len(l.list) && cap(l.list) > keptCapacity:
+		l.list, l.head = nil, 0
+	case l.head == len(l.list):
 		l.list, l.head = l.list[:0], 0
-	} else if l.head > len(l.list)/2 {
+	case l.head > len(l.list)/2:
 		l.list = append(l.list[:0], l.list[l.head:]...)
 		l.head = 0
 	}
 }
 
-// claimed returns the batches accepted and not yet applied.
-func (l *pendingLog) claimed() crdt.Context {
+// claimed returns the batches accepted at or after t and not yet applied,
+// and forgets the claims accepted before t.
+func (l *pendingLog) claimed(t time.Time) crdt.Context {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	for l.head < len(l.list) && l.list[l.head].at.Before(t) {
+		l.head++
+	}
+	l.compact()
 	var c crdt.Context
 	for _, p := range l.list[l.head:] {
-		c.Add(p.dot)
+		if !p.at.Before(t) {
+			c.Add(p.dot)
+		}
 	}
 	return c
 }

@@ -270,7 +270,7 @@ func (r *Replicator) Join(ns string, rep Replica, writers []peer.ID) error {
 	}
 	r.spaces[ns] = s
 	for _, p := range r.cfg.Host.Network().Peers() {
-		if r.queueSync(p, s) {
+		if r.queueSync(p, s, false) {
 			s.firstPending++
 		}
 	}
@@ -344,10 +344,10 @@ func (r *Replicator) syncLoop() {
 		case <-r.ctx.Done():
 			return
 		case p := <-r.kick:
-			r.startSync(p)
+			r.startSync(p, false)
 		case <-timer.C:
 			if p, ok := r.randomPeer(); ok {
-				r.startSync(p)
+				r.startSync(p, true)
 			}
 			timer.Reset(r.jitter())
 		}
@@ -371,11 +371,13 @@ func (r *Replicator) randomPeer() (peer.ID, bool) {
 }
 
 // startSync syncs every namespace with p in the background, unless such
-// a sync with p is already running or queued.
-func (r *Replicator) startSync(p peer.ID) {
+// a sync with p is already running or queued. A periodic sync may leave
+// to gossip what gossip is bringing (Config.SyncGrace); one for a new
+// connection may not: what was published before it never reached p.
+func (r *Replicator) startSync(p peer.ID, periodic bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.queueSync(p, nil)
+	r.queueSync(p, nil, periodic)
 }
 
 // syncQueue is the client sync work queued for one peer. One goroutine
@@ -383,15 +385,18 @@ func (r *Replicator) startSync(p peer.ID) {
 // with a peer one after another, as the peer's admission limits expect.
 type syncQueue struct {
 	all        bool     // a sync of every namespace is queued
+	periodic   bool     // ... and only a periodic one (see startSync)
 	runningAll bool     // a sync of every namespace is running
+	runningPer bool     // ... a periodic one
 	spaces     []*space // namespaces whose first sync is queued
 }
 
 // queueSync queues a sync of s (nil: of every namespace) with p and starts
 // p's worker if none runs. It reports whether the work was queued: not
 // after Close, and a sync of every namespace is not queued while one is
-// queued or running. The caller holds r.mu.
-func (r *Replicator) queueSync(p peer.ID, s *space) bool {
+// queued or running, unless it is a full one and that one periodic. The
+// caller holds r.mu.
+func (r *Replicator) queueSync(p peer.ID, s *space, periodic bool) bool {
 	if r.closed {
 		return false
 	}
@@ -405,10 +410,12 @@ func (r *Replicator) queueSync(p peer.ID, s *space) bool {
 	switch {
 	case s != nil:
 		q.spaces = append(q.spaces, s)
-	case q.all || q.runningAll:
+	case q.all:
+		q.periodic = q.periodic && periodic
+	case q.runningAll && (periodic || !q.runningPer):
 		return false
 	default:
-		q.all = true
+		q.all, q.periodic = true, periodic
 	}
 	return true
 }
@@ -420,8 +427,8 @@ func (r *Replicator) syncWorker(p peer.ID, q *syncQueue) {
 	defer r.wg.Done()
 	for {
 		r.mu.Lock()
-		spaces, all := q.spaces, q.all
-		q.spaces, q.all, q.runningAll = nil, false, all
+		spaces, all, periodic := q.spaces, q.all, q.periodic
+		q.spaces, q.all, q.runningAll, q.runningPer = nil, false, all, all && periodic
 		if len(spaces) == 0 && !all {
 			delete(r.syncing, p)
 			r.mu.Unlock()
@@ -429,13 +436,13 @@ func (r *Replicator) syncWorker(p peer.ID, q *syncQueue) {
 		}
 		r.mu.Unlock()
 		for _, s := range spaces {
-			if err := r.syncNamespace(r.ctx, p, s); err != nil && r.ctx.Err() == nil {
+			if _, err := r.syncNamespace(r.ctx, p, s, true); err != nil && r.ctx.Err() == nil {
 				r.cfg.Logger.Debug("gossip: first sync failed", "peer", p, "err", err)
 			}
 			r.firstSyncEnded(s)
 		}
 		if all {
-			if err := r.SyncWith(r.ctx, p); err != nil && r.ctx.Err() == nil {
+			if err := r.syncAll(r.ctx, p, !periodic); err != nil && r.ctx.Err() == nil {
 				r.cfg.Logger.Debug("gossip: sync failed", "peer", p, "err", err)
 			}
 		}
@@ -454,18 +461,43 @@ func (r *Replicator) firstSyncEnded(s *space) {
 // SyncWith syncs every joined namespace with p now, as the client: it pulls
 // what this replica lacks. Both sides pulling makes them converge.
 func (r *Replicator) SyncWith(ctx context.Context, p peer.ID) error {
+	return r.syncAll(ctx, p, true)
+}
+
+// syncAll syncs every joined namespace with p. Unless full, a server may
+// leave batches to gossip; the namespaces where one did are synced once
+// more after the grace, all after one wait: what was held back then is
+// fresh again under steady writes, and the next periodic sync brings
+// whatever gossip did not.
+func (r *Replicator) syncAll(ctx context.Context, p peer.ID, full bool) error {
 	var errs []error
+	var later []*space
 	for _, s := range r.spaceList() {
-		if err := r.syncNamespace(ctx, p, s); err != nil {
+		held, err := r.syncNamespace(ctx, p, s, full)
+		if err != nil {
 			errs = append(errs, err)
+		} else if held && !full { // a full sync asked for everything
+			later = append(later, s)
+		}
+	}
+	if len(later) > 0 {
+		if err := sleepCtx(ctx, r.cfg.SyncGrace); err != nil {
+			return errors.Join(append(errs, err)...)
+		}
+		for _, s := range later {
+			r.stats.SyncFollowUps.Add(1)
+			if _, err := r.syncNamespace(ctx, p, s, false); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	return errors.Join(errs...)
 }
 
 // syncNamespace pulls s from p: client sessions, each taking s's pull turn,
-// until the server has nothing more to send.
-func (r *Replicator) syncNamespace(ctx context.Context, p peer.ID, s *space) error {
+// until the server has nothing more to send. Unless full, the server may
+// leave batches to gossip; held reports that it did.
+func (r *Replicator) syncNamespace(ctx context.Context, p peer.ID, s *space, full bool) (held bool, err error) {
 	// Batches refused for good in this run (forged, from a non-writer) are
 	// claimed as seen in its later rounds: otherwise a server holding more
 	// of them than one round carries sends the same ones every round, and
@@ -473,36 +505,24 @@ func (r *Replicator) syncNamespace(ctx context.Context, p peer.ID, s *space) err
 	// not: a later round may bring what it saw.) The next run offers them
 	// again.
 	var refused crdt.Context
-	followed := false
 	for round := 0; round < 64; round++ { // each round is bounded; "more" asks for another
 		if err := r.pace(ctx, p); err != nil {
-			return fmt.Errorf("namespace %q: %w", s.name, err)
+			return false, fmt.Errorf("namespace %q: %w", s.name, err)
 		}
 		done := s.pullTurn(ctx)
-		next, err := r.syncSpace(ctx, p, s, &refused)
+		next, err := r.syncSpace(ctx, p, s, &refused, full)
 		done()
 		if errors.Is(err, ErrMalformed) {
 			r.stats.RejectMalformed.Add(1) // a server's bad frame
 		}
 		if err != nil {
-			return fmt.Errorf("namespace %q: %w", s.name, err)
+			return false, fmt.Errorf("namespace %q: %w", s.name, err)
 		}
-		switch {
-		case next == syncMore:
-		case next == syncLater && !followed:
-			// Once: what the server leaves to gossip then is fresh again
-			// under steady writes, and the next background sync brings
-			// whatever gossip did not.
-			followed = true
-			if err := sleepCtx(ctx, r.cfg.SyncGrace); err != nil {
-				return fmt.Errorf("namespace %q: %w", s.name, err)
-			}
-			r.stats.SyncFollowUps.Add(1)
-		default:
-			return nil
+		if next != syncMore {
+			return next == syncLater, nil
 		}
 	}
-	return nil
+	return false, nil
 }
 
 // sleepCtx waits for d or until ctx ends.

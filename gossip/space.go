@@ -140,7 +140,12 @@ func (s *space) validate(_ context.Context, _ peer.ID, msg *pubsub.Message) pubs
 			return pubsub.ValidationIgnore
 		}
 	}
-	msg.ValidatorData = &accepted{Message: m, n: s.pending.accept(m.Batches)}
+	now := time.Now()
+	msg.ValidatorData = &accepted{Message: m, n: s.pending.accept(m.Batches, now)}
+	// Accepted, gossipsub forwards it along our mesh now.
+	for _, b := range m.Batches {
+		s.recent.record(b.Origin, b.Seq, now, s.r.cfg.SyncGrace)
+	}
 	return pubsub.ValidationAccept
 }
 
@@ -217,8 +222,6 @@ func (s *space) receive() {
 			}
 			if applied {
 				st.BatchesApplied.Add(1)
-				// gossipsub forwarded it to our mesh when it validated
-				s.recent.record(b.Origin, b.Seq, time.Now(), s.r.cfg.SyncGrace)
 			}
 		}
 		s.pending.applied(m.n)
@@ -230,7 +233,6 @@ func (s *space) enqueue(b Batch) {
 	s.mu.Lock()
 	s.co.add(b, s.r.cfg.Now())
 	s.mu.Unlock()
-	s.recent.record(b.Origin, b.Seq, time.Now(), s.r.cfg.SyncGrace)
 	select {
 	case s.notify <- struct{}{}:
 	default:
@@ -292,6 +294,10 @@ func (s *space) send(batches []Batch) {
 			s.r.cfg.Logger.Debug("gossip: publish failed; sync will deliver", "ns", s.name, "err", err)
 		}
 		return
+	}
+	now := time.Now()
+	for _, b := range batches {
+		s.recent.record(b.Origin, b.Seq, now, s.r.cfg.SyncGrace)
 	}
 	st := &s.r.stats
 	st.MessagesPublished.Add(1)

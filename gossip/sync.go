@@ -121,7 +121,7 @@ const (
 	syncLater          // the server left batches to gossip: another after the grace
 )
 
-func (r *Replicator) syncSpace(ctx context.Context, p peer.ID, s *space, refused *crdt.Context) (next syncNext, err error) {
+func (r *Replicator) syncSpace(ctx context.Context, p peer.ID, s *space, refused *crdt.Context, full bool) (next syncNext, err error) {
 	// SyncTimeout bounds the session, but state reconciliation pushes it
 	// out while it makes progress (see conn.progress).
 	ctx, cancel := context.WithCancel(ctx)
@@ -150,8 +150,8 @@ func (r *Replicator) syncSpace(ctx context.Context, p peer.ID, s *space, refused
 	}()
 	seen := s.rep.Seen()
 	seen.Merge(*refused)
-	seen.Merge(s.pending.claimed())
-	if err := c.send(&frame{kind: frameHello, ns: s.name, seen: seen}); err != nil {
+	seen.Merge(s.pending.claimed(time.Now().Add(-r.cfg.SyncGrace)))
+	if err := c.send(&frame{kind: frameHello, ns: s.name, seen: seen, full: full}); err != nil {
 		return syncDone, err
 	}
 	refuse := func(b Batch) { refused.Add(crdt.Dot{Replica: b.Origin, Counter: b.Seq}) }
@@ -519,7 +519,11 @@ func (r *Replicator) serveSession(c *conn) error {
 	ctx, cancel := context.WithDeadline(r.ctx, c.end)
 	defer cancel()
 	seen := s.rep.Seen()
-	plan := planSend(seen, s.rep.Kept(), s.rep.Gone(), hello.seen, r.onTheirWay(c.s.Conn(), s), r.cfg.MaxSyncBatches)
+	held := func() crdt.Context { return r.onTheirWay(c.s.Conn(), s) }
+	if hello.full {
+		held = nil
+	}
+	plan := planSend(seen, s.rep.Kept(), s.rep.Gone(), hello.seen, held, r.cfg.MaxSyncBatches)
 	lacks := seen.Missing(hello.seen)
 	if len(plan.batches) > 0 || plan.compacted {
 		if err := s.rep.Flush(ctx); err != nil {
@@ -562,6 +566,9 @@ func (r *Replicator) serveSession(c *conn) error {
 // namespace's topic, or the connection is younger than the grace period
 // (a partition healed by reconnecting: what was published before it never
 // reached the client, and the first sync must bring all of it at once).
+// Clients ask for everything (a full hello) on a new connection, for a
+// namespace's first sync and for an explicit SyncWith; only periodic syncs
+// let the server hold batches back.
 func (r *Replicator) onTheirWay(conn network.Conn, s *space) crdt.Context {
 	grace, opened := r.cfg.SyncGrace, conn.Stat().Opened
 	if grace <= 0 || s.topic == nil || opened.IsZero() || time.Since(opened) < grace || !slices.Contains(s.topic.ListPeers(), conn.RemotePeer()) {
