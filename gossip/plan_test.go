@@ -132,7 +132,9 @@ func TestPlanSend(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			done := make(chan sendPlan, 1)
-			go func() { done <- planSend(tc.seen, tc.kept, tc.gone, tc.them, func() crdt.Context { return tc.held }, tc.max) }()
+			go func() {
+				done <- planSend(tc.seen, tc.kept, tc.gone, tc.them, func() crdt.Context { return tc.held }, tc.max)
+			}()
 			var p sendPlan
 			select {
 			case p = <-done:
