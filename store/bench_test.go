@@ -178,6 +178,29 @@ func BenchmarkReferencePebble64(b *testing.B) {
 	})
 }
 
+// BenchmarkReferencePebbleStoreBytes64 is BenchmarkReferencePebble64
+// writing what the store writes per put: a key state (130-byte value) and
+// a log entry (150 bytes) in one synced batch. It bounds what the store
+// can reach on this disk while it writes both.
+func BenchmarkReferencePebbleStoreBytes64(b *testing.B) {
+	db, err := pebble.Open(b.TempDir(), &pebble.Options{MemTableSize: 64 << 20, Logger: quietLogger{}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	state, entry := make([]byte, 130), make([]byte, 150)
+	putConcurrently(b, 64, func(i int64) error {
+		batch := db.NewBatch()
+		if err := batch.Set(fmt.Appendf(nil, "/ns/s/key-%09d", i), state, nil); err != nil {
+			return err
+		}
+		if err := batch.Set(fmt.Appendf(nil, "/ns/l/%016x", i), entry, nil); err != nil {
+			return err
+		}
+		return batch.Commit(pebble.Sync)
+	})
+}
+
 type quietLogger struct{}
 
 func (quietLogger) Infof(string, ...any)  {}
