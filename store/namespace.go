@@ -364,8 +364,11 @@ func (n *Namespace) noteLogged(origin crdt.ReplicaID, seq uint64, size int) {
 }
 
 // skipDots moves this replica's dot counter DotSkip ahead and commits a
-// batch announcing the skipped range (see DotSkip).
-func (n *Namespace) skipDots(ctx context.Context) error {
+// batch announcing the skipped range (see DotSkip). After an unclean
+// shutdown it does so even when no dot of this replica is on disk: the
+// namespace's first writes may have been published and then lost, and
+// their dots must not be used again.
+func (n *Namespace) skipDots(ctx context.Context, clean bool) error {
 	s := n.s
 	self := s.opts.Replica
 	if err := s.acquire(ctx); err != nil {
@@ -378,7 +381,7 @@ func (n *Namespace) skipDots(ctx context.Context) error {
 	if n.floor > 0 && hi < n.floor {
 		hi = n.floor - 1
 	}
-	if hi == 0 {
+	if hi == 0 && clean {
 		n.mu.Unlock()
 		s.release()
 		return nil
@@ -835,9 +838,10 @@ func loadNamespace(ctx context.Context, s *Store, name string, clean bool) (*Nam
 	if err != nil {
 		return nil, corrupt(name, err)
 	}
-	if self := n.seen.Max(s.opts.Replica); !clean && (self > 0 || seqFloor > 0) {
+	if self := n.seen.Max(s.opts.Replica); !clean {
 		// Batch numbers in the gap are never used: no replica holds or
-		// asks for them.
+		// asks for them. Raised even when none of ours is on disk: a
+		// batch numbered 1 may have been published and then lost.
 		seqFloor = max(self, seqFloor) + positionSkip
 		if seqFloor < positionSkip {
 			return nil, corrupt(name, errors.New("batch numbers exhausted"))

@@ -554,6 +554,78 @@ func TestSkipAnnouncementRemovesALostBatch(t *testing.T) {
 	}
 }
 
+// TestLostFirstWriteIsNotReused: a namespace whose only local write was
+// published and then lost in a crash does not hand out that write's dot
+// and batch number again after the restart (found by review: with no dot
+// of its own on disk it skipped nothing, so its next write reused dot 1
+// and batch 1, every peer that held the lost one dropped it as seen, and
+// the replicas stayed different for good).
+func TestLostFirstWriteIsNotReused(t *testing.T) {
+	ctx := context.Background()
+	var mu sync.Mutex
+	var commits []Commit
+	record := func(c Commit) {
+		mu.Lock()
+		commits = append(commits, c)
+		mu.Unlock()
+	}
+	last := func() Commit {
+		mu.Lock()
+		defer mu.Unlock()
+		return commits[len(commits)-1]
+	}
+	disk := dssync.MutexWrap(ds.NewMapDatastore())
+	origin, err := Open(ctx, disk, Options{Replica: 1, OnCommit: record})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer origin.Close()
+	peer, err := OpenMemory(ctx, Options{Replica: 2, CompactEvery: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	o, p := mustNS(t, origin, "x"), mustNS(t, peer, "x")
+	deliver := func(c Commit) {
+		t.Helper()
+		if _, err := p.ApplyBatch(ctx, Batch{Origin: c.Origin, Seq: c.Seq, Delta: c.Delta, Encoded: c.Encoded}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	crashed := copyDatastore(t, disk) // registered, nothing written yet
+	put(t, o, "k", "lost")             // published, never durable
+	lost := last()
+	deliver(lost)
+
+	restarted, err := Open(ctx, crashed, Options{Replica: 1, OnCommit: record})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer restarted.Close()
+	r := mustNS(t, restarted, "x")
+	skip := last()
+	if skip.Delta.Len() != 0 || skip.Seq == lost.Seq {
+		t.Fatalf("restart committed %d keys as batch %d (the lost one was %d), want a skip announcement under a new number", skip.Delta.Len(), skip.Seq, lost.Seq)
+	}
+	deliver(skip)
+	if _, ok := p.Get("k"); ok {
+		t.Fatal("the peer kept the lost write after the skip announcement")
+	}
+	put(t, r, "k", "new")
+	next := last()
+	if next.Seq == lost.Seq || next.Seq == skip.Seq {
+		t.Fatalf("the new write took batch number %d again", next.Seq)
+	}
+	deliver(next)
+	if v, _ := getString(p, "k"); v != "new" {
+		t.Fatalf("peer k = %q, want the write after the restart", v)
+	}
+	want, _ := r.Digest()
+	if got, _ := p.Digest(); got != want {
+		t.Fatal("peer and restarted origin differ")
+	}
+}
+
 // A delete of a key, field or element that is not there changes nothing,
 // so nothing is logged, replicated or reported (it was a batch, a gossip
 // message and a watch event each).

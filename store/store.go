@@ -263,7 +263,7 @@ func open(ctx context.Context, d ds.Batching, opts Options, closer func() error)
 	// Skip ahead of any dot that may have been used but not persisted
 	// before this open, and announce the skipped range.
 	for _, n := range s.ns {
-		if err := n.skipDots(ctx); err != nil {
+		if err := n.skipDots(ctx, clean); err != nil {
 			_ = s.Close()
 			return nil, err
 		}
