@@ -161,6 +161,18 @@ func (s *Store) syncLoop() {
 				break drain
 			}
 		}
+		// Once the store has failed (an earlier group's sync, or a write),
+		// no later group is acknowledged or reported: its bytes follow a
+		// failed sync in the log, and whether they ever reach the disk is
+		// unknown (found by review: a group written while the previous
+		// one's fsync failed was still acknowledged and published).
+		if failed := s.failure(); failed != nil {
+			for _, g := range groups {
+				if g.err == nil {
+					g.err = failed
+				}
+			}
+		}
 		durable, written := false, false
 		for _, g := range groups {
 			durable = durable || (g.durable && g.err == nil)

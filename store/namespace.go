@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sort"
 	"strings"
@@ -699,7 +700,7 @@ func loadNamespace(ctx context.Context, s *Store, name string, clean bool) (*Nam
 		return nil, corrupt(name, fmt.Errorf("registry: %v", err))
 	}
 	n.setFloor(floor)
-	lim := s.opts.Limits
+	lim := storedLimits(s.opts.Limits)
 	var c crdt.Context
 	err = scan(ctx, s, n.layout.ctxPrefix(), false, func(key string, val []byte) error {
 		r, ok := parseHex16(lastSegment(key))
@@ -729,7 +730,7 @@ func loadNamespace(ctx context.Context, s *Store, name string, clean bool) (*Nam
 			return nil, corrupt(name, fmt.Errorf("digest sum: %v", err))
 		}
 		saved = &sum
-		n.state.Grow(int(sum.Len()))
+		n.state.Grow(growHint(sum.Len()))
 	} else if !isNotFound(err) {
 		return nil, err
 	}
@@ -858,6 +859,33 @@ func loadNamespace(ctx context.Context, s *Store, name string, clean bool) (*Nam
 	n.posDone.Store(start)
 	n.posLow.Store(low)
 	return n, nil
+}
+
+// growHint is how many keys to size the state's map for, from the key
+// count saved with the digest sum: capped, because a corrupt count must not
+// make the open ask for terabytes (found by review: a flipped high byte
+// asked for hundreds of gigabytes and the runtime died). The count is
+// checked against the keys loaded afterwards.
+func growHint(saved uint64) int {
+	const maxHint = 1 << 21
+	return int(min(saved, maxHint))
+}
+
+// storedLimits are the limits for decoding the records this store wrote
+// itself: its key states, contexts and seen batches. Joining remote
+// batches can take a state past the element and byte limits that bound
+// each batch (seven replicas each adding 165,000 elements to one set
+// apart make a set of over a million), and a store that wrote it must
+// open it again (found by review: the next open refused the store's own
+// valid data as corrupt). Keys, values and depth are never past the
+// limits, since merging does not grow them; the decoders allocate no more
+// than the bytes they are given, so a corrupt record costs at most its
+// size.
+func storedLimits(l crdt.Limits) crdt.Limits {
+	l = l.WithDefaults()
+	l.MaxElements = math.MaxInt32
+	l.MaxBytes = math.MaxInt
+	return l
 }
 
 // positionSkip is how far above every position (and batch number of this
