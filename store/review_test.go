@@ -594,7 +594,7 @@ func TestLostFirstWriteIsNotReused(t *testing.T) {
 		}
 	}
 	crashed := copyDatastore(t, disk) // registered, nothing written yet
-	put(t, o, "k", "lost")             // published, never durable
+	put(t, o, "k", "lost")            // published, never durable
 	lost := last()
 	deliver(lost)
 
