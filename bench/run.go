@@ -221,12 +221,13 @@ func (r *run) nodes(from, to int) []int {
 }
 
 // warmUp writes a key on every node and waits until every node has all of
-// them, up to five rounds, until a round completes within a second: by
-// then connections, gossip meshes and any lazy set-up are in place, for
-// every system alike.
+// them, in rounds, until a round completes within a second and at least
+// minWarmUp has passed (at most eight rounds): by then connections, gossip
+// meshes and any lazy set-up are in place, for every system alike.
 func (r *run) warmUp(ctx context.Context) error {
 	all := r.nodes(0, r.p.N)
-	for round := range 5 {
+	begin := time.Now()
+	for round := range 8 {
 		start := time.Now()
 		for _, n := range all {
 			key := fmt.Sprintf("%s%d-%d", warmPrefix, round, n)
@@ -239,12 +240,24 @@ func (r *run) warmUp(ctx context.Context) error {
 		if _, err := r.warm.waitFull(ctx, all, r.warms, r.timeout()); err != nil {
 			return fmt.Errorf("bench: warm-up: %w", err)
 		}
-		if time.Since(start) < time.Second {
+		if time.Since(start) < time.Second && time.Since(begin) >= minWarmUp {
 			return nil
+		}
+		if err := sleepCtx(ctx, 250*time.Millisecond); err != nil {
+			return err
 		}
 	}
 	return nil
 }
+
+// minWarmUp is the least warm-up. A round of warm-up keys can complete in
+// milliseconds before gossipsub's first heartbeats have built its meshes
+// (100 ms after start, then every second): with publishers sending to
+// every peer, such a round reaches everyone without the mesh. Measured
+// before the meshes form, Mycel's bytes per key at 5 nodes came out about
+// half what they are once forwarding along the mesh runs, and which of the
+// two a run saw was chance (`mycel bench -n 5 -k 10000`, mesh degree 2).
+const minWarmUp = 2500 * time.Millisecond
 
 // key names node's i-th key.
 func key(node, i int) string { return fmt.Sprintf("%s%02d-%08d", keyPrefix, node, i) }
@@ -576,4 +589,16 @@ func (r *run) verify(ctx context.Context) error {
 		return fmt.Errorf("bench: nodes disagree with what they reported: want %d keys, %s", want, strings.Join(bad, ", "))
 	}
 	return nil
+}
+
+// sleepCtx waits for d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
