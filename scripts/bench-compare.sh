@@ -23,10 +23,12 @@ ns="3 5"
 ks="1000 10000"
 if [[ -n "${QUICK:-}" ]]; then ns=3; ks=1000; fi
 workloads=single-writer,multi-writer,partition-heal,late-joiner
-# Mycel runs with a mesh degree of 2: in clusters this small every node is
-# a direct peer of every writer (flood publish), so mesh forwarding only
-# makes duplicates; docs/BENCHMARKS.md also gives the default (6).
-mycel_flags=(--mesh-degree 2)
+# Mycel runs with a mesh degree of 2 and without flood publishing: in
+# clusters this small a writer sending every message to every peer, and
+# the mesh forwarding copies of it as well, mostly makes duplicates.
+# docs/BENCHMARKS.md also gives the default (mesh degree 6, flood
+# publishing) and mesh degree 2 with flood publishing.
+mycel_flags=(--mesh-degree 2 --no-flood-publish)
 
 rm -f "$out"/*.jsonl
 for n in $ns; do
@@ -34,6 +36,7 @@ for n in $ns; do
 		echo "== n=$n k=$k" >&2
 		"$bin/mycel" bench "${mycel_flags[@]}" --workload "$workloads" -n "$n" -k "$k" --json "$out/mycel-n$n-k$k.jsonl"
 		"$bin/mycel" bench --workload single-writer,multi-writer -n "$n" -k "$k" --json "$out/mycel-default-n$n-k$k.jsonl"
+		"$bin/mycel" bench --mesh-degree 2 --workload single-writer,multi-writer -n "$n" -k "$k" --json "$out/mycel-d2flood-n$n-k$k.jsonl"
 		"$bin/dscrdt-bench" --workload "$workloads" -n "$n" -k "$k" --json "$out/dscrdt-n$n-k$k.jsonl"
 	done
 done
