@@ -230,6 +230,11 @@ func (p *preparer) at(cur Value, depth int) (Value, error) {
 		if cur.ext != nil {
 			for _, e := range cur.ext.ctr {
 				if e.Dot.Replica == p.replica {
+					// A replica can hold two entries of its own (one
+					// from before a dot floor): add with care.
+					if (e.N > 0 && share > math.MaxInt64-e.N) || (e.N < 0 && share < math.MinInt64-e.N) {
+						return Value{}, fmt.Errorf("%w: counter overflow", ErrLimit)
+					}
 					share += e.N
 					p.ctx.Add(e.Dot)
 				}

@@ -1,6 +1,8 @@
 package crdt
 
 import (
+	"math"
+	"math/bits"
 	"sort"
 	"strings"
 )
@@ -154,16 +156,33 @@ func (v Value) winner() *RegEntry {
 	return w
 }
 
-// Counter returns the counter's value: the sum of every replica's share.
+// Counter returns the counter's value: the sum of every replica's share,
+// held at the int64 bounds if it is past them. Each replica keeps its own
+// share within int64, but concurrent shares can add up past it; the exact
+// sum is taken and then clamped, so every replica reads the same value
+// (found by review: the sum wrapped, and MaxInt64 plus 1 read MinInt64).
 func (v Value) Counter() int64 {
 	if v.ext == nil {
 		return 0
 	}
-	var n int64
+	// A 128-bit two's complement sum: hi is the upper word.
+	var hi int64
+	var lo uint64
 	for _, e := range v.ext.ctr {
-		n += e.N
+		var carry uint64
+		lo, carry = bits.Add64(lo, uint64(e.N), 0)
+		hi += int64(carry)
+		if e.N < 0 {
+			hi-- // sign extension of e.N
+		}
 	}
-	return n
+	switch {
+	case hi > 0 || (hi == 0 && lo > math.MaxInt64):
+		return math.MaxInt64
+	case hi < -1 || (hi == -1 && lo < 1<<63):
+		return math.MinInt64
+	}
+	return int64(lo)
 }
 
 // SetElements returns the set's elements, sorted.
