@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -59,6 +60,10 @@ type Node struct {
 	rep       *gossip.Replicator
 	// repReady publishes rep to the store's commit goroutine.
 	repReady atomic.Pointer[gossip.Replicator]
+	// unsynced holds local batches committed without a sync (NoSync)
+	// until the store reports them durable: only then are they published
+	// (see store.Options.OnSynced)
+	unsynced unsyncedBatches
 	st       *store.Store
 	mdns     mdns.Service
 
@@ -233,7 +238,7 @@ func (n *Node) identity() (key crypto.PrivKey, keyNew bool, err error) {
 func (n *Node) openStore(ctx context.Context) error {
 	so := store.Options{
 		Replica: n.replica, Limits: n.cfg.Limits, NoSync: n.cfg.NoSync, Retention: n.cfg.Retention,
-		MaxClockDrift: n.cfg.MaxClockDrift, Now: n.opts.now, OnCommit: n.onCommit, Logger: n.log,
+		MaxClockDrift: n.cfg.MaxClockDrift, Now: n.opts.now, OnCommit: n.onCommit, OnSynced: n.onSynced, Logger: n.log,
 		IdentityReused: n.identityReused, Rand: n.storeRand,
 	}
 	var err error
@@ -375,7 +380,9 @@ func (n *Node) onCommit(c store.Commit) {
 	// The store commits (skip announcements) before replication starts:
 	// those batches reach peers through sync.
 	if rep := n.repReady.Load(); c.Local && rep != nil {
-		rep.Publish(c.Namespace, gossip.Batch{Origin: c.Origin, Seq: c.Seq, Delta: c.Delta, Encoded: c.Encoded})
+		if n.unsynced.hold(c) {
+			rep.Publish(c.Namespace, gossip.Batch{Origin: c.Origin, Seq: c.Seq, Delta: c.Delta, Encoded: c.Encoded})
+		}
 	}
 	n.lag.note(c, n.opts.now())
 	n.watchers.publish(c, func(key string) crdt.Value {
@@ -386,6 +393,55 @@ func (n *Node) onCommit(c store.Commit) {
 		v, _ := ns.Get(key)
 		return v
 	})
+}
+
+// onSynced publishes the local batches the store now reports durable.
+func (n *Node) onSynced(upTo uint64) {
+	rep := n.repReady.Load()
+	for _, c := range n.unsynced.release(upTo) {
+		if rep != nil {
+			rep.Publish(c.Namespace, gossip.Batch{Origin: c.Origin, Seq: c.Seq, Delta: c.Delta, Encoded: c.Encoded})
+		}
+	}
+}
+
+// unsyncedBatches holds local commits until they are durable. A NoSync
+// batch published before its sync and then lost in a crash stayed with
+// the peers that got it, together with its removal of what it overwrote,
+// while its origin no longer had it: the restart's skip announcement then
+// removed its values everywhere, and what it overwrote was gone too. A
+// lost put acted as a delete of the key, and a lost counter add erased
+// every earlier add of that replica (found by review).
+type unsyncedBatches struct {
+	mu     sync.Mutex
+	synced uint64 // highest mark the store reported durable
+	held   []store.Commit
+}
+
+// hold reports whether c may be published now; if not, it keeps c until
+// release covers it.
+func (u *unsyncedBatches) hold(c store.Commit) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if c.Synced || c.Report <= u.synced {
+		return true
+	}
+	u.held = append(u.held, c)
+	return false
+}
+
+// release returns, in commit order, the held commits reported up to upTo.
+func (u *unsyncedBatches) release(upTo uint64) []store.Commit {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.synced = max(u.synced, upTo)
+	i := 0
+	for i < len(u.held) && u.held[i].Report <= u.synced {
+		i++
+	}
+	out := slices.Clone(u.held[:i])
+	u.held = append(u.held[:0], u.held[i:]...)
+	return out
 }
 
 // keepConnected dials a bootstrap peer and redials with exponential backoff

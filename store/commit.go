@@ -141,8 +141,11 @@ func (s *Store) syncLoop() {
 			g = next
 		case <-flush.C:
 			if unsynced {
+				mark := s.reported.Load()
 				if err := s.ds.Sync(context.Background(), ds.RawKey("/")); err != nil {
 					s.fail(fmt.Errorf("sync: %w", err))
+				} else {
+					s.notifySynced(mark)
 				}
 				unsynced = false
 			}
@@ -180,14 +183,18 @@ func (s *Store) syncLoop() {
 		}
 		var syncErr error
 		if durable {
+			mark := s.reported.Load()
 			if err := s.ds.Sync(context.Background(), ds.RawKey("/")); err != nil {
 				syncErr = s.fail(fmt.Errorf("sync: %w", err))
+			} else {
+				s.notifySynced(mark) // earlier unsynced commits first
 			}
 			unsynced = false
 		} else if written && !unsynced && s.opts.FlushEvery > 0 {
 			unsynced = true
 			flush.Reset(s.opts.FlushEvery)
 		}
+		localUnsynced := false
 		for _, g := range groups {
 			err := g.err
 			if err == nil {
@@ -197,6 +204,11 @@ func (s *Store) syncLoop() {
 			// finds its change among those reported (watch positions).
 			if err == nil && s.opts.OnCommit != nil {
 				for _, o := range g.outs {
+					o.commit.Report = s.reported.Add(1)
+					o.commit.Synced = durable
+					if !durable && o.commit.Local {
+						localUnsynced = true
+					}
 					s.opts.OnCommit(o.commit)
 				}
 			}
@@ -205,6 +217,58 @@ func (s *Store) syncLoop() {
 				s.release()
 			}
 		}
+		if localUnsynced {
+			select {
+			case s.flushNow <- struct{}{}:
+			default: // a flush is asked for already; it covers these
+			}
+		}
+	}
+}
+
+// flusher syncs unsynced local commits as soon as they are reported, off
+// the writers' path, so that they may leave for peers (Options.OnSynced).
+func (s *Store) flusher() {
+	defer s.wg.Done()
+	var last time.Time
+	for {
+		select {
+		case <-s.closing:
+			return // Close syncs the rest
+		case <-s.flushNow:
+		}
+		// At most one sync per flushGap: under steady NoSync writes each
+		// then covers many commits, and the syncs leave the disk and the
+		// CPU to the writers.
+		if wait := flushGap - time.Since(last); wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-s.closing:
+				t.Stop()
+				return
+			case <-t.C:
+			}
+		}
+		last = time.Now()
+		if s.failure() != nil {
+			continue
+		}
+		mark := s.reported.Load()
+		if err := s.ds.Sync(context.Background(), ds.RawKey("/")); err != nil {
+			s.fail(fmt.Errorf("sync: %w", err))
+			continue
+		}
+		s.notifySynced(mark)
+	}
+}
+
+// flushGap is the least time between the flusher's syncs.
+const flushGap = 10 * time.Millisecond
+
+// notifySynced reports that every commit reported up to mark is durable.
+func (s *Store) notifySynced(mark uint64) {
+	if s.opts.OnSynced != nil && mark > 0 {
+		s.opts.OnSynced(mark)
 	}
 }
 

@@ -845,3 +845,48 @@ func TestGrowHintIsCapped(t *testing.T) {
 		}
 	}
 }
+
+// TestUnsyncedLocalCommitsAreReportedSyncedSoon: a NoSync local commit is
+// reported unsynced (so replication holds it back) and OnSynced covers it
+// promptly, without a durable write or the flush interval; a durable
+// commit is reported synced.
+func TestUnsyncedLocalCommitsAreReportedSyncedSoon(t *testing.T) {
+	ctx := context.Background()
+	var mu sync.Mutex
+	var commits []Commit
+	var synced atomic.Uint64
+	s, err := Open(ctx, dssync.MutexWrap(ds.NewMapDatastore()), Options{
+		Replica: 1, CompactEvery: -1, FlushEvery: time.Hour,
+		OnCommit: func(c Commit) { mu.Lock(); commits = append(commits, c); mu.Unlock() },
+		OnSynced: func(upTo uint64) {
+			for {
+				cur := synced.Load()
+				if upTo <= cur || synced.CompareAndSwap(cur, upTo) {
+					return
+				}
+			}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	n := mustNS(t, s, "x")
+	if _, err := n.Apply(ctx, crdt.Op{Kind: crdt.OpPut, Key: "fast", Value: []byte("1")}, WithDurability(false)); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	fast := commits[len(commits)-1]
+	mu.Unlock()
+	if fast.Synced || fast.Report == 0 {
+		t.Fatalf("NoSync commit reported synced %v, report %d", fast.Synced, fast.Report)
+	}
+	waitFor(t, "the NoSync commit synced", func() bool { return synced.Load() >= fast.Report })
+	put(t, n, "slow", "1")
+	mu.Lock()
+	slow := commits[len(commits)-1]
+	mu.Unlock()
+	if !slow.Synced || slow.Report <= fast.Report {
+		t.Fatalf("durable commit reported synced %v, report %d after %d", slow.Synced, slow.Report, fast.Report)
+	}
+}

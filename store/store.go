@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -59,6 +60,17 @@ type Options struct {
 	// order, from the commit goroutine. It must not block or call back into
 	// the store's write methods.
 	OnCommit func(Commit)
+	// OnSynced, if set, is called once every commit reported with Report
+	// up to upTo is durable; a commit reported with Synced set already
+	// was. A commit reported unsynced (a NoSync write) may still be lost
+	// in a crash, so a replicator must not send it to peers before this
+	// call: a peer holding a batch its origin lost keeps the batch's
+	// removals of what it overwrote, and the origin's restart can only
+	// announce that its values never happened (see DotSkip). The store
+	// syncs unsynced local commits at once, off the writers' path. Called
+	// from the store's goroutines, possibly concurrently and out of
+	// order; it must not block.
+	OnSynced func(upTo uint64)
 	// Logger receives warnings. Default slog.Default().
 	Logger *slog.Logger
 	// IdentityReused says Replica may have written before, on a store that
@@ -152,6 +164,11 @@ type Commit struct {
 	// Namespace.Replay). A state reconciliation has a position but no
 	// origin, sequence number or log entry.
 	Position uint64
+	// Report numbers the commits reported by this store, from 1, in the
+	// order OnCommit saw them (see Options.OnSynced).
+	Report uint64
+	// Synced is true if the commit was durable when reported.
+	Synced bool
 }
 
 // Store is the durable state of all namespaces of one node. Its methods are
@@ -184,6 +201,10 @@ type Store struct {
 	queue   []*pending
 	qNotify chan struct{}
 	synced  chan *group // written batches waiting for a sync
+	// reported counts the commits reported (only the sync loop adds);
+	// flushNow asks the flusher to sync them (see Options.OnSynced)
+	reported atomic.Uint64
+	flushNow chan struct{}
 
 	failMu sync.Mutex
 	failed error
@@ -206,14 +227,15 @@ func open(ctx context.Context, d ds.Batching, opts Options, closer func() error)
 		return nil, err
 	}
 	s := &Store{
-		ds:      d,
-		opts:    opts,
-		closer:  closer,
-		ns:      make(map[string]*Namespace),
-		slots:   make(chan struct{}, opts.MaxPending),
-		qNotify: make(chan struct{}, 1),
-		synced:  make(chan *group), // unbuffered: see run
-		closing: make(chan struct{}),
+		ds:       d,
+		opts:     opts,
+		closer:   closer,
+		ns:       make(map[string]*Namespace),
+		slots:    make(chan struct{}, opts.MaxPending),
+		qNotify:  make(chan struct{}, 1),
+		synced:   make(chan *group), // unbuffered: see run
+		flushNow: make(chan struct{}, 1),
+		closing:  make(chan struct{}),
 	}
 	s.clock.MaxDrift = opts.MaxClockDrift.Milliseconds()
 	if err := s.loadClock(ctx); err != nil {
@@ -253,9 +275,10 @@ func open(ctx context.Context, d ds.Batching, opts Options, closer func() error)
 			return nil, fmt.Errorf("store: sync floors: %w", err)
 		}
 	}
-	s.wg.Add(2)
+	s.wg.Add(3)
 	go s.run()
 	go s.syncLoop()
+	go s.flusher()
 	if opts.CompactEvery > 0 {
 		s.wg.Add(1)
 		go s.compactLoop()
