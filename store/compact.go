@@ -44,7 +44,17 @@ func (n *Namespace) compact(ctx context.Context) error {
 			}
 			t, _, _, _, err := parseLogRecord(raw)
 			if err != nil {
-				return corrupt(n.name, err)
+				// It can never be served: remove it now, as compaction
+				// would (the key states hold its effects; a peer that
+				// lacks it reconciles state). Stopping here instead
+				// stopped retention for every namespace, for good
+				// (found by review).
+				s.opts.Logger.Warn("store: removing a corrupt log entry", "namespace", n.name, "origin", origin, "seq", seq, "err", err)
+				if err := s.ds.Delete(ctx, n.layout.logKey(origin, seq)); err != nil {
+					return err
+				}
+				n.forget(origin, seq, len(raw))
+				continue
 			}
 			if !found || t < victimTime {
 				victim, victimTime, victimSize, found = crdt.Dot{Replica: origin, Counter: seq}, t, len(raw), true

@@ -890,3 +890,38 @@ func TestUnsyncedLocalCommitsAreReportedSyncedSoon(t *testing.T) {
 		t.Fatalf("durable commit reported synced %v, report %d after %d", slow.Synced, slow.Report, fast.Report)
 	}
 }
+
+// TestCorruptLogEntryDoesNotStopRetention: a log entry that no longer
+// parses is removed by compaction, which goes on, in its namespace and in
+// the others (found by review: compaction stopped at it with an error
+// naming no entry, every minute, and every log grew without bound).
+func TestCorruptLogEntryDoesNotStopRetention(t *testing.T) {
+	ctx := context.Background()
+	disk := dssync.MutexWrap(ds.NewMapDatastore())
+	s, err := Open(ctx, disk, Options{Replica: 1, CompactEvery: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	x := mustNS(t, s, "x")
+	for _, k := range []string{"a", "b"} {
+		put(t, x, k, "1")
+	}
+	kept := x.Kept()
+	first := kept.Min(1)
+	if err := disk.Put(ctx, x.layout.logKey(1, first), []byte{0xff, 0xff}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Compact(ctx); err != nil {
+		t.Fatalf("Compact: %v", err)
+	}
+	if _, ok, err := x.ReadLog(ctx, 1, first); ok || err != nil {
+		t.Fatalf("the corrupt entry: ok %v, err %v; want removed", ok, err)
+	}
+	if gone := x.Gone(); !gone.Contains(crdt.Dot{Replica: 1, Counter: first}) {
+		t.Fatal("the removed entry is not counted as gone")
+	}
+	if _, ok, err := x.ReadLog(ctx, 1, first+1); !ok || err != nil {
+		t.Fatalf("the next entry: ok %v, err %v; want kept", ok, err)
+	}
+}

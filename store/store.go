@@ -604,12 +604,17 @@ func (s *Store) Compact(ctx context.Context) error {
 		return err
 	}
 	defer release()
+	// One namespace's trouble does not hold back the others' retention.
+	var errs []error
 	for _, n := range list {
 		if err := n.compact(ctx); err != nil {
-			return err
+			if ctx.Err() != nil || errors.Is(err, ErrFailed) || errors.Is(err, ErrClosed) {
+				return err
+			}
+			errs = append(errs, fmt.Errorf("namespace %q: %w", n.name, err))
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 func (s *Store) compactLoop() {
