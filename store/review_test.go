@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -923,5 +924,57 @@ func TestCorruptLogEntryDoesNotStopRetention(t *testing.T) {
 	}
 	if _, ok, err := x.ReadLog(ctx, 1, first+1); !ok || err != nil {
 		t.Fatalf("the next entry: ok %v, err %v; want kept", ok, err)
+	}
+}
+
+// TestResumeAfterALostPositionFails: a watcher that saw the position of a
+// NoSync write which a crash then lost cannot resume after it: the replay
+// answers ErrCompacted rather than passing over the write's undoing in
+// silence (found by review). A cursor at a surviving position resumes.
+func TestResumeAfterALostPositionFails(t *testing.T) {
+	ctx := context.Background()
+	disk := dssync.MutexWrap(ds.NewMapDatastore())
+	var mu sync.Mutex
+	var positions []uint64
+	s, err := Open(ctx, disk, Options{Replica: 1, CompactEvery: -1, OnCommit: func(c Commit) {
+		mu.Lock()
+		positions = append(positions, c.Position)
+		mu.Unlock()
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	x := mustNS(t, s, "x")
+	put(t, x, "a", "1")
+	crashed := copyDatastore(t, disk)
+	put(t, x, "b", "lost")
+	mu.Lock()
+	kept, lost := positions[0], positions[1]
+	mu.Unlock()
+
+	restarted, err := Open(ctx, crashed, Options{Replica: 1, CompactEvery: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer restarted.Close()
+	r := mustNS(t, restarted, "x")
+	put(t, r, "c", "1")
+	last := r.pos.Load()
+	nop := func(Commit) error { return nil }
+	if err := r.Replay(ctx, lost, last, nop); !errors.Is(err, ErrCompacted) {
+		t.Fatalf("resume after the lost position: %v, want ErrCompacted", err)
+	}
+	var got []string
+	if err := r.Replay(ctx, kept, last, func(c Commit) error {
+		for i := range c.Delta.Len() {
+			got = append(got, c.Delta.Key(i))
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("resume after the surviving position: %v", err)
+	}
+	if !slices.Equal(got, []string{"c"}) {
+		t.Fatalf("replayed keys %v, want [c] (the skip announcement names none)", got)
 	}
 }
