@@ -140,7 +140,7 @@ func (n *Node) open(ctx context.Context) error {
 	n.ps, err = pubsub.NewGossipSub(n.ctx, n.host,
 		append(append(gossip.PubSubOptions(lim),
 			pubsub.WithGossipSubParams(meshParams(n.cfg.MeshDegree)),
-			pubsub.WithFloodPublish(!n.cfg.DisableFloodPublish)), n.opts.psOpts...)...)
+			pubsub.WithFloodPublish(n.cfg.FloodPublish)), n.opts.psOpts...)...)
 	if err != nil {
 		return fmt.Errorf("node: gossipsub: %w", err)
 	}

@@ -266,11 +266,10 @@ func TestSmallMeshConverges(t *testing.T) {
 	runMixed(t, mesh, func(_ int, c *Config) { c.MeshDegree = 2 })
 }
 
-// TestSmallMeshWithoutFloodPublishConverges: writers send their batches
-// to their mesh only, and gossip's forwarding along it (with sync behind
-// it) still brings every change everywhere.
-func TestSmallMeshWithoutFloodPublishConverges(t *testing.T) {
-	runMixed(t, mesh, func(_ int, c *Config) { c.MeshDegree = 2; c.DisableFloodPublish = true })
+// TestSmallMeshWithFloodPublishConverges: writers also send their batches
+// straight to every peer, and the cluster converges the same.
+func TestSmallMeshWithFloodPublishConverges(t *testing.T) {
+	runMixed(t, mesh, func(_ int, c *Config) { c.MeshDegree = 2; c.FloodPublish = true })
 }
 
 // TestMeshDegreeBounds: every allowed degree gives parameters gossipsub

@@ -147,13 +147,13 @@ func openCluster(ctx context.Context, sc *Scenario, seed uint64) (_ *cluster, er
 // start opens m's node on its datastore and watches its namespace.
 func (c *cluster) start(ctx context.Context, m *member) error {
 	cfg := node.Config{
-		Listen:              []string{m.listen},
-		Bootstrap:           m.boot,
-		SyncInterval:        c.sc.SyncInterval,
-		DisablePublish:      c.sc.DisablePublish,
-		MeshDegree:          c.sc.MeshDegree,
-		DisableFloodPublish: c.sc.DisableFloodPublish,
-		MaxRedialBackoff:    redialBackoff,
+		Listen:           []string{m.listen},
+		Bootstrap:        m.boot,
+		SyncInterval:     c.sc.SyncInterval,
+		DisablePublish:   c.sc.DisablePublish,
+		MeshDegree:       c.sc.MeshDegree,
+		FloodPublish:     c.sc.FloodPublish,
+		MaxRedialBackoff: redialBackoff,
 	}
 	inc := m.incarnation
 	// The first start's key is new; later starts reuse it, possibly on a

@@ -300,8 +300,8 @@ func (r *netnsRun) start(ctx context.Context, n *netnsNode) error {
 	if r.sc.MeshDegree > 0 {
 		args = append(args, "--mesh-degree", strconv.Itoa(r.sc.MeshDegree))
 	}
-	if r.sc.DisableFloodPublish {
-		args = append(args, "--flood-publish=false")
+	if r.sc.FloodPublish {
+		args = append(args, "--flood-publish")
 	}
 	for _, j := range n.boot {
 		b := r.nodes[j]

@@ -41,9 +41,9 @@ type Scenario struct {
 	// MeshDegree is every node's gossipsub mesh degree (node.Config's
 	// MeshDegree). Default 0: the node default, 6.
 	MeshDegree int `yaml:"mesh_degree"`
-	// DisableFloodPublish makes every node send its own batches to its
-	// mesh only (node.Config's DisableFloodPublish). Default false.
-	DisableFloodPublish bool `yaml:"disable_flood_publish"`
+	// FloodPublish makes every node send its own batches straight to
+	// every connected peer too (node.Config's FloodPublish). Default false.
+	FloodPublish bool `yaml:"flood_publish"`
 	// DisableSync removes every node's sync protocol handler, so that
 	// gossip alone replicates and nothing repairs what it misses: for
 	// proving that the checkers catch lost writes. Default false.

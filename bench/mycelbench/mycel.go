@@ -32,9 +32,9 @@ type System struct {
 	// MeshDegree, if set, is every node's Config.MeshDegree; results then
 	// name it ("mycel/mesh-degree=2").
 	MeshDegree int
-	// NoFloodPublish, if set, is every node's Config.DisableFloodPublish;
-	// results then name it ("mycel/mesh-degree=2,no-flood").
-	NoFloodPublish bool
+	// FloodPublish, if set, is every node's Config.FloodPublish; results
+	// then name it ("mycel/mesh-degree=2,flood").
+	FloodPublish bool
 	// Configure, if set, changes each node's configuration before it opens.
 	Configure func(i int, cfg *node.Config)
 }
@@ -45,8 +45,8 @@ func (s System) Name() string {
 	if s.MeshDegree != 0 {
 		knobs = append(knobs, fmt.Sprintf("mesh-degree=%d", s.MeshDegree))
 	}
-	if s.NoFloodPublish {
-		knobs = append(knobs, "no-flood")
+	if s.FloodPublish {
+		knobs = append(knobs, "flood")
 	}
 	if len(knobs) == 0 {
 		return "mycel"
@@ -126,7 +126,7 @@ func (c *cluster) open(ctx context.Context) (int, error) {
 	if c.sys.MeshDegree != 0 {
 		cfg.MeshDegree = c.sys.MeshDegree
 	}
-	cfg.DisableFloodPublish = c.sys.NoFloodPublish
+	cfg.FloodPublish = c.sys.FloodPublish
 	if c.sys.Configure != nil {
 		c.sys.Configure(i, &cfg)
 	}

@@ -257,23 +257,23 @@ func TestSettingsPrecedence(t *testing.T) {
 	if _, err := parse(twoDocs, nil); err == nil || !strings.Contains(err.Error(), "more than one YAML document") {
 		t.Fatalf("two YAML documents: %v", err)
 	}
-	// flood-publish defaults on; flag, environment and file turn it off.
-	if s, err := parse("", nil); err != nil || !s.FloodPublish {
+	// flood-publish defaults off; flag, environment and file turn it on.
+	if s, err := parse("", nil); err != nil || s.FloodPublish {
 		t.Fatalf("default flood-publish: %+v %v", s.FloodPublish, err)
 	}
-	noFlood := filepath.Join(dir, "noflood.yaml")
-	os.WriteFile(noFlood, []byte("flood-publish: false\nmesh-degree: 2\n"), 0o600)
+	flood := filepath.Join(dir, "flood.yaml")
+	os.WriteFile(flood, []byte("flood-publish: true\nmesh-degree: 2\n"), 0o600)
 	for _, c := range []struct {
 		file string
 		env  map[string]string
 		args []string
 	}{
-		{"", nil, []string{"--flood-publish=false"}},
-		{"", map[string]string{"MYCEL_FLOOD_PUBLISH": "false"}, nil},
-		{noFlood, nil, nil},
+		{"", nil, []string{"--flood-publish"}},
+		{"", map[string]string{"MYCEL_FLOOD_PUBLISH": "true"}, nil},
+		{flood, nil, nil},
 	} {
-		if s, err := parse(c.file, c.env, c.args...); err != nil || s.FloodPublish {
-			t.Fatalf("flood-publish off (%v %v %v): %v %v", c.file, c.env, c.args, s.FloodPublish, err)
+		if s, err := parse(c.file, c.env, c.args...); err != nil || !s.FloodPublish {
+			t.Fatalf("flood-publish on (%v %v %v): %v %v", c.file, c.env, c.args, s.FloodPublish, err)
 		}
 	}
 	empty := filepath.Join(dir, "empty.yaml")

@@ -132,7 +132,7 @@ func plan(s settings, stderr io.Writer) (daemonPlan, error) {
 	}
 	p.cfg = node.Config{
 		DataDir: s.DataDir, Listen: s.Listen, Bootstrap: s.Bootstrap, MDNS: s.MDNS, DHT: s.DHT,
-		NoSync: s.NoSync, SyncInterval: s.SyncInterval, MeshDegree: s.MeshDegree, DisableFloodPublish: !s.FloodPublish,
+		NoSync: s.NoSync, SyncInterval: s.SyncInterval, MeshDegree: s.MeshDegree, FloodPublish: s.FloodPublish,
 		Limits: crdt.Limits{MaxValueBytes: s.MaxValueBytes},
 	}
 	p.cfg.NAT = s.NAT

@@ -42,7 +42,7 @@ type settings struct {
 	NoSync        bool          `name:"no-sync" usage:"acknowledge writes before fsync (faster; a crash loses up to the last 100 ms of writes)"`
 	MaxValueBytes int           `name:"max-value-bytes" usage:"largest value (and request body) accepted"`
 	MeshDegree    int           `name:"mesh-degree" usage:"gossipsub mesh degree D, 2 to 32: fewer duplicate sends below the default, more redundancy above it"`
-	FloodPublish  bool          `name:"flood-publish" usage:"send this node's own changes straight to every connected peer in the namespace, not only to its gossip mesh (false saves traffic with a small --mesh-degree)"`
+	FloodPublish  bool          `name:"flood-publish" usage:"also send this node's own changes straight to every connected peer in the namespace, not only along the gossip mesh (one hop fewer, more duplicate sends)"`
 	ShutdownWait  time.Duration `name:"shutdown-timeout" usage:"bound on graceful shutdown after SIGINT/SIGTERM: draining API requests gets at most half, closing the node the rest"`
 	MaxNamespaces int           `name:"max-namespaces" usage:"the API creates a namespace only while the node holds fewer (507 past it); those opened at start count too"`
 	MaxWatchers   int           `name:"max-watchers" usage:"watch streams open at once; one more is answered 503"`
@@ -58,7 +58,6 @@ func defaultSettings() settings {
 		SyncInterval:  10 * time.Second,
 		MaxValueBytes: 1 << 20,
 		MeshDegree:    6,
-		FloodPublish:  true,
 		ShutdownWait:  10 * time.Second,
 		MaxNamespaces: 1024,
 		MaxWatchers:   1024,
