@@ -251,12 +251,11 @@ func (r *run) warmUp(ctx context.Context) error {
 }
 
 // minWarmUp is the least warm-up. A round of warm-up keys can complete in
-// milliseconds before gossipsub's first heartbeats have built its meshes
-// (100 ms after start, then every second): with publishers sending to
-// every peer, such a round reaches everyone without the mesh. Measured
-// before the meshes form, Mycel's bytes per key at 5 nodes came out about
-// half what they are once forwarding along the mesh runs, and which of the
-// two a run saw was chance (`mycel bench -n 5 -k 10000`, mesh degree 2).
+// milliseconds, before gossipsub's first heartbeats have built its meshes
+// (100 ms after start, then every second); measured writes should find
+// gossip in its steady state. (Bytes per key at mesh degree 2 still vary
+// from run to run after it: 618–1,395 in six runs of `mycel bench -n 5 -k
+// 1000`.)
 const minWarmUp = 2500 * time.Millisecond
 
 // key names node's i-th key.
