@@ -221,13 +221,14 @@ func (r *run) nodes(from, to int) []int {
 }
 
 // warmUp writes a key on every node and waits until every node has all of
-// them, in rounds, until a round completes within a second and at least
-// minWarmUp has passed (at most eight rounds): by then connections, gossip
-// meshes and any lazy set-up are in place, for every system alike.
+// them, in rounds a quarter of a second apart, until a round completes
+// within a second and at least minWarmUp has passed (at most 40 rounds):
+// by then connections, gossip meshes and any lazy set-up are in place, for
+// every system alike.
 func (r *run) warmUp(ctx context.Context) error {
 	all := r.nodes(0, r.p.N)
 	begin := time.Now()
-	for round := range 8 {
+	for round := range 40 {
 		start := time.Now()
 		for _, n := range all {
 			key := fmt.Sprintf("%s%d-%d", warmPrefix, round, n)

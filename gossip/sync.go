@@ -631,7 +631,7 @@ func (r *Replicator) serveState(ctx context.Context, c *conn, s *space) error {
 	for k := range theirs {
 		keys = append(keys, k)
 	}
-	incomplete, err := r.answerKeys(c, s, keys, theirs)
+	incomplete, err := r.answerKeys(ctx, c, s, keys, theirs)
 	if err != nil {
 		return err
 	}
@@ -653,10 +653,7 @@ func (r *Replicator) serveState(ctx context.Context, c *conn, s *space) error {
 		for k := range theirs {
 			keys = append(keys, k)
 		}
-		if err := s.rep.Flush(ctx); err != nil { // as above: only durable state
-			return err
-		}
-		incomplete, err := r.answerKeys(c, s, keys, theirs)
+		incomplete, err := r.answerKeys(ctx, c, s, keys, theirs)
 		if err != nil {
 			return err
 		}
@@ -695,8 +692,11 @@ func (r *Replicator) readKeyList(c *conn, accept func(string) bool) (map[string]
 
 // answerKeys sends a key delta for each of keys against the client's dots,
 // in pages each cut under one read lock, so the answer need not fit in
-// memory (nor in the client's) at once.
-func (r *Replicator) answerKeys(c *conn, s *space, keys []string, theirs map[string]crdt.Context) (incomplete bool, err error) {
+// memory (nor in the client's) at once. Each page waits for what it holds
+// to be durable before it leaves: it is cut from the live state, which may
+// hold a NoSync write a crash could still lose (found by review: only the
+// snapshot before the first page was flushed).
+func (r *Replicator) answerKeys(ctx context.Context, c *conn, s *space, keys []string, theirs map[string]crdt.Context) (incomplete bool, err error) {
 	maxBytes := int64(r.cfg.Limits.Delta.MaxBytes)
 	maxKeys := int64(stateAnswerFactor * r.cfg.Limits.Delta.MaxElements)
 	var outKeys, outBytes int64
@@ -718,6 +718,11 @@ func (r *Replicator) answerKeys(c *conn, s *space, keys []string, theirs map[str
 		})
 		if outKeys += int64(len(page)); outKeys > maxKeys || outBytes > stateAnswerFactor*maxBytes {
 			return incomplete, fmt.Errorf("state reconciliation over %d times the key or byte limit (%d bytes, %d keys)", stateAnswerFactor, maxBytes, r.cfg.Limits.Delta.MaxElements)
+		}
+		if len(page) > 0 {
+			if err := s.rep.Flush(ctx); err != nil {
+				return incomplete, err
+			}
 		}
 		for i := range page {
 			if err := c.send(&page[i]); err != nil {

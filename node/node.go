@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -380,9 +379,7 @@ func (n *Node) onCommit(c store.Commit) {
 	// The store commits (skip announcements) before replication starts:
 	// those batches reach peers through sync.
 	if rep := n.repReady.Load(); c.Local && rep != nil {
-		if n.unsynced.hold(c) {
-			rep.Publish(c.Namespace, gossip.Batch{Origin: c.Origin, Seq: c.Seq, Delta: c.Delta, Encoded: c.Encoded})
-		}
+		n.unsynced.hold(c, func(c store.Commit) { publishCommit(rep, c) })
 	}
 	n.lag.note(c, n.opts.now())
 	n.watchers.publish(c, func(key string) crdt.Value {
@@ -398,50 +395,77 @@ func (n *Node) onCommit(c store.Commit) {
 // onSynced publishes the local batches the store now reports durable.
 func (n *Node) onSynced(upTo uint64) {
 	rep := n.repReady.Load()
-	for _, c := range n.unsynced.release(upTo) {
+	n.unsynced.release(upTo, func(c store.Commit) {
 		if rep != nil {
-			rep.Publish(c.Namespace, gossip.Batch{Origin: c.Origin, Seq: c.Seq, Delta: c.Delta, Encoded: c.Encoded})
+			publishCommit(rep, c)
 		}
-	}
+	})
+}
+
+func publishCommit(rep *gossip.Replicator, c store.Commit) {
+	rep.Publish(c.Namespace, gossip.Batch{Origin: c.Origin, Seq: c.Seq, Delta: c.Delta, Encoded: c.Encoded})
 }
 
 // unsyncedBatches holds local commits until they are durable. A NoSync
 // batch published before its sync and then lost in a crash stayed with
-// the peers that got it, together with its removal of what it overwrote,
+// the peers that had it, together with its removal of what it overwrote,
 // while its origin no longer had it: the restart's skip announcement then
 // removed its values everywhere, and what it overwrote was gone too. A
 // lost put acted as a delete of the key, and a lost counter add erased
 // every earlier add of that replica (found by review).
+//
+// Batches are published in commit order, under the lock: receivers refuse
+// a message whose batches' numbers go back, and the coalescer joins what
+// is queued into one message (found by review: a held batch released by
+// the flusher could be published after a newer one the sync loop
+// reported synced meanwhile).
 type unsyncedBatches struct {
 	mu     sync.Mutex
 	synced uint64 // highest mark the store reported durable
 	held   []store.Commit
 }
 
-// hold reports whether c may be published now; if not, it keeps c until
-// release covers it.
-func (u *unsyncedBatches) hold(c store.Commit) bool {
+// hold publishes c, after every earlier held commit, if it is durable (a
+// synced commit makes every earlier one durable too); otherwise it keeps
+// c until release covers it.
+func (u *unsyncedBatches) hold(c store.Commit, publish func(store.Commit)) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if c.Synced || c.Report <= u.synced {
-		return true
+	if c.Synced {
+		u.synced = max(u.synced, c.Report)
 	}
-	u.held = append(u.held, c)
-	return false
+	if c.Report > u.synced {
+		u.held = append(u.held, c)
+		return
+	}
+	u.releaseLocked(publish)
+	publish(c)
 }
 
-// release returns, in commit order, the held commits reported up to upTo.
-func (u *unsyncedBatches) release(upTo uint64) []store.Commit {
+// release publishes, in commit order, the held commits reported up to
+// upTo.
+func (u *unsyncedBatches) release(upTo uint64, publish func(store.Commit)) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.synced = max(u.synced, upTo)
+	u.releaseLocked(publish)
+}
+
+func (u *unsyncedBatches) releaseLocked(publish func(store.Commit)) {
 	i := 0
 	for i < len(u.held) && u.held[i].Report <= u.synced {
+		publish(u.held[i])
 		i++
 	}
-	out := slices.Clone(u.held[:i])
-	u.held = append(u.held[:0], u.held[i:]...)
-	return out
+	if i == 0 {
+		return
+	}
+	n := copy(u.held, u.held[i:])
+	clear(u.held[n:]) // release the deltas, not only the slots
+	u.held = u.held[:n]
+	if n == 0 && cap(u.held) > 1024 {
+		u.held = nil // a burst does not keep its peak
+	}
 }
 
 // keepConnected dials a bootstrap peer and redials with exponential backoff

@@ -41,7 +41,9 @@ type Options struct {
 	// FlushEvery bounds how long a commit written without a sync (NoSync
 	// writes, remote batches) waits before the store syncs it anyway.
 	// Default 100 ms; negative: only the next durable write or Close syncs
-	// it. OpenMemory, which has nothing to sync, disables it.
+	// it. OpenMemory, which has nothing to sync, disables it. Local NoSync
+	// commits reported through OnCommit are synced sooner, within about
+	// 10 ms (see OnSynced).
 	FlushEvery time.Duration
 	// MaxPending bounds the operations applied but not yet committed;
 	// writers wait beyond it (backpressure). Default 4,096.
