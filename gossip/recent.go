@@ -53,18 +53,21 @@ func (l *recentLog) record(origin crdt.ReplicaID, seq uint64, now time.Time, kee
 	l.compact()
 }
 
-// compact drops the forgotten entries; an emptied log gives its memory
-// back, so a burst does not leave every namespace holding its peak.
-func (l *recentLog) compact() {
+func (l *recentLog) compact() { l.list, l.head = compactLog(l.list, l.head) }
+
+// compactLog drops list[:head], the forgotten entries, once they are half
+// of it; an emptied log gives its memory back, so a burst does not leave
+// every namespace holding its peak.
+func compactLog[T any](list []T, head int) ([]T, int) {
 	switch {
-	case l.head == len(l.list) && cap(l.list) > keptCapacity:
-		l.list, l.head = nil, 0
-	case l.head == len(l.list):
-		l.list, l.head = l.list[:0], 0
-	case l.head > len(l.list)/2:
-		l.list = append(l.list[:0], l.list[l.head:]...)
-		l.head = 0
+	case head == len(list) && cap(list) > keptCapacity:
+		return nil, 0
+	case head == len(list):
+		return list[:0], 0
+	case head > len(list)/2:
+		return append(list[:0], list[head:]...), 0
 	}
+	return list, head
 }
 
 // keptCapacity is the capacity an emptied log keeps for reuse.
@@ -134,17 +137,7 @@ func (l *pendingLog) applied(msg uint64) {
 	l.compact()
 }
 
-func (l *pendingLog) compact() {
-	switch {
-	case l.head == len(l.list) && cap(l.list) > keptCapacity:
-		l.list, l.head = nil, 0
-	case l.head == len(l.list):
-		l.list, l.head = l.list[:0], 0
-	case l.head > len(l.list)/2:
-		l.list = append(l.list[:0], l.list[l.head:]...)
-		l.head = 0
-	}
-}
+func (l *pendingLog) compact() { l.list, l.head = compactLog(l.list, l.head) }
 
 // claimed returns the batches accepted at or after t and not yet applied,
 // and forgets the claims accepted before t.

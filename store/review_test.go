@@ -468,24 +468,38 @@ func copyDatastore(t *testing.T, d ds.Datastore) ds.Batching {
 	return out
 }
 
+// commitLog records the commits a store reports (Options.OnCommit).
+type commitLog struct {
+	mu  sync.Mutex
+	all []Commit
+}
+
+func (l *commitLog) record(c Commit) {
+	l.mu.Lock()
+	l.all = append(l.all, c)
+	l.mu.Unlock()
+}
+
+func (l *commitLog) last() Commit {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.all[len(l.all)-1]
+}
+
+func (l *commitLog) snapshot() []Commit {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.all)
+}
+
 // A batch that reached a peer and was then lost in its origin's crash: the
 // origin's dot-skip announcement removes its value on the peer too, durably,
 // and the batch relayed back to the origin changes nothing there, so the two
 // agree.
 func TestSkipAnnouncementRemovesALostBatch(t *testing.T) {
 	ctx := context.Background()
-	var mu sync.Mutex
-	var commits []Commit
-	record := func(c Commit) {
-		mu.Lock()
-		commits = append(commits, c)
-		mu.Unlock()
-	}
-	last := func() Commit {
-		mu.Lock()
-		defer mu.Unlock()
-		return commits[len(commits)-1]
-	}
+	var log commitLog
+	record, last := log.record, log.last
 	disk := dssync.MutexWrap(ds.NewMapDatastore())
 	origin, err := Open(ctx, disk, Options{Replica: 1, OnCommit: record})
 	if err != nil {
@@ -507,7 +521,7 @@ func TestSkipAnnouncementRemovesALostBatch(t *testing.T) {
 	}
 	put(t, o, "k", "y")
 	put(t, o, "keep", "1")
-	for _, c := range commits {
+	for _, c := range log.snapshot() {
 		deliver(p, c)
 	}
 	crashed := copyDatastore(t, disk) // the origin's disk when it dies
@@ -564,18 +578,8 @@ func TestSkipAnnouncementRemovesALostBatch(t *testing.T) {
 // the replicas stayed different for good).
 func TestLostFirstWriteIsNotReused(t *testing.T) {
 	ctx := context.Background()
-	var mu sync.Mutex
-	var commits []Commit
-	record := func(c Commit) {
-		mu.Lock()
-		commits = append(commits, c)
-		mu.Unlock()
-	}
-	last := func() Commit {
-		mu.Lock()
-		defer mu.Unlock()
-		return commits[len(commits)-1]
-	}
+	var log commitLog
+	record, last := log.record, log.last
 	disk := dssync.MutexWrap(ds.NewMapDatastore())
 	origin, err := Open(ctx, disk, Options{Replica: 1, OnCommit: record})
 	if err != nil {
