@@ -2,12 +2,14 @@ package gossip
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -265,5 +267,126 @@ func TestLogsGiveBackTheirPeakMemory(t *testing.T) {
 	r.since(t0.Add(2 * time.Second))
 	if cap(p.list) > keptCapacity || cap(r.list) > keptCapacity {
 		t.Fatalf("emptied logs keep capacity %d and %d", cap(p.list), cap(r.list))
+	}
+}
+
+// logReplica serves a fixed log of batches: what a sync server needs.
+type logReplica struct {
+	Replica
+	log  []Batch
+	seen crdt.Context
+}
+
+func (l *logReplica) Seen() crdt.Context          { return l.seen.Clone() }
+func (l *logReplica) Kept() crdt.Context          { return l.seen.Clone() }
+func (l *logReplica) Gone() crdt.Context          { return crdt.Context{} }
+func (l *logReplica) Flush(context.Context) error { return nil }
+func (l *logReplica) HasSeen(o crdt.ReplicaID, s uint64) bool {
+	return l.seen.Contains(crdt.Dot{Replica: o, Counter: s})
+}
+func (l *logReplica) View(fn func(*crdt.Namespace, *crdt.Context)) {
+	fn(crdt.NewNamespace(crdt.Limits{}), &l.seen)
+}
+func (l *logReplica) ReadLog(_ context.Context, o crdt.ReplicaID, s uint64) (Batch, bool, error) {
+	for _, b := range l.log {
+		if b.Origin == o && b.Seq == s {
+			return b, true, nil
+		}
+	}
+	return Batch{}, false, nil
+}
+
+// TestServerHoldsBackWhatGossipBrings: a server leaves out of a periodic
+// sync the batches it passed on by gossip within the grace, to a client in
+// the namespace's topic on an established connection, and says so; a full
+// hello gets everything.
+func TestServerHoldsBackWhatGossipBrings(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	server, client := loopbackHost(t), loopbackHost(t)
+	sps, err := pubsub.NewGossipSub(ctx, server, PubSubOptions(Limits{})...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cps, err := pubsub.NewGossipSub(ctx, client, PubSubOptions(Limits{})...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const grace = 200 * time.Millisecond
+	origin := crdt.DeriveReplicaID([]byte(server.ID()))
+	r, err := New(Config{Host: server, PubSub: sps, Replica: origin, SyncGrace: grace, SyncInterval: time.Hour,
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	rep := &logReplica{}
+	st := crdt.NewNamespace(crdt.Limits{})
+	for seq := uint64(1); seq <= 3; seq++ {
+		d, err := st.Prepare(crdt.Op{Kind: crdt.OpPut, Key: fmt.Sprint("k", seq), Value: []byte("v")}, origin, crdt.Timestamp{Wall: int64(seq)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.ApplyDelta(d, nil)
+		rep.log = append(rep.log, Batch{Origin: origin, Seq: seq, Delta: d, Encoded: d.Encode(nil)})
+		rep.seen.Add(crdt.Dot{Replica: origin, Counter: seq})
+	}
+	if err := r.Join("ns", rep, nil); err != nil {
+		t.Fatal(err)
+	}
+	topic, err := cps.Join(TopicName("ns"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := topic.Subscribe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Cancel()
+	if err := client.Connect(ctx, server.Peerstore().PeerInfo(server.ID())); err != nil {
+		t.Fatal(err)
+	}
+	sp := r.space("ns")
+	deadline := time.Now().Add(20 * time.Second)
+	for !slices.Contains(sp.topic.ListPeers(), client.ID()) || time.Since(server.Network().ConnsToPeer(client.ID())[0].Stat().Opened) < grace {
+		if time.Now().After(deadline) {
+			t.Fatal("the client never joined the server's topic on an established connection")
+		}
+		time.Sleep(10 * time.Millisecond) // polling interval
+	}
+	sp.recent.record(origin, 3, time.Now(), grace) // batch 3 just went out by gossip
+
+	session := func(full bool) (got []uint64, held bool) {
+		t.Helper()
+		s, err := client.NewStream(ctx, server.ID(), ProtocolSync)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		c := newConn(s, Limits{}.withDefaults())
+		var theirs crdt.Context
+		theirs.Add(crdt.Dot{Replica: origin, Counter: 1})
+		if err := c.send(&frame{kind: frameHello, ns: "ns", seen: theirs, full: full}); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			f, err := c.recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f.kind == frameDone {
+				return got, f.held
+			}
+			got = append(got, f.batch.Seq)
+		}
+	}
+	if got, held := session(false); !slices.Equal(got, []uint64{2}) || !held {
+		t.Fatalf("periodic sync sent %v, held %v; want [2], held", got, held)
+	}
+	if got, held := session(true); !slices.Equal(got, []uint64{2, 3}) || held {
+		t.Fatalf("full sync sent %v, held %v; want [2 3], nothing held", got, held)
+	}
+	if r.stats.SyncHeldBack.Load() != 1 {
+		t.Fatalf("%d sessions held back, want 1", r.stats.SyncHeldBack.Load())
 	}
 }
