@@ -23,15 +23,54 @@ const maxRecent = 1 << 16
 // The default grace (Config.SyncGrace) is 1 s because gossip in that
 // saturated cluster ran up to a second behind: with 250 ms, periodic syncs
 // still sent ~4,000 of every 200,000 puts' batches again, with 1 s ~1,300.
-type recentLog struct {
+type recentLog struct{ dotLog }
+
+// dotLog is a bounded list of batches, each with the time it was noted,
+// that forgets from the front: the shared mechanism of recentLog and
+// pendingLog.
+type dotLog struct {
 	mu   sync.Mutex
-	list []recentBatch // in the order recorded; times never go back
-	head int           // list[:head] is forgotten
+	list []loggedDot // in the order noted
+	head int         // list[:head] is forgotten
 }
 
-type recentBatch struct {
+type loggedDot struct {
 	at  time.Time
+	msg uint64   // pendingLog: the message's number
 	dot crdt.Dot // (origin, seq)
+}
+
+// add appends d and forgets the oldest past maxRecent (which only lets
+// sync send them). l.mu is held.
+func (l *dotLog) add(d loggedDot) {
+	l.list = append(l.list, d)
+	for len(l.list)-l.head > maxRecent {
+		l.head++
+	}
+}
+
+// forgetWhile forgets entries from the front while drop holds. l.mu is
+// held.
+func (l *dotLog) forgetWhile(drop func(loggedDot) bool) {
+	for l.head < len(l.list) && drop(l.list[l.head]) {
+		l.head++
+	}
+	l.list, l.head = compactLog(l.list, l.head)
+}
+
+// since returns the batches noted at or after t, and forgets the older
+// ones at the front.
+func (l *dotLog) since(t time.Time) crdt.Context {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.forgetWhile(func(d loggedDot) bool { return d.at.Before(t) })
+	var c crdt.Context
+	for _, d := range l.list[l.head:] {
+		if !d.at.Before(t) {
+			c.Add(d.dot)
+		}
+	}
+	return c
 }
 
 // record notes that batch (origin, seq) was passed on at now and forgets
@@ -45,15 +84,10 @@ func (l *recentLog) record(origin crdt.ReplicaID, seq uint64, now time.Time, kee
 	if n := len(l.list); n > 0 && now.Before(l.list[n-1].at) {
 		now = l.list[n-1].at // a clock step back: keep the order
 	}
-	l.list = append(l.list, recentBatch{at: now, dot: crdt.Dot{Replica: origin, Counter: seq}})
+	l.add(loggedDot{at: now, dot: crdt.Dot{Replica: origin, Counter: seq}})
 	cut := now.Add(-keep)
-	for l.head < len(l.list) && (l.list[l.head].at.Before(cut) || len(l.list)-l.head > maxRecent) {
-		l.head++
-	}
-	l.compact()
+	l.forgetWhile(func(d loggedDot) bool { return d.at.Before(cut) })
 }
-
-func (l *recentLog) compact() { l.list, l.head = compactLog(l.list, l.head) }
 
 // compactLog drops list[:head], the forgotten entries, once they are half
 // of it; an emptied log gives its memory back, so a burst does not leave
@@ -73,42 +107,18 @@ func compactLog[T any](list []T, head int) ([]T, int) {
 // keptCapacity is the capacity an emptied log keeps for reuse.
 const keptCapacity = 1024
 
-// since returns the batches passed on at or after t, and forgets the
-// older ones.
-func (l *recentLog) since(t time.Time) crdt.Context {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for l.head < len(l.list) && l.list[l.head].at.Before(t) {
-		l.head++
-	}
-	l.compact()
-	var c crdt.Context
-	for i := len(l.list) - 1; i >= l.head; i-- {
-		c.Add(l.list[i].dot)
-	}
-	return c
-}
-
 // pendingLog holds the batches of gossip messages validated here but not
 // yet applied: a client claims them as seen when it syncs, so that a server
 // does not send again what waits in this node's own queue (under load the
 // queue ran up to a second behind). Each message is numbered as it is
 // accepted; applying message k ends the claim on every message up to k.
-// A claim also ends by age: gossipsub drops an accepted message when the
-// subscription's buffer is full, and if no later message is applied the
-// claim would otherwise stand for ever and keep every server from sending
-// those batches.
+// A claim also ends by age (claimed): gossipsub drops an accepted message
+// when the subscription's buffer is full, and if no later message is
+// applied the claim would otherwise stand for ever and keep every server
+// from sending those batches.
 type pendingLog struct {
-	mu   sync.Mutex
+	dotLog
 	next uint64
-	list []pendingBatch // in the order accepted
-	head int            // list[:head] is done
-}
-
-type pendingBatch struct {
-	msg uint64
-	at  time.Time
-	dot crdt.Dot
 }
 
 // accept notes the batches of a message accepted at now and returns its
@@ -118,12 +128,9 @@ func (l *pendingLog) accept(batches []Batch, now time.Time) uint64 {
 	defer l.mu.Unlock()
 	l.next++
 	for _, b := range batches {
-		l.list = append(l.list, pendingBatch{msg: l.next, at: now, dot: crdt.Dot{Replica: b.Origin, Counter: b.Seq}})
+		l.add(loggedDot{at: now, msg: l.next, dot: crdt.Dot{Replica: b.Origin, Counter: b.Seq}})
 	}
-	for len(l.list)-l.head > maxRecent { // forgetting one only lets sync send it
-		l.head++
-	}
-	l.compact()
+	l.list, l.head = compactLog(l.list, l.head)
 	return l.next
 }
 
@@ -131,28 +138,9 @@ func (l *pendingLog) accept(batches []Batch, now time.Time) uint64 {
 func (l *pendingLog) applied(msg uint64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for l.head < len(l.list) && l.list[l.head].msg <= msg {
-		l.head++
-	}
-	l.compact()
+	l.forgetWhile(func(d loggedDot) bool { return d.msg <= msg })
 }
-
-func (l *pendingLog) compact() { l.list, l.head = compactLog(l.list, l.head) }
 
 // claimed returns the batches accepted at or after t and not yet applied,
 // and forgets the claims accepted before t.
-func (l *pendingLog) claimed(t time.Time) crdt.Context {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for l.head < len(l.list) && l.list[l.head].at.Before(t) {
-		l.head++
-	}
-	l.compact()
-	var c crdt.Context
-	for _, p := range l.list[l.head:] {
-		if !p.at.Before(t) {
-			c.Add(p.dot)
-		}
-	}
-	return c
-}
+func (l *pendingLog) claimed(t time.Time) crdt.Context { return l.since(t) }

@@ -631,11 +631,8 @@ func (r *Replicator) serveState(ctx context.Context, c *conn, s *space) error {
 	for k := range theirs {
 		keys = append(keys, k)
 	}
-	incomplete, err := r.answerKeys(ctx, c, s, keys, theirs)
-	if err != nil {
-		return err
-	}
-	if err := c.send(&frame{kind: frameState, seen: seen, cctx: cctx, incomplete: incomplete}); err != nil {
+	state := &frame{kind: frameState, seen: seen, cctx: cctx}
+	if err := r.answerRound(ctx, c, s, keys, theirs, state); err != nil {
 		return err
 	}
 	// The client may ask again, for keys it changed meanwhile, from our
@@ -653,15 +650,24 @@ func (r *Replicator) serveState(ctx context.Context, c *conn, s *space) error {
 		for k := range theirs {
 			keys = append(keys, k)
 		}
-		incomplete, err := r.answerKeys(ctx, c, s, keys, theirs)
-		if err != nil {
-			return err
-		}
-		if err := c.send(&frame{kind: frameState, seen: seen, cctx: cctx, incomplete: incomplete}); err != nil {
+		if err := r.answerRound(ctx, c, s, keys, theirs, state); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// answerRound answers one round of a state reconciliation: the key deltas,
+// then the state frame (the snapshot's seen batches and context), marked
+// incomplete if a key was left out.
+func (r *Replicator) answerRound(ctx context.Context, c *conn, s *space, keys []string, theirs map[string]crdt.Context, state *frame) error {
+	incomplete, err := r.answerKeys(ctx, c, s, keys, theirs)
+	if err != nil {
+		return err
+	}
+	f := *state
+	f.incomplete = incomplete
+	return c.send(&f)
 }
 
 // readKeyList reads a client's key list (KeyDots frames up to EndKeys),
