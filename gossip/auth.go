@@ -6,29 +6,58 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/mycelnet/mycel/crdt"
 )
 
-// ErrForged: a log batch's origin signature is missing or does not verify.
+// Batch authentication.
+//
+// An origin signs its batches in groups — a gossip message, or a page of a
+// sync session — with one signature: the batches' signing inputs are the
+// leaves of a Merkle tree, and the origin signs the root. A message costs
+// one signature and one verification however many batches it carries.
+// Every batch keeps its own proof of origin, its auth: the group's
+// signature, the batch's place in the group and the sibling hashes from its
+// leaf to the root. Any node can relay a batch by sync with its auth, and
+// the receiver checks that batch alone.
+
+// ErrForged: a batch or message's origin signature is missing or does not
+// verify.
 var ErrForged = errors.New("gossip: batch signature does not verify")
 
-// maxSignerBytes and maxSigBytes bound a batch's signer id and signature
-// (an Ed25519 peer id is 38 bytes, its signature 64).
 const (
+	// maxSignerBytes bounds a signer's peer id (an Ed25519 one is 38 bytes).
 	maxSignerBytes = 128
-	maxSigBytes    = 256
+	// maxRawSigBytes bounds one signature (Ed25519: 64 bytes).
+	maxRawSigBytes = 256
+	// maxGroupBatches bounds the batches signed together, so a proof has
+	// at most maxGroupDepth sibling hashes.
+	maxGroupBatches = 1 << maxGroupDepth
+	maxGroupDepth   = 16
+	// MaxAuthBytes bounds a batch's auth: a signature, its place in the
+	// group and its sibling hashes. A store that keeps batches for sync
+	// must keep auths this long.
+	MaxAuthBytes = 3*binary.MaxVarintLen32 + maxRawSigBytes + maxGroupDepth*sha256.Size
 )
 
-// BatchSigningInput is what the origin of a log batch signs: the batch's
-// namespace, origin and sequence number and the hash of its delta's
-// encoding. Sync carries the signature with the batch, so that a peer
-// serving another origin's batches cannot forge them.
+type hash = [sha256.Size]byte
+
+// Domain tags keep leaves, inner nodes and roots apart, so no hash can
+// stand for another kind.
+const (
+	leafTag = "mycel/batch/2\x00"
+	nodeTag = "mycel/node/1\x00"
+	rootTag = "mycel/root/1\x00"
+)
+
+// BatchSigningInput is a batch's leaf in its group's tree: the namespace,
+// origin and sequence number and the hash of the delta's encoding.
 func BatchSigningInput(ns string, origin crdt.ReplicaID, seq uint64, encoded []byte) []byte {
 	h := sha256.Sum256(encoded)
-	b := make([]byte, 0, 32+len(ns)+16+len(h))
-	b = append(b, "mycel/batch/1\x00"...)
+	b := make([]byte, 0, len(leafTag)+binary.MaxVarintLen64+len(ns)+16+len(h))
+	b = append(b, leafTag...)
 	b = binary.AppendUvarint(b, uint64(len(ns)))
 	b = append(b, ns...)
 	b = binary.BigEndian.AppendUint64(b, uint64(origin))
@@ -36,46 +65,270 @@ func BatchSigningInput(ns string, origin crdt.ReplicaID, seq uint64, encoded []b
 	return append(b, h[:]...)
 }
 
-// VerifyBatch checks b's origin signature: Signer is a peer id whose
-// replica id is b.Origin, and its public key verifies Sig over the batch
-// in namespace ns. Any failure wraps ErrForged.
-func VerifyBatch(ns string, b Batch) error {
-	if len(b.Signer) == 0 || len(b.Sig) == 0 {
-		return fmt.Errorf("%w: batch (%v, %d) is unsigned", ErrForged, b.Origin, b.Seq)
+func leafHash(ns string, b *Batch) hash {
+	return sha256.Sum256(BatchSigningInput(ns, b.Origin, b.Seq, b.Encoded))
+}
+
+func parentHash(l, r hash) hash {
+	var in [len(nodeTag) + 2*sha256.Size]byte
+	n := copy(in[:], nodeTag)
+	n += copy(in[n:], l[:])
+	copy(in[n:], r[:])
+	return sha256.Sum256(in[:])
+}
+
+// rootSigningInput is what the origin signs for a group.
+func rootSigningInput(root hash) []byte {
+	return append([]byte(rootTag), root[:]...)
+}
+
+// groupTree is the Merkle tree over a group's batches: levels[0] holds the
+// leaves; each level pairs its nodes left to right, and an odd last node
+// moves up unchanged.
+type groupTree struct{ levels [][]hash }
+
+func newGroupTree(ns string, bs []Batch) (*groupTree, error) {
+	if len(bs) == 0 || len(bs) > maxGroupBatches {
+		return nil, fmt.Errorf("gossip: %d batches in a signed group, want 1..%d", len(bs), maxGroupBatches)
 	}
-	pid, err := peer.IDFromBytes(b.Signer)
+	lv := make([]hash, len(bs))
+	for i := range bs {
+		lv[i] = leafHash(ns, &bs[i])
+	}
+	t := &groupTree{levels: [][]hash{lv}}
+	for len(lv) > 1 {
+		up := make([]hash, (len(lv)+1)/2)
+		for j := range up {
+			if 2*j+1 < len(lv) {
+				up[j] = parentHash(lv[2*j], lv[2*j+1])
+			} else {
+				up[j] = lv[2*j]
+			}
+		}
+		t.levels = append(t.levels, up)
+		lv = up
+	}
+	return t, nil
+}
+
+func (t *groupTree) root() hash { return t.levels[len(t.levels)-1][0] }
+
+// auth encodes batch i's auth: uvarint signature length, signature, uvarint
+// index, uvarint group size, then the sibling hashes from leaf to root.
+func (t *groupTree) auth(sig []byte, i int) []byte {
+	count := len(t.levels[0])
+	b := make([]byte, 0, 3*binary.MaxVarintLen32+len(sig)+(len(t.levels)-1)*sha256.Size)
+	b = binary.AppendUvarint(b, uint64(len(sig)))
+	b = append(b, sig...)
+	b = binary.AppendUvarint(b, uint64(i))
+	b = binary.AppendUvarint(b, uint64(count))
+	for _, lv := range t.levels[:len(t.levels)-1] {
+		if s := i ^ 1; s < len(lv) {
+			b = append(b, lv[s][:]...)
+		}
+		i /= 2
+	}
+	return b
+}
+
+// sign signs the group's root with key.
+func (t *groupTree) sign(key crypto.PrivKey) ([]byte, error) {
+	if key == nil {
+		return nil, errors.New("gossip: no private key to sign with")
+	}
+	r := t.root()
+	return key.Sign(rootSigningInput(r))
+}
+
+// authRoot parses auth and climbs from leaf to the root it proves. Any
+// malformation wraps ErrForged.
+func authRoot(auth []byte, leaf hash) (root hash, sig []byte, err error) {
+	bad := func(what string) (hash, []byte, error) {
+		return hash{}, nil, fmt.Errorf("%w: auth: %s", ErrForged, what)
+	}
+	if len(auth) > MaxAuthBytes {
+		return bad("too long")
+	}
+	n, k := binary.Uvarint(auth)
+	if k <= 0 || n == 0 || n > maxRawSigBytes || uint64(len(auth)-k) < n {
+		return bad("signature length")
+	}
+	sig, auth = auth[k:k+int(n)], auth[k+int(n):]
+	index, k := binary.Uvarint(auth)
+	if k <= 0 {
+		return bad("index")
+	}
+	auth = auth[k:]
+	count, k := binary.Uvarint(auth)
+	if k <= 0 || count == 0 || count > maxGroupBatches || index >= count {
+		return bad("group size")
+	}
+	auth = auth[k:]
+	h, i := leaf, index
+	for size := count; size > 1; size = (size + 1) / 2 {
+		if s := i ^ 1; s < size {
+			if len(auth) < sha256.Size {
+				return bad("proof too short")
+			}
+			sib := hash(auth[:sha256.Size])
+			auth = auth[sha256.Size:]
+			if i&1 == 0 {
+				h = parentHash(h, sib)
+			} else {
+				h = parentHash(sib, h)
+			}
+		}
+		i /= 2
+	}
+	if len(auth) != 0 {
+		return bad("trailing bytes")
+	}
+	return h, sig, nil
+}
+
+// signerKey checks that signer is a peer id whose replica id is origin and
+// returns its public key.
+func signerKey(signer []byte, origin crdt.ReplicaID) (crypto.PubKey, error) {
+	if len(signer) == 0 || len(signer) > maxSignerBytes {
+		return nil, fmt.Errorf("%w: no signer", ErrForged)
+	}
+	pid, err := peer.IDFromBytes(signer)
 	if err != nil {
-		return fmt.Errorf("%w: batch (%v, %d): signer: %v", ErrForged, b.Origin, b.Seq, err)
+		return nil, fmt.Errorf("%w: signer: %v", ErrForged, err)
 	}
-	if crdt.DeriveReplicaID(b.Signer) != b.Origin {
-		return fmt.Errorf("%w: batch (%v, %d) signed by %s, not its origin", ErrForged, b.Origin, b.Seq, pid)
+	if crdt.DeriveReplicaID(signer) != origin {
+		return nil, fmt.Errorf("%w: signed by %s, not by origin %v", ErrForged, pid, origin)
 	}
 	pub, err := pid.ExtractPublicKey()
 	if err != nil {
-		return fmt.Errorf("%w: batch (%v, %d): signer key: %v", ErrForged, b.Origin, b.Seq, err)
+		return nil, fmt.Errorf("%w: signer key: %v", ErrForged, err)
 	}
-	ok, err := pub.Verify(BatchSigningInput(ns, b.Origin, b.Seq, b.Encoded), b.Sig)
-	if err != nil || !ok {
+	return pub, nil
+}
+
+// VerifyBatch checks b's auth: Signer is a peer id whose replica id is
+// b.Origin, and its public key signed a group whose tree holds b in
+// namespace ns. Any failure wraps ErrForged.
+func VerifyBatch(ns string, b Batch) error {
+	var v batchVerifier
+	return v.verify(ns, b)
+}
+
+// batchVerifier verifies batches' auths and remembers the groups whose
+// signature it checked, so that the batches of one group a sync session
+// relays cost one signature check between them.
+type batchVerifier struct{ verified map[string]struct{} }
+
+// maxVerifiedGroups bounds a batchVerifier's memory.
+const maxVerifiedGroups = 4096
+
+func (v *batchVerifier) verify(ns string, b Batch) error {
+	if len(b.Signer) == 0 || len(b.Sig) == 0 {
+		return fmt.Errorf("%w: batch (%v, %d) is unsigned", ErrForged, b.Origin, b.Seq)
+	}
+	pub, err := signerKey(b.Signer, b.Origin)
+	if err != nil {
+		return fmt.Errorf("batch (%v, %d): %w", b.Origin, b.Seq, err)
+	}
+	root, sig, err := authRoot(b.Sig, leafHash(ns, &b))
+	if err != nil {
+		return fmt.Errorf("batch (%v, %d): %w", b.Origin, b.Seq, err)
+	}
+	key := string(b.Signer) + string(root[:]) + string(sig)
+	if _, ok := v.verified[key]; ok {
+		return nil
+	}
+	if ok, err := pub.Verify(rootSigningInput(root), sig); err != nil || !ok {
 		return fmt.Errorf("%w: batch (%v, %d)", ErrForged, b.Origin, b.Seq)
+	}
+	if v.verified == nil || len(v.verified) >= maxVerifiedGroups {
+		v.verified = make(map[string]struct{})
+	}
+	v.verified[key] = struct{}{}
+	return nil
+}
+
+// Sign signs m's batches as one group with key, the origin's private key:
+// it sets m.Signer to key's peer id and m.Sig to the signature of the
+// group's root in namespace ns.
+func (m *Message) Sign(ns string, key crypto.PrivKey) error {
+	pid, err := peer.IDFromPrivateKey(key)
+	if err != nil {
+		return fmt.Errorf("gossip: signer id: %w", err)
+	}
+	_, err = m.sign(ns, key, []byte(pid))
+	return err
+}
+
+func (m *Message) sign(ns string, key crypto.PrivKey, signer []byte) (*groupTree, error) {
+	t, err := newGroupTree(ns, m.Batches)
+	if err != nil {
+		return nil, err
+	}
+	sig, err := t.sign(key)
+	if err != nil {
+		return nil, fmt.Errorf("gossip: sign message: %w", err)
+	}
+	m.Signer, m.Sig = signer, sig
+	return t, nil
+}
+
+// verify checks m's signature over its batches in namespace ns (the
+// signer's replica id must be the origin: checkSigner) and gives each
+// batch its auth, so that sync can relay it. Failures wrap ErrForged.
+func (m *Message) verify(ns string) error {
+	pub, err := m.checkSigner()
+	if err != nil {
+		return err
+	}
+	if len(m.Sig) == 0 {
+		return fmt.Errorf("%w: message is unsigned", ErrForged)
+	}
+	t, err := newGroupTree(ns, m.Batches)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrForged, err)
+	}
+	if ok, err := pub.Verify(rootSigningInput(t.root()), m.Sig); err != nil || !ok {
+		return fmt.Errorf("%w: message (%v, %d-%d)", ErrForged, m.Origin, m.Batches[0].Seq, m.Batches[len(m.Batches)-1].Seq)
+	}
+	for i := range m.Batches {
+		m.Batches[i].Signer, m.Batches[i].Sig = m.Signer, t.auth(m.Sig, i)
 	}
 	return nil
 }
 
-// signOwn signs b if it is one of this replica's batches and unsigned.
-// Own batches are signed when they leave (published, or served by sync),
-// not when committed: signing is off the path of a durable write, and an
-// Ed25519 signature is deterministic, so every copy carries the same one.
-func (r *Replicator) signOwn(ns string, b *Batch) error {
-	if b.Origin != r.cfg.Replica || len(b.Sig) > 0 {
+// checkSigner checks that m's signer is a peer id whose replica id is the
+// message's origin and returns its public key.
+func (m *Message) checkSigner() (crypto.PubKey, error) {
+	return signerKey(m.Signer, m.Origin)
+}
+
+// signOwnGroup gives this replica's unsigned batches among bs an auth,
+// signing them as one group. Own batches are signed when they leave (sync
+// serves them), not when committed: signing stays off the path of a
+// durable write, and Ed25519 signatures are deterministic.
+func (r *Replicator) signOwnGroup(ns string, bs []Batch) error {
+	var own []Batch
+	var at []int
+	for i := range bs {
+		if bs[i].Origin == r.cfg.Replica && len(bs[i].Sig) == 0 {
+			own = append(own, bs[i])
+			at = append(at, i)
+		}
+	}
+	if len(own) == 0 {
 		return nil
 	}
-	if r.key == nil {
-		return fmt.Errorf("gossip: no private key for %s", r.cfg.Host.ID())
-	}
-	sig, err := r.key.Sign(BatchSigningInput(ns, b.Origin, b.Seq, b.Encoded))
+	t, err := newGroupTree(ns, own)
 	if err != nil {
-		return fmt.Errorf("gossip: sign batch %d: %w", b.Seq, err)
+		return err
 	}
-	b.Signer, b.Sig = r.signer, sig
+	sig, err := t.sign(r.key)
+	if err != nil {
+		return fmt.Errorf("gossip: sign batches for %s: %w", r.cfg.Host.ID(), err)
+	}
+	for j, i := range at {
+		bs[i].Signer, bs[i].Sig = r.signer, t.auth(sig, j)
+	}
 	return nil
 }

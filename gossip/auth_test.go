@@ -1,6 +1,9 @@
 package gossip
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"testing"
 
@@ -10,26 +13,66 @@ import (
 	"github.com/mycelnet/mycel/crdt"
 )
 
-func TestVerifyBatch(t *testing.T) {
-	good := signedSeedBatch()
-	if err := VerifyBatch("ns", good); err != nil {
-		t.Fatalf("a genuine batch: %v", err)
+// TestGroupAuthEveryPlace: every batch of groups of every size up to 17
+// (odd levels included) verifies alone with the auth it was given.
+func TestGroupAuthEveryPlace(t *testing.T) {
+	for n := 1; n <= 17; n++ {
+		_, group := signedSeedGroup(n)
+		for i, b := range group {
+			if err := VerifyBatch("ns", b); err != nil {
+				t.Fatalf("group of %d, batch %d: %v", n, i, err)
+			}
+		}
 	}
+}
+
+func TestVerifyBatchRefusesForgeries(t *testing.T) {
+	_, group := signedSeedGroup(4)
+	good := group[2]
 	other, _, err := crypto.GenerateEd25519Key(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	otherID, _ := peer.IDFromPrivateKey(other)
-	otherSig, _ := other.Sign(BatchSigningInput("ns", good.Origin, good.Seq, good.Encoded))
+	// The same batches signed by another key.
+	forged := Message{Origin: good.Origin, Batches: append([]Batch(nil), group...)}
+	for i := range forged.Batches {
+		forged.Batches[i].Signer, forged.Batches[i].Sig = nil, nil
+	}
+	tree, err := forged.sign("ns", other, []byte(otherID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherAuth := tree.auth(forged.Sig, 2)
 	d, _ := crdt.NewNamespace(crdt.Limits{}).Prepare(crdt.Op{Kind: crdt.OpPut, Key: "k", Value: []byte("forged")}, good.Origin, crdt.Timestamp{Wall: 2})
+	with := func(f func(b *Batch)) Batch {
+		b := good
+		b.Sig = bytes.Clone(good.Sig)
+		f(&b)
+		return b
+	}
+	flip := func(at int) Batch { return with(func(b *Batch) { b.Sig[at] ^= 1 }) }
+	sigLen := 1 + 64 // uvarint length, then the signature
 	for name, b := range map[string]Batch{
-		"unsigned":            {Origin: good.Origin, Seq: good.Seq, Delta: good.Delta, Encoded: good.Encoded},
-		"signed by another":   {Origin: good.Origin, Seq: good.Seq, Delta: good.Delta, Encoded: good.Encoded, Signer: []byte(otherID), Sig: otherSig},
-		"misattributed":       {Origin: good.Origin, Seq: good.Seq, Delta: good.Delta, Encoded: good.Encoded, Signer: good.Signer, Sig: otherSig},
-		"other sequence":      {Origin: good.Origin, Seq: good.Seq + 1, Delta: good.Delta, Encoded: good.Encoded, Signer: good.Signer, Sig: good.Sig},
-		"other content":       {Origin: good.Origin, Seq: good.Seq, Delta: d, Encoded: d.Encode(nil), Signer: good.Signer, Sig: good.Sig},
-		"garbage signer":      {Origin: good.Origin, Seq: good.Seq, Delta: good.Delta, Encoded: good.Encoded, Signer: []byte{1, 2, 3}, Sig: good.Sig},
-		"truncated signature": {Origin: good.Origin, Seq: good.Seq, Delta: good.Delta, Encoded: good.Encoded, Signer: good.Signer, Sig: good.Sig[:10]},
+		"unsigned":             with(func(b *Batch) { b.Signer, b.Sig = nil, nil }),
+		"no auth":              with(func(b *Batch) { b.Sig = nil }),
+		"signed by another":    with(func(b *Batch) { b.Signer, b.Sig = []byte(otherID), otherAuth }),
+		"misattributed":        with(func(b *Batch) { b.Sig = otherAuth }),
+		"other sequence":       with(func(b *Batch) { b.Seq++ }),
+		"other content":        with(func(b *Batch) { b.Delta, b.Encoded = d, d.Encode(nil) }),
+		"garbage signer":       with(func(b *Batch) { b.Signer = []byte{1, 2, 3} }),
+		"signature bit":        flip(10),
+		"index":                flip(sigLen),
+		"group size":           flip(sigLen + 1),
+		"sibling hash":         flip(sigLen + 2 + 5),
+		"last sibling hash":    flip(len(good.Sig) - 1),
+		"truncated proof":      with(func(b *Batch) { b.Sig = b.Sig[:len(b.Sig)-1] }),
+		"a sibling missing":    with(func(b *Batch) { b.Sig = b.Sig[:len(b.Sig)-sha256.Size] }),
+		"trailing byte":        with(func(b *Batch) { b.Sig = append(b.Sig, 0) }),
+		"truncated signature":  with(func(b *Batch) { b.Sig = b.Sig[:10] }),
+		"index past the group": with(func(b *Batch) { b.Sig[sigLen] = 4 }),
+		"zero group":           with(func(b *Batch) { b.Sig[sigLen+1] = 0 }),
+		"another's place":      with(func(b *Batch) { b.Sig = group[1].Sig }),
 	} {
 		if err := VerifyBatch("ns", b); !errors.Is(err, ErrForged) {
 			t.Errorf("%s: %v, want ErrForged", name, err)
@@ -38,21 +81,70 @@ func TestVerifyBatch(t *testing.T) {
 	if err := VerifyBatch("another-ns", good); !errors.Is(err, ErrForged) {
 		t.Errorf("replayed into another namespace: %v, want ErrForged", err)
 	}
-	// A signed batch survives the gossip wire and the sync frame.
-	m := Message{Origin: good.Origin, Batches: []Batch{good}}
+	if _, _, err := authRoot(binary.AppendUvarint(nil, 0), hash{}); !errors.Is(err, ErrForged) {
+		t.Errorf("empty signature: %v", err)
+	}
+}
+
+// TestVerifierChecksEachGroupOnce: the batches of one group cost one
+// signature check, and the remembered group does not let a batch of
+// another content through.
+func TestVerifierChecksEachGroupOnce(t *testing.T) {
+	_, group := signedSeedGroup(8)
+	var v batchVerifier
+	for _, b := range group {
+		if err := v.verify("ns", b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(v.verified) != 1 {
+		t.Fatalf("%d groups remembered, want 1", len(v.verified))
+	}
+	b := group[3]
+	b.Seq = 99
+	if err := v.verify("ns", b); !errors.Is(err, ErrForged) {
+		t.Fatalf("a changed batch of a remembered group: %v, want ErrForged", err)
+	}
+}
+
+// TestAuthSurvivesTheWire: a message signed by its origin verifies after
+// the gossip wire, gives every batch an auth, and those auths verify after
+// a sync frame.
+func TestAuthSurvivesTheWire(t *testing.T) {
+	_, group := signedSeedGroup(3)
+	priv, _, err := crypto.GenerateEd25519Key(bytes.NewReader(bytes.Repeat([]byte{7}, 64)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := Message{Origin: group[0].Origin}
+	for _, b := range group {
+		b.Signer, b.Sig = nil, nil
+		m.Batches = append(m.Batches, b)
+	}
+	if err := m.Sign("ns", priv); err != nil {
+		t.Fatal(err)
+	}
 	got, err := DecodeMessage(m.Encode(nil), Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	got.Batches[0].Signer = good.Signer // gossip carries the signer as the message's
-	if err := VerifyBatch("ns", got.Batches[0]); err != nil {
+	if err := got.verify("ns"); err != nil {
 		t.Fatalf("after the gossip wire: %v", err)
 	}
-	f, err := decodeFrame(encodeFrame(&frame{kind: frameBatch, batch: good}), Limits{})
-	if err != nil {
-		t.Fatal(err)
+	for i, b := range got.Batches {
+		f, err := decodeFrame(encodeFrame(&frame{kind: frameBatch, batch: b}), Limits{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := VerifyBatch("ns", f.batch); err != nil {
+			t.Fatalf("batch %d after a sync frame: %v", i, err)
+		}
 	}
-	if err := VerifyBatch("ns", f.batch); err != nil {
-		t.Fatalf("after a sync frame: %v", err)
+	if err := got.verify("other"); !errors.Is(err, ErrForged) {
+		t.Fatalf("a message replayed into another namespace: %v", err)
+	}
+	got.Sig[0] ^= 1
+	if err := got.verify("ns"); !errors.Is(err, ErrForged) {
+		t.Fatalf("a message with a bad signature: %v", err)
 	}
 }

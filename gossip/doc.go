@@ -15,6 +15,8 @@
 // package never opens storage itself. Every byte from a peer is decoded with
 // limits (wire.go, frames.go); malformed input is rejected and counted, never
 // applied. Log batches carry their origin's signature (auth.go): the origin
-// signs its own as they leave, and a sync client verifies every batch a
-// server relays.
+// signs its own as they leave, a group at a time (a message, a sync page)
+// under one Merkle root; a gossip receiver checks the message and keeps
+// each batch's proof, and a sync client verifies every batch a server
+// relays.
 package gossip

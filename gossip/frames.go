@@ -181,7 +181,7 @@ func decodeFrame(b []byte, lim Limits) (*frame, error) {
 		}
 		f.batch = Batch{Origin: crdt.ReplicaID(o.u), Seq: s.u, Delta: d, Encoded: bytesOf(3)}
 		if signer, sig := bytesOf(4), bytesOf(5); len(sig) > 0 || len(signer) > 0 {
-			if len(signer) == 0 || len(signer) > maxSignerBytes || len(sig) == 0 || len(sig) > maxSigBytes {
+			if len(signer) == 0 || len(signer) > maxSignerBytes || len(sig) == 0 || len(sig) > MaxAuthBytes {
 				return nil, fmt.Errorf("%w: bad batch signature", ErrMalformed)
 			}
 			f.batch.Signer, f.batch.Sig = signer, sig

@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"bytes"
 	"fmt"
 	"math"
 	"slices"
@@ -8,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	pb "github.com/libp2p/go-libp2p-pubsub/pb"
+	"github.com/libp2p/go-libp2p/core/crypto"
 
 	"github.com/mycelnet/mycel/crdt"
 )
@@ -382,57 +383,33 @@ func TestCoalescerTakeRespectsMaxBytes(t *testing.T) {
 	}
 }
 
-func TestPeekIDs(t *testing.T) {
-	h := fuzzBuildHistory(t)
-	a := h.a
-	m := Message{Origin: a.id, Batches: []Batch{a.log[0], a.log[1], a.log[3]}}
-	data := m.Encode(nil)
-	origin, first, last, ok := peekIDs(data)
-	if !ok || origin != a.id || first != 1 || last != 4 {
-		t.Fatalf("peekIDs = %v %d-%d %v, want %v 1-4", origin, first, last, ok, a.id)
+// TestMessageIDBindsThePayload: pubsub acts on ids before the validator
+// runs, so a forged message must never share the real one's id — not when
+// it claims the same batches, nor when it copies them with another
+// signature or signer.
+func TestMessageIDBindsThePayload(t *testing.T) {
+	_, group := signedSeedGroup(3)
+	priv, _, err := crypto.GenerateEd25519Key(nil)
+	if err != nil {
+		t.Fatal(err)
 	}
-	// The signer leads the id (empty here: no From).
-	if got, want := messageID(&pb.Message{Data: data}), "/"+strconv.FormatUint(uint64(a.id), 16)+"/1-4"; got != want {
-		t.Fatalf("messageID = %q, want %q", got, want)
+	real := Message{Origin: group[0].Origin, Batches: group}
+	real.Signer, real.Sig = group[0].Signer, bytes.Repeat([]byte{1}, 64)
+	other := real
+	if err := other.Sign("ns", priv); err != nil {
+		t.Fatal(err)
 	}
-	one := (&Message{Origin: a.id, Batches: a.log[2:3]}).Encode(nil)
-	if got, want := messageID(&pb.Message{Data: one}), "/"+strconv.FormatUint(uint64(a.id), 16)+"/3-3"; got != want {
-		t.Fatalf("messageID = %q, want %q", got, want)
+	badSig := real
+	badSig.Sig = bytes.Repeat([]byte{2}, 64)
+	unsigned := Message{Origin: real.Origin, Batches: group}
+	id := messageID(&pb.Message{Data: real.Encode(nil)})
+	if again := messageID(&pb.Message{Data: real.Encode(nil), From: []byte("x"), Seqno: []byte{9}}); again != id {
+		t.Fatal("the id depends on more than the payload")
 	}
-	from := []byte("peer")
-	for _, tc := range []struct {
-		name string
-		data []byte
-	}{
-		{"empty", nil},
-		{"origin only", wireMessage(uint64(a.id))},
-		{"origin truncated", data[:5]},
-		{"batch truncated", data[:len(data)-1]},
-		{"batch before origin", appendBytesField(nil, fMsgBatch, wireBatch(1, nil))},
-		{"delta before seq", wireMessage(uint64(a.id), appendBytesField(nil, fBatchDelta, a.log[0].Encoded))},
-		{"seq zero", wireMessage(uint64(a.id), wireBatch(0, nil))},
-		{"unknown field", append(wireMessage(uint64(a.id), wireBatch(1, nil)), wireVarintField(3, 1)...)},
-	} {
-		if o, f, l, ok := peekIDs(tc.data); ok {
-			t.Errorf("%s: peekIDs = %v %d-%d, want not ok", tc.name, o, f, l)
+	for name, m := range map[string]Message{"other signer": other, "other signature": badSig, "unsigned": unsigned} {
+		if messageID(&pb.Message{Data: m.Encode(nil)}) == id {
+			t.Errorf("%s: shares the real message's id", name)
 		}
-		// Unparsable messages get pubsub's default id (and fail validation).
-		msg := &pb.Message{Data: tc.data, From: from, Seqno: []byte{0, 7}}
-		if got, want := messageID(msg), pubsub.DefaultMsgIdFn(msg); got != want {
-			t.Errorf("%s: messageID = %q, want the default %q", tc.name, got, want)
-		}
-	}
-}
-
-// TestMessageIDNamesTheSigner: a message claiming another origin's sequence
-// numbers must not share an id with the real one, or pubsub's seen-cache
-// would drop the real one as a duplicate.
-func TestMessageIDNamesTheSigner(t *testing.T) {
-	data := (&Message{Origin: 7, Batches: []Batch{{Origin: 7, Seq: 1}}}).Encode(nil)
-	real := messageID(&pb.Message{Data: data, From: []byte("origin-7")})
-	forged := messageID(&pb.Message{Data: data, From: []byte("someone-else")})
-	if real == forged {
-		t.Fatalf("a forged message shares the real one's id %q", real)
 	}
 }
 

@@ -134,13 +134,14 @@ func (c Config) withDefaults() (Config, error) {
 	return c, nil
 }
 
-// PubSubOptions returns the gossipsub options replication relies on: strict
-// signing, message ids from (origin, first seq, last seq), and queues sized
-// for batched traffic.
+// PubSubOptions returns the gossipsub options replication relies on: no
+// pubsub signatures (a message carries its origin's own signature over its
+// batches, checked by the topic validator), message ids that hash the
+// payload, and queues sized for batched traffic.
 func PubSubOptions(lim Limits) []pubsub.Option {
 	lim = lim.withDefaults()
 	return []pubsub.Option{
-		pubsub.WithMessageSignaturePolicy(pubsub.StrictSign),
+		pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign),
 		pubsub.WithMessageIdFn(messageID),
 		pubsub.WithMaxMessageSize(lim.MaxMessageBytes + 4096),
 		pubsub.WithPeerOutboundQueueSize(1024),
@@ -172,7 +173,8 @@ type Replicator struct {
 	stateServes chan struct{}
 	// client side: per-peer session budget (see pace)
 	paced map[peer.ID]*admission
-	// key signs this replica's batches as they leave (signOwn); signer is
+	// key signs this replica's batches as they leave (published, or
+	// served by sync: signOwnGroup); signer is
 	// its peer id. Looked up once: the host's identity does not change.
 	key    crypto.PrivKey
 	signer []byte

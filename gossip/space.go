@@ -2,15 +2,14 @@ package gossip
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
-	"strconv"
 	"sync"
 	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	pb "github.com/libp2p/go-libp2p-pubsub/pb"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/mycelnet/mycel/crdt"
 )
@@ -97,9 +96,10 @@ func (s *space) close() {
 
 func (s *space) writerOK(origin crdt.ReplicaID) bool { return s.writers == nil || s.writers[origin] }
 
-// validate is the topic validator: decode with limits, the origin must be
-// the signer, the signer must be a writer; a message whose batches were all
-// applied already is ignored (not penalised).
+// validate is the topic validator: decode with limits, the signer must be
+// the origin and a writer; a message whose batches were all applied
+// already is ignored (not penalised); then the message's signature must
+// verify, which gives every batch its auth for sync to relay.
 func (s *space) validate(_ context.Context, _ peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
 	st := &s.r.stats
 	if msg.ReceivedFrom == s.r.cfg.Host.ID() {
@@ -112,8 +112,11 @@ func (s *space) validate(_ context.Context, _ peer.ID, msg *pubsub.Message) pubs
 		st.RejectMalformed.Add(1)
 		return pubsub.ValidationReject
 	}
-	from, err := peer.IDFromBytes(msg.From)
-	if err != nil || crdt.DeriveReplicaID([]byte(from)) != m.Origin {
+	if m.Signer == nil {
+		st.RejectForged.Add(1) // unsigned
+		return pubsub.ValidationReject
+	}
+	if _, err := m.checkSigner(); err != nil {
 		st.RejectOrigin.Add(1)
 		return pubsub.ValidationReject
 	}
@@ -139,6 +142,10 @@ func (s *space) validate(_ context.Context, _ peer.ID, msg *pubsub.Message) pubs
 			st.IgnoredAhead.Add(1)
 			return pubsub.ValidationIgnore
 		}
+	}
+	if err := m.verify(s.name); err != nil {
+		st.RejectForged.Add(1)
+		return pubsub.ValidationReject
 	}
 	now := time.Now()
 	msg.ValidatorData = &accepted{Message: m, n: s.pending.accept(m.Batches, now)}
@@ -209,10 +216,8 @@ func (s *space) receive() {
 		st.BytesReceived.Add(int64(len(msg.Data)))
 		for _, b := range m.Batches {
 			st.BatchesReceived.Add(1)
-			// The validator checked that the message's signer is the
-			// origin; keep its id beside the batch's own signature, so
-			// that sync can pass both on.
-			b.Signer = msg.From
+			// The validator verified the message and gave each batch its
+			// signer and auth, which the log keeps for sync to relay.
 			applied, err := s.rep.ApplyBatch(s.ctx, b)
 			if err != nil {
 				if s.ctx.Err() == nil {
@@ -280,13 +285,11 @@ func (s *space) send(batches []Batch) {
 		s.r.stats.PublishNoPeers.Add(int64(len(batches)))
 		return
 	}
-	for i := range batches {
-		if err := s.r.signOwn(s.name, &batches[i]); err != nil {
-			s.r.cfg.Logger.Warn("gossip: cannot sign batch; sync will deliver", "ns", s.name, "err", err)
-			return
-		}
-	}
 	m := &Message{Origin: s.r.cfg.Replica, Batches: batches}
+	if _, err := m.sign(s.name, s.r.key, s.r.signer); err != nil {
+		s.r.cfg.Logger.Warn("gossip: cannot sign message; sync will deliver", "ns", s.name, "err", err)
+		return
+	}
 	data := m.Encode(nil)
 	err := s.topic.Publish(s.ctx, data, pubsub.WithValidatorData(m))
 	if err != nil {
@@ -305,55 +308,16 @@ func (s *space) send(batches []Batch) {
 	st.BytesPublished.Add(int64(len(data)))
 }
 
-// messageID names a message by its signer and (origin, first seq, last
-// seq) without decoding deltas. The signer is part of the id because
-// pubsub remembers ids before our validator runs: without it, a peer could
-// sign a message claiming another origin's next sequence numbers, have it
-// rejected, and so make the real one look like a duplicate. Anything
-// unparsable falls back to pubsub's default id (and is rejected later).
+// messageID names a message by the SHA-256 of its bytes. Messages are not
+// signed by pubsub (StrictNoSign: the payload carries the origin's own
+// signature), so the id must bind everything the validator judges: pubsub
+// remembers ids before the validator runs (gossipsub sends IDONTWANT for a
+// large message as soon as it arrives), and with an id that a different
+// payload could share, a peer could get a forged copy rejected in place of
+// the real message and so suppress it.
 func messageID(m *pb.Message) string {
-	origin, first, last, ok := peekIDs(m.Data)
-	if !ok {
-		return pubsub.DefaultMsgIdFn(m)
-	}
-	return string(m.From) + "/" + strconv.FormatUint(uint64(origin), 16) + "/" + strconv.FormatUint(first, 10) + "-" + strconv.FormatUint(last, 10)
-}
-
-func peekIDs(b []byte) (origin crdt.ReplicaID, first, last uint64, ok bool) {
-	num, typ, n := protowire.ConsumeTag(b)
-	if n < 0 || num != fMsgOrigin || typ != protowire.Fixed64Type {
-		return 0, 0, 0, false
-	}
-	b = b[n:]
-	o, n := protowire.ConsumeFixed64(b)
-	if n < 0 {
-		return 0, 0, 0, false
-	}
-	b = b[n:]
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 || num != fMsgBatch || typ != protowire.BytesType {
-			return 0, 0, 0, false
-		}
-		body, n2 := protowire.ConsumeBytes(b[n:])
-		if n2 < 0 {
-			return 0, 0, 0, false
-		}
-		b = b[n+n2:]
-		tnum, ttyp, tn := protowire.ConsumeTag(body)
-		if tn < 0 || tnum != fBatchSeq || ttyp != protowire.VarintType {
-			return 0, 0, 0, false
-		}
-		seq, sn := protowire.ConsumeVarint(body[tn:])
-		if sn < 0 {
-			return 0, 0, 0, false
-		}
-		if first == 0 {
-			first = seq
-		}
-		last = seq
-	}
-	return crdt.ReplicaID(o), first, last, first != 0
+	h := sha256.Sum256(m.Data)
+	return string(h[:])
 }
 
 // pullWait is how long a client sync session waits for another one in the

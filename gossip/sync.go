@@ -156,6 +156,7 @@ func (r *Replicator) syncSpace(ctx context.Context, p peer.ID, s *space, refused
 	}
 	refuse := func(b Batch) { refused.Add(crdt.Dot{Replica: b.Origin, Counter: b.Seq}) }
 	serverReplica := crdt.DeriveReplicaID([]byte(p))
+	var verifier batchVerifier // batches of one signed group: one check
 	var got uint64
 	defer func() {
 		r.noteStatus(p, s.name, func(ps *PeerSync) {
@@ -184,7 +185,7 @@ func (r *Replicator) syncSpace(ctx context.Context, p peer.ID, s *space, refused
 			// one is skipped, not applied, so the genuine batch under that
 			// number still can be.
 			if f.batch.Origin != serverReplica {
-				if err := VerifyBatch(s.name, f.batch); err != nil {
+				if err := verifier.verify(s.name, f.batch); err != nil {
 					r.stats.RejectForged.Add(1)
 					r.cfg.Logger.Debug("gossip: sync batch refused", "peer", p, "ns", s.name, "err", err)
 					refuse(f.batch)
@@ -530,22 +531,22 @@ func (r *Replicator) serveSession(c *conn) error {
 			return err
 		}
 	}
-	for _, id := range plan.batches {
-		b, ok, err := s.rep.ReadLog(ctx, id.Replica, id.Counter)
+	// Read and send in pages, so that this node's own batches in a page
+	// are signed together: one signature per page, not per batch.
+	for len(plan.batches) > 0 {
+		page, err := r.readPage(ctx, s, &plan)
 		if err != nil {
 			return err
 		}
-		if !ok { // compacted since the plan was made
-			plan.compacted = true
-			continue
-		}
-		if err := r.signOwn(s.name, &b); err != nil {
+		if err := r.signOwnGroup(s.name, page); err != nil {
 			return err
 		}
-		if err := c.send(&frame{kind: frameBatch, batch: b}); err != nil {
-			return err
+		for i := range page {
+			if err := c.send(&frame{kind: frameBatch, batch: page[i]}); err != nil {
+				return err
+			}
+			r.stats.SyncBatchesOut.Add(1)
 		}
-		r.stats.SyncBatchesOut.Add(1)
 	}
 	if plan.held {
 		r.stats.SyncHeldBack.Add(1)
@@ -558,6 +559,35 @@ func (r *Replicator) serveSession(c *conn) error {
 		return nil
 	}
 	return r.serveState(ctx, c, s)
+}
+
+// Bounds of one page of logged batches a sync server reads before it sends.
+const (
+	pageBatches = 256
+	pageBytes   = 1 << 20
+)
+
+// readPage reads the next page of plan's batches from the log and takes
+// them off the plan; batches compacted since the plan was made mark it
+// compacted.
+func (r *Replicator) readPage(ctx context.Context, s *space, plan *sendPlan) ([]Batch, error) {
+	var page []Batch
+	size := 0
+	for len(plan.batches) > 0 && len(page) < pageBatches && size < pageBytes {
+		id := plan.batches[0]
+		plan.batches = plan.batches[1:]
+		b, ok, err := s.rep.ReadLog(ctx, id.Replica, id.Counter)
+		if err != nil {
+			return nil, err
+		}
+		if !ok { // compacted since the plan was made
+			plan.compacted = true
+			continue
+		}
+		page = append(page, b)
+		size += len(b.Encoded)
+	}
+	return page, nil
 }
 
 // onTheirWay returns the batches that gossip is bringing the client on

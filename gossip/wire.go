@@ -19,27 +19,34 @@ type Batch struct {
 	// Delta is decoded; Encoded is its canonical encoding.
 	Delta   crdt.Delta
 	Encoded []byte
-	// Signer is the origin's peer id (its bytes) and Sig its signature of
-	// the batch (BatchSigningInput). A gossip message carries Sig only: its
-	// own signer is the origin.
+	// Signer is the origin's peer id (its bytes) and Sig the batch's auth:
+	// the signature of the group it was signed in, and its proof of
+	// membership (see auth.go). A gossip message carries neither per
+	// batch, only its own signer and signature; receivers derive each
+	// batch's auth from them.
 	Signer []byte
 	Sig    []byte
 }
 
 // Message is the payload of one gossipsub message: consecutive batches of
-// one origin, published together under one signature.
+// one origin, signed together as one group.
 type Message struct {
 	Origin  crdt.ReplicaID
 	Batches []Batch
+	// Signer is the origin's peer id; Sig its signature of the batches'
+	// group (Message.Sign).
+	Signer []byte
+	Sig    []byte
 }
 
 // Wire field numbers (see docs/wire.proto).
 const (
 	fMsgOrigin  = 1 // fixed64
 	fMsgBatch   = 2 // BatchFrame
+	fMsgSigner  = 3 // bytes (origin's peer id)
+	fMsgSig     = 4 // bytes (signature of the batches' group root)
 	fBatchSeq   = 1 // varint
 	fBatchDelta = 2 // bytes (crdt delta encoding)
-	fBatchSig   = 3 // bytes (origin's signature, BatchSigningInput)
 )
 
 // Encode appends the message's encoding to b.
@@ -50,19 +57,20 @@ func (m *Message) Encode(b []byte) []byte {
 		bt := &m.Batches[i]
 		n := protowire.SizeTag(fBatchSeq) + protowire.SizeVarint(bt.Seq) +
 			protowire.SizeTag(fBatchDelta) + protowire.SizeBytes(len(bt.Encoded))
-		if len(bt.Sig) > 0 {
-			n += protowire.SizeTag(fBatchSig) + protowire.SizeBytes(len(bt.Sig))
-		}
 		b = protowire.AppendTag(b, fMsgBatch, protowire.BytesType)
 		b = protowire.AppendVarint(b, uint64(n))
 		b = protowire.AppendTag(b, fBatchSeq, protowire.VarintType)
 		b = protowire.AppendVarint(b, bt.Seq)
 		b = protowire.AppendTag(b, fBatchDelta, protowire.BytesType)
 		b = protowire.AppendBytes(b, bt.Encoded)
-		if len(bt.Sig) > 0 {
-			b = protowire.AppendTag(b, fBatchSig, protowire.BytesType)
-			b = protowire.AppendBytes(b, bt.Sig)
-		}
+	}
+	if len(m.Signer) > 0 {
+		b = protowire.AppendTag(b, fMsgSigner, protowire.BytesType)
+		b = protowire.AppendBytes(b, m.Signer)
+	}
+	if len(m.Sig) > 0 {
+		b = protowire.AppendTag(b, fMsgSig, protowire.BytesType)
+		b = protowire.AppendBytes(b, m.Sig)
 	}
 	return b
 }
@@ -102,7 +110,10 @@ func (l Limits) withDefaults() Limits {
 
 // DecodeMessage decodes and checks a gossip message: every batch decodes
 // within limits, sequence numbers strictly increase, and every dot a batch
-// holds is one of the origin's (a writer creates only its own dots).
+// holds is one of the origin's (a writer creates only its own dots). Fields
+// come in order — origin, batches, signer, signature — and the signer and
+// signature are both present or both absent; whether the signature
+// verifies is the validator's business.
 func DecodeMessage(b []byte, lim Limits) (Message, error) {
 	lim = lim.withDefaults()
 	if len(b) > lim.MaxMessageBytes {
@@ -124,7 +135,7 @@ func DecodeMessage(b []byte, lim Limits) (Message, error) {
 			}
 			m.Origin, seenOrigin = crdt.ReplicaID(v), true
 			b = b[n:]
-		case num == fMsgBatch && typ == protowire.BytesType && seenOrigin:
+		case num == fMsgBatch && typ == protowire.BytesType && seenOrigin && m.Signer == nil && m.Sig == nil:
 			v, n := protowire.ConsumeBytes(b)
 			if n < 0 {
 				return Message{}, fmt.Errorf("%w: bad batch", ErrMalformed)
@@ -141,6 +152,18 @@ func DecodeMessage(b []byte, lim Limits) (Message, error) {
 				return Message{}, fmt.Errorf("%w: batch sequence numbers not increasing", ErrMalformed)
 			}
 			m.Batches = append(m.Batches, bt)
+		case num == fMsgSigner && typ == protowire.BytesType && len(m.Batches) > 0 && m.Signer == nil && m.Sig == nil:
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 || len(v) == 0 || len(v) > maxSignerBytes {
+				return Message{}, fmt.Errorf("%w: bad signer", ErrMalformed)
+			}
+			m.Signer, b = v, b[n:]
+		case num == fMsgSig && typ == protowire.BytesType && m.Signer != nil && m.Sig == nil:
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 || len(v) == 0 || len(v) > maxRawSigBytes {
+				return Message{}, fmt.Errorf("%w: bad signature", ErrMalformed)
+			}
+			m.Sig, b = v, b[n:]
 		default:
 			return Message{}, fmt.Errorf("%w: unexpected field %d", ErrMalformed, num)
 		}
@@ -148,12 +171,15 @@ func DecodeMessage(b []byte, lim Limits) (Message, error) {
 	if !seenOrigin || m.Origin == 0 || len(m.Batches) == 0 {
 		return Message{}, fmt.Errorf("%w: no origin or no batch", ErrMalformed)
 	}
+	if (m.Signer == nil) != (m.Sig == nil) {
+		return Message{}, fmt.Errorf("%w: a signer without a signature", ErrMalformed)
+	}
 	return m, nil
 }
 
 func decodeBatchFrame(b []byte, origin crdt.ReplicaID, lim crdt.Limits) (Batch, error) {
 	bt := Batch{Origin: origin}
-	seenSeq, seenDelta, seenSig := false, false, false
+	seenSeq, seenDelta := false, false
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
@@ -179,13 +205,6 @@ func decodeBatchFrame(b []byte, origin crdt.ReplicaID, lim crdt.Limits) (Batch, 
 				return Batch{}, fmt.Errorf("%w: batch %d: %v", ErrMalformed, bt.Seq, err)
 			}
 			bt.Delta, bt.Encoded, seenDelta = d, v, true
-		case num == fBatchSig && typ == protowire.BytesType && seenDelta && !seenSig:
-			v, n := protowire.ConsumeBytes(b)
-			if n < 0 || len(v) == 0 || len(v) > maxSigBytes {
-				return Batch{}, fmt.Errorf("%w: bad batch signature", ErrMalformed)
-			}
-			b = b[n:]
-			bt.Sig, seenSig = v, true
 		default:
 			return Batch{}, fmt.Errorf("%w: unexpected batch field %d", ErrMalformed, num)
 		}

@@ -12,6 +12,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 
 	"github.com/mycelnet/mycel/crdt"
+	"github.com/mycelnet/mycel/gossip"
+	"github.com/mycelnet/mycel/store"
 )
 
 // TestApplyReturnsDeltaAndObserved: Apply hands back the committed delta
@@ -109,5 +111,13 @@ func TestWithPubSubOptions(t *testing.T) {
 			t.Fatalf("tracer saw %d RPCs sent", tr.sent.Load())
 		}
 		time.Sleep(50 * time.Millisecond) // polling interval
+	}
+}
+
+// TestStoreKeepsEveryAuth: the store must log every batch auth replication
+// can hand it, or a relayed batch would fail to parse when read back.
+func TestStoreKeepsEveryAuth(t *testing.T) {
+	if gossip.MaxAuthBytes > store.MaxBatchSigBytes {
+		t.Fatalf("gossip auths reach %d bytes, the store keeps %d", gossip.MaxAuthBytes, store.MaxBatchSigBytes)
 	}
 }

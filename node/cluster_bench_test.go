@@ -111,12 +111,13 @@ func benchThroughput(b *testing.B, noSync bool) {
 	b.ReportMetric(total/acked.Seconds(), "acked-puts/s")
 	b.ReportMetric(total/el, "replicated-puts/s")
 	// Sync is repair: under steady gossip it should move few batches.
-	var published, bySync int64
+	var messages, published, bySync int64
 	for _, nd := range nodes {
+		messages += nd.Stats().MessagesPublished.Load()
 		published += nd.Stats().BatchesPublished.Load()
 		bySync += nd.Stats().SyncBatchesIn.Load()
 	}
-	b.Logf("batches published %d, received by sync %d", published, bySync)
+	b.Logf("messages published %d, batches published %d, received by sync %d", messages, published, bySync)
 }
 
 // BenchmarkClusterLatency: 5 nodes, node 0 puts at 1,000/s for 5 s; the

@@ -40,9 +40,9 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 // replayed message and batches holding another replica's dots, and send
 // garbage on the sync protocol. Nothing may be applied; every rejection is
 // counted; the node keeps working.
-// evilPeer starts a raw libp2p host with gossipsub (signing its own
-// messages), joins namespace ns's topic and waits until victim is a topic
-// peer of it.
+// evilPeer starts a raw libp2p host with gossipsub, joins namespace ns's
+// topic and waits until victim is a topic peer of it. signed builds what
+// it publishes.
 func evilPeer(t *testing.T, ctx context.Context, victim *Node, ns string, opts ...libp2p.Option) (host.Host, *pubsub.Topic) {
 	t.Helper()
 	evil, err := libp2p.New(append([]libp2p.Option{libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0")}, opts...)...)
@@ -50,7 +50,7 @@ func evilPeer(t *testing.T, ctx context.Context, victim *Node, ns string, opts .
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { evil.Close() })
-	ps, err := pubsub.NewGossipSub(ctx, evil, pubsub.WithMessageSignaturePolicy(pubsub.StrictSign), pubsub.WithMaxMessageSize(16<<20))
+	ps, err := pubsub.NewGossipSub(ctx, evil, pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign), pubsub.WithMaxMessageSize(16<<20))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,6 +71,17 @@ func evilPeer(t *testing.T, ctx context.Context, victim *Node, ns string, opts .
 		return false
 	})
 	return evil, topic
+}
+
+// signed encodes a gossip message of origin's batches in namespace ns,
+// signed (as a group) by h's key, whoever origin is.
+func signed(t *testing.T, h host.Host, ns string, origin crdt.ReplicaID, batches ...gossip.Batch) []byte {
+	t.Helper()
+	m := gossip.Message{Origin: origin, Batches: batches}
+	if err := m.Sign(ns, h.Peerstore().PrivKey(h.ID())); err != nil {
+		t.Fatal(err)
+	}
+	return m.Encode(nil)
 }
 
 // victimPair starts two connected nodes with namespace "h" open on both,
@@ -101,7 +112,7 @@ func TestContextFarAheadIsIgnored(t *testing.T) {
 	origin := crdt.DeriveReplicaID([]byte(evil.ID()))
 	st := victim[0].Stats()
 	for seq := uint64(1); seq <= 3; seq++ {
-		m := (&gossip.Message{Origin: origin, Batches: []gossip.Batch{{Origin: origin, Seq: seq, Delta: d, Encoded: d.Encode(nil)}}}).Encode(nil)
+		m := signed(t, evil, "h", origin, gossip.Batch{Origin: origin, Seq: seq, Delta: d, Encoded: d.Encode(nil)})
 		if err := topic.Publish(ctx, m); err != nil {
 			t.Fatal(err)
 		}
@@ -131,21 +142,27 @@ func TestHostilePeer(t *testing.T) {
 	// A valid-looking batch from the victim's own replica, to claim and replay.
 	src := crdt.NewNamespace(crdt.Limits{})
 	d, _ := src.Prepare(crdt.Op{Kind: crdt.OpPut, Key: "stolen", Value: []byte("x")}, victim[1].Replica(), crdt.Timestamp{Wall: 1})
-	claimed := (&gossip.Message{Origin: victim[1].Replica(), Batches: []gossip.Batch{{Origin: victim[1].Replica(), Seq: 99, Delta: d, Encoded: d.Encode(nil)}}}).Encode(nil)
+	claimed := signed(t, evil, "h", victim[1].Replica(), gossip.Batch{Origin: victim[1].Replica(), Seq: 99, Delta: d, Encoded: d.Encode(nil)})
 	// Batches in the evil peer's own name but holding another replica's dots.
-	foreignDots := (&gossip.Message{Origin: crdt.DeriveReplicaID([]byte(evil.ID())), Batches: []gossip.Batch{{Origin: crdt.DeriveReplicaID([]byte(evil.ID())), Seq: 1, Delta: d, Encoded: d.Encode(nil)}}}).Encode(nil)
+	self := crdt.DeriveReplicaID([]byte(evil.ID()))
+	foreignDots := signed(t, evil, "h", self, gossip.Batch{Origin: self, Seq: 1, Delta: d, Encoded: d.Encode(nil)})
+	// A batch of its own, but signed for another namespace, and one unsigned.
+	own, _ := crdt.NewNamespace(crdt.Limits{}).Prepare(crdt.Op{Kind: crdt.OpPut, Key: "own", Value: []byte("x")}, self, crdt.Timestamp{Wall: 1})
+	ownBatch := gossip.Batch{Origin: self, Seq: 1, Delta: own, Encoded: own.Encode(nil)}
+	wrongNS := signed(t, evil, "elsewhere", self, ownBatch)
+	unsigned := (&gossip.Message{Origin: self, Batches: []gossip.Batch{ownBatch}}).Encode(nil)
 	garbage := make([]byte, 300)
 	rand.Read(garbage)
 	oversized := append(bytes.Repeat([]byte{0x09}, 1), make([]byte, 4<<20+100)...)
 
 	st := victim[0].Stats()
-	for _, payload := range [][]byte{garbage, oversized, claimed, claimed, foreignDots} {
+	for _, payload := range [][]byte{garbage, oversized, claimed, claimed, foreignDots, wrongNS, unsigned} {
 		if err := topic.Publish(ctx, payload); err != nil {
 			t.Fatal(err)
 		}
 	}
 	waitFor(t, "rejections to be counted", 10*time.Second, func() bool {
-		return st.RejectMalformed.Load() >= 3 && st.RejectOrigin.Load() >= 1
+		return st.RejectMalformed.Load() >= 3 && st.RejectOrigin.Load() >= 1 && st.RejectForged.Load() >= 2
 	})
 
 	// Garbage on the sync protocol.
@@ -168,6 +185,9 @@ func TestHostilePeer(t *testing.T) {
 	}
 	if _, err := ns.Get(ctx, "stolen"); err != ErrNotFound {
 		t.Fatal("a batch claiming another origin was applied")
+	}
+	if _, err := ns.Get(ctx, "own"); err != ErrNotFound {
+		t.Fatal("a batch whose message signature does not verify was applied")
 	}
 	// The node still replicates.
 	if err := ns.Put(ctx, "after", []byte("2")); err != nil {
@@ -469,15 +489,15 @@ func TestGarbageFromSyncServer(t *testing.T) {
 }
 
 // TestRefusedSyncBatchesDoNotCrowdOutTheRest: a server holding more batches
-// the client refuses (here unsigned ones an evil writer got in by gossip,
-// which does not check each batch's own signature) than one session
-// carries, ordered before a genuine batch, must not keep that batch from
-// the client: later rounds of the run claim the refused ones as seen.
+// the client refuses (here a writer the server accepts and the client's
+// writer allowlist does not name) than one session carries, ordered before
+// a genuine batch, must not keep that batch from the client: later rounds
+// of the run claim the refused ones as seen.
 func TestRefusedSyncBatchesDoNotCrowdOutTheRest(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	nodes := cluster(t, 2, nil)
-	server, client := nodes[0], nodes[1]
+	server := cluster(t, 1, nil)[0]
+	client := cluster(t, 1, func(_ int, c *Config) { c.Writers = map[string][]peer.ID{"h": {server.ID()}} })[0]
 	ns := mustNS(t, server, "h")
 	mustNS(t, client, "h")
 	// An evil writer whose batches sort before the server's own.
@@ -509,7 +529,7 @@ func TestRefusedSyncBatchesDoNotCrowdOutTheRest(t *testing.T) {
 		src.ApplyDelta(d, nil)
 		batches = append(batches, gossip.Batch{Origin: origin, Seq: seq, Delta: d, Encoded: d.Encode(nil)})
 		if len(batches) == 500 || seq == refused {
-			if err := topic.Publish(ctx, (&gossip.Message{Origin: origin, Batches: batches}).Encode(nil)); err != nil {
+			if err := topic.Publish(ctx, signed(t, evil, "h", origin, batches...)); err != nil {
 				t.Fatal(err)
 			}
 			batches = nil
@@ -531,7 +551,7 @@ func TestRefusedSyncBatchesDoNotCrowdOutTheRest(t *testing.T) {
 		v, err := cns.Get(ctx, "genuine")
 		return err == nil && string(v) == "1"
 	})
-	if got := client.Stats().RejectForged.Load(); got < refused {
+	if got := client.Stats().RejectNotWriter.Load(); got < refused {
 		t.Fatalf("the client refused %d batches, want at least %d", got, refused)
 	}
 }

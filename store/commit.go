@@ -481,10 +481,12 @@ func appendLogAuth(b, signer, sig []byte) []byte {
 	return append(b, sig...)
 }
 
-// Bounds of a log record's signer id and signature.
+// Bounds of a log record's signer id and signature (replication's auth: a
+// signature and a Merkle proof). ApplyBatch refuses larger ones, so every
+// record it writes parses again.
 const (
-	maxLogSignerBytes = 128
-	maxLogSigBytes    = 256
+	MaxBatchSignerBytes = 128
+	MaxBatchSigBytes    = 1024
 )
 
 // parseLogRecord splits a log record: when it was logged, the delta's
@@ -507,10 +509,10 @@ func parseLogRecord(b []byte) (unixMillis int64, delta, signer, sig []byte, err 
 	if delta, err = field(uint64(len(b))); err != nil {
 		return 0, nil, nil, nil, err
 	}
-	if signer, err = field(maxLogSignerBytes); err != nil {
+	if signer, err = field(MaxBatchSignerBytes); err != nil {
 		return 0, nil, nil, nil, err
 	}
-	if sig, err = field(maxLogSigBytes); err != nil {
+	if sig, err = field(MaxBatchSigBytes); err != nil {
 		return 0, nil, nil, nil, err
 	}
 	if len(b) != 0 {

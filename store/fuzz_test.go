@@ -34,7 +34,7 @@ func FuzzParseLogRecord(f *testing.F) {
 				t.Fatalf("parseLogRecord(%q): part %q not in the record", data, part)
 			}
 		}
-		if len(signer) > maxLogSignerBytes || len(sig) > maxLogSigBytes {
+		if len(signer) > MaxBatchSignerBytes || len(sig) > MaxBatchSigBytes {
 			t.Fatalf("parseLogRecord(%q): signer %d, sig %d bytes", data, len(signer), len(sig))
 		}
 		rec := logRecord(ms, delta, signer, sig)
@@ -159,7 +159,7 @@ func fuzzLogRecordSeeds(tb testing.TB) []fuzzSeed[[]byte] {
 		{"hostile-header-overflow", bytes.Repeat([]byte{0xff}, 11)},
 		{"hostile-bad-delta", logRecord(1_700_000_000_000, []byte{0xff, 0x01}, nil, nil)},
 		{"hostile-delta-length-past-end", []byte{0x01, 0x7f, 0x00}},
-		{"hostile-signer-too-long", logRecord(1, nil, bytes.Repeat([]byte{1}, maxLogSignerBytes+1), sig)},
+		{"hostile-signer-too-long", logRecord(1, nil, bytes.Repeat([]byte{1}, MaxBatchSignerBytes+1), sig)},
 		{"hostile-trailing", append(logRecord(1, batch, nil, nil), 0)},
 	}
 }

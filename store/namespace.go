@@ -239,6 +239,9 @@ func (n *Namespace) ApplyBatch(ctx context.Context, b Batch, opts ...WriteOption
 	if b.Origin == 0 || b.Seq == 0 {
 		return false, fmt.Errorf("store: batch with zero origin or sequence")
 	}
+	if len(b.Signer) > MaxBatchSignerBytes || len(b.Sig) > MaxBatchSigBytes {
+		return false, fmt.Errorf("store: batch signer of %d bytes or signature of %d, max %d and %d", len(b.Signer), len(b.Sig), MaxBatchSignerBytes, MaxBatchSigBytes)
+	}
 	s := n.s
 	if err := s.acquire(ctx); err != nil {
 		return false, err

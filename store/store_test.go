@@ -243,6 +243,46 @@ func TestOversizedValueRefusedBeforeWrite(t *testing.T) {
 	}
 }
 
+// TestOversizedAuthRefused: a remote batch whose signer or auth the log
+// could not read back is refused before anything is written.
+func TestOversizedAuthRefused(t *testing.T) {
+	ctx := context.Background()
+	mem := ds.NewMapDatastore()
+	s, err := Open(ctx, mem, Options{Replica: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	n := mustNS(t, s, "ns")
+	d, err := crdt.NewNamespace(crdt.Limits{}).Prepare(crdt.Op{Kind: crdt.OpPut, Key: "k", Value: []byte("v")}, 2, crdt.Timestamp{Wall: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := countRecords(t, mem)
+	for _, b := range []Batch{
+		{Origin: 2, Seq: 1, Delta: d, Signer: make([]byte, MaxBatchSignerBytes+1), Sig: []byte{1}},
+		{Origin: 2, Seq: 1, Delta: d, Signer: []byte{1}, Sig: make([]byte, MaxBatchSigBytes+1)},
+	} {
+		if _, err := n.ApplyBatch(ctx, b); err == nil {
+			t.Fatal("an oversized auth was accepted")
+		}
+	}
+	if countRecords(t, mem) != before {
+		t.Fatal("a refused batch changed the store")
+	}
+	ok := Batch{Origin: 2, Seq: 1, Delta: d, Signer: make([]byte, MaxBatchSignerBytes), Sig: make([]byte, MaxBatchSigBytes)}
+	if applied, err := n.ApplyBatch(ctx, ok); err != nil || !applied {
+		t.Fatalf("a batch at the bounds: %v %v", applied, err)
+	}
+	if err := n.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, found, err := n.ReadLog(ctx, 2, 1)
+	if err != nil || !found || len(got.Sig) != MaxBatchSigBytes || len(got.Signer) != MaxBatchSignerBytes {
+		t.Fatalf("read back: found %v, err %v", found, err)
+	}
+}
+
 func countRecords(t *testing.T, d ds.Datastore) int {
 	t.Helper()
 	n := 0
