@@ -115,6 +115,10 @@ func (t *groupTree) root() hash { return t.levels[len(t.levels)-1][0] }
 
 // auth encodes batch i's auth: uvarint signature length, signature, uvarint
 // index, uvarint group size, then the sibling hashes from leaf to root.
+// Index and size only shape the climb; the signature does not cover them,
+// so one batch can have more than one valid auth (the last of 3 climbs
+// like the second of 2). What an auth proves is only that the batch is a
+// leaf of a tree whose root the origin signed.
 func (t *groupTree) auth(sig []byte, i int) []byte {
 	count := len(t.levels[0])
 	b := make([]byte, 0, 3*binary.MaxVarintLen32+len(sig)+(len(t.levels)-1)*sha256.Size)
@@ -303,6 +307,33 @@ func (m *Message) checkSigner() (crypto.PubKey, error) {
 	return signerKey(m.Signer, m.Origin)
 }
 
+// SignBatches signs bs, batches of key's replica in namespace ns, as one
+// group with key and gives each its signer and auth. Replication signs its
+// own batches this way when they leave; it is exported for tools and tests
+// that make batches a node must accept.
+func SignBatches(ns string, key crypto.PrivKey, bs []Batch) error {
+	pid, err := peer.IDFromPrivateKey(key)
+	if err != nil {
+		return fmt.Errorf("gossip: signer id: %w", err)
+	}
+	return signGroup(ns, key, []byte(pid), bs)
+}
+
+func signGroup(ns string, key crypto.PrivKey, signer []byte, bs []Batch) error {
+	t, err := newGroupTree(ns, bs)
+	if err != nil {
+		return err
+	}
+	sig, err := t.sign(key)
+	if err != nil {
+		return fmt.Errorf("gossip: sign batches: %w", err)
+	}
+	for i := range bs {
+		bs[i].Signer, bs[i].Sig = signer, t.auth(sig, i)
+	}
+	return nil
+}
+
 // signOwnGroup gives this replica's unsigned batches among bs an auth,
 // signing them as one group. Own batches are signed when they leave (sync
 // serves them), not when committed: signing stays off the path of a
@@ -319,16 +350,11 @@ func (r *Replicator) signOwnGroup(ns string, bs []Batch) error {
 	if len(own) == 0 {
 		return nil
 	}
-	t, err := newGroupTree(ns, own)
-	if err != nil {
-		return err
-	}
-	sig, err := t.sign(r.key)
-	if err != nil {
-		return fmt.Errorf("gossip: sign batches for %s: %w", r.cfg.Host.ID(), err)
+	if err := signGroup(ns, r.key, r.signer, own); err != nil {
+		return fmt.Errorf("gossip: %s: %w", r.cfg.Host.ID(), err)
 	}
 	for j, i := range at {
-		bs[i].Signer, bs[i].Sig = r.signer, t.auth(sig, j)
+		bs[i] = own[j]
 	}
 	return nil
 }

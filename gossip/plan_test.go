@@ -2,6 +2,7 @@ package gossip
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -11,6 +12,7 @@ import (
 
 	pb "github.com/libp2p/go-libp2p-pubsub/pb"
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/mycelnet/mycel/crdt"
 )
@@ -410,6 +412,20 @@ func TestMessageIDBindsThePayload(t *testing.T) {
 		if messageID(&pb.Message{Data: m.Encode(nil)}) == id {
 			t.Errorf("%s: shares the real message's id", name)
 		}
+	}
+	// The same message re-encoded (an overlong origin tag) would have an
+	// id of its own: the validator refuses everything but the canonical
+	// bytes.
+	data := real.Encode(nil)
+	if _, err := decodeCanonical(data, Limits{}); err != nil {
+		t.Fatalf("the canonical encoding: %v", err)
+	}
+	longer := append(wireLongVarint(nil, protowire.EncodeTag(fMsgOrigin, protowire.Fixed64Type)), data[1:]...)
+	if _, err := DecodeMessage(longer, Limits{}); err != nil {
+		t.Fatalf("the re-encoding does not decode: %v", err)
+	}
+	if _, err := decodeCanonical(longer, Limits{}); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("a re-encoding of a genuine message: %v, want ErrMalformed", err)
 	}
 }
 

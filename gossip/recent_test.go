@@ -108,7 +108,10 @@ func TestClientAsksOnceMoreAfterTheGrace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lost := Batch{Origin: origin, Seq: 1, Delta: d, Encoded: d.Encode(nil)}
+	lost := []Batch{{Origin: origin, Seq: 1, Delta: d, Encoded: d.Encode(nil)}}
+	if err := SignBatches("a", server.Peerstore().PrivKey(server.ID()), lost); err != nil {
+		t.Fatal(err)
+	}
 	type session struct {
 		at   time.Time
 		ns   string
@@ -129,7 +132,7 @@ func TestClientAsksOnceMoreAfterTheGrace(t *testing.T) {
 		n := len(sessions)
 		mu.Unlock()
 		if n == 3 { // the follow-up of "a": gossip lost the batch, sync sends it
-			if err := c.send(&frame{kind: frameBatch, batch: lost}); err != nil {
+			if err := c.send(&frame{kind: frameBatch, batch: lost[0]}); err != nil {
 				s.Reset()
 				return
 			}

@@ -141,7 +141,13 @@ func (c Config) withDefaults() (Config, error) {
 func PubSubOptions(lim Limits) []pubsub.Option {
 	lim = lim.withDefaults()
 	return []pubsub.Option{
+		// No pubsub author, sequence number or signature: with an author,
+		// pubsub would still send From unsigned, and a relay could set it
+		// to an honest peer, which would then never be sent the message and
+		// drop it when fetched as "from itself". Without one, pubsub refuses
+		// messages that carry any of the three.
 		pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign),
+		pubsub.WithNoAuthor(),
 		pubsub.WithMessageIdFn(messageID),
 		pubsub.WithMaxMessageSize(lim.MaxMessageBytes + 4096),
 		pubsub.WithPeerOutboundQueueSize(1024),

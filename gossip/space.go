@@ -1,9 +1,11 @@
 package gossip
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -107,7 +109,7 @@ func (s *space) validate(_ context.Context, _ peer.ID, msg *pubsub.Message) pubs
 		// duplicates; they were built here, so there is nothing to check.
 		return pubsub.ValidationAccept
 	}
-	m, err := DecodeMessage(msg.Data, s.r.cfg.Limits)
+	m, err := decodeCanonical(msg.Data, s.r.cfg.Limits)
 	if err != nil {
 		st.RejectMalformed.Add(1)
 		return pubsub.ValidationReject
@@ -154,6 +156,22 @@ func (s *space) validate(_ context.Context, _ peer.ID, msg *pubsub.Message) pubs
 		s.recent.record(b.Origin, b.Seq, now, s.r.cfg.SyncGrace)
 	}
 	return pubsub.ValidationAccept
+}
+
+// decodeCanonical decodes a gossip message and requires its bytes to be
+// the canonical encoding. The signature covers the batches, not the
+// envelope around them, so without this a relay could re-encode one
+// genuine message (longer varints) into any number of payloads, each with
+// an id of its own that every node would check, accept and forward anew.
+func decodeCanonical(data []byte, lim Limits) (Message, error) {
+	m, err := DecodeMessage(data, lim)
+	if err != nil {
+		return Message{}, err
+	}
+	if !bytes.Equal(m.Encode(make([]byte, 0, len(data))), data) {
+		return Message{}, fmt.Errorf("%w: not the canonical encoding", ErrMalformed)
+	}
+	return m, nil
 }
 
 // contextSlack is how far past the writes of a replica this node holds a

@@ -155,7 +155,6 @@ func (r *Replicator) syncSpace(ctx context.Context, p peer.ID, s *space, refused
 		return syncDone, err
 	}
 	refuse := func(b Batch) { refused.Add(crdt.Dot{Replica: b.Origin, Counter: b.Seq}) }
-	serverReplica := crdt.DeriveReplicaID([]byte(p))
 	var verifier batchVerifier // batches of one signed group: one check
 	var got uint64
 	defer func() {
@@ -180,17 +179,17 @@ func (r *Replicator) syncSpace(ctx context.Context, p peer.ID, s *space, refused
 				continue
 			}
 			// The server relays batches of any origin: only the origin's
-			// signature shows one is genuine — unless the server is the
-			// origin, which the secure channel has authenticated. A forged
-			// one is skipped, not applied, so the genuine batch under that
-			// number still can be.
-			if f.batch.Origin != serverReplica {
-				if err := verifier.verify(s.name, f.batch); err != nil {
-					r.stats.RejectForged.Add(1)
-					r.cfg.Logger.Debug("gossip: sync batch refused", "peer", p, "ns", s.name, "err", err)
-					refuse(f.batch)
-					continue
-				}
+			// signature shows one is genuine. Its own batches are checked
+			// too (one check per page: it signs a page's as one group),
+			// because we keep the auth and relay it: a server that signs
+			// its batches wrongly must not pass them on through us. A
+			// forged one is skipped, not applied, so the genuine batch
+			// under that number still can be.
+			if err := verifier.verify(s.name, f.batch); err != nil {
+				r.stats.RejectForged.Add(1)
+				r.cfg.Logger.Debug("gossip: sync batch refused", "peer", p, "ns", s.name, "err", err)
+				refuse(f.batch)
+				continue
 			}
 			if s.contextAhead(f.batch) {
 				r.stats.IgnoredAhead.Add(1)

@@ -50,7 +50,7 @@ func evilPeer(t *testing.T, ctx context.Context, victim *Node, ns string, opts .
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { evil.Close() })
-	ps, err := pubsub.NewGossipSub(ctx, evil, pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign), pubsub.WithMaxMessageSize(16<<20))
+	ps, err := pubsub.NewGossipSub(ctx, evil, append(gossip.PubSubOptions(gossip.Limits{}), pubsub.WithMaxMessageSize(16<<20))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -393,10 +393,12 @@ func TestForgedSyncBatchRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	enc := d.Encode(nil)
-	evilSig, err := evil.Peerstore().PrivKey(evil.ID()).Sign(gossip.BatchSigningInput("x", origin, 1, enc))
-	if err != nil {
+	// A well-formed auth, but made with the evil peer's key.
+	evilSigned := []gossip.Batch{{Origin: origin, Seq: 1, Delta: d, Encoded: enc}}
+	if err := gossip.SignBatches("x", evil.Peerstore().PrivKey(evil.ID()), evilSigned); err != nil {
 		t.Fatal(err)
 	}
+	evilSig := evilSigned[0].Sig
 	batchFrame := func(signer, sig []byte) []byte {
 		var body []byte
 		body = protowire.AppendTag(body, 1, protowire.Fixed64Type)
