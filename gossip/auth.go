@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -188,6 +189,70 @@ func authRoot(auth []byte, leaf hash) (root hash, sig []byte, err error) {
 		return bad("trailing bytes")
 	}
 	return h, sig, nil
+}
+
+// splitAuth splits an auth into its signature (possibly empty) and the
+// rest: index, group size and siblings.
+func splitAuth(auth []byte) (sig, rest []byte, ok bool) {
+	n, k := binary.Uvarint(auth)
+	if k <= 0 || n > maxRawSigBytes || uint64(len(auth)-k) < n {
+		return nil, nil, false
+	}
+	return auth[k : k+int(n)], auth[k+int(n):], true
+}
+
+// authStream carries batch auths along one sync stream without repeating
+// what the previous batch frame said: a frame whose signer and signature
+// are the previous frame's leaves out the signer and gives its auth a
+// signature of length 0. The batches of one group (a message, a page)
+// travel together, so most frames say only where their batch sits in the
+// group. The receiving side's expand restores the full auth before
+// anything checks or keeps it.
+type authStream struct {
+	signer, sig []byte
+}
+
+// compact returns the signer and auth a frame carries for signer and auth,
+// after the frames this stream has already carried.
+func (a *authStream) compact(signer, auth []byte) (wireSigner, wireAuth []byte) {
+	sig, rest, ok := splitAuth(auth)
+	if !ok || len(sig) == 0 {
+		return signer, auth // sent as it is; the receiver refuses it
+	}
+	if a.sig != nil && bytes.Equal(signer, a.signer) && bytes.Equal(sig, a.sig) {
+		return nil, append([]byte{0}, rest...)
+	}
+	a.signer, a.sig = signer, sig
+	return signer, auth
+}
+
+// expand restores the signer and auth a frame carried. A frame may leave
+// out both the signer and the signature (the previous frame's) or
+// neither. Errors wrap ErrMalformed.
+func (a *authStream) expand(wireSigner, wireAuth []byte) (signer, auth []byte, err error) {
+	sig, rest, ok := splitAuth(wireAuth)
+	if !ok {
+		return nil, nil, fmt.Errorf("%w: batch auth", ErrMalformed)
+	}
+	if (len(wireSigner) == 0) != (len(sig) == 0) {
+		return nil, nil, fmt.Errorf("%w: batch frame leaves out only one of signer and signature", ErrMalformed)
+	}
+	if len(wireAuth) > MaxAuthBytes || len(wireSigner) > maxSignerBytes {
+		return nil, nil, fmt.Errorf("%w: batch signer of %d bytes or auth of %d", ErrMalformed, len(wireSigner), len(wireAuth))
+	}
+	if len(sig) > 0 {
+		a.signer, a.sig = wireSigner, sig
+		return wireSigner, wireAuth, nil
+	}
+	if a.sig == nil {
+		return nil, nil, fmt.Errorf("%w: batch frame refers to a signature not sent", ErrMalformed)
+	}
+	auth = binary.AppendUvarint(make([]byte, 0, binary.MaxVarintLen16+len(a.sig)+len(rest)), uint64(len(a.sig)))
+	auth = append(append(auth, a.sig...), rest...)
+	if len(auth) > MaxAuthBytes {
+		return nil, nil, fmt.Errorf("%w: batch auth of %d bytes", ErrMalformed, len(auth))
+	}
+	return a.signer, auth, nil
 }
 
 // signerKey checks that signer is a peer id whose replica id is origin and

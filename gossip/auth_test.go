@@ -148,3 +148,59 @@ func TestAuthSurvivesTheWire(t *testing.T) {
 		t.Fatalf("a message with a bad signature: %v", err)
 	}
 }
+
+// TestAuthStreamCarriesSignaturesOnce: along a sync stream, the batches of
+// one group carry the signer and signature once; the receiving side
+// restores every auth exactly, and a stream mixing groups switches back
+// to full auths at each change.
+func TestAuthStreamCarriesSignaturesOnce(t *testing.T) {
+	_, g1 := signedSeedGroup(6)
+	other, _, err := crypto.GenerateEd25519Key(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oid, _ := peer.IDFromPrivateKey(other)
+	g2 := []Batch{{Origin: crdt.DeriveReplicaID([]byte(oid)), Seq: 1, Encoded: []byte{1}}, {Origin: crdt.DeriveReplicaID([]byte(oid)), Seq: 2, Encoded: []byte{2}}}
+	if err := SignBatches("ns", other, g2); err != nil {
+		t.Fatal(err)
+	}
+	stream := append(append(append([]Batch(nil), g1[:3]...), g2...), g1[3:]...)
+	var out, in authStream
+	want, sent := 0, 0
+	for i, b := range stream {
+		ws, wa := out.compact(b.Signer, b.Sig)
+		want += len(b.Signer) + len(b.Sig)
+		if i > 0 && bytes.Equal(stream[i-1].Signer, b.Signer) {
+			want -= len(b.Signer) + 64 // signer and signature left out (64 bytes, length 64 → 0: same width)
+		}
+		sent += len(ws) + len(wa)
+		if first := i == 0 || !bytes.Equal(stream[i-1].Signer, b.Signer); first != (ws != nil) {
+			t.Fatalf("frame %d: signer sent %v, want %v", i, ws != nil, first)
+		}
+		signer, auth, err := in.expand(ws, wa)
+		if err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		if !bytes.Equal(signer, b.Signer) || !bytes.Equal(auth, b.Sig) {
+			t.Fatalf("frame %d: restored a different signer or auth", i)
+		}
+	}
+	if sent != want {
+		t.Fatalf("sent %d bytes of auth, want %d", sent, want)
+	}
+
+	var fresh authStream
+	_, wa := (&authStream{signer: g1[0].Signer, sig: []byte{9}}).compact(g1[1].Signer, g1[1].Sig)
+	if _, _, err := fresh.expand(nil, append([]byte{0}, wa[1:]...)); !errors.Is(err, ErrMalformed) {
+		t.Errorf("a reference to no earlier signature: %v, want ErrMalformed", err)
+	}
+	if _, _, err := fresh.expand(nil, g1[0].Sig); !errors.Is(err, ErrMalformed) {
+		t.Errorf("a signature without its signer: %v, want ErrMalformed", err)
+	}
+	if _, _, err := fresh.expand(g1[0].Signer, []byte{0, 0, 1}); !errors.Is(err, ErrMalformed) {
+		t.Errorf("a signer with an elided signature: %v, want ErrMalformed", err)
+	}
+	if _, _, err := fresh.expand(g1[0].Signer, []byte{0xff}); !errors.Is(err, ErrMalformed) {
+		t.Errorf("a truncated auth: %v, want ErrMalformed", err)
+	}
+}

@@ -82,8 +82,10 @@ func encodeFrame(f *frame) []byte {
 		body = protowire.AppendFixed64(body, uint64(f.batch.Origin))
 		body = appendVarintField(body, 2, f.batch.Seq)
 		body = appendBytesField(body, 3, f.batch.Encoded)
-		if len(f.batch.Sig) > 0 {
+		if len(f.batch.Signer) > 0 {
 			body = appendBytesField(body, 4, f.batch.Signer)
+		}
+		if len(f.batch.Sig) > 0 {
 			body = appendBytesField(body, 5, f.batch.Sig)
 		}
 	case frameDone:
@@ -180,8 +182,11 @@ func decodeFrame(b []byte, lim Limits) (*frame, error) {
 			return nil, fmt.Errorf("%w: batch: %v", ErrMalformed, err)
 		}
 		f.batch = Batch{Origin: crdt.ReplicaID(o.u), Seq: s.u, Delta: d, Encoded: bytesOf(3)}
+		// A signer without an auth is malformed; an auth without a signer
+		// refers to the previous frame's (authStream, which the session
+		// applies after decoding).
 		if signer, sig := bytesOf(4), bytesOf(5); len(sig) > 0 || len(signer) > 0 {
-			if len(signer) == 0 || len(signer) > maxSignerBytes || len(sig) == 0 || len(sig) > MaxAuthBytes {
+			if len(signer) > maxSignerBytes || len(sig) == 0 || len(sig) > MaxAuthBytes {
 				return nil, fmt.Errorf("%w: bad batch signature", ErrMalformed)
 			}
 			f.batch.Signer, f.batch.Sig = signer, sig

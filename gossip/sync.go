@@ -35,6 +35,8 @@ type conn struct {
 	lim Limits
 	in  int64
 	out int64
+	// batch auths sent and received without repeating signer and signature
+	authOut, authIn authStream
 	// State reconciliation runs as long as it makes progress: progress
 	// pushes the session's deadline out (and calls onExtend with the time
 	// left) every progressEvery frames moved, but never past end.
@@ -83,6 +85,11 @@ func newConn(s network.Stream, lim Limits) *conn {
 }
 
 func (c *conn) send(f *frame) error {
+	if f.kind == frameBatch && len(f.batch.Sig) > 0 {
+		g := *f
+		g.batch.Signer, g.batch.Sig = c.authOut.compact(f.batch.Signer, f.batch.Sig)
+		f = &g
+	}
 	b := encodeFrame(f)
 	c.out += int64(len(b))
 	return c.w.WriteMsg(b)
@@ -96,7 +103,14 @@ func (c *conn) recv() (*frame, error) {
 	b := append([]byte(nil), msg...)
 	c.r.ReleaseMsg(msg)
 	c.in += int64(len(b))
-	return decodeFrame(b, c.lim)
+	f, err := decodeFrame(b, c.lim)
+	if err == nil && f.kind == frameBatch && len(f.batch.Sig) > 0 {
+		f.batch.Signer, f.batch.Sig, err = c.authIn.expand(f.batch.Signer, f.batch.Sig)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return f, nil
 }
 
 func (c *conn) expect(kind frameKind) (*frame, error) {
