@@ -155,17 +155,17 @@ func authRoot(auth []byte, leaf hash) (root hash, sig []byte, err error) {
 		return bad("too long")
 	}
 	n, k := binary.Uvarint(auth)
-	if k <= 0 || n == 0 || n > maxRawSigBytes || uint64(len(auth)-k) < n {
+	if k != uvarintLen(n) || n == 0 || n > maxRawSigBytes || uint64(len(auth)-k) < n {
 		return bad("signature length")
 	}
 	sig, auth = auth[k:k+int(n)], auth[k+int(n):]
 	index, k := binary.Uvarint(auth)
-	if k <= 0 {
+	if k != uvarintLen(index) {
 		return bad("index")
 	}
 	auth = auth[k:]
 	count, k := binary.Uvarint(auth)
-	if k <= 0 || count == 0 || count > maxGroupBatches || index >= count {
+	if k != uvarintLen(count) || count == 0 || count > maxGroupBatches || index >= count {
 		return bad("group size")
 	}
 	auth = auth[k:]
@@ -195,29 +195,41 @@ func authRoot(auth []byte, leaf hash) (root hash, sig []byte, err error) {
 // rest: index, group size and siblings.
 func splitAuth(auth []byte) (sig, rest []byte, ok bool) {
 	n, k := binary.Uvarint(auth)
-	if k <= 0 || n > maxRawSigBytes || uint64(len(auth)-k) < n {
+	if k != uvarintLen(n) || n > maxRawSigBytes || uint64(len(auth)-k) < n {
 		return nil, nil, false
 	}
 	return auth[k : k+int(n)], auth[k+int(n):], true
 }
 
+// uvarintLen is the length of x's shortest uvarint encoding: auths admit
+// no other, so that one auth has one encoding of its numbers.
+func uvarintLen(x uint64) int {
+	n := 1
+	for ; x >= 0x80; x >>= 7 {
+		n++
+	}
+	return n
+}
+
 // authStream carries batch auths along one sync stream without repeating
-// what the previous batch frame said: a frame whose signer and signature
-// are the previous frame's leaves out the signer and gives its auth a
-// signature of length 0. The batches of one group (a message, a page)
-// travel together, so most frames say only where their batch sits in the
-// group. The receiving side's expand restores the full auth before
-// anything checks or keeps it.
+// what an earlier batch frame said: a frame whose signer and signature are
+// those of the last frame that carried them in full leaves out the signer
+// and gives its auth a signature of length 0. The batches of one group (a
+// message, a page) travel together, so most frames say only where their
+// batch sits in the group. The receiving side's expand restores the full
+// auth before anything checks or keeps it.
 type authStream struct {
 	signer, sig []byte
 }
 
 // compact returns the signer and auth a frame carries for signer and auth,
-// after the frames this stream has already carried.
+// after the frames this stream has already carried. An auth it cannot
+// read goes as it is, signer included, and changes nothing: the receiver
+// refuses that batch alone.
 func (a *authStream) compact(signer, auth []byte) (wireSigner, wireAuth []byte) {
 	sig, rest, ok := splitAuth(auth)
-	if !ok || len(sig) == 0 {
-		return signer, auth // sent as it is; the receiver refuses it
+	if !ok || len(sig) == 0 || len(signer) == 0 {
+		return signer, auth
 	}
 	if a.sig != nil && bytes.Equal(signer, a.signer) && bytes.Equal(sig, a.sig) {
 		return nil, append([]byte{0}, rest...)
@@ -226,23 +238,24 @@ func (a *authStream) compact(signer, auth []byte) (wireSigner, wireAuth []byte) 
 	return signer, auth
 }
 
-// expand restores the signer and auth a frame carried. A frame may leave
-// out both the signer and the signature (the previous frame's) or
-// neither. Errors wrap ErrMalformed.
+// expand restores the signer and auth a frame carried. A frame without a
+// signer refers to the last signer and signature carried in full; one with
+// a signer is taken as it is (verification judges it). Errors wrap
+// ErrMalformed.
 func (a *authStream) expand(wireSigner, wireAuth []byte) (signer, auth []byte, err error) {
-	sig, rest, ok := splitAuth(wireAuth)
-	if !ok {
-		return nil, nil, fmt.Errorf("%w: batch auth", ErrMalformed)
-	}
-	if (len(wireSigner) == 0) != (len(sig) == 0) {
-		return nil, nil, fmt.Errorf("%w: batch frame leaves out only one of signer and signature", ErrMalformed)
-	}
 	if len(wireAuth) > MaxAuthBytes || len(wireSigner) > maxSignerBytes {
 		return nil, nil, fmt.Errorf("%w: batch signer of %d bytes or auth of %d", ErrMalformed, len(wireSigner), len(wireAuth))
 	}
-	if len(sig) > 0 {
-		a.signer, a.sig = wireSigner, sig
+	sig, rest, ok := splitAuth(wireAuth)
+	if len(wireSigner) > 0 {
+		if ok && len(sig) > 0 {
+			// Copies: the frame's buffer may be large, and this outlives it.
+			a.signer, a.sig = bytes.Clone(wireSigner), bytes.Clone(sig)
+		}
 		return wireSigner, wireAuth, nil
+	}
+	if !ok || len(sig) != 0 {
+		return nil, nil, fmt.Errorf("%w: batch frame without a signer gives a signature", ErrMalformed)
 	}
 	if a.sig == nil {
 		return nil, nil, fmt.Errorf("%w: batch frame refers to a signature not sent", ErrMalformed)

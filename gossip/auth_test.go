@@ -73,6 +73,7 @@ func TestVerifyBatchRefusesForgeries(t *testing.T) {
 		"index past the group": with(func(b *Batch) { b.Sig[sigLen] = 4 }),
 		"zero group":           with(func(b *Batch) { b.Sig[sigLen+1] = 0 }),
 		"another's place":      with(func(b *Batch) { b.Sig = group[1].Sig }),
+		"overlong sig length":  with(func(b *Batch) { b.Sig = append([]byte{0xc0, 0x00}, b.Sig[1:]...) }),
 	} {
 		if err := VerifyBatch("ns", b); !errors.Is(err, ErrForged) {
 			t.Errorf("%s: %v, want ErrForged", name, err)
@@ -189,18 +190,35 @@ func TestAuthStreamCarriesSignaturesOnce(t *testing.T) {
 		t.Fatalf("sent %d bytes of auth, want %d", sent, want)
 	}
 
+	// A frame that refers to no earlier signature, or leaves out the
+	// signer but gives a signature, breaks the stream.
+	_, rest, _ := splitAuth(g1[1].Sig)
 	var fresh authStream
-	_, wa := (&authStream{signer: g1[0].Signer, sig: []byte{9}}).compact(g1[1].Signer, g1[1].Sig)
-	if _, _, err := fresh.expand(nil, append([]byte{0}, wa[1:]...)); !errors.Is(err, ErrMalformed) {
+	if _, _, err := fresh.expand(nil, append([]byte{0}, rest...)); !errors.Is(err, ErrMalformed) {
 		t.Errorf("a reference to no earlier signature: %v, want ErrMalformed", err)
 	}
 	if _, _, err := fresh.expand(nil, g1[0].Sig); !errors.Is(err, ErrMalformed) {
 		t.Errorf("a signature without its signer: %v, want ErrMalformed", err)
 	}
-	if _, _, err := fresh.expand(g1[0].Signer, []byte{0, 0, 1}); !errors.Is(err, ErrMalformed) {
-		t.Errorf("a signer with an elided signature: %v, want ErrMalformed", err)
+	// A frame with a signer is taken as it is, and an auth that does not
+	// parse neither breaks the stream nor changes it: verification refuses
+	// that batch alone.
+	for _, bad := range [][]byte{{0xff}, {0, 0, 1}} {
+		s, a, err := fresh.expand(g1[0].Signer, bad)
+		if err != nil || !bytes.Equal(s, g1[0].Signer) || !bytes.Equal(a, bad) {
+			t.Errorf("auth %x: restored %x (%v), want it unchanged", bad, a, err)
+		}
+		if fresh.sig != nil {
+			t.Errorf("auth %x changed the stream", bad)
+		}
+		if err := VerifyBatch("ns", Batch{Origin: g1[0].Origin, Seq: 1, Encoded: g1[0].Encoded, Signer: s, Sig: a}); !errors.Is(err, ErrForged) {
+			t.Errorf("auth %x: %v, want ErrForged", bad, err)
+		}
 	}
-	if _, _, err := fresh.expand(g1[0].Signer, []byte{0xff}); !errors.Is(err, ErrMalformed) {
-		t.Errorf("a truncated auth: %v, want ErrMalformed", err)
+	// The sender never elides around an auth it cannot read.
+	var out2 authStream
+	out2.compact(g1[0].Signer, g1[0].Sig)
+	if s, a := out2.compact(g1[0].Signer, []byte{0xff}); s == nil || !bytes.Equal(a, []byte{0xff}) {
+		t.Errorf("an unreadable auth was compacted to %x, %x", s, a)
 	}
 }

@@ -108,10 +108,7 @@ func TestClientAsksOnceMoreAfterTheGrace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lost := []Batch{{Origin: origin, Seq: 1, Delta: d, Encoded: d.Encode(nil)}}
-	if err := SignBatches("a", server.Peerstore().PrivKey(server.ID()), lost); err != nil {
-		t.Fatal(err)
-	}
+	lost := Batch{Origin: origin, Seq: 1, Delta: d, Encoded: d.Encode(nil)}
 	type session struct {
 		at   time.Time
 		ns   string
@@ -131,8 +128,15 @@ func TestClientAsksOnceMoreAfterTheGrace(t *testing.T) {
 		sessions = append(sessions, session{time.Now(), hello.ns, hello.full})
 		n := len(sessions)
 		mu.Unlock()
-		if n == 3 { // the follow-up of "a": gossip lost the batch, sync sends it
-			if err := c.send(&frame{kind: frameBatch, batch: lost[0]}); err != nil {
+		if n == 3 { // the first follow-up: gossip lost the batch, sync sends it
+			// Signed for this session's namespace (the follow-ups run in
+			// either order): the client checks the server's batches too.
+			signed := []Batch{lost}
+			if err := SignBatches(hello.ns, server.Peerstore().PrivKey(server.ID()), signed); err != nil {
+				s.Reset()
+				return
+			}
+			if err := c.send(&frame{kind: frameBatch, batch: signed[0]}); err != nil {
 				s.Reset()
 				return
 			}
