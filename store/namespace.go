@@ -338,7 +338,7 @@ func (n *Namespace) applyLocked(d crdt.Delta, p *pending) {
 			p.keys = append(p.keys, keyWrite{key: n.layout.stateKey(k)})
 			return
 		}
-		enc := v.Encode(nil)
+		enc := v.Encode(make([]byte, 0, v.Size())) // one allocation, not a regrowth per field
 		n.sum.Add(crdt.KeyDigestEncoded(k, enc))
 		p.keys = append(p.keys, keyWrite{key: n.layout.stateKey(k), val: enc})
 	})
