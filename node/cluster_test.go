@@ -198,6 +198,31 @@ func TestIdentityKeptAndPrivate(t *testing.T) {
 	}
 }
 
+// TestIdentityMustCarryItsPublicKey: an identity whose peer id holds only a
+// hash of its key (ECDSA here, RSA alike) is refused at Open, since no
+// peer could check its batches' signatures; an Ed25519 one is taken.
+func TestIdentityMustCarryItsPublicKey(t *testing.T) {
+	ecdsaKey, _, err := crypto.GenerateECDSAKeyPair(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nd, err := Open(context.Background(), DefaultLocalConfig(), WithNewIdentity(ecdsaKey)); !errors.Is(err, ErrConfig) {
+		if err == nil {
+			nd.Close()
+		}
+		t.Fatalf("an ECDSA identity: %v, want ErrConfig", err)
+	}
+	edKey, _, err := crypto.GenerateEd25519Key(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nd, err := Open(context.Background(), DefaultLocalConfig(), WithNewIdentity(edKey))
+	if err != nil {
+		t.Fatalf("an Ed25519 identity: %v", err)
+	}
+	nd.Close()
+}
+
 // Nodes starting together on a fresh data directory agree on one identity
 // key, the one on disk: the loser of the store lock must not leave its own
 // key behind for the winner's next start to trip over.

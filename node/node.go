@@ -119,6 +119,13 @@ func (n *Node) open(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Receivers check a batch's signature with the key its signer's peer
+	// id holds; ids of RSA and ECDSA keys hold only a hash of the key, so
+	// no peer could check this node's batches, and its writes would never
+	// replicate.
+	if _, err := pid.ExtractPublicKey(); err != nil {
+		return fmt.Errorf("%w: identity key of type %v: its peer id does not hold the public key peers need to check its signatures; use Ed25519 (or secp256k1)", ErrConfig, key.Type())
+	}
 	n.replica = crdt.DeriveReplicaID([]byte(pid))
 	if n.opts.rand != nil {
 		n.storeRand = rand.New(rand.NewPCG(n.opts.rand.Uint64(), n.opts.rand.Uint64())).Uint64
