@@ -65,7 +65,7 @@ type Stats struct {
 	RejectMalformed   atomic.Int64 // messages or frames that did not decode
 	RejectOrigin      atomic.Int64 // batch origin is not the signer
 	RejectNotWriter   atomic.Int64 // signer not in the namespace's writer allowlist
-	RejectForged      atomic.Int64 // sync batches whose origin signature did not verify
+	RejectForged      atomic.Int64 // gossip messages and sync batches whose origin signature is missing or does not verify
 	IgnoredDuplicate  atomic.Int64 // every batch already applied
 	IgnoredAhead      atomic.Int64 // batches whose context runs far ahead of another replica's writes held here
 	SyncSessions      atomic.Int64 // sync sessions completed as client
