@@ -66,7 +66,7 @@ type Stats struct {
 	RejectOrigin      atomic.Int64 // batch origin is not the signer
 	RejectNotWriter   atomic.Int64 // signer not in the namespace's writer allowlist
 	RejectForged      atomic.Int64 // gossip messages and sync batches whose origin signature is missing or does not verify
-	IgnoredDuplicate  atomic.Int64 // every batch already applied
+	IgnoredDuplicate  atomic.Int64 // gossip messages whose every batch was applied already (forwarded if genuine, not applied again)
 	IgnoredAhead      atomic.Int64 // batches whose context runs far ahead of another replica's writes held here
 	SyncSessions      atomic.Int64 // sync sessions completed as client
 	SyncServed        atomic.Int64 // sync sessions served

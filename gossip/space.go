@@ -99,9 +99,10 @@ func (s *space) close() {
 func (s *space) writerOK(origin crdt.ReplicaID) bool { return s.writers == nil || s.writers[origin] }
 
 // validate is the topic validator: decode with limits, the signer must be
-// the origin and a writer; a message whose batches were all applied
-// already is ignored (not penalised); then the message's signature must
-// verify, which gives every batch its auth for sync to relay.
+// the origin and a writer; then the message's signature must verify, which
+// gives every batch its auth for sync to relay. A message whose batches
+// were all applied already is forwarded but not applied again; one whose
+// context runs ahead is ignored (neither penalised nor forwarded).
 func (s *space) validate(_ context.Context, _ peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
 	st := &s.r.stats
 	if msg.ReceivedFrom == s.r.cfg.Host.ID() {
@@ -134,8 +135,19 @@ func (s *space) validate(_ context.Context, _ peer.ID, msg *pubsub.Message) pubs
 		}
 	}
 	if !fresh {
+		// Applied already (sync brought the batches first): nothing to
+		// apply, but still forwarded once genuine — a mesh peer may need
+		// it, and ignoring it would leave that peer to wait for a sync.
+		if err := m.verify(s.name); err != nil {
+			st.RejectForged.Add(1)
+			return pubsub.ValidationReject
+		}
 		st.IgnoredDuplicate.Add(1)
-		return pubsub.ValidationIgnore
+		now := time.Now()
+		for _, b := range m.Batches {
+			s.recent.record(b.Origin, b.Seq, now, s.r.cfg.SyncGrace)
+		}
+		return pubsub.ValidationAccept
 	}
 	for _, b := range m.Batches {
 		if s.contextAhead(b) {

@@ -85,7 +85,7 @@ var (
 	descBatchesReceived   = desc("mycel_gossip_batches_received_total", "Delta batches received by gossip.")
 	descBatchesApplied    = desc("mycel_batches_applied_total", "Received batches that were new and were applied.")
 	descRejected          = desc("mycel_gossip_rejected_total", "Messages or batches rejected, by reason (malformed, origin: origin is not the signer, not_writer: signer not in the namespace's writer allowlist, forged: a gossip message or a sync batch whose origin signature is missing or does not verify).", "reason")
-	descIgnored           = desc("mycel_gossip_ignored_total", "Messages and sync batches ignored, by reason (duplicate: every batch already applied; context_ahead: a batch claims another replica's writes far beyond those held here, applied later by sync if genuine).", "reason")
+	descIgnored           = desc("mycel_gossip_ignored_total", "Messages and sync batches ignored, by reason (duplicate: every batch already applied, so forwarded if genuine but not applied again; context_ahead: a batch claims another replica's writes far beyond those held here, applied later by sync if genuine).", "reason")
 	descBytes             = desc("mycel_replication_bytes_total", "Replication bytes by protocol (gossip, sync) and direction (in, out).", "protocol", "direction")
 	descSyncSessions      = desc("mycel_sync_sessions_total", "Sync sessions completed, by role (client, server).", "role")
 	descSyncRefused       = desc("mycel_sync_refused_total", "Sync requests refused by rate limits, and state reconciliations refused while 4 are being served.")
