@@ -112,19 +112,7 @@ func TestVerifierChecksEachGroupOnce(t *testing.T) {
 // the gossip wire, gives every batch an auth, and those auths verify after
 // a sync frame.
 func TestAuthSurvivesTheWire(t *testing.T) {
-	_, group := signedSeedGroup(3)
-	priv, _, err := crypto.GenerateEd25519Key(bytes.NewReader(bytes.Repeat([]byte{7}, 64)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := Message{Origin: group[0].Origin}
-	for _, b := range group {
-		b.Signer, b.Sig = nil, nil
-		m.Batches = append(m.Batches, b)
-	}
-	if err := m.Sign("ns", priv); err != nil {
-		t.Fatal(err)
-	}
+	_, m := signedSeedMessage(3)
 	got, err := DecodeMessage(m.Encode(nil), Limits{})
 	if err != nil {
 		t.Fatal(err)

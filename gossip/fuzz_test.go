@@ -695,6 +695,22 @@ func signedSeedBatch() Batch {
 	return g[0]
 }
 
+// signedSeedMessage returns a message of n one-put batches of the fixed
+// key's replica (those of signedSeedGroup, without their auths), signed
+// by that key for namespace "ns", and the key.
+func signedSeedMessage(n int) (crypto.PrivKey, Message) {
+	priv, group := signedSeedGroup(n)
+	m := Message{Origin: group[0].Origin}
+	for _, b := range group {
+		b.Signer, b.Sig = nil, nil
+		m.Batches = append(m.Batches, b)
+	}
+	if err := m.Sign("ns", priv); err != nil {
+		panic(err)
+	}
+	return priv, m
+}
+
 // signedSeedGroup returns n one-put batches (seqs 1..n) of the replica of a
 // fixed Ed25519 key, signed as one group in namespace "ns", each with its
 // auth, and the key.

@@ -415,15 +415,8 @@ func (f *seenReplica) HasSeen(origin crdt.ReplicaID, seq uint64) bool {
 // on this node waiting for a sync (found in session 8: ~1 s convergence
 // outliers in 5 of 90 benchmark runs, none after).
 func TestAppliedMessageIsStillForwarded(t *testing.T) {
-	priv, group := signedSeedGroup(3)
-	m := Message{Origin: group[0].Origin}
-	for _, b := range group {
-		b.Signer, b.Sig = nil, nil
-		m.Batches = append(m.Batches, b)
-	}
-	if err := m.Sign("ns", priv); err != nil {
-		t.Fatal(err)
-	}
+	priv, m := signedSeedMessage(3)
+	group := m.Batches
 	genuine := m.Encode(nil)
 	forged := m
 	if err := forged.Sign("elsewhere", priv); err != nil {
