@@ -492,6 +492,19 @@ func (l *commitLog) snapshot() []Commit {
 	return slices.Clone(l.all)
 }
 
+// openLoggedOrigin opens replica 1 on a fresh in-memory disk, recording
+// its commits in log; the test copies the disk to play a crash.
+func openLoggedOrigin(t *testing.T, log *commitLog) (*Store, ds.Datastore) {
+	t.Helper()
+	disk := dssync.MutexWrap(ds.NewMapDatastore())
+	origin, err := Open(context.Background(), disk, Options{Replica: 1, OnCommit: log.record})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { origin.Close() })
+	return origin, disk
+}
+
 // A batch that reached a peer and was then lost in its origin's crash: the
 // origin's dot-skip announcement removes its value on the peer too, durably,
 // and the batch relayed back to the origin changes nothing there, so the two
@@ -500,12 +513,7 @@ func TestSkipAnnouncementRemovesALostBatch(t *testing.T) {
 	ctx := context.Background()
 	var log commitLog
 	record, last := log.record, log.last
-	disk := dssync.MutexWrap(ds.NewMapDatastore())
-	origin, err := Open(ctx, disk, Options{Replica: 1, OnCommit: record})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer origin.Close()
+	origin, disk := openLoggedOrigin(t, &log)
 	peerDisk := dssync.MutexWrap(ds.NewMapDatastore())
 	var peerCommits []Commit
 	peer, err := Open(ctx, peerDisk, Options{Replica: 2, CompactEvery: -1, OnCommit: func(c Commit) { peerCommits = append(peerCommits, c) }})
@@ -580,12 +588,7 @@ func TestLostFirstWriteIsNotReused(t *testing.T) {
 	ctx := context.Background()
 	var log commitLog
 	record, last := log.record, log.last
-	disk := dssync.MutexWrap(ds.NewMapDatastore())
-	origin, err := Open(ctx, disk, Options{Replica: 1, OnCommit: record})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer origin.Close()
+	origin, disk := openLoggedOrigin(t, &log)
 	peer, err := OpenMemory(ctx, Options{Replica: 2, CompactEvery: -1})
 	if err != nil {
 		t.Fatal(err)
