@@ -505,6 +505,18 @@ func openLoggedOrigin(t *testing.T, log *commitLog) (*Store, ds.Datastore) {
 	return origin, disk
 }
 
+// restartLoggedOrigin reopens replica 1 on its crashed disk, recording
+// its commits in log, and returns its namespace "x".
+func restartLoggedOrigin(t *testing.T, crashed ds.Batching, log *commitLog) *Namespace {
+	t.Helper()
+	restarted, err := Open(context.Background(), crashed, Options{Replica: 1, OnCommit: log.record})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { restarted.Close() })
+	return mustNS(t, restarted, "x")
+}
+
 // A batch that reached a peer and was then lost in its origin's crash: the
 // origin's dot-skip announcement removes its value on the peer too, durably,
 // and the batch relayed back to the origin changes nothing there, so the two
@@ -512,7 +524,7 @@ func openLoggedOrigin(t *testing.T, log *commitLog) (*Store, ds.Datastore) {
 func TestSkipAnnouncementRemovesALostBatch(t *testing.T) {
 	ctx := context.Background()
 	var log commitLog
-	record, last := log.record, log.last
+	last := log.last
 	origin, disk := openLoggedOrigin(t, &log)
 	peerDisk := dssync.MutexWrap(ds.NewMapDatastore())
 	var peerCommits []Commit
@@ -540,12 +552,7 @@ func TestSkipAnnouncementRemovesALostBatch(t *testing.T) {
 		t.Fatalf("peer k = %q before the crash", v)
 	}
 
-	restarted, err := Open(ctx, crashed, Options{Replica: 1, OnCommit: record})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer restarted.Close()
-	r := mustNS(t, restarted, "x")
+	r := restartLoggedOrigin(t, crashed, &log)
 	skip := last()
 	if skip.Delta.Len() != 0 || skip.Origin != 1 {
 		t.Fatalf("restart committed %d keys from %v, want the skip announcement", skip.Delta.Len(), skip.Origin)
@@ -587,7 +594,7 @@ func TestSkipAnnouncementRemovesALostBatch(t *testing.T) {
 func TestLostFirstWriteIsNotReused(t *testing.T) {
 	ctx := context.Background()
 	var log commitLog
-	record, last := log.record, log.last
+	last := log.last
 	origin, disk := openLoggedOrigin(t, &log)
 	peer, err := OpenMemory(ctx, Options{Replica: 2, CompactEvery: -1})
 	if err != nil {
@@ -606,12 +613,7 @@ func TestLostFirstWriteIsNotReused(t *testing.T) {
 	lost := last()
 	deliver(lost)
 
-	restarted, err := Open(ctx, crashed, Options{Replica: 1, OnCommit: record})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer restarted.Close()
-	r := mustNS(t, restarted, "x")
+	r := restartLoggedOrigin(t, crashed, &log)
 	skip := last()
 	if skip.Delta.Len() != 0 || skip.Seq == lost.Seq {
 		t.Fatalf("restart committed %d keys as batch %d (the lost one was %d), want a skip announcement under a new number", skip.Delta.Len(), skip.Seq, lost.Seq)
