@@ -39,10 +39,20 @@ if [ "$status" -ne 0 ]; then
 	exit "$status"
 fi
 
-echo "== timing-dependent tests, without the race detector"
-# Their bug shows only when sessions overlap, which the race detector's
-# slowdown makes rare.
+echo "== without the race detector"
+# The heal test's bug shows only when sessions overlap, which the race
+# detector's slowdown makes rare. The bundled simulator scenarios skip
+# under -race (seven times slower there); -short leaves out the 100-node one.
 go test -count=1 -run '^TestHealFromManyPeersPullsOnce$' ./node/
+status=0
+go test -count=1 -short -v -run '^TestBundledScenarios$' ./sim/ >"$log" 2>&1 || status=$?
+grep -E '^(ok|FAIL|---|panic:|\s+--- )|wall' "$log" || true
+passed=$((passed + $(grep -cE '^\s*--- PASS:' "$log" || true)))
+if [ "$status" -ne 0 ]; then
+	tail -n 200 "$log"
+	echo "tests: $passed passed, $(grep -cE '^\s*--- FAIL:' "$log" || true) failed"
+	exit "$status"
+fi
 
 echo "== fuzz (a few seconds per target)"
 # A count, not a duration: with a duration, Go 1.26's fuzz coordinator can

@@ -3,5 +3,5 @@
 package sim
 
 // raceEnabled: the race detector slows the simulated nodes several times
-// over; the largest bundled scenarios run without it.
+// over; the bundled scenarios run without it (TestBundledScenarios).
 const raceEnabled = true

@@ -565,15 +565,22 @@ func TestYStep(t *testing.T) {
 // speed target) should run: MYCEL_SIM_LONG=1.
 func longRuns() bool { return os.Getenv("MYCEL_SIM_LONG") == "1" }
 
-// raceNodeLimit is the largest bundled scenario (in nodes) run under the
-// race detector.
-const raceNodeLimit = 50
+// shortNodeLimit is the largest bundled scenario (in nodes) run with
+// go test -short.
+const shortNodeLimit = 50
 
 // TestBundledScenarios runs every scenario in scenarios/ under virtual time
 // and requires its budgets. The 1000-node and soak ones (by name) run only
-// with MYCEL_SIM_LONG=1; scenarios over raceNodeLimit nodes only without
-// -race.
+// with MYCEL_SIM_LONG=1, scenarios over shortNodeLimit nodes not with
+// -short, and none under the race detector: it slows the simulated nodes
+// about sevenfold, which made this test most of the suite's time, while
+// the other tests here run the same node code under it (partitions,
+// crashes with and without disk, restarts). scripts/test.sh runs this test
+// a second time, without -race and with -short.
 func TestBundledScenarios(t *testing.T) {
+	if raceEnabled {
+		t.Skip("not under the race detector: scripts/test.sh runs it without")
+	}
 	files, err := filepath.Glob("scenarios/*.yaml")
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no bundled scenarios: %v", err)
@@ -613,8 +620,8 @@ func runScenarioFile(t *testing.T, f string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := sc.totalNodes(); raceEnabled && n > raceNodeLimit {
-		t.Skipf("%d nodes: too slow under the race detector", n)
+	if n := sc.totalNodes(); testing.Short() && n > shortNodeLimit {
+		t.Skipf("%d nodes: not with -short", n)
 	}
 	began := time.Now()
 	synctest.Test(t, func(t *testing.T) {
