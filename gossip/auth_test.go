@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
+	"math/rand"
 	"testing"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -209,4 +210,113 @@ func TestAuthStreamCarriesSignaturesOnce(t *testing.T) {
 	if s, a := out2.compact(g1[0].Signer, []byte{0xff}); s == nil || !bytes.Equal(a, []byte{0xff}) {
 		t.Errorf("an unreadable auth was compacted to %x, %x", s, a)
 	}
+}
+
+// TestSignatureCheckAgreesWithLibp2p: on genuine Ed25519 signatures and on
+// every one-bit change of a signature or message, signatureHolds and
+// libp2p's own check give the same answer.
+func TestSignatureCheckAgreesWithLibp2p(t *testing.T) {
+	rng := rand.New(rand.NewSource(7))
+	for i := range 50 {
+		priv, pub, err := crypto.GenerateEd25519Key(rng)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := make([]byte, i+1)
+		rng.Read(msg)
+		sig, err := priv.Sign(msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		check := func(what string, msg, sig []byte, want bool) {
+			t.Helper()
+			theirs, _ := pub.Verify(msg, sig)
+			if ours := signatureHolds(pub, msg, sig); ours != theirs || ours != want {
+				t.Fatalf("key %d, %s: signatureHolds %v, libp2p %v, want %v", i, what, ours, theirs, want)
+			}
+		}
+		check("genuine", msg, sig, true)
+		bit := rng.Intn(len(sig) * 8)
+		bad := bytes.Clone(sig)
+		bad[bit/8] ^= 1 << (bit % 8)
+		check("signature bit flipped", msg, bad, false)
+		bit = rng.Intn(len(msg) * 8)
+		bad = bytes.Clone(msg)
+		bad[bit/8] ^= 1 << (bit % 8)
+		check("message bit flipped", bad, sig, false)
+		check("short signature", msg, sig[:63], false)
+		check("no signature", msg, nil, false)
+	}
+}
+
+// TestSignatureCheckRefusesSmallOrderKeys: the identity point as a public
+// key, with R the identity and S zero, is a "signature" of every message
+// under cofactorless checks with no key validation (crypto/ed25519, and so
+// libp2p, accept it). signatureHolds refuses it: no honest key is of small
+// order.
+func TestSignatureCheckRefusesSmallOrderKeys(t *testing.T) {
+	identity := make([]byte, 32)
+	identity[0] = 1
+	pub, err := crypto.UnmarshalEd25519PublicKey(identity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig := make([]byte, 64)
+	sig[0] = 1
+	for _, msg := range []string{"a", "any message at all"} {
+		if ok, _ := pub.Verify([]byte(msg), sig); !ok {
+			t.Fatalf("libp2p refuses the small-order forgery of %q: the premise changed", msg)
+		}
+		if signatureHolds(pub, []byte(msg), sig) {
+			t.Fatalf("signatureHolds accepts a small-order key's forgery of %q", msg)
+		}
+	}
+}
+
+// TestSignatureCheckOtherKeyTypes: keys that are not Ed25519 go through
+// libp2p's check.
+func TestSignatureCheckOtherKeyTypes(t *testing.T) {
+	priv, pub, err := crypto.GenerateSecp256k1Key(rand.New(rand.NewSource(8)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := []byte("root")
+	sig, err := priv.Sign(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !signatureHolds(pub, msg, sig) {
+		t.Fatal("a genuine secp256k1 signature is refused")
+	}
+	if signatureHolds(pub, []byte("toor"), sig) {
+		t.Fatal("a secp256k1 signature of another message is accepted")
+	}
+}
+
+// BenchmarkSignatureCheck: one Ed25519 check of a root signing input, by
+// signatureHolds and by libp2p's key (crypto/ed25519).
+func BenchmarkSignatureCheck(b *testing.B) {
+	priv, pub, err := crypto.GenerateEd25519Key(rand.New(rand.NewSource(1)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	msg := rootSigningInput(hash{1, 2, 3})
+	sig, err := priv.Sign(msg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("mycel", func(b *testing.B) {
+		for b.Loop() {
+			if !signatureHolds(pub, msg, sig) {
+				b.Fatal("refused")
+			}
+		}
+	})
+	b.Run("libp2p", func(b *testing.B) {
+		for b.Loop() {
+			if ok, _ := pub.Verify(msg, sig); !ok {
+				b.Fatal("refused")
+			}
+		}
+	})
 }
