@@ -615,6 +615,15 @@ func TestSpeed100MeshDegree2(t *testing.T) {
 	runScenarioFile(t, "testdata/speed-100-d2.yaml")
 }
 
+// TestSpeed100Cut is a 12 s cut of it without faults, for A/B runs: it
+// logs the traffic too.
+func TestSpeed100Cut(t *testing.T) {
+	if !longRuns() {
+		t.Skip("long: set MYCEL_SIM_LONG=1")
+	}
+	runScenarioFile(t, "testdata/speed-100-d2-cut.yaml")
+}
+
 func runScenarioFile(t *testing.T, f string) {
 	sc, err := LoadScenario(f)
 	if err != nil {
@@ -636,6 +645,9 @@ func runScenarioFile(t *testing.T, f string) {
 		}
 		t.Logf("%s: %d nodes, %d ops, converged %.0f ms after quiet, p99 %.0f ms, %d lost with wiped disks, %.0f s simulated",
 			f, rep.Nodes, rep.Ops, rep.ConvergenceMS, rep.Propagation.P99, rep.LostOnWiped, rep.SimulatedMS/1000)
+		t.Logf("%s: %.1f MB delivered; gossip data %.1f MB, gossip control %.1f MB, sync %.1f MB; %.0f bytes per op",
+			f, float64(rep.Bytes)/1e6, float64(rep.Cost.GossipData.Bytes)/1e6, float64(rep.Cost.GossipControl.Bytes)/1e6,
+			float64(rep.Cost.Sync.Bytes)/1e6, rep.Cost.BytesPerOp)
 	})
 	t.Logf("%s: %.1f s wall", f, time.Since(began).Seconds())
 }
