@@ -256,9 +256,9 @@ const defaultMeshDegree = 6
 
 // meshParams returns gossipsub's parameters with mesh degree d (2 to 32)
 // and the bounds around it scaled as gossipsub's defaults are (D=6: Dlo=4,
-// Dhi=12, Dout=2, Dlazy=6), and each message advertised in IHAVE gossip at
-// one heartbeat instead of three (HistoryGossip 1); everything else is
-// gossipsub's default.
+// Dhi=12, Dout=2, Dlazy=6; Dlazy no higher than 6), and each message
+// advertised in IHAVE gossip at one heartbeat instead of three
+// (HistoryGossip 1); everything else is gossipsub's default.
 //
 // IHAVE gossip repairs what the mesh failed to deliver; Mycel's sync does
 // that too, so three rounds of it bought little and cost much: with one
@@ -277,6 +277,6 @@ func meshParams(d int) pubsub.GossipSubParams {
 	p.Dhi = 2 * d
 	p.Dout = max(min(p.Dlo-1, d/2-1, d/3), 0)
 	p.Dscore = min(p.Dscore, p.Dhi)
-	p.Dlazy = d
+	p.Dlazy = min(d, p.Dlazy)
 	return p
 }

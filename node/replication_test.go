@@ -282,10 +282,16 @@ func TestMeshDegreeBounds(t *testing.T) {
 	defer h.Close()
 	for d := 2; d <= 32; d++ {
 		ctx, cancel := context.WithCancel(context.Background())
-		_, err := pubsub.NewGossipSub(ctx, h, pubsub.WithGossipSubParams(meshParams(d)))
+		p := meshParams(d)
+		_, err := pubsub.NewGossipSub(ctx, h, pubsub.WithGossipSubParams(p))
 		cancel()
 		if err != nil {
 			t.Errorf("MeshDegree %d: %v", d, err)
+		}
+		// IHAVE gossip: each message once, to at most gossipsub's default
+		// number of peers (docs/ARCHITECTURE.md, "IHAVE gossip, once").
+		if p.HistoryGossip != 1 || p.Dlazy > pubsub.GossipSubDlazy || p.Dlazy > d {
+			t.Errorf("MeshDegree %d: HistoryGossip %d, Dlazy %d", d, p.HistoryGossip, p.Dlazy)
 		}
 	}
 	for _, d := range []int{-1, 1, 33} {
