@@ -74,6 +74,7 @@ type Stats struct {
 	SyncHeldBack      atomic.Int64 // sessions served that left batches to gossip (see Config.SyncGrace)
 	SyncFollowUps     atomic.Int64 // sessions run again after a server held batches back
 	SyncBatchesIn     atomic.Int64
+	SyncBatchesHeld   atomic.Int64 // sync batches that were applied already when they came (not checked or applied again)
 	SyncBatchesOut    atomic.Int64
 	SyncBytesIn       atomic.Int64
 	SyncBytesOut      atomic.Int64

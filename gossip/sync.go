@@ -192,6 +192,15 @@ func (r *Replicator) syncSpace(ctx context.Context, p peer.ID, s *space, refused
 				refuse(f.batch)
 				continue
 			}
+			// Held already (gossip or another session brought it since
+			// our hello): nothing to check or apply. After a heal a node
+			// syncs with several peers at once and they relay the same
+			// batches; checking each copy's signature was a third of the
+			// CPU a 100-node simulation spent on sync.
+			if s.rep.HasSeen(f.batch.Origin, f.batch.Seq) {
+				r.stats.SyncBatchesHeld.Add(1)
+				continue
+			}
 			// The server relays batches of any origin: only the origin's
 			// signature shows one is genuine. Its own batches are checked
 			// too (one check per page: it signs a page's as one group),

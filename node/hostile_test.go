@@ -399,46 +399,12 @@ func TestForgedSyncBatchRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	evilSig := evilSigned[0].Sig
-	batchFrame := func(signer, sig []byte) []byte {
-		var body []byte
-		body = protowire.AppendTag(body, 1, protowire.Fixed64Type)
-		body = protowire.AppendFixed64(body, uint64(origin))
-		body = protowire.AppendTag(body, 2, protowire.VarintType)
-		body = protowire.AppendVarint(body, 1)
-		body = protowire.AppendTag(body, 3, protowire.BytesType)
-		body = protowire.AppendBytes(body, enc)
-		if sig != nil {
-			body = protowire.AppendTag(body, 4, protowire.BytesType)
-			body = protowire.AppendBytes(body, signer)
-			body = protowire.AppendTag(body, 5, protowire.BytesType)
-			body = protowire.AppendBytes(body, sig)
-		}
-		return protowire.AppendBytes(protowire.AppendTag(nil, 2, protowire.BytesType), body)
-	}
-	frames := [][]byte{
-		batchFrame(nil, nil),                                                         // unsigned
-		batchFrame([]byte(evil.ID()), evilSig),                                       // signed by its relayer
-		batchFrame([]byte(writer.ID()), evilSig),                                     // attributed to the writer, not signed by it
-		protowire.AppendBytes(protowire.AppendTag(nil, 3, protowire.BytesType), nil), // done
-	}
-	evil.SetStreamHandler(gossip.ProtocolSync, func(s network.Stream) {
-		defer s.Close()
-		r, w := msgio.NewVarintReaderSize(s, 1<<20), msgio.NewVarintWriter(s)
-		if _, err := r.ReadMsg(); err != nil { // the client's hello
-			return
-		}
-		for _, f := range frames {
-			if err := w.WriteMsg(f); err != nil {
-				return
-			}
-		}
-	})
-	if err := client.Connect(ctx, evil.Addrs()[0].String()+"/p2p/"+evil.ID().String()); err != nil {
-		t.Fatal(err)
-	}
-	if err := client.SyncWith(ctx, evil.ID()); err != nil {
-		t.Fatal(err)
-	}
+	batchFrame := func(signer, sig []byte) []byte { return syncBatchFrame(origin, 1, enc, signer, sig) }
+	serveSyncFrames(t, evil, client,
+		batchFrame(nil, nil),                     // unsigned
+		batchFrame([]byte(evil.ID()), evilSig),   // signed by its relayer
+		batchFrame([]byte(writer.ID()), evilSig), // attributed to the writer, not signed by it
+	)
 	if n := client.Stats().RejectForged.Load(); n < 3 {
 		t.Fatalf("%d forged batches refused, want 3", n)
 	}
@@ -454,6 +420,94 @@ func TestForgedSyncBatchRefused(t *testing.T) {
 		v, err := mustNS(t, client, "x").Get(ctx, "k")
 		return err == nil && string(v) == "genuine"
 	})
+}
+
+// syncBatchFrame is a sync batch frame as a server writes it (signer and
+// sig left out when sig is nil).
+func syncBatchFrame(origin crdt.ReplicaID, seq uint64, enc, signer, sig []byte) []byte {
+	var body []byte
+	body = protowire.AppendTag(body, 1, protowire.Fixed64Type)
+	body = protowire.AppendFixed64(body, uint64(origin))
+	body = protowire.AppendTag(body, 2, protowire.VarintType)
+	body = protowire.AppendVarint(body, seq)
+	body = protowire.AppendTag(body, 3, protowire.BytesType)
+	body = protowire.AppendBytes(body, enc)
+	if sig != nil {
+		body = protowire.AppendTag(body, 4, protowire.BytesType)
+		body = protowire.AppendBytes(body, signer)
+		body = protowire.AppendTag(body, 5, protowire.BytesType)
+		body = protowire.AppendBytes(body, sig)
+	}
+	return protowire.AppendBytes(protowire.AppendTag(nil, 2, protowire.BytesType), body)
+}
+
+// serveSyncFrames makes server answer every sync hello with frames and a
+// done frame, and has client sync with it once.
+func serveSyncFrames(t *testing.T, server host.Host, client *Node, frames ...[]byte) {
+	t.Helper()
+	done := protowire.AppendBytes(protowire.AppendTag(nil, 3, protowire.BytesType), nil)
+	server.SetStreamHandler(gossip.ProtocolSync, func(s network.Stream) {
+		defer s.Close()
+		r, w := msgio.NewVarintReaderSize(s, 1<<20), msgio.NewVarintWriter(s)
+		if _, err := r.ReadMsg(); err != nil { // the client's hello
+			return
+		}
+		for _, f := range append(frames, done) {
+			if err := w.WriteMsg(f); err != nil {
+				return
+			}
+		}
+	})
+	ctx := context.Background()
+	if err := client.Connect(ctx, server.Addrs()[0].String()+"/p2p/"+server.ID().String()); err != nil {
+		t.Fatal(err)
+	}
+	if err := client.SyncWith(ctx, server.ID()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSyncSkipsBatchesHeld: a batch a sync server relays that the client
+// applied already is neither checked nor applied again: here a copy of the
+// writer's first batch with a signature that does not verify is counted as
+// held, not as forged, and the value stays the writer's.
+func TestSyncSkipsBatchesHeld(t *testing.T) {
+	ctx := context.Background()
+	nodes := cluster(t, 2, nil)
+	writer, client := nodes[0], nodes[1]
+	mustNS(t, writer, "x")
+	mustNS(t, client, "x")
+	if err := mustNS(t, writer, "x").Put(ctx, "k", []byte("genuine")); err != nil {
+		t.Fatal(err)
+	}
+	connect(t, client, writer)
+	waitFor(t, "the write on the client", 20*time.Second, func() bool {
+		v, err := mustNS(t, client, "x").Get(ctx, "k")
+		return err == nil && string(v) == "genuine"
+	})
+	before, _ := mustNS(t, client, "x").Digest()
+	forged0, held0 := client.Stats().RejectForged.Load(), client.Stats().SyncBatchesHeld.Load()
+	evil, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer evil.Close()
+	origin := writer.Replica()
+	d, err := crdt.NewNamespace(crdt.Limits{}).Prepare(crdt.Op{Kind: crdt.OpPut, Key: "k", Value: []byte("forged")}, origin, crdt.Timestamp{Wall: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveSyncFrames(t, evil, client, syncBatchFrame(origin, 1, d.Encode(nil), []byte(writer.ID()), make([]byte, 64)))
+	// At least 1: the client syncs with the relayer on connecting too.
+	if n := client.Stats().SyncBatchesHeld.Load() - held0; n < 1 {
+		t.Fatalf("%d sync batches counted as held, want the relayer's", n)
+	}
+	if n := client.Stats().RejectForged.Load(); n != forged0 {
+		t.Fatalf("the held batch was checked: %d refused as forged", n-forged0)
+	}
+	if after, _ := mustNS(t, client, "x").Digest(); after != before {
+		t.Fatal("a held batch changed the namespace")
+	}
 }
 
 // TestGarbageFromSyncServer: a sync server answering with garbage ends the

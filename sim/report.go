@@ -172,9 +172,11 @@ type Replication struct {
 	GossipBatchesApplied    int64 `json:"gossip_batches_applied"`
 	SyncSessions            int64 `json:"sync_sessions"`
 	SyncBatchesIn           int64 `json:"sync_batches_in"`
-	SyncBytesIn             int64 `json:"sync_bytes_in"`
-	StateSessions           int64 `json:"state_sessions"`
-	StateKeysIn             int64 `json:"state_keys_in"`
+	// SyncBatchesHeld: of those, the ones applied already when they came.
+	SyncBatchesHeld int64 `json:"sync_batches_held"`
+	SyncBytesIn     int64 `json:"sync_bytes_in"`
+	StateSessions   int64 `json:"state_sessions"`
+	StateKeysIn     int64 `json:"state_keys_in"`
 }
 
 func (r *Replication) add(s *gossip.Stats) {
@@ -185,6 +187,7 @@ func (r *Replication) add(s *gossip.Stats) {
 	r.GossipBatchesApplied += s.BatchesApplied.Load()
 	r.SyncSessions += s.SyncSessions.Load()
 	r.SyncBatchesIn += s.SyncBatchesIn.Load()
+	r.SyncBatchesHeld += s.SyncBatchesHeld.Load()
 	r.SyncBytesIn += s.SyncBytesIn.Load()
 	r.StateSessions += s.StateSessions.Load()
 	r.StateKeysIn += s.StateKeysIn.Load()
