@@ -382,16 +382,8 @@ func TestForgedSyncBatchRefused(t *testing.T) {
 	writer, client := nodes[0], nodes[1]
 	mustNS(t, writer, "x")
 	mustNS(t, client, "x")
-	evil, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer evil.Close()
+	evil, d := newRelayer(t, writer)
 	origin := writer.Replica()
-	d, err := crdt.NewNamespace(crdt.Limits{}).Prepare(crdt.Op{Kind: crdt.OpPut, Key: "k", Value: []byte("forged")}, origin, crdt.Timestamp{Wall: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
 	enc := d.Encode(nil)
 	// A well-formed auth, but made with the evil peer's key.
 	evilSigned := []gossip.Batch{{Origin: origin, Seq: 1, Delta: d, Encoded: enc}}
@@ -412,6 +404,30 @@ func TestForgedSyncBatchRefused(t *testing.T) {
 		t.Fatalf("a forged batch was applied: %v", err)
 	}
 	// The writer's genuine first batch still reaches the client.
+	putGenuineAndWait(t, writer, client)
+}
+
+// newRelayer starts a libp2p host for a test to serve hand-made sync
+// frames from, and makes a forged first put of writer's for it to relay.
+func newRelayer(t *testing.T, writer *Node) (host.Host, crdt.Delta) {
+	t.Helper()
+	evil, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { evil.Close() })
+	d, err := crdt.NewNamespace(crdt.Limits{}).Prepare(crdt.Op{Kind: crdt.OpPut, Key: "k", Value: []byte("forged")}, writer.Replica(), crdt.Timestamp{Wall: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return evil, d
+}
+
+// putGenuineAndWait has writer put "genuine" under k in namespace x,
+// connects client to it and waits until client holds the value.
+func putGenuineAndWait(t *testing.T, writer, client *Node) {
+	t.Helper()
+	ctx := context.Background()
 	if err := mustNS(t, writer, "x").Put(ctx, "k", []byte("genuine")); err != nil {
 		t.Fatal(err)
 	}
@@ -472,32 +488,15 @@ func serveSyncFrames(t *testing.T, server host.Host, client *Node, frames ...[]b
 // writer's first batch with a signature that does not verify is counted as
 // held, not as forged, and the value stays the writer's.
 func TestSyncSkipsBatchesHeld(t *testing.T) {
-	ctx := context.Background()
 	nodes := cluster(t, 2, nil)
 	writer, client := nodes[0], nodes[1]
 	mustNS(t, writer, "x")
 	mustNS(t, client, "x")
-	if err := mustNS(t, writer, "x").Put(ctx, "k", []byte("genuine")); err != nil {
-		t.Fatal(err)
-	}
-	connect(t, client, writer)
-	waitFor(t, "the write on the client", 20*time.Second, func() bool {
-		v, err := mustNS(t, client, "x").Get(ctx, "k")
-		return err == nil && string(v) == "genuine"
-	})
+	putGenuineAndWait(t, writer, client)
 	before, _ := mustNS(t, client, "x").Digest()
 	forged0, held0 := client.Stats().RejectForged.Load(), client.Stats().SyncBatchesHeld.Load()
-	evil, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer evil.Close()
-	origin := writer.Replica()
-	d, err := crdt.NewNamespace(crdt.Limits{}).Prepare(crdt.Op{Kind: crdt.OpPut, Key: "k", Value: []byte("forged")}, origin, crdt.Timestamp{Wall: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	serveSyncFrames(t, evil, client, syncBatchFrame(origin, 1, d.Encode(nil), []byte(writer.ID()), make([]byte, 64)))
+	evil, d := newRelayer(t, writer)
+	serveSyncFrames(t, evil, client, syncBatchFrame(writer.Replica(), 1, d.Encode(nil), []byte(writer.ID()), make([]byte, 64)))
 	// At least 1: the client syncs with the relayer on connecting too.
 	if n := client.Stats().SyncBatchesHeld.Load() - held0; n < 1 {
 		t.Fatalf("%d sync batches counted as held, want the relayer's", n)
