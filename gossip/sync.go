@@ -195,8 +195,8 @@ func (r *Replicator) syncSpace(ctx context.Context, p peer.ID, s *space, refused
 			// Held already (gossip or another session brought it since
 			// our hello): nothing to check or apply. After a heal a node
 			// syncs with several peers at once and they relay the same
-			// batches; checking each copy's signature was a third of the
-			// CPU a 100-node simulation spent on sync.
+			// batches; checking each copy's signature was most of the CPU
+			// a 100-node simulation spent on sync (31 s of 42 s).
 			if s.rep.HasSeen(f.batch.Origin, f.batch.Seq) {
 				r.stats.SyncBatchesHeld.Add(1)
 				continue

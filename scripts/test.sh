@@ -31,13 +31,18 @@ if [ "$status" -eq 0 ]; then
 	(cd bench/peers && go vet ./... && go test -race -count=1 -timeout 10m -v ./...) >>"$log" 2>&1 || status=$?
 fi
 grep -E '^(ok|FAIL|---|panic:|\s+--- FAIL)|^\S+_test\.go:' "$log" | grep -v -- '--- PASS' || true
-passed=$(grep -cE '^\s*--- PASS:' "$log" || true)
-failed=$(grep -cE '^\s*--- FAIL:' "$log" || true)
-if [ "$status" -ne 0 ]; then
-	tail -n 200 "$log"
-	echo "tests: $passed passed, $failed failed"
-	exit "$status"
-fi
+passed=0
+# count_or_fail adds the passes in $log to $passed; if $status is not 0 it
+# prints the end of the log and the counts, and exits with it.
+count_or_fail() {
+	passed=$((passed + $(grep -cE '^\s*--- PASS:' "$log" || true)))
+	if [ "$status" -ne 0 ]; then
+		tail -n 200 "$log"
+		echo "tests: $passed passed, $(grep -cE '^\s*--- FAIL:' "$log" || true) failed"
+		exit "$status"
+	fi
+}
+count_or_fail
 
 echo "== without the race detector"
 # The heal test's bug shows only when sessions overlap, which the race
@@ -47,12 +52,7 @@ go test -count=1 -run '^TestHealFromManyPeersPullsOnce$' ./node/
 status=0
 go test -count=1 -short -v -run '^TestBundledScenarios$' ./sim/ >"$log" 2>&1 || status=$?
 grep -E '^(ok|FAIL|---|panic:|\s+--- )|wall' "$log" || true
-passed=$((passed + $(grep -cE '^\s*--- PASS:' "$log" || true)))
-if [ "$status" -ne 0 ]; then
-	tail -n 200 "$log"
-	echo "tests: $passed passed, $(grep -cE '^\s*--- FAIL:' "$log" || true) failed"
-	exit "$status"
-fi
+count_or_fail
 
 echo "== fuzz (a few seconds per target)"
 # A count, not a duration: with a duration, Go 1.26's fuzz coordinator can
