@@ -19,6 +19,11 @@ type gossipTracer struct {
 	dataMsgs, dataBytes       atomic.Int64
 	controlMsgs, controlBytes atomic.Int64
 	duplicates, delivered     atomic.Int64
+	// throttled counts received messages gossipsub dropped before Mycel's
+	// validator saw them (its validation queue or throttle was full);
+	// droppedRPCs the RPCs it dropped because a peer's outbound queue was
+	// full. Sync repairs both; a run that shows many is overloaded.
+	throttled, droppedRPCs atomic.Int64
 }
 
 var _ pubsub.RawTracer = (*gossipTracer)(nil)
@@ -49,6 +54,13 @@ func (g *gossipTracer) SendRPC(rpc *pubsub.RPC, _ peer.ID) {
 
 func (g *gossipTracer) DuplicateMessage(*pubsub.Message) { g.duplicates.Add(1) }
 func (g *gossipTracer) DeliverMessage(*pubsub.Message)   { g.delivered.Add(1) }
+func (g *gossipTracer) DropRPC(*pubsub.RPC, peer.ID)     { g.droppedRPCs.Add(1) }
+
+func (g *gossipTracer) RejectMessage(_ *pubsub.Message, reason string) {
+	if reason == pubsub.RejectValidationQueueFull || reason == pubsub.RejectValidationThrottled {
+		g.throttled.Add(1)
+	}
+}
 
 func (g *gossipTracer) OnNewOutboundStream(peer.ID, protocol.ID)             {}
 func (g *gossipTracer) OnClosedOutboundStream(peer.ID)                       {}
@@ -57,9 +69,7 @@ func (g *gossipTracer) Leave(string)                                         {}
 func (g *gossipTracer) Graft(peer.ID, string)                                {}
 func (g *gossipTracer) Prune(peer.ID, string)                                {}
 func (g *gossipTracer) ValidateMessage(*pubsub.Message)                      {}
-func (g *gossipTracer) RejectMessage(*pubsub.Message, string)                {}
 func (g *gossipTracer) ThrottlePeer(peer.ID)                                 {}
 func (g *gossipTracer) RecvRPC(*pubsub.RPC)                                  {}
 func (g *gossipTracer) SendRPCCompleted(*pubsub.RPC, peer.ID, time.Duration) {}
-func (g *gossipTracer) DropRPC(*pubsub.RPC, peer.ID)                         {}
 func (g *gossipTracer) UndeliverableMessage(*pubsub.Message)                 {}

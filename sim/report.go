@@ -144,6 +144,12 @@ type Cost struct {
 	// Copies Mycel's validator ignores as already applied are
 	// Replication.GossipDuplicates.
 	DuplicatesRatio float64 `json:"duplicates_ratio"`
+	// GossipThrottled counts received messages gossipsub dropped before
+	// Mycel's validator saw them (validation queue full), and
+	// GossipDroppedRPCs outgoing RPCs it dropped (a peer's queue full).
+	// Sync repairs what they miss; many mean the nodes are overloaded.
+	GossipThrottled   int64 `json:"gossip_throttled"`
+	GossipDroppedRPCs int64 `json:"gossip_dropped_rpcs"`
 }
 
 // maxLostListed bounds Report.Lost.

@@ -409,6 +409,7 @@ func (c *cluster) finish(r *runResult, plan Plan) {
 	}
 	r.Cost.GossipData = Traffic{Messages: c.ps.dataMsgs.Load(), Bytes: c.ps.dataBytes.Load()}
 	r.Cost.GossipControl = Traffic{Messages: c.ps.controlMsgs.Load(), Bytes: c.ps.controlBytes.Load()}
+	r.Cost.GossipThrottled, r.Cost.GossipDroppedRPCs = c.ps.throttled.Load(), c.ps.droppedRPCs.Load()
 	if dup, del := c.ps.duplicates.Load(), c.ps.delivered.Load(); dup+del > 0 {
 		r.Cost.DuplicatesRatio = float64(dup) / float64(dup+del)
 	}
