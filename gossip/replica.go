@@ -73,6 +73,7 @@ type Stats struct {
 	SyncRefused       atomic.Int64 // sync requests refused by rate limits
 	SyncHeldBack      atomic.Int64 // sessions served that left batches to gossip (see Config.SyncGrace)
 	SyncFollowUps     atomic.Int64 // sessions run again after a server held batches back
+	SyncTurnsShared   atomic.Int64 // client sessions that took their namespace's pull turn over from a stalled one
 	SyncBatchesIn     atomic.Int64
 	SyncBatchesHeld   atomic.Int64 // sync batches that were applied already when they came (not checked or applied again)
 	SyncBatchesOut    atomic.Int64

@@ -517,7 +517,7 @@ func (r *Replicator) syncNamespace(ctx context.Context, p peer.ID, s *space, ful
 		if err := r.pace(ctx, p); err != nil {
 			return false, fmt.Errorf("namespace %q: %w", s.name, err)
 		}
-		done := s.pullTurn(ctx)
+		done := s.pull.take(ctx)
 		next, err := r.syncSpace(ctx, p, s, &refused, full)
 		done()
 		if errors.Is(err, ErrMalformed) {

@@ -37,8 +37,8 @@ type space struct {
 	// which a sync client claims as seen (see pendingLog)
 	pending pendingLog
 
-	// pull admits one client sync session at a time (see pullTurn).
-	pull chan struct{}
+	// pull admits one client sync session at a time (see pullTurns).
+	pull *pullTurns
 	// firstSync is closed once the syncs Join started have ended;
 	// firstPending (guarded by r.mu) counts those still to end.
 	firstSync    chan struct{}
@@ -55,7 +55,7 @@ func (r *Replicator) newSpace(ns string, rep Replica, writers []peer.ID) (*space
 		co: coalescer{window: r.cfg.CoalesceWindow, maxWindow: r.cfg.MaxCoalesceWindow,
 			maxOps: r.cfg.MaxPublishOps, maxBytes: r.cfg.MaxPublishBytes, maxBatches: r.cfg.Limits.withDefaults().MaxBatches},
 		notify: make(chan struct{}, 1),
-		pull:   make(chan struct{}, 1),
+		pull:   newPullTurns(&r.stats.SyncTurnsShared),
 
 		firstSync: make(chan struct{}),
 	}
@@ -367,27 +367,4 @@ func (s *space) send(batches []Batch) {
 func messageID(m *pb.Message) string {
 	h := sha256.Sum256(m.Data)
 	return string(h[:])
-}
-
-// pullWait is how long a client sync session waits for another one in the
-// same namespace to finish before it runs alongside it anyway.
-const pullWait = 3 * time.Second
-
-// pullTurn waits until no other client session of s runs, or pullWait
-// passes, or ctx ends, and returns the function that ends the turn. A node
-// that reconnects to many peers at once (a healed partition) would
-// otherwise pull the same missing batches from each of them; taking turns,
-// each session's Hello carries what the previous ones brought, so later
-// peers send only what is still missing. The wait is bounded so that a
-// peer that stalls its session cannot hold up repair from the others.
-func (s *space) pullTurn(ctx context.Context) (done func()) {
-	t := time.NewTimer(pullWait)
-	defer t.Stop()
-	select {
-	case s.pull <- struct{}{}:
-		return func() { <-s.pull }
-	case <-t.C:
-	case <-ctx.Done():
-	}
-	return func() {}
 }

@@ -184,6 +184,7 @@ func (r *Replicator) syncSpace(ctx context.Context, p peer.ID, s *space, refused
 		if err != nil {
 			return syncDone, err
 		}
+		s.pull.received()
 		switch f.kind {
 		case frameBatch:
 			r.stats.SyncBatchesIn.Add(1)

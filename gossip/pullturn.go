@@ -1,0 +1,110 @@
+package gossip
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// pullWait is how long a client sync session waits, without the session
+// holding its namespace's pull turn receiving a frame, before it takes the
+// turn over; maxPullWait bounds the wait however the holder progresses.
+const (
+	pullWait    = 3 * time.Second
+	maxPullWait = 60 * time.Second
+)
+
+// pullTurns admits one client sync session of a namespace at a time.
+//
+// A node that reconnects to many peers at once (a healed partition) would
+// otherwise pull the same missing batches from each of them. Taking turns,
+// each session's Hello carries what the previous ones brought, so later
+// peers send only what is still missing.
+//
+// A session that keeps receiving frames keeps the turn. One that stops (a
+// peer behind a blackholed link answers nothing until the session times
+// out) loses it after pullWait: one waiting session takes it over, and the
+// stalled one runs on without it. The others go on waiting for the new
+// holder. (A fixed wait let every waiter go ahead at once, each pulling
+// the same batches, and cut short sessions that were still receiving.)
+type pullTurns struct {
+	mu     sync.Mutex
+	holder uint64 // the holding session's ticket; 0 when the turn is free
+	issued uint64
+	// freed wakes one waiter when the turn is released (a hint: waiters
+	// check under mu, and also every pullWait).
+	freed chan struct{}
+	// frames counts the frames client sessions received.
+	frames atomic.Int64
+	// takeovers counts turns taken from a stalled holder.
+	takeovers *atomic.Int64
+}
+
+func newPullTurns(takeovers *atomic.Int64) *pullTurns {
+	return &pullTurns{freed: make(chan struct{}, 1), takeovers: takeovers}
+}
+
+// received notes a frame received by a client session.
+func (t *pullTurns) received() { t.frames.Add(1) }
+
+// take waits for the turn, takes it over from a holder that received no
+// frame for pullWait, or gives up waiting after maxPullWait or when ctx
+// ends (then the session runs without the turn). It returns the function
+// that ends the turn.
+func (t *pullTurns) take(ctx context.Context) (done func()) {
+	tick := time.NewTimer(pullWait)
+	defer tick.Stop()
+	deadline := time.NewTimer(maxPullWait)
+	defer deadline.Stop()
+	var watched uint64 // the holder seen at the last check, and its frames then
+	var frames int64
+	for range 1000 { // each pass waits for a release or pullWait; the deadline ends them sooner
+		t.mu.Lock()
+		switch {
+		case t.holder == 0:
+			return t.grant()
+		case t.holder != watched:
+			watched, frames = t.holder, t.frames.Load()
+		}
+		t.mu.Unlock()
+		select {
+		case <-t.freed:
+			continue
+		case <-tick.C:
+		case <-deadline.C:
+			return func() {}
+		case <-ctx.Done():
+			return func() {}
+		}
+		tick.Reset(pullWait)
+		t.mu.Lock()
+		if t.holder == watched && t.frames.Load() == frames {
+			t.takeovers.Add(1)
+			return t.grant() // stalled for pullWait
+		}
+		watched, frames = t.holder, t.frames.Load() // watch the next pullWait
+		t.mu.Unlock()
+	}
+	return func() {}
+}
+
+// grant gives the caller the turn; t.mu is held and is released.
+func (t *pullTurns) grant() (done func()) {
+	t.issued++
+	ticket := t.issued
+	t.holder = ticket
+	t.mu.Unlock()
+	return func() {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		if t.holder != ticket {
+			return // taken over
+		}
+		t.holder = 0
+		select {
+		case t.freed <- struct{}{}:
+		default:
+		}
+	}
+}

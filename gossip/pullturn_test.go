@@ -1,0 +1,169 @@
+package gossip
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// A session waiting for its namespace's pull turn keeps waiting while the
+// session holding it receives frames; once the holder stalls for pullWait,
+// one waiter takes the turn over and the others wait for it; no wait
+// outlasts maxPullWait or its context.
+func TestPullTurns(t *testing.T) {
+	newTurns := func() (*pullTurns, *atomic.Int64) {
+		var n atomic.Int64
+		return newPullTurns(&n), &n
+	}
+	// take runs pt.take in a goroutine and reports how long it waited,
+	// keeping the turn until release is closed (nil: released at once).
+	take := func(ctx context.Context, pt *pullTurns, release <-chan struct{}) <-chan time.Duration {
+		ch := make(chan time.Duration, 1)
+		start := time.Now()
+		go func() {
+			done := pt.take(ctx)
+			ch <- time.Since(start)
+			if release != nil {
+				<-release
+			}
+			done()
+		}()
+		return ch
+	}
+	waiting := func(t *testing.T, ch <-chan time.Duration, what string) {
+		t.Helper()
+		select {
+		case d := <-ch:
+			t.Fatalf("%s went ahead after %v", what, d)
+		default:
+		}
+	}
+
+	t.Run("released turn passes on", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			pt, takeovers := newTurns()
+			release := pt.take(t.Context())
+			got := take(t.Context(), pt, nil)
+			time.Sleep(2 * time.Second)
+			release()
+			if d := <-got; d != 2*time.Second {
+				t.Fatalf("waiter went ahead after %v, want when the turn was released (2s)", d)
+			}
+			if n := takeovers.Load(); n != 0 {
+				t.Fatalf("takeovers = %d, want 0", n)
+			}
+		})
+	})
+
+	t.Run("working holder keeps the turn, a stalled one loses it to one waiter", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			pt, takeovers := newTurns()
+			stalled := pt.take(t.Context())
+			hold := make(chan struct{})
+			first := take(t.Context(), pt, hold) // holds what it takes until hold closes
+			// Frames every second for 10 s.
+			for range 10 {
+				time.Sleep(time.Second)
+				pt.received()
+			}
+			waiting(t, first, "waiter")
+			// The holder stalls: the waiter takes over within pullWait of
+			// the last frame, plus the timer period it was in.
+			d := <-first
+			if d <= 10*time.Second || d > 10*time.Second+2*pullWait {
+				t.Fatalf("waiter took over after %v, want within %v of the last frame at 10s", d, 2*pullWait)
+			}
+			if n := takeovers.Load(); n != 1 {
+				t.Fatalf("takeovers = %d, want 1", n)
+			}
+			// The stalled session ending later does not free the turn the
+			// waiter took over.
+			stalled()
+			third := take(t.Context(), pt, nil)
+			time.Sleep(pullWait / 2)
+			waiting(t, third, "a session after the stalled one ended")
+			close(hold) // the waiter that took over ends its turn: the third gets it
+			if d := <-third; d != pullWait/2 {
+				t.Fatalf("third session went ahead after %v, want when the turn was released (%v)", d, pullWait/2)
+			}
+		})
+	})
+
+	t.Run("one waiter takes over, the next waits for it", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			pt, takeovers := newTurns()
+			release := pt.take(t.Context())
+			defer release()
+			hold := make(chan struct{})
+			a, b := take(t.Context(), pt, hold), take(t.Context(), pt, hold)
+			var took time.Duration
+			var other <-chan time.Duration
+			select { // one of them takes over after pullWait
+			case took = <-a:
+				other = b
+			case took = <-b:
+				other = a
+			}
+			if took != pullWait {
+				t.Fatalf("takeover after %v, want pullWait (%v)", took, pullWait)
+			}
+			// The new holder receives for a while: the other keeps waiting.
+			for range 5 {
+				time.Sleep(time.Second)
+				pt.received()
+			}
+			waiting(t, other, "second waiter")
+			close(hold) // the new holder ends its turn: the other gets it
+			if d := <-other; d != pullWait+5*time.Second {
+				t.Fatalf("second waiter went ahead after %v, want %v", d, pullWait+5*time.Second)
+			}
+			if n := takeovers.Load(); n != 1 {
+				t.Fatalf("takeovers = %d, want 1", n)
+			}
+		})
+	})
+
+	t.Run("wait is bounded", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			pt, _ := newTurns()
+			release := pt.take(t.Context())
+			defer release()
+			stop, stopped := make(chan struct{}), make(chan struct{})
+			defer func() { close(stop); <-stopped }()
+			go func() { // a holder that never stops receiving
+				defer close(stopped)
+				tick := time.NewTicker(time.Second)
+				defer tick.Stop()
+				for {
+					select {
+					case <-tick.C:
+						pt.received()
+					case <-stop:
+						return
+					}
+				}
+			}()
+			if d := <-take(t.Context(), pt, nil); d != maxPullWait {
+				t.Fatalf("waiter went ahead after %v, want maxPullWait (%v)", d, maxPullWait)
+			}
+		})
+	})
+
+	t.Run("cancelled wait", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			pt, takeovers := newTurns()
+			release := pt.take(t.Context())
+			defer release()
+			ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+			defer cancel()
+			if d := <-take(ctx, pt, nil); d != time.Second {
+				t.Fatalf("waiter returned after %v, want when its context ended (1s)", d)
+			}
+			if n := takeovers.Load(); n != 0 {
+				t.Fatalf("takeovers = %d after a cancelled wait, want 0", n)
+			}
+		})
+	})
+}
