@@ -28,6 +28,10 @@ const (
 // stalled one runs on without it. The others go on waiting for the new
 // holder. (A fixed wait let every waiter go ahead at once, each pulling
 // the same batches, and cut short sessions that were still receiving.)
+//
+// Frames are counted per namespace, not per session: frames a session
+// that runs without the turn receives also keep the holder's turn. The
+// namespace is being pulled either way, and the wait stays bounded.
 type pullTurns struct {
 	mu     sync.Mutex
 	holder uint64 // the holding session's ticket; 0 when the turn is free
@@ -65,7 +69,10 @@ func (t *pullTurns) take(ctx context.Context) (done func()) {
 		case t.holder == 0:
 			return t.grant()
 		case t.holder != watched:
+			// A new holder (one that took a freed turn first, or took
+			// one over) gets a whole pullWait to receive its first frame.
 			watched, frames = t.holder, t.frames.Load()
+			tick.Reset(pullWait)
 		}
 		t.mu.Unlock()
 		select {

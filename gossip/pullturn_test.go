@@ -125,6 +125,29 @@ func TestPullTurns(t *testing.T) {
 		})
 	})
 
+	t.Run("a newcomer first to a freed turn gets a whole pullWait", func(t *testing.T) {
+		// Found by review: a waiter woken by a release that a newcomer
+		// beat to the turn kept its old timer, and took the turn from the
+		// newcomer before its first frame could come.
+		synctest.Test(t, func(t *testing.T) {
+			pt, takeovers := newTurns()
+			release := pt.take(t.Context())
+			got := take(t.Context(), pt, nil)
+			time.Sleep(pullWait - 100*time.Millisecond)
+			release()
+			again := pt.take(t.Context()) // the holder's next round, before the waiter runs
+			defer again()
+			time.Sleep(pullWait - 200*time.Millisecond)
+			waiting(t, got, "woken waiter")
+			if d := <-got; d != 2*pullWait-100*time.Millisecond {
+				t.Fatalf("waiter took over after %v, want a whole pullWait after the newcomer took the turn (%v)", d, 2*pullWait-100*time.Millisecond)
+			}
+			if n := takeovers.Load(); n != 1 {
+				t.Fatalf("takeovers = %d, want 1", n)
+			}
+		})
+	})
+
 	t.Run("wait is bounded", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			pt, _ := newTurns()

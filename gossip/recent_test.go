@@ -182,6 +182,13 @@ func TestClientAsksOnceMoreAfterTheGrace(t *testing.T) {
 	if applied != 1 || r.stats.SyncFollowUps.Load() != 2 {
 		t.Fatalf("applied %d batches, %d follow-ups; want the lost batch, 2", applied, r.stats.SyncFollowUps.Load())
 	}
+	// Client sessions report the frames they receive to the pull turns
+	// (each got at least its Done frame).
+	for _, name := range []string{"a", "b"} {
+		if n := r.spaces[name].pull.frames.Load(); n < 2 {
+			t.Fatalf("namespace %q: %d frames reported to its pull turns, want at least one per session (2)", name, n)
+		}
+	}
 
 	// An explicit sync asks for everything and runs no second session.
 	if err := r.SyncWith(ctx, server.ID()); err != nil {

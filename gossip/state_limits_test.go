@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -94,6 +95,52 @@ func TestStateServerBoundsWhatAClientMakesItHold(t *testing.T) {
 				t.Fatal("the server did not finish")
 			}
 		})
+	}
+}
+
+// TestStateFramesKeepThePullTurn: a client connection reports every frame
+// of a paged state answer (found by review: only batch frames were
+// reported, so a session reconciling state for over pullWait lost its
+// namespace's pull turn to a waiter, which then reconciled alongside it).
+func TestStateFramesKeepThePullTurn(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const limit = 64 << 10
+	lim := Limits{Delta: crdt.Limits{MaxBytes: limit}}.withDefaults()
+	st := registers(t, 2000, func(i int) string { return fmt.Sprintf("s%05d", i) }, func(int) int { return 150 })
+	_, s, served := stateServer(t, ctx, lim, st, nil)
+	var reported atomic.Int64
+	cc := newConn(s, lim)
+	cc.onFrame = func() { reported.Add(1) }
+	if err := cc.send(&frame{kind: frameBuckets, buckets: make([]bucketSum, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cc.expect(frameDiffer); err != nil {
+		t.Fatal(err)
+	}
+	if err := cc.send(&frame{kind: frameEndKeys}); err != nil {
+		t.Fatal(err)
+	}
+	read := int64(1) // Differ
+	for {
+		f, err := cc.recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		read++
+		if f.kind == frameState {
+			break
+		}
+	}
+	_ = s.CloseWrite()
+	if err := <-served; err != nil {
+		t.Fatalf("served: %v", err)
+	}
+	if read < 4 {
+		t.Fatalf("%d frames read: the answer was not paged, the test proves little", read)
+	}
+	if n := reported.Load(); n != read {
+		t.Fatalf("%d frames reported of %d read", n, read)
 	}
 }
 

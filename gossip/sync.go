@@ -45,6 +45,10 @@ type conn struct {
 	end      time.Time
 	onExtend func(left time.Duration)
 	frames   int
+	// onFrame, if set, is called for every frame received: a client
+	// session reports to its namespace's pull turns that it is working,
+	// in the batch phase and in state reconciliation alike.
+	onFrame func()
 }
 
 // setTimeouts makes the session end timeout from now unless progress
@@ -110,6 +114,9 @@ func (c *conn) recv() (*frame, error) {
 	if err != nil {
 		return nil, err
 	}
+	if c.onFrame != nil {
+		c.onFrame()
+	}
 	return f, nil
 }
 
@@ -155,6 +162,7 @@ func (r *Replicator) syncSpace(ctx context.Context, p peer.ID, s *space, refused
 	c := newConn(st, r.cfg.Limits)
 	c.setTimeouts(r.cfg.SyncTimeout, r.cfg.Now)
 	c.onExtend = func(left time.Duration) { expire.Reset(left) }
+	c.onFrame = s.pull.received
 	defer func() {
 		r.stats.SyncBytesIn.Add(c.in)
 		r.stats.SyncBytesOut.Add(c.out)
@@ -184,7 +192,6 @@ func (r *Replicator) syncSpace(ctx context.Context, p peer.ID, s *space, refused
 		if err != nil {
 			return syncDone, err
 		}
-		s.pull.received()
 		switch f.kind {
 		case frameBatch:
 			r.stats.SyncBatchesIn.Add(1)
