@@ -180,12 +180,12 @@ type Replication struct {
 	SyncBatchesIn           int64 `json:"sync_batches_in"`
 	// SyncBatchesHeld: of those, the ones applied already when they came.
 	SyncBatchesHeld int64 `json:"sync_batches_held"`
-	// SyncTurnsShared: client sessions that took their namespace's pull
+	// SyncTurnsTakenOver: client sessions that took their namespace's pull
 	// turn over from one that had stalled (see gossip's pull turns).
-	SyncTurnsShared int64 `json:"sync_turns_shared"`
-	SyncBytesIn     int64 `json:"sync_bytes_in"`
-	StateSessions   int64 `json:"state_sessions"`
-	StateKeysIn     int64 `json:"state_keys_in"`
+	SyncTurnsTakenOver int64 `json:"sync_turns_taken_over"`
+	SyncBytesIn        int64 `json:"sync_bytes_in"`
+	StateSessions      int64 `json:"state_sessions"`
+	StateKeysIn        int64 `json:"state_keys_in"`
 }
 
 func (r *Replication) add(s *gossip.Stats) {
@@ -197,7 +197,7 @@ func (r *Replication) add(s *gossip.Stats) {
 	r.SyncSessions += s.SyncSessions.Load()
 	r.SyncBatchesIn += s.SyncBatchesIn.Load()
 	r.SyncBatchesHeld += s.SyncBatchesHeld.Load()
-	r.SyncTurnsShared += s.SyncTurnsShared.Load()
+	r.SyncTurnsTakenOver += s.SyncTurnsTakenOver.Load()
 	r.SyncBytesIn += s.SyncBytesIn.Load()
 	r.StateSessions += s.StateSessions.Load()
 	r.StateKeysIn += s.StateKeysIn.Load()
