@@ -2,10 +2,17 @@ package gossip
 
 import (
 	"context"
+	"errors"
+	"log/slog"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // A session waiting for its namespace's pull turn keeps waiting while the
@@ -14,8 +21,8 @@ import (
 // outlasts maxPullWait or its context.
 func TestPullTurns(t *testing.T) {
 	newTurns := func() (*pullTurns, *atomic.Int64) {
-		var n atomic.Int64
-		return newPullTurns(&n), &n
+		var n, abandoned atomic.Int64
+		return newPullTurns(&n, &abandoned), &n
 	}
 	// take runs pt.take in a goroutine and reports how long it waited,
 	// keeping the turn until release is closed (nil: released at once).
@@ -23,12 +30,12 @@ func TestPullTurns(t *testing.T) {
 		ch := make(chan time.Duration, 1)
 		start := time.Now()
 		go func() {
-			done := pt.take(ctx)
+			u := pt.take(ctx, nil)
 			ch <- time.Since(start)
 			if release != nil {
 				<-release
 			}
-			done()
+			u.done()
 		}()
 		return ch
 	}
@@ -44,7 +51,7 @@ func TestPullTurns(t *testing.T) {
 	t.Run("released turn passes on", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			pt, takeovers := newTurns()
-			release := pt.take(t.Context())
+			release := pt.take(t.Context(), nil).done
 			got := take(t.Context(), pt, nil)
 			time.Sleep(2 * time.Second)
 			release()
@@ -60,7 +67,7 @@ func TestPullTurns(t *testing.T) {
 	t.Run("working holder keeps the turn, a stalled one loses it to one waiter", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			pt, takeovers := newTurns()
-			stalled := pt.take(t.Context())
+			stalled := pt.take(t.Context(), nil).done
 			hold := make(chan struct{})
 			first := take(t.Context(), pt, hold) // holds what it takes until hold closes
 			// Frames every second for 10 s.
@@ -94,7 +101,7 @@ func TestPullTurns(t *testing.T) {
 	t.Run("one waiter takes over, the next waits for it", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			pt, takeovers := newTurns()
-			release := pt.take(t.Context())
+			release := pt.take(t.Context(), nil).done
 			defer release()
 			hold := make(chan struct{})
 			a, b := take(t.Context(), pt, hold), take(t.Context(), pt, hold)
@@ -131,11 +138,11 @@ func TestPullTurns(t *testing.T) {
 		// newcomer before its first frame could come.
 		synctest.Test(t, func(t *testing.T) {
 			pt, takeovers := newTurns()
-			release := pt.take(t.Context())
+			release := pt.take(t.Context(), nil).done
 			got := take(t.Context(), pt, nil)
 			time.Sleep(pullWait - 100*time.Millisecond)
 			release()
-			again := pt.take(t.Context()) // the holder's next round, before the waiter runs
+			again := pt.take(t.Context(), nil).done // the holder's next round, before the waiter runs
 			defer again()
 			time.Sleep(pullWait - 200*time.Millisecond)
 			waiting(t, got, "woken waiter")
@@ -148,10 +155,39 @@ func TestPullTurns(t *testing.T) {
 		})
 	})
 
+	t.Run("an unanswered holder is abandoned, an answered one is not", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			var takeovers, abandoned atomic.Int64
+			pt := newPullTurns(&takeovers, &abandoned)
+			// Two stalled holders, one after the other: the first never
+			// got a frame, the second got one and then stalled.
+			unanswered, abandonUnanswered := context.WithCancelCause(t.Context())
+			defer abandonUnanswered(nil)
+			first := pt.take(unanswered, abandonUnanswered)
+			answered, abandonAnswered := context.WithCancelCause(t.Context())
+			defer abandonAnswered(nil)
+			second := pt.take(answered, abandonAnswered)
+			if !errors.Is(context.Cause(unanswered), errAbandoned) {
+				t.Fatalf("unanswered holder after a takeover: cause %v, want errAbandoned", context.Cause(unanswered))
+			}
+			first.done() // a no-op: taken over
+			second.received()
+			third := pt.take(t.Context(), nil)
+			defer third.done()
+			if context.Cause(answered) != nil {
+				t.Fatalf("a holder that had been answered was ended: %v", context.Cause(answered))
+			}
+			second.done()
+			if n, a := takeovers.Load(), abandoned.Load(); n != 2 || a != 1 {
+				t.Fatalf("takeovers %d, abandoned %d; want 2, 1", n, a)
+			}
+		})
+	})
+
 	t.Run("wait is bounded", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			pt, _ := newTurns()
-			release := pt.take(t.Context())
+			release := pt.take(t.Context(), nil).done
 			defer release()
 			stop, stopped := make(chan struct{}), make(chan struct{})
 			defer func() { close(stop); <-stopped }()
@@ -177,7 +213,7 @@ func TestPullTurns(t *testing.T) {
 	t.Run("cancelled wait", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			pt, takeovers := newTurns()
-			release := pt.take(t.Context())
+			release := pt.take(t.Context(), nil).done
 			defer release()
 			ctx, cancel := context.WithTimeout(t.Context(), time.Second)
 			defer cancel()
@@ -189,4 +225,93 @@ func TestPullTurns(t *testing.T) {
 			}
 		})
 	})
+}
+
+// TestUnansweredSessionIsAbandoned: a client session whose server never
+// answers (a blackholed link keeps the connection up) loses its pull turn
+// to the next session after pullWait and ends at once, not at SyncTimeout:
+// otherwise every such session resumes when the link heals, each sent the
+// same batches.
+func TestUnansweredSessionIsAbandoned(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	silent, answering, client := loopbackHost(t), loopbackHost(t), loopbackHost(t)
+	reset := make(chan struct{})
+	silent.SetStreamHandler(ProtocolSync, func(s network.Stream) {
+		c := newConn(s, Limits{}.withDefaults())
+		if _, err := c.expect(frameHello); err != nil {
+			s.Reset()
+			return
+		}
+		if _, err := c.recv(); err != nil { // nothing comes: ends when the client resets
+			close(reset)
+		}
+		s.Reset()
+	})
+	answering.SetStreamHandler(ProtocolSync, func(s network.Stream) {
+		defer s.Close()
+		c := newConn(s, Limits{}.withDefaults())
+		if _, err := c.expect(frameHello); err != nil {
+			s.Reset()
+			return
+		}
+		_ = c.send(&frame{kind: frameDone})
+	})
+	for _, h := range []host.Host{silent, answering} {
+		if err := client.Connect(ctx, h.Peerstore().PeerInfo(h.ID())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := Config{Host: client, Limits: Limits{}.withDefaults(), SyncTimeout: 25 * time.Second,
+		SyncRate: 5, SyncBurst: 20, Now: time.Now}
+	r := &Replicator{cfg: cfg, paced: map[peer.ID]*admission{}, status: map[statusKey]*PeerSync{}, ctx: ctx, spaces: map[string]*space{}}
+	r.cfg.Logger = slog.New(slog.DiscardHandler)
+	s := &space{r: r, name: "a", rep: &seenReplica{}, pull: newPullTurns(&r.stats.SyncTurnsTakenOver, &r.stats.SyncSessionsAbandoned)}
+	r.spaces["a"] = s
+
+	began := time.Now()
+	stalled := make(chan error, 1)
+	go func() {
+		_, err := r.syncNamespace(ctx, silent.ID(), s, false)
+		stalled <- err
+	}()
+	// The stalled session holds the turn; this one waits pullWait, takes
+	// it over and syncs.
+	for held := false; !held; {
+		if ctx.Err() != nil {
+			t.Fatal("the first session never took the turn")
+		}
+		time.Sleep(10 * time.Millisecond) // polling, deadline above
+		s.pull.mu.Lock()
+		held = s.pull.holder != 0
+		s.pull.mu.Unlock()
+	}
+	if _, err := r.syncNamespace(ctx, answering.ID(), s, false); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-stalled:
+		if !errors.Is(err, errAbandoned) {
+			t.Fatalf("stalled session ended with %v, want errAbandoned", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("the stalled session did not end")
+	}
+	if d := time.Since(began); d >= cfg.SyncTimeout {
+		t.Fatalf("stalled session ended after %v: at its timeout, not when abandoned", d)
+	}
+	select {
+	case <-reset:
+	case <-ctx.Done():
+		t.Fatal("the silent server's stream was not reset")
+	}
+	if n, a := r.stats.SyncTurnsTakenOver.Load(), r.stats.SyncSessionsAbandoned.Load(); n != 1 || a != 1 {
+		t.Fatalf("takeovers %d, abandoned %d; want 1, 1", n, a)
+	}
+	r.mu.Lock()
+	st := r.status[statusKey{silent.ID(), "a"}]
+	r.mu.Unlock()
+	if st == nil || !strings.Contains(st.LastError, "abandoned") {
+		t.Fatalf("silent peer's sync status %+v, want its last error to say the session was abandoned", st)
+	}
 }

@@ -155,7 +155,7 @@ func TestClientAsksOnceMoreAfterTheGrace(t *testing.T) {
 	reps := map[string]*seenReplica{}
 	for _, name := range []string{"a", "b"} {
 		reps[name] = &seenReplica{}
-		r.spaces[name] = &space{r: r, name: name, rep: reps[name], pull: newPullTurns(&r.stats.SyncTurnsTakenOver)}
+		r.spaces[name] = &space{r: r, name: name, rep: reps[name], pull: newPullTurns(&r.stats.SyncTurnsTakenOver, &r.stats.SyncSessionsAbandoned)}
 	}
 	if err := r.syncAll(ctx, server.ID(), false); err != nil {
 		t.Fatal(err)

@@ -54,33 +54,34 @@ type ChangeTracker interface {
 // Stats counts what replication did. All fields are safe to read while the
 // replicator runs.
 type Stats struct {
-	MessagesPublished  atomic.Int64 // gossip messages published
-	PublishNoPeers     atomic.Int64 // batches not published: no peer in the topic
-	BatchesPublished   atomic.Int64
-	BytesPublished     atomic.Int64
-	MessagesReceived   atomic.Int64 // accepted gossip messages from others
-	BatchesReceived    atomic.Int64
-	BatchesApplied     atomic.Int64 // batches that were new
-	BytesReceived      atomic.Int64
-	RejectMalformed    atomic.Int64 // messages or frames that did not decode
-	RejectOrigin       atomic.Int64 // batch origin is not the signer
-	RejectNotWriter    atomic.Int64 // signer not in the namespace's writer allowlist
-	RejectForged       atomic.Int64 // gossip messages and sync batches whose origin signature is missing or does not verify
-	IgnoredDuplicate   atomic.Int64 // gossip messages whose every batch was applied already (forwarded if genuine, not applied again)
-	IgnoredAhead       atomic.Int64 // batches whose context runs far ahead of another replica's writes held here
-	SyncSessions       atomic.Int64 // sync sessions completed as client
-	SyncServed         atomic.Int64 // sync sessions served
-	SyncRefused        atomic.Int64 // sync requests refused by rate limits
-	SyncHeldBack       atomic.Int64 // sessions served that left batches to gossip (see Config.SyncGrace)
-	SyncFollowUps      atomic.Int64 // sessions run again after a server held batches back
-	SyncTurnsTakenOver atomic.Int64 // client sessions that took their namespace's pull turn over from a stalled one
-	SyncBatchesIn      atomic.Int64
-	SyncBatchesHeld    atomic.Int64 // sync batches that were applied already when they came (not checked or applied again)
-	SyncBatchesOut     atomic.Int64
-	SyncBytesIn        atomic.Int64
-	SyncBytesOut       atomic.Int64
-	StateSessions      atomic.Int64 // sync sessions that reconciled state
-	StateKeysIn        atomic.Int64
+	MessagesPublished     atomic.Int64 // gossip messages published
+	PublishNoPeers        atomic.Int64 // batches not published: no peer in the topic
+	BatchesPublished      atomic.Int64
+	BytesPublished        atomic.Int64
+	MessagesReceived      atomic.Int64 // accepted gossip messages from others
+	BatchesReceived       atomic.Int64
+	BatchesApplied        atomic.Int64 // batches that were new
+	BytesReceived         atomic.Int64
+	RejectMalformed       atomic.Int64 // messages or frames that did not decode
+	RejectOrigin          atomic.Int64 // batch origin is not the signer
+	RejectNotWriter       atomic.Int64 // signer not in the namespace's writer allowlist
+	RejectForged          atomic.Int64 // gossip messages and sync batches whose origin signature is missing or does not verify
+	IgnoredDuplicate      atomic.Int64 // gossip messages whose every batch was applied already (forwarded if genuine, not applied again)
+	IgnoredAhead          atomic.Int64 // batches whose context runs far ahead of another replica's writes held here
+	SyncSessions          atomic.Int64 // sync sessions completed as client
+	SyncServed            atomic.Int64 // sync sessions served
+	SyncRefused           atomic.Int64 // sync requests refused by rate limits
+	SyncHeldBack          atomic.Int64 // sessions served that left batches to gossip (see Config.SyncGrace)
+	SyncFollowUps         atomic.Int64 // sessions run again after a server held batches back
+	SyncTurnsTakenOver    atomic.Int64 // client sessions that took their namespace's pull turn over from a stalled one
+	SyncSessionsAbandoned atomic.Int64 // client sessions reset when their turn was taken over before their server answered
+	SyncBatchesIn         atomic.Int64
+	SyncBatchesHeld       atomic.Int64 // sync batches that were applied already when they came (not checked or applied again)
+	SyncBatchesOut        atomic.Int64
+	SyncBytesIn           atomic.Int64
+	SyncBytesOut          atomic.Int64
+	StateSessions         atomic.Int64 // sync sessions that reconciled state
+	StateKeysIn           atomic.Int64
 	// StateMergesSkipped counts reconciliations that applied their key
 	// deltas but left the merge of the server's seen batches and context
 	// to a later session: keys kept changing while they ran.

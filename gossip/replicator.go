@@ -517,9 +517,11 @@ func (r *Replicator) syncNamespace(ctx context.Context, p peer.ID, s *space, ful
 		if err := r.pace(ctx, p); err != nil {
 			return false, fmt.Errorf("namespace %q: %w", s.name, err)
 		}
-		done := s.pull.take(ctx)
-		next, err := r.syncSpace(ctx, p, s, &refused, full)
-		done()
+		sessCtx, abandon := context.WithCancelCause(ctx)
+		turn := s.pull.take(sessCtx, abandon)
+		next, err := r.syncSpace(sessCtx, p, s, turn, &refused, full)
+		turn.done()
+		abandon(nil)
 		if errors.Is(err, ErrMalformed) {
 			r.stats.RejectMalformed.Add(1) // a server's bad frame
 		}

@@ -55,7 +55,7 @@ func (r *Replicator) newSpace(ns string, rep Replica, writers []peer.ID) (*space
 		co: coalescer{window: r.cfg.CoalesceWindow, maxWindow: r.cfg.MaxCoalesceWindow,
 			maxOps: r.cfg.MaxPublishOps, maxBytes: r.cfg.MaxPublishBytes, maxBatches: r.cfg.Limits.withDefaults().MaxBatches},
 		notify: make(chan struct{}, 1),
-		pull:   newPullTurns(&r.stats.SyncTurnsTakenOver),
+		pull:   newPullTurns(&r.stats.SyncTurnsTakenOver, &r.stats.SyncSessionsAbandoned),
 
 		firstSync: make(chan struct{}),
 	}

@@ -142,7 +142,7 @@ const (
 	syncLater          // the server left batches to gossip: another after the grace
 )
 
-func (r *Replicator) syncSpace(ctx context.Context, p peer.ID, s *space, refused *crdt.Context, full bool) (next syncNext, err error) {
+func (r *Replicator) syncSpace(ctx context.Context, p peer.ID, s *space, turn *turn, refused *crdt.Context, full bool) (next syncNext, err error) {
 	// SyncTimeout bounds the session, but state reconciliation pushes it
 	// out while it makes progress (see conn.progress).
 	ctx, cancel := context.WithCancel(ctx)
@@ -162,7 +162,7 @@ func (r *Replicator) syncSpace(ctx context.Context, p peer.ID, s *space, refused
 	c := newConn(st, r.cfg.Limits)
 	c.setTimeouts(r.cfg.SyncTimeout, r.cfg.Now)
 	c.onExtend = func(left time.Duration) { expire.Reset(left) }
-	c.onFrame = s.pull.received
+	c.onFrame = turn.received
 	defer func() {
 		r.stats.SyncBytesIn.Add(c.in)
 		r.stats.SyncBytesOut.Add(c.out)
@@ -186,6 +186,11 @@ func (r *Replicator) syncSpace(ctx context.Context, p peer.ID, s *space, refused
 				ps.LastError = err.Error()
 			}
 		})
+	}()
+	defer func() { // runs first: the status notes why
+		if err != nil && errors.Is(context.Cause(ctx), errAbandoned) {
+			err = errAbandoned // not the reset stream's error
+		}
 	}()
 	for {
 		f, err := c.recv()

@@ -183,9 +183,12 @@ type Replication struct {
 	// SyncTurnsTakenOver: client sessions that took their namespace's pull
 	// turn over from one that had stalled (see gossip's pull turns).
 	SyncTurnsTakenOver int64 `json:"sync_turns_taken_over"`
-	SyncBytesIn        int64 `json:"sync_bytes_in"`
-	StateSessions      int64 `json:"state_sessions"`
-	StateKeysIn        int64 `json:"state_keys_in"`
+	// SyncSessionsAbandoned: of those, the stalled sessions ended because
+	// their server had not answered at all (a blackholed link).
+	SyncSessionsAbandoned int64 `json:"sync_sessions_abandoned"`
+	SyncBytesIn           int64 `json:"sync_bytes_in"`
+	StateSessions         int64 `json:"state_sessions"`
+	StateKeysIn           int64 `json:"state_keys_in"`
 }
 
 func (r *Replication) add(s *gossip.Stats) {
@@ -198,6 +201,7 @@ func (r *Replication) add(s *gossip.Stats) {
 	r.SyncBatchesIn += s.SyncBatchesIn.Load()
 	r.SyncBatchesHeld += s.SyncBatchesHeld.Load()
 	r.SyncTurnsTakenOver += s.SyncTurnsTakenOver.Load()
+	r.SyncSessionsAbandoned += s.SyncSessionsAbandoned.Load()
 	r.SyncBytesIn += s.SyncBytesIn.Load()
 	r.StateSessions += s.StateSessions.Load()
 	r.StateKeysIn += s.StateKeysIn.Load()
