@@ -138,12 +138,21 @@ func TestPullTurns(t *testing.T) {
 		// newcomer before its first frame could come.
 		synctest.Test(t, func(t *testing.T) {
 			pt, takeovers := newTurns()
-			release := pt.take(t.Context(), nil).done
+			first := pt.take(t.Context(), nil)
 			got := take(t.Context(), pt, nil)
 			time.Sleep(pullWait - 100*time.Millisecond)
-			release()
-			again := pt.take(t.Context(), nil).done // the holder's next round, before the waiter runs
-			defer again()
+			// The holder releases and its next round takes the turn again
+			// before the woken waiter can look: under mu, so the waiter
+			// cannot run in between (with two calls it sometimes did, and
+			// the test failed).
+			pt.mu.Lock()
+			if pt.holder != first.ticket {
+				t.Fatal("the first session does not hold the turn")
+			}
+			pt.holder, pt.holding = 0, nil
+			pt.freed <- struct{}{}
+			again := pt.grant(&turn{t: pt})
+			defer again.done()
 			time.Sleep(pullWait - 200*time.Millisecond)
 			waiting(t, got, "woken waiter")
 			if d := <-got; d != 2*pullWait-100*time.Millisecond {
