@@ -108,13 +108,14 @@ func (s *space) writerOK(origin crdt.ReplicaID) bool { return s.writers == nil |
 // gives every batch its auth for sync to relay. A message whose batches
 // were all applied already is forwarded but not applied again; one whose
 // context runs ahead is ignored (neither penalised nor forwarded).
-func (s *space) validate(_ context.Context, _ peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
+func (s *space) validate(_ context.Context, from peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
 	st := &s.r.stats
 	if msg.ReceivedFrom == s.r.cfg.Host.ID() {
 		// Our own batches: already committed, so they would look like
 		// duplicates; they were built here, so there is nothing to check.
 		return pubsub.ValidationAccept
 	}
+	s.r.heard(from) // whatever it sent: its link works
 	m, err := decodeCanonical(msg.Data, s.r.cfg.Limits)
 	if err != nil {
 		st.RejectMalformed.Add(1)

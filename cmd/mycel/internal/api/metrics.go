@@ -89,7 +89,7 @@ var (
 	descBytes             = desc("mycel_replication_bytes_total", "Replication bytes by protocol (gossip, sync) and direction (in, out).", "protocol", "direction")
 	descSyncSessions      = desc("mycel_sync_sessions_total", "Sync sessions completed, by role (client, server).", "role")
 	descSyncRefused       = desc("mycel_sync_refused_total", "Sync requests refused by rate limits, and state reconciliations refused while 4 are being served.")
-	descSyncAbandoned     = desc("mycel_sync_abandoned_total", "Client sync sessions abandoned: the peer had not answered when another session took the namespace's pull turn over (a peer that stopped answering, such as one behind a blackholed link).")
+	descSyncAbandoned     = desc("mycel_sync_abandoned_total", "Client sync sessions abandoned: the peer had not answered the session at all when another session took the namespace's pull turn over (such as a peer behind a blackholed link).")
 	descSyncBatches       = desc("mycel_sync_batches_total", "Delta batches moved by sync, by direction (in, out).", "direction")
 	descStateSessions     = desc("mycel_sync_state_sessions_total", "Sync sessions that reconciled state instead of log entries.")
 	descStateKeys         = desc("mycel_sync_state_keys_in_total", "Keys received by state reconciliation.")
