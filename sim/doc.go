@@ -8,7 +8,8 @@
 // Every node's libp2p host uses go-libp2p's QUIC transport over a
 // github.com/marcopolo/simnet endpoint, as go-libp2p's x/simlibp2p does.
 // simnet gives each node a bandwidth-limited link and each packet a latency
-// from its region pair (plus seeded jitter). Between simnet and QUIC sits a
+// from its region pair (plus seeded jitter), arriving on whole milliseconds
+// (see deliveryGrid). Between simnet and QUIC sits a
 // small net.PacketConn wrapper of ours that drops packets at random (seeded
 // loss per region pair) and across a blackhole partition, and counts what
 // it delivers per region pair and across the partition standing: that is

@@ -231,3 +231,38 @@ func TestRecoveryAfterAWipeCountsTheRefetch(t *testing.T) {
 		}
 	})
 }
+
+// TestArrivalsOnTheGrid: a packet arrives on the delivery grid's tick
+// nearest its unrounded arrival (so a link keeps its mean latency), never
+// before it was sent; a latency too short for a tick after the send keeps
+// its own value.
+func TestArrivalsOnTheGrid(t *testing.T) {
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		sent, latency, want time.Duration // sent: offset from a whole tick
+	}{
+		{0, 2 * time.Millisecond, 2 * time.Millisecond},
+		{300 * time.Microsecond, 2 * time.Millisecond, 1700 * time.Microsecond},   // arrives at 2.3 → 2
+		{700 * time.Microsecond, 2 * time.Millisecond, 2300 * time.Microsecond},   // 2.7 → 3
+		{500 * time.Microsecond, 40 * time.Millisecond, 40500 * time.Microsecond}, // 40.5 → 41 (half up)
+		{900 * time.Microsecond, 200 * time.Microsecond, 100 * time.Microsecond},  // 1.1 → 1
+		{200 * time.Microsecond, 100 * time.Microsecond, 100 * time.Microsecond},  // 0.3 → 0, not after the send: unrounded
+		{0, 0, 0},
+	} {
+		now := base.Add(tc.sent)
+		got := onGrid(now, tc.latency)
+		if got != tc.want {
+			t.Errorf("sent at +%v with latency %v: %v, want %v", tc.sent, tc.latency, got, tc.want)
+		}
+	}
+	// Over sends spread evenly across a tick, the mean latency stays.
+	const latency = 40 * time.Millisecond
+	var sum time.Duration
+	const n = 1000
+	for i := range n {
+		sum += onGrid(base.Add(time.Duration(i)*deliveryGrid/n), latency)
+	}
+	if mean := sum / n; mean < latency-deliveryGrid/100 || mean > latency+deliveryGrid/100 {
+		t.Fatalf("mean latency %v over a tick of sends, want %v", mean, latency)
+	}
+}
