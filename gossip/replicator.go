@@ -217,7 +217,6 @@ func New(cfg Config) (*Replicator, error) {
 		stateServes: make(chan struct{}, maxStateServes),
 		paced:       make(map[peer.ID]*admission),
 		status:      make(map[statusKey]*PeerSync),
-		unanswered:  make(map[peer.ID]struct{}),
 		kick:        make(chan peer.ID, 256),
 		key:         cfg.Host.Peerstore().PrivKey(cfg.Host.ID()),
 		signer:      []byte(cfg.Host.ID()),
@@ -540,14 +539,15 @@ func (r *Replicator) syncNamespace(ctx context.Context, p peer.ID, s *space, ful
 		abandon(nil)
 		if errors.Is(err, errAbandoned) {
 			r.markUnanswered(p)
-		}
-		if errors.Is(err, errAbandoned) && !retried && ctx.Err() == nil {
-			// Once more, with a Hello from when the turn comes back: the
-			// peer may only have been slow to answer (its first frame
-			// waits for a flush and a log read). Abandoned again, the
-			// session ends; the next periodic sync tries again.
-			retried = true
-			continue
+			if !retried && ctx.Err() == nil {
+				// Once more, with a Hello from when the turn comes back:
+				// the peer may only have been slow to answer (its first
+				// frame waits for a flush and a log read). Abandoned
+				// again, the session ends; the next periodic sync tries
+				// again.
+				retried = true
+				continue
+			}
 		}
 		if errors.Is(err, ErrMalformed) {
 			r.stats.RejectMalformed.Add(1) // a server's bad frame
@@ -571,7 +571,7 @@ func (r *Replicator) markUnanswered(p peer.ID) {
 		return // bounded: the periodic sync still reaches the others
 	}
 	if r.unanswered == nil {
-		r.unanswered = make(map[peer.ID]struct{})
+		r.unanswered = make(map[peer.ID]struct{}) // made on first use
 	}
 	r.unanswered[p] = struct{}{}
 	r.unansweredN.Add(1)
