@@ -153,7 +153,7 @@ func PubSubOptions(lim Limits) []pubsub.Option {
 		pubsub.WithMaxMessageSize(lim.MaxMessageBytes + 4096),
 		pubsub.WithPeerOutboundQueueSize(1024),
 		pubsub.WithValidateQueueSize(1024),
-		pubsub.WithPeerExchange(true),
+		// Peer exchange is left to the caller (node.Config.PeerExchange).
 	}
 }
 

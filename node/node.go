@@ -146,7 +146,8 @@ func (n *Node) open(ctx context.Context) error {
 	n.ps, err = pubsub.NewGossipSub(n.ctx, n.host,
 		append(append(gossip.PubSubOptions(lim),
 			pubsub.WithGossipSubParams(meshParams(n.cfg.MeshDegree)),
-			pubsub.WithFloodPublish(n.cfg.FloodPublish)), n.opts.psOpts...)...)
+			pubsub.WithFloodPublish(n.cfg.FloodPublish),
+			pubsub.WithPeerExchange(n.cfg.PeerExchange)), n.opts.psOpts...)...)
 	if err != nil {
 		return fmt.Errorf("node: gossipsub: %w", err)
 	}

@@ -153,6 +153,7 @@ func (c *cluster) start(ctx context.Context, m *member) error {
 		DisablePublish:   c.sc.DisablePublish,
 		MeshDegree:       c.sc.MeshDegree,
 		FloodPublish:     c.sc.FloodPublish,
+		PeerExchange:     c.sc.PeerExchange,
 		MaxRedialBackoff: redialBackoff,
 	}
 	inc := m.incarnation

@@ -303,6 +303,9 @@ func (r *netnsRun) start(ctx context.Context, n *netnsNode) error {
 	if r.sc.FloodPublish {
 		args = append(args, "--flood-publish")
 	}
+	if r.sc.PeerExchange {
+		args = append(args, "--peer-exchange")
+	}
 	for _, j := range n.boot {
 		b := r.nodes[j]
 		if b.peerID != "" {

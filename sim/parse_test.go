@@ -18,12 +18,12 @@ func TestParseScenario(t *testing.T) {
 }
 
 func TestParseGossipKnobs(t *testing.T) {
-	sc, err := ParseScenario([]byte("regions:\n  - {name: us, nodes: 2}\nworkload: {rate: 1, keys: 1}\nmesh_degree: 2\nflood_publish: true\n"))
+	sc, err := ParseScenario([]byte("regions:\n  - {name: us, nodes: 2}\nworkload: {rate: 1, keys: 1}\nmesh_degree: 2\nflood_publish: true\npeer_exchange: true\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sc.MeshDegree != 2 || !sc.FloodPublish {
-		t.Fatalf("mesh degree %d, flood publish %v", sc.MeshDegree, sc.FloodPublish)
+	if sc.MeshDegree != 2 || !sc.FloodPublish || !sc.PeerExchange {
+		t.Fatalf("mesh degree %d, flood publish %v, peer exchange %v", sc.MeshDegree, sc.FloodPublish, sc.PeerExchange)
 	}
 }
 

@@ -44,6 +44,11 @@ type Scenario struct {
 	// FloodPublish makes every node send its own batches straight to
 	// every connected peer too (node.Config's FloodPublish). Default false.
 	FloodPublish bool `yaml:"flood_publish"`
+	// PeerExchange makes every node hand the peers it prunes from its
+	// gossipsub mesh others to dial (node.Config's PeerExchange). Default
+	// false, the node default: the simulated nodes find each other through
+	// their bootstrap lists.
+	PeerExchange bool `yaml:"peer_exchange"`
 	// DisableSync removes every node's sync protocol handler, so that
 	// gossip alone replicates and nothing repairs what it misses: for
 	// proving that the checkers catch lost writes. Default false.

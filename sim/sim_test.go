@@ -615,6 +615,16 @@ func TestSpeed100MeshDegree2(t *testing.T) {
 	runScenarioFile(t, "testdata/speed-100-d2.yaml")
 }
 
+// TestSpeed1000MeshDegree3 is issue 6's 1,000-node speed target: the
+// bundled 1,000-node scenario at gossipsub mesh degree 3, under virtual
+// time. It logs the wall time; peak memory is the process's.
+func TestSpeed1000MeshDegree3(t *testing.T) {
+	if !longRuns() {
+		t.Skip("long: set MYCEL_SIM_LONG=1")
+	}
+	runScenarioFile(t, "testdata/speed-1000-d3.yaml")
+}
+
 // TestSpeed100Cut is a 12 s cut of it without faults, for A/B runs: it
 // logs the traffic too.
 func TestSpeed100Cut(t *testing.T) {

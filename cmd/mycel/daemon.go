@@ -133,7 +133,8 @@ func plan(s settings, stderr io.Writer) (daemonPlan, error) {
 	p.cfg = node.Config{
 		DataDir: s.DataDir, Listen: s.Listen, Bootstrap: s.Bootstrap, MDNS: s.MDNS, DHT: s.DHT,
 		NoSync: s.NoSync, SyncInterval: s.SyncInterval, MeshDegree: s.MeshDegree, FloodPublish: s.FloodPublish,
-		Limits: crdt.Limits{MaxValueBytes: s.MaxValueBytes},
+		PeerExchange: s.PeerExchange,
+		Limits:       crdt.Limits{MaxValueBytes: s.MaxValueBytes},
 	}
 	p.cfg.NAT = s.NAT
 	for _, a := range s.AllowPeer {
