@@ -90,16 +90,19 @@ type Config struct {
 	// above the peer count every peer is in the mesh and it changes
 	// nothing. Default false (gossipsub's default).
 	FloodPublish bool
-	// PeerExchange makes the node hand each peer it prunes from a gossipsub
-	// mesh up to 16 of its other peers in the namespace (gossipsub peer
-	// exchange), which that peer then dials: a way for nodes that know only
-	// a bootstrap node or two to spread out. Records from other nodes are
-	// taken either way. go-libp2p-pubsub advises it for bootstrap and other
-	// well-connected nodes, not for every node: when every node does it,
-	// every prune brings new connections, and they pile up below ConnLow,
-	// where nothing trims them (simulated 1,000-node cluster, each node
-	// dialling 8: 52 connections per node with it, 16 without; 2.2 times
-	// the time and 2.3 times the memory). Default false (WAN preset: true).
+	// PeerExchange makes the node answer a GRAFT it refuses (its mesh is
+	// full) or a mesh peer it prunes with up to 16 of its other peers in the
+	// namespace, which that peer dials if not connected to them already
+	// (gossipsub peer exchange): a way for nodes that know only a bootstrap
+	// node or two to spread out. Turn it on for such bootstrap nodes, not
+	// for every node: go-libp2p-pubsub advises it for bootstrap and other
+	// well-connected nodes, and when every node does it each prune brings
+	// new connections, which pile up below ConnHigh, where the connection
+	// manager starts trimming (simulated 1,000-node cluster, each node
+	// dialling 8 others: ~52 connections per node with it, 2.2–2.6 times
+	// the wall time and 2.3 times the memory). Records other nodes hand
+	// this one are dialled either way, as Mycel sets no gossipsub peer
+	// scoring to refuse them by. Default false.
 	PeerExchange bool
 	// ConnLow and ConnHigh are the connection manager's watermarks.
 	// Defaults 100 and 400.
@@ -123,16 +126,15 @@ func DefaultLANConfig() Config {
 	}
 }
 
-// DefaultWANConfig is for nodes across regions: no mDNS, NAT traversal,
-// DHT rendezvous and peer exchange on, sync every 30 s (gossip carries the
-// fast path; sync repairs).
+// DefaultWANConfig is for nodes across regions: no mDNS, NAT traversal and
+// DHT rendezvous on, sync every 30 s (gossip carries the fast path; sync
+// repairs). Set PeerExchange on the nodes others bootstrap from.
 func DefaultWANConfig() Config {
 	return Config{
 		DataDir:      "mycel-data",
 		Listen:       []string{"/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"},
 		NAT:          true,
 		DHT:          true,
-		PeerExchange: true,
 		SyncInterval: 30 * time.Second,
 	}
 }

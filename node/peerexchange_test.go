@@ -10,8 +10,10 @@ import (
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 )
 
-// pruneTracer records the gossipsub PRUNEs a node receives, and how many
-// peer-exchange records the last of them carried.
+// pruneTracer records the gossipsub PRUNEs a node receives, and the most
+// peer-exchange records one of them carried. gossipsub calls RecvRPC
+// before it acts on the PRUNE, so a dial a PRUNE caused comes after its
+// count.
 type pruneTracer struct {
 	countingTracer
 	prunes, peers atomic.Int64
@@ -19,15 +21,22 @@ type pruneTracer struct {
 
 func (p *pruneTracer) RecvRPC(rpc *pubsub.RPC) {
 	for _, pr := range rpc.GetControl().GetPrune() {
-		p.peers.Store(int64(len(pr.GetPeers())))
+		n := int64(len(pr.GetPeers()))
+		for {
+			old := p.peers.Load()
+			if n <= old || p.peers.CompareAndSwap(old, n) {
+				break
+			}
+		}
 		p.prunes.Add(1)
 	}
 }
 
-// TestPeerExchange: six leaves each know only a hub, and all graft it. A
-// hub with PeerExchange prunes the extra leaves with records of the others,
-// which they dial; a hub without prunes them with no records, and the
-// leaves stay connected to the hub alone.
+// TestPeerExchange: six leaves each know only a hub (mesh degree 2: at
+// most 4 in its mesh), and each grafts it. The hub refuses or prunes the
+// extra leaves. With PeerExchange its PRUNEs carry records of the other
+// leaves, which the pruned leaves dial; without, they carry none, and no
+// leaf has another peer to dial.
 func TestPeerExchange(t *testing.T) {
 	for _, px := range []bool{true, false} {
 		t.Run(fmt.Sprintf("peer exchange %v", px), func(t *testing.T) {
@@ -55,14 +64,19 @@ func TestPeerExchange(t *testing.T) {
 			}
 			deadline := time.Now().Add(30 * time.Second)
 			for {
-				pruned, offered, linked := 0, int64(0), 0
-				for i, l := range leaves {
-					if tracers[i].prunes.Load() > 0 {
-						pruned++
-						offered = max(offered, tracers[i].peers.Load())
-					}
+				// Links first: a link made by peer exchange is counted
+				// after the PRUNE that offered it.
+				linked := 0
+				for _, l := range leaves {
 					if len(l.Host().Network().Peers()) > 1 {
 						linked++
+					}
+				}
+				pruned, offered := 0, int64(0)
+				for _, tr := range tracers {
+					if tr.prunes.Load() > 0 {
+						pruned++
+						offered = max(offered, tr.peers.Load())
 					}
 				}
 				if px && linked > 0 {

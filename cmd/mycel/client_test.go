@@ -277,6 +277,25 @@ func TestSettingsPrecedence(t *testing.T) {
 			t.Fatalf("flood-publish on (%v %v %v): %v %v", c.file, c.env, c.args, s.FloodPublish, err)
 		}
 	}
+	// peer-exchange too.
+	if s, err := parse("", nil); err != nil || s.PeerExchange {
+		t.Fatalf("default peer-exchange: %+v %v", s.PeerExchange, err)
+	}
+	px := filepath.Join(dir, "px.yaml")
+	os.WriteFile(px, []byte("peer-exchange: true\n"), 0o600)
+	for _, c := range []struct {
+		file string
+		env  map[string]string
+		args []string
+	}{
+		{"", nil, []string{"--peer-exchange"}},
+		{"", map[string]string{"MYCEL_PEER_EXCHANGE": "true"}, nil},
+		{px, nil, nil},
+	} {
+		if s, err := parse(c.file, c.env, c.args...); err != nil || !s.PeerExchange {
+			t.Fatalf("peer-exchange on (%v %v %v): %v %v", c.file, c.env, c.args, s.PeerExchange, err)
+		}
+	}
 	empty := filepath.Join(dir, "empty.yaml")
 	os.WriteFile(empty, nil, 0o600)
 	if s, err := parse(empty, nil); err != nil || s.API != "127.0.0.1:5080" {

@@ -43,7 +43,7 @@ type settings struct {
 	MaxValueBytes int           `name:"max-value-bytes" usage:"largest value (and request body) accepted"`
 	MeshDegree    int           `name:"mesh-degree" usage:"gossipsub mesh degree D, 2 to 32: fewer duplicate sends below the default, more redundancy above it"`
 	FloodPublish  bool          `name:"flood-publish" usage:"also send this node's own changes straight to every connected peer in the namespace, not only along the gossip mesh (one hop fewer, more duplicate sends)"`
-	PeerExchange  bool          `name:"peer-exchange" usage:"hand each peer pruned from this node's gossip mesh other peers to dial (gossipsub peer exchange): for bootstrap nodes and other well-connected ones"`
+	PeerExchange  bool          `name:"peer-exchange" usage:"answer each peer pruned from (or refused into) this node's full gossip mesh with up to 16 other peers to dial (gossipsub peer exchange): for the nodes others bootstrap from"`
 	ShutdownWait  time.Duration `name:"shutdown-timeout" usage:"bound on graceful shutdown after SIGINT/SIGTERM: draining API requests gets at most half, closing the node the rest"`
 	MaxNamespaces int           `name:"max-namespaces" usage:"the API creates a namespace only while the node holds fewer (507 past it); those opened at start count too"`
 	MaxWatchers   int           `name:"max-watchers" usage:"watch streams open at once; one more is answered 503"`
