@@ -306,7 +306,7 @@ func TestMeshDegreeBounds(t *testing.T) {
 // TestHealFromManyPeersPullsOnce: a node cut off from four peers misses
 // 5,000 puts, then reconnects to all four at once. Each connection starts
 // a sync; taking turns, the later sessions find nothing left to pull, so
-// the node receives about what it missed once, not four times. (The race
+// the node receives each batch it missed once, not four times. (The race
 // detector slows sessions enough that they rarely overlap; scripts/test.sh
 // also runs this test without it, where four overlapping pulls showed
 // 4–5× the raw bytes before sessions took turns.)
@@ -327,7 +327,8 @@ func TestHealFromManyPeersPullsOnce(t *testing.T) {
 	raw := keys * (len("heal-00000") + len(val))
 	putKeysConcurrently(t, ns, writers, keys, func(i int) string { return fmt.Sprintf("heal-%05d", i) }, val)
 	waitConverged(t, rest, "h", keys, 30*time.Second)
-	before := cut.Stats().SyncBytesIn.Load()
+	st := cut.Stats()
+	bytesBefore, inBefore, heldBefore := st.SyncBytesIn.Load(), st.SyncBatchesIn.Load(), st.SyncBatchesHeld.Load()
 	for _, n := range rest {
 		n.Unblock(cut.ID())
 		cut.Unblock(n.ID())
@@ -342,11 +343,17 @@ func TestHealFromManyPeersPullsOnce(t *testing.T) {
 		}
 	}
 	waitConverged(t, nodes, "h", keys, 30*time.Second)
-	got := cut.Stats().SyncBytesIn.Load() - before
-	if got > int64(2*raw) {
-		t.Fatalf("healing pulled %d sync bytes for %d raw bytes missed (%.1f×): peers sent the same batches", got, raw, float64(got)/float64(raw))
+	bytesIn := st.SyncBytesIn.Load() - bytesBefore
+	batchesIn, held := st.SyncBatchesIn.Load()-inBefore, st.SyncBatchesHeld.Load()-heldBefore
+	t.Logf("sync: %d batches in, %d of them held already; %d bytes for %d raw (%.2f×)", batchesIn, held, bytesIn, raw, float64(bytesIn)/float64(raw))
+	// Pulled once: a batch that comes a second time is held already.
+	// Bytes are no measure of it: they grow with the number of batches
+	// node 0's group commits made (each carries its signature and proof),
+	// which moves from run to run (1.5–2.7 times the raw bytes over 60
+	// runs, with no batch twice).
+	if held > batchesIn/10 {
+		t.Fatalf("healing pulled %d batches, %d of them held already (%d bytes for %d raw): peers sent the same batches", batchesIn, held, bytesIn, raw)
 	}
-	t.Logf("sync bytes in: %d for %d raw (%.2f×)", got, raw, float64(got)/float64(raw))
 }
 
 // putConcurrently puts keys k<from>..k<to-1> from 16 writers, as clients

@@ -258,42 +258,32 @@ func TestSettingsPrecedence(t *testing.T) {
 	if _, err := parse(twoDocs, nil); err == nil || !strings.Contains(err.Error(), "more than one YAML document") {
 		t.Fatalf("two YAML documents: %v", err)
 	}
-	// flood-publish defaults off; flag, environment and file turn it on.
-	if s, err := parse("", nil); err != nil || s.FloodPublish {
-		t.Fatalf("default flood-publish: %+v %v", s.FloodPublish, err)
-	}
-	flood := filepath.Join(dir, "flood.yaml")
-	os.WriteFile(flood, []byte("flood-publish: true\nmesh-degree: 2\n"), 0o600)
-	for _, c := range []struct {
-		file string
-		env  map[string]string
-		args []string
+	// flood-publish and peer-exchange default off; flag, environment and
+	// file turn each on.
+	for _, knob := range []struct {
+		name, env string
+		on        func(settings) bool
 	}{
-		{"", nil, []string{"--flood-publish"}},
-		{"", map[string]string{"MYCEL_FLOOD_PUBLISH": "true"}, nil},
-		{flood, nil, nil},
+		{"flood-publish", "MYCEL_FLOOD_PUBLISH", func(s settings) bool { return s.FloodPublish }},
+		{"peer-exchange", "MYCEL_PEER_EXCHANGE", func(s settings) bool { return s.PeerExchange }},
 	} {
-		if s, err := parse(c.file, c.env, c.args...); err != nil || !s.FloodPublish {
-			t.Fatalf("flood-publish on (%v %v %v): %v %v", c.file, c.env, c.args, s.FloodPublish, err)
+		if s, err := parse("", nil); err != nil || knob.on(s) {
+			t.Fatalf("default %s: %v %v", knob.name, knob.on(s), err)
 		}
-	}
-	// peer-exchange too.
-	if s, err := parse("", nil); err != nil || s.PeerExchange {
-		t.Fatalf("default peer-exchange: %+v %v", s.PeerExchange, err)
-	}
-	px := filepath.Join(dir, "px.yaml")
-	os.WriteFile(px, []byte("peer-exchange: true\n"), 0o600)
-	for _, c := range []struct {
-		file string
-		env  map[string]string
-		args []string
-	}{
-		{"", nil, []string{"--peer-exchange"}},
-		{"", map[string]string{"MYCEL_PEER_EXCHANGE": "true"}, nil},
-		{px, nil, nil},
-	} {
-		if s, err := parse(c.file, c.env, c.args...); err != nil || !s.PeerExchange {
-			t.Fatalf("peer-exchange on (%v %v %v): %v %v", c.file, c.env, c.args, s.PeerExchange, err)
+		file := filepath.Join(dir, knob.name+".yaml")
+		os.WriteFile(file, []byte(knob.name+": true\nmesh-degree: 2\n"), 0o600)
+		for _, c := range []struct {
+			file string
+			env  map[string]string
+			args []string
+		}{
+			{"", nil, []string{"--" + knob.name}},
+			{"", map[string]string{knob.env: "true"}, nil},
+			{file, nil, nil},
+		} {
+			if s, err := parse(c.file, c.env, c.args...); err != nil || !knob.on(s) {
+				t.Fatalf("%s on (%v %v %v): %v %v", knob.name, c.file, c.env, c.args, knob.on(s), err)
+			}
 		}
 	}
 	empty := filepath.Join(dir, "empty.yaml")
