@@ -76,6 +76,7 @@ type Stats struct {
 	SyncTurnsTakenOver    atomic.Int64 // client sessions that took their namespace's pull turn over from a stalled one
 	SyncSessionsAbandoned atomic.Int64 // client sessions reset when their turn was taken over before their server answered
 	SyncPeersHeardAgain   atomic.Int64 // syncs started with peers whose session was abandoned, once one of them forwarded a gossip message
+	SyncGapPulls          atomic.Int64 // syncs started with a peer that forwarded a batch past a gap gossip left open (see gapWatch)
 	SyncBatchesIn         atomic.Int64
 	SyncBatchesHeld       atomic.Int64 // sync batches that were applied already when they came (not checked or applied again)
 	SyncBatchesOut        atomic.Int64

@@ -23,6 +23,9 @@ import (
 // ProtocolSync is the repair protocol's id.
 const ProtocolSync = "/mycel/sync/1.0.0"
 
+// defaultSyncGrace is Config.SyncGrace's default.
+const defaultSyncGrace = time.Second
+
 // TopicName returns the gossipsub topic of a namespace.
 func TopicName(ns string) string { return "/mycel/ns/" + ns + "/1" }
 
@@ -106,7 +109,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.SyncInterval = 10 * time.Second
 	}
 	if c.SyncGrace == 0 {
-		c.SyncGrace = time.Second
+		c.SyncGrace = defaultSyncGrace
 	}
 	if c.SyncTimeout <= 0 {
 		c.SyncTimeout = 30 * time.Second
@@ -605,6 +608,29 @@ func (r *Replicator) heard(p peer.ID) {
 		}
 	}
 	r.unansweredN.Store(0)
+}
+
+// gapGrace is how long a gap in what gossip delivered stays open before
+// it is pulled (see gapWatch): SyncGrace, the time a sync server leaves
+// to gossip too, or its default when sync leaves nothing to gossip.
+func (r *Replicator) gapGrace() time.Duration {
+	if r.cfg.SyncGrace > 0 {
+		return r.cfg.SyncGrace
+	}
+	return defaultSyncGrace
+}
+
+// pullGap syncs every namespace with p, which may hold batches gossip
+// skipped (see gapWatch); it reports false if a sync with p is running or
+// queued already.
+func (r *Replicator) pullGap(p peer.ID) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.queueSync(p, nil, true) {
+		return false
+	}
+	r.stats.SyncGapPulls.Add(1)
+	return true
 }
 
 // sleepCtx waits for d or until ctx ends.

@@ -11,6 +11,7 @@ import (
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	pb "github.com/libp2p/go-libp2p-pubsub/pb"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/mycelnet/mycel/crdt"
@@ -39,6 +40,11 @@ type space struct {
 
 	// pull admits one client sync session at a time (see pullTurns).
 	pull *pullTurns
+	// gaps: a batch gossip skipped, pulled if still missing a grace later
+	// (see gapWatch); gapTimer runs that check.
+	gapMu    sync.Mutex
+	gaps     gapWatch
+	gapTimer *time.Timer
 	// firstSync is closed once the syncs Join started have ended;
 	// firstPending (guarded by r.mu) counts those still to end.
 	firstSync    chan struct{}
@@ -93,8 +99,51 @@ func (r *Replicator) newSpace(ns string, rep Replica, writers []peer.ID) (*space
 	return s, nil
 }
 
+// noteGap watches for a gap before b, which gossip delivered from peer
+// from, and checks it a grace later (see gapWatch).
+func (s *space) noteGap(b Batch, from peer.ID) {
+	s.gapMu.Lock()
+	defer s.gapMu.Unlock()
+	grace := s.r.gapGrace()
+	if s.gaps.note(b.Origin, peer.ID(b.Signer), b.Seq, from, time.Now(), grace, s.rep.HasSeen) && s.gapTimer == nil {
+		s.gapTimer = time.AfterFunc(grace, s.checkGap)
+	}
+}
+
+// checkGap pulls the watched gaps still open, and arms the next check. It
+// holds gapMu while it queues syncs (gapMu before r.mu, never after).
+func (s *space) checkGap() {
+	s.gapMu.Lock()
+	if s.ctx.Err() != nil { // closed: close cancels before it stops the timer
+		s.gapMu.Unlock()
+		return
+	}
+	now := time.Now() // monotonic, like the timer: a skewed clock must not move checks
+	next := s.gaps.check(now, s.r.gapGrace(), s.missing, func(p peer.ID) bool {
+		return s.r.cfg.Host.Network().Connectedness(p) == network.Connected
+	}, s.r.pullGap)
+	s.gapTimer = nil
+	if !next.IsZero() {
+		s.gapTimer = time.AfterFunc(max(next.Sub(now), time.Millisecond), s.checkGap)
+	}
+	s.gapMu.Unlock()
+}
+
+// missing returns the batches of origin numbered up to seq not applied here.
+func (s *space) missing(origin crdt.ReplicaID, seq uint64) crdt.Context {
+	var want, m crdt.Context
+	want.AddRange(origin, 1, seq)
+	s.rep.View(func(_ *crdt.Namespace, seen *crdt.Context) { m = seen.Missing(want) })
+	return m
+}
+
 func (s *space) close() {
 	s.cancel()
+	s.gapMu.Lock()
+	if s.gapTimer != nil {
+		s.gapTimer.Stop()
+	}
+	s.gapMu.Unlock()
 	s.sub.Cancel()
 	s.wg.Wait()
 	_ = s.topic.Close()
@@ -278,6 +327,7 @@ func (s *space) receive() {
 			if applied {
 				st.BatchesApplied.Add(1)
 			}
+			s.noteGap(b, msg.ReceivedFrom)
 		}
 		s.pending.applied(m.n)
 	}

@@ -186,9 +186,12 @@ type Replication struct {
 	// SyncSessionsAbandoned: of those, the stalled sessions ended because
 	// their server had not answered at all (a blackholed link).
 	SyncSessionsAbandoned int64 `json:"sync_sessions_abandoned"`
-	SyncBytesIn           int64 `json:"sync_bytes_in"`
-	StateSessions         int64 `json:"state_sessions"`
-	StateKeysIn           int64 `json:"state_keys_in"`
+	// SyncGapPulls: syncs started with a peer that forwarded a batch past
+	// a gap gossip had left open for the grace (see gossip's gapWatch).
+	SyncGapPulls  int64 `json:"sync_gap_pulls"`
+	SyncBytesIn   int64 `json:"sync_bytes_in"`
+	StateSessions int64 `json:"state_sessions"`
+	StateKeysIn   int64 `json:"state_keys_in"`
 }
 
 func (r *Replication) add(s *gossip.Stats) {
@@ -202,6 +205,7 @@ func (r *Replication) add(s *gossip.Stats) {
 	r.SyncBatchesHeld += s.SyncBatchesHeld.Load()
 	r.SyncTurnsTakenOver += s.SyncTurnsTakenOver.Load()
 	r.SyncSessionsAbandoned += s.SyncSessionsAbandoned.Load()
+	r.SyncGapPulls += s.SyncGapPulls.Load()
 	r.SyncBytesIn += s.SyncBytesIn.Load()
 	r.StateSessions += s.StateSessions.Load()
 	r.StateKeysIn += s.StateKeysIn.Load()
