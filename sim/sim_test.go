@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -594,6 +595,50 @@ func TestBundledScenarios(t *testing.T) {
 				t.Skip("long: set MYCEL_SIM_LONG=1")
 			}
 			runScenarioFile(t, f)
+		})
+	}
+}
+
+// TestScenarioFile runs the scenario file named by MYCEL_SIM_SCENARIO under
+// virtual time, once per seed in MYCEL_SIM_SEEDS (comma-separated; default
+// the test seed), requires its budgets and logs its heals: for measuring
+// scenarios that are not bundled (testdata/).
+func TestScenarioFile(t *testing.T) {
+	f := os.Getenv("MYCEL_SIM_SCENARIO")
+	if f == "" {
+		t.Skip("set MYCEL_SIM_SCENARIO to a scenario file")
+	}
+	seeds := []uint64{testSeed}
+	if list := os.Getenv("MYCEL_SIM_SEEDS"); list != "" {
+		seeds = nil
+		for _, s := range strings.Split(list, ",") {
+			seed, err := strconv.ParseUint(strings.TrimSpace(s), 10, 64)
+			if err != nil {
+				t.Fatalf("MYCEL_SIM_SEEDS: %v", err)
+			}
+			seeds = append(seeds, seed)
+		}
+	}
+	sc, err := LoadScenario(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, seed := range seeds {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				rep, err := Run(t.Context(), sc, seed)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, h := range rep.Heals {
+					t.Logf("%s at %.0f s: every live node held every earlier op %.0f ms after it", h.Fault, h.AtMS/1000, h.RecoveredMS)
+				}
+				t.Logf("converged %v, %.0f ms after quiet; p99 propagation %.0f ms; %d gap pulls, %d gossip RPCs dropped",
+					rep.Converged, rep.ConvergenceMS, rep.Propagation.P99, rep.Replication.SyncGapPulls, rep.Cost.GossipDroppedRPCs)
+				if !rep.Passed {
+					t.Fatalf("failed: %v", rep.Failures)
+				}
+			})
 		})
 	}
 }
