@@ -32,7 +32,9 @@ type Config struct {
 	// redialled with backoff while disconnected.
 	Bootstrap []string
 	// MaxRedialBackoff caps the backoff between redials of a disconnected
-	// bootstrap peer (it starts at 1 s and doubles). Default 1 min (local
+	// bootstrap peer (it starts at 1 s and doubles). A connection that was
+	// up at least this long is redialled 0.5–1.5 s after it drops; one that
+	// dropped sooner, after the backoff reached so far. Default 1 min (local
 	// preset: 5 s). Lower heals long partitions sooner; higher dials less.
 	MaxRedialBackoff time.Duration
 	// MDNS finds peers on the local network. Default false (LAN preset: true).

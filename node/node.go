@@ -174,11 +174,7 @@ func (n *Node) open(ctx context.Context) error {
 			return fmt.Errorf("node: mdns: %w", err)
 		}
 	}
-	for _, a := range n.cfg.Bootstrap {
-		ai, _ := peer.AddrInfoFromString(a)
-		n.wg.Add(1)
-		go n.keepConnected(*ai)
-	}
+	n.keepBootstrapConnected()
 	if n.cfg.DHT {
 		if err := n.startDHT(ctx); err != nil {
 			return err
@@ -473,35 +469,6 @@ func (u *unsyncedBatches) releaseLocked(publish func(store.Commit)) {
 	u.held = u.held[:n]
 	if n == 0 && cap(u.held) > 1024 {
 		u.held = nil // a burst does not keep its peak
-	}
-}
-
-// keepConnected dials a bootstrap peer and redials with exponential backoff
-// (1 s doubling to MaxRedialBackoff, with jitter) whenever it is not
-// connected.
-func (n *Node) keepConnected(ai peer.AddrInfo) {
-	defer n.wg.Done()
-	backoff := time.Second
-	for {
-		if n.host.Network().Connectedness(ai.ID) != 1 /* Connected */ {
-			ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
-			err := n.host.Connect(ctx, ai)
-			cancel()
-			if err != nil {
-				n.log.Debug("node: bootstrap dial failed", "peer", ai.ID, "err", err)
-			} else {
-				backoff = time.Second
-			}
-		}
-		wait := backoff/2 + time.Duration(n.randInt64(int64(backoff)))
-		if backoff < n.cfg.MaxRedialBackoff {
-			backoff = min(2*backoff, n.cfg.MaxRedialBackoff)
-		}
-		select {
-		case <-n.ctx.Done():
-			return
-		case <-time.After(wait):
-		}
 	}
 }
 
