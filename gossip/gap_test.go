@@ -213,6 +213,73 @@ func TestGapWatchTriesAnotherPeerWhenOneIsBusy(t *testing.T) {
 	if pull, next := h.check(); len(pull) != 0 || next.IsZero() {
 		t.Fatalf("every candidate busy: pull %v, next %v (want none, and another check)", pull, next)
 	}
+	// Checks that started nothing do not use the gap's pulls up.
+	for range 3 {
+		h.now = h.now.Add(testGrace)
+		h.check()
+	}
+	h.busy["f"], h.busy["g"] = false, false
+	pulls := 0
+	for range maxGapPulls + 2 {
+		h.now = h.now.Add(testGrace)
+		pull, _ := h.check()
+		pulls += len(pull)
+	}
+	if pulls != maxGapPulls-1 { // one came before the peers were busy
+		t.Fatalf("%d pulls once the peers were free, want %d", pulls, maxGapPulls-1)
+	}
+}
+
+// A gap whose peers stay busy is given up after maxGapChecks, and not
+// counted unfillable: a later gap of the origin pulls it again.
+func TestGapWatchGivesUpWhilePeersStayBusy(t *testing.T) {
+	h := newGapHarness(t)
+	h.hold(1, 1, 3)
+	h.deliver(1, 5, "f")
+	h.busy["f"] = true
+	for i := range maxGapChecks {
+		h.now = h.now.Add(testGrace)
+		pull, next := h.check()
+		if len(pull) != 0 {
+			t.Fatalf("pulled %v from a busy peer", pull)
+		}
+		if last := i == maxGapChecks-1; last != next.IsZero() {
+			t.Fatalf("check %d: next %v", i+1, next)
+		}
+	}
+	h.busy["f"] = false
+	h.deliver(1, 7, "f") // 6 missing too, and 4 still
+	h.now = h.now.Add(testGrace)
+	if pull, _ := h.check(); !slices.Equal(pull, []peer.ID{"f"}) {
+		t.Fatalf("pull %v, want f", pull)
+	}
+}
+
+// A newer hole of a watched origin keeps the gap open after the first
+// one fills.
+func TestGapWatchFollowsANewerHole(t *testing.T) {
+	h := newGapHarness(t)
+	h.hold(1, 1, 3)
+	h.deliver(1, 5, "f") // 4 missing: watched
+	h.deliver(1, 7, "f") // 6 missing too
+	h.deliver(1, 4, "g") // gossip fills 4
+	h.now = h.now.Add(testGrace)
+	if pull, _ := h.check(); !slices.Equal(pull, []peer.ID{"g"}) {
+		t.Fatalf("batch 6 still missing: pull %v, want g", pull)
+	}
+}
+
+// However many gaps are due, one check starts at most
+// maxGapPullsPerCheck syncs.
+func TestGapWatchBoundsPullsPerCheck(t *testing.T) {
+	h := newGapHarness(t)
+	for o := crdt.ReplicaID(1); o <= 10; o++ {
+		h.deliver(o, 5, peer.ID(rune('a'+o))) // ten gaps, ten forwarders
+	}
+	h.now = h.now.Add(testGrace)
+	if pull, _ := h.check(); len(pull) != maxGapPullsPerCheck {
+		t.Fatalf("%d pulls in one check, want %d", len(pull), maxGapPullsPerCheck)
+	}
 }
 
 // TestGapInGossipIsPulled wires the watch to real sync sessions (two hosts

@@ -621,8 +621,9 @@ func (r *Replicator) gapGrace() time.Duration {
 }
 
 // pullGap syncs every namespace with p, which may hold batches gossip
-// skipped (see gapWatch); it reports false if a sync with p is running or
-// queued already.
+// skipped (see gapWatch). It reports false if a sync with p is running
+// already, and true if one is queued now or was queued already (that one
+// brings the batches too).
 func (r *Replicator) pullGap(p peer.ID) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()

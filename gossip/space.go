@@ -104,6 +104,9 @@ func (r *Replicator) newSpace(ns string, rep Replica, writers []peer.ID) (*space
 func (s *space) noteGap(b Batch, from peer.ID) {
 	s.gapMu.Lock()
 	defer s.gapMu.Unlock()
+	if s.ctx.Err() != nil {
+		return // closed: no timer after close stopped it
+	}
 	grace := s.r.gapGrace()
 	if s.gaps.note(b.Origin, peer.ID(b.Signer), b.Seq, from, time.Now(), grace, s.rep.HasSeen) && s.gapTimer == nil {
 		s.gapTimer = time.AfterFunc(grace, s.checkGap)
