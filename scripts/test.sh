@@ -47,10 +47,11 @@ count_or_fail
 echo "== without the race detector"
 # The heal test's bug shows only when sessions overlap, which the race
 # detector's slowdown makes rare. The bundled simulator scenarios skip
-# under -race (seven times slower there); -short leaves out the 100-node one.
+# under -race (seven times slower there), as does the gap-pull scenario;
+# -short leaves out the 100-node one.
 go test -count=1 -run '^TestHealFromManyPeersPullsOnce$' ./node/
 status=0
-go test -count=1 -short -v -run '^TestBundledScenarios$' ./sim/ >"$log" 2>&1 || status=$?
+go test -count=1 -short -v -run '^(TestBundledScenarios|TestGapPullAfterQueueDrops)$' ./sim/ >"$log" 2>&1 || status=$?
 grep -E '^(ok|FAIL|---|panic:|\s+--- )|wall' "$log" || true
 count_or_fail
 

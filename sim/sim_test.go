@@ -599,6 +599,37 @@ func TestBundledScenarios(t *testing.T) {
 	}
 }
 
+// TestGapPullAfterQueueDrops runs testdata/gap-pull.yaml: after a blackhole
+// that overflowed the gossip queues toward the cut, with periodic syncs a
+// minute apart, the nodes converge within the budget because they pull
+// the gaps gossip left (without: 45-55 s after the quiet point, or never
+// within the run). Not under the race detector (too slow there);
+// scripts/test.sh runs it without.
+func TestGapPullAfterQueueDrops(t *testing.T) {
+	if raceEnabled {
+		t.Skip("not under the race detector: scripts/test.sh runs it without")
+	}
+	sc, err := LoadScenario("testdata/gap-pull.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	synctest.Test(t, func(t *testing.T) {
+		rep, err := Run(t.Context(), sc, testSeed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Cost.GossipDroppedRPCs == 0 {
+			t.Fatal("no gossip RPC was dropped: the scenario no longer makes gaps")
+		}
+		if !rep.Passed || rep.LostWrites != 0 || rep.Replication.SyncGapPulls == 0 {
+			t.Fatalf("failed %v: converged %v, %.0f ms after quiet; %d gap pulls; heals %+v",
+				rep.Failures, rep.Converged, rep.ConvergenceMS, rep.Replication.SyncGapPulls, rep.Heals)
+		}
+		t.Logf("converged %.0f ms after quiet; %d gossip RPCs dropped, %d gap pulls; heals %+v",
+			rep.ConvergenceMS, rep.Cost.GossipDroppedRPCs, rep.Replication.SyncGapPulls, rep.Heals)
+	})
+}
+
 // TestScenarioFile runs the scenario file named by MYCEL_SIM_SCENARIO under
 // virtual time, once per seed in MYCEL_SIM_SEEDS (comma-separated; default
 // the test seed), requires its budgets and logs its heals: for measuring
