@@ -79,13 +79,9 @@ func (n *Node) keepBootstrapConnected() {
 			}
 		}
 	}}
+	// Registered for the host's life: Close closes the host, and a
+	// notification after the goroutines stop only fills a buffered slot.
 	n.host.Network().Notify(notifee)
-	n.wg.Add(1)
-	go func() { // stop the notifications with the node
-		defer n.wg.Done()
-		<-n.ctx.Done()
-		n.host.Network().StopNotify(notifee)
-	}()
 	for _, ai := range peers {
 		n.wg.Add(1)
 		go n.keepConnected(ai, lost[ai.ID])
@@ -99,8 +95,12 @@ func (n *Node) keepConnected(ai peer.AddrInfo, lost <-chan struct{}) {
 	b := newRedialBackoff(n.cfg.MaxRedialBackoff)
 	var wait time.Duration
 	for {
-		if wait > 0 && !sleepOrDone(n.ctx, wait) {
-			return
+		if wait > 0 {
+			select {
+			case <-n.ctx.Done():
+				return
+			case <-time.After(wait):
+			}
 		}
 		if n.host.Network().Connectedness(ai.ID) != network.Connected {
 			ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
@@ -125,17 +125,5 @@ func (n *Node) keepConnected(ai peer.AddrInfo, lost <-chan struct{}) {
 			continue
 		}
 		wait = b.disconnected(time.Now(), n.randInt64)
-	}
-}
-
-// sleepOrDone waits d; it reports false if ctx ended first.
-func sleepOrDone(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }
