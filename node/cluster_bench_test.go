@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -70,7 +71,11 @@ func benchWait(b *testing.B, nodes []*Node, keys int, timeout time.Duration) tim
 
 // BenchmarkClusterThroughput: 5 nodes, 64 writers each, durable 100-byte
 // puts spread over all nodes; replicated throughput = keys / time until
-// every node holds every key.
+// every node holds every key. MYCEL_BENCH_WRITERS (per node) and
+// MYCEL_BENCH_PUTS (in all) override 64 and 200,000: with durable
+// acknowledgements each writer waits for its fsync, so 64 writers per node
+// measure put latency as much as capacity, and 200,000 puts (~60 MB per
+// node) end before Pebble's first memtable flush.
 func BenchmarkClusterThroughput(b *testing.B) { benchThroughput(b, false) }
 
 // BenchmarkClusterThroughputNoSync is the same with writes acknowledged
@@ -78,7 +83,8 @@ func BenchmarkClusterThroughput(b *testing.B) { benchThroughput(b, false) }
 func BenchmarkClusterThroughputNoSync(b *testing.B) { benchThroughput(b, true) }
 
 func benchThroughput(b *testing.B, noSync bool) {
-	const nodesN, writers, total = 5, 64, 200_000
+	const nodesN = 5
+	writers, total := benchEnvInt(b, "MYCEL_BENCH_WRITERS", 64), benchEnvInt(b, "MYCEL_BENCH_PUTS", 200_000)
 	nodes := benchCluster(b, nodesN, func(_ int, c *Config) { c.NoSync = noSync; c.CoalesceWindow = benchWindow })
 	val := make([]byte, 100)
 	b.ResetTimer()
@@ -93,7 +99,7 @@ func benchThroughput(b *testing.B, noSync bool) {
 				defer wg.Done()
 				for {
 					k := next.Add(1)
-					if k > total/nodesN {
+					if k > int64(total/nodesN) {
 						return
 					}
 					if err := ns.Put(context.Background(), fmt.Sprintf("n%d-%07d", i, k), val); err != nil {
@@ -108,16 +114,22 @@ func benchThroughput(b *testing.B, noSync bool) {
 	acked := time.Since(start)
 	end := benchWait(b, nodes, total, 5*time.Minute)
 	el := end.Sub(start).Seconds()
-	b.ReportMetric(total/acked.Seconds(), "acked-puts/s")
-	b.ReportMetric(total/el, "replicated-puts/s")
+	b.ReportMetric(float64(total)/acked.Seconds(), "acked-puts/s")
+	b.ReportMetric(float64(total)/el, "replicated-puts/s")
 	// Sync is repair: under steady gossip it should move few batches.
-	var messages, published, bySync int64
+	var messages, published, bySync, held, sessions, gapPulls, heardAgain int64
 	for _, nd := range nodes {
-		messages += nd.Stats().MessagesPublished.Load()
-		published += nd.Stats().BatchesPublished.Load()
-		bySync += nd.Stats().SyncBatchesIn.Load()
+		st := nd.Stats()
+		messages += st.MessagesPublished.Load()
+		published += st.BatchesPublished.Load()
+		bySync += st.SyncBatchesIn.Load()
+		held += st.SyncBatchesHeld.Load()
+		sessions += st.SyncSessions.Load()
+		gapPulls += st.SyncGapPulls.Load()
+		heardAgain += st.SyncPeersHeardAgain.Load()
 	}
-	b.Logf("messages published %d, batches published %d, received by sync %d", messages, published, bySync)
+	b.Logf("%d writers per node, %d puts: messages published %d, batches published %d, received by sync %d (%d held already) in %d sessions (%d gap pulls, %d peers heard again)",
+		writers, total, messages, published, bySync, held, sessions, gapPulls, heardAgain)
 }
 
 // BenchmarkClusterLatency: 5 nodes, node 0 puts at 1,000/s for 5 s; the
@@ -242,6 +254,21 @@ func BenchmarkClusterLateJoiner(b *testing.B) {
 	}
 	end := benchWait(b, []*Node{late}, keys, 2*time.Minute)
 	b.ReportMetric(keys/end.Sub(start).Seconds(), "keys/s")
+}
+
+// benchEnvInt reads a positive integer from the environment variable name,
+// or returns def when it is unset.
+func benchEnvInt(b *testing.B, name string, def int) int {
+	b.Helper()
+	s := os.Getenv(name)
+	if s == "" {
+		return def
+	}
+	v, err := strconv.Atoi(s)
+	if err != nil || v <= 0 {
+		b.Fatalf("%s=%q: want a positive integer", name, s)
+	}
+	return v
 }
 
 // benchWindow is the coalescing window for the throughput benchmarks
