@@ -566,8 +566,7 @@ func DecodeNamespace(b []byte, lim Limits) (*Namespace, error) {
 	n := NewNamespace(lim)
 	n.ctx = ctx
 	for _, e := range entries {
-		v := e.val
-		n.keys[e.key] = &v
+		n.put(e.key, nil, e.val)
 	}
 	return n, nil
 }

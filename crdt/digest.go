@@ -130,7 +130,7 @@ func (n *Namespace) Restore(key string, v Value) error {
 		delete(n.keys, key)
 		return nil
 	}
-	n.keys[key] = &v
+	n.keys[key] = holdValue(v)
 	return nil
 }
 

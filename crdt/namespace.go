@@ -11,9 +11,8 @@ import (
 // the causal context shared by all of them. The zero Namespace is not ready;
 // use [NewNamespace].
 type Namespace struct {
-	ctx  Context
-	keys map[string]*Value // only non-empty values; boxed: a map of small
-	// pointers grows in far less memory than a map of 32-byte values
+	ctx    Context
+	keys   map[string]*Value // only non-empty values, each held by holdValue
 	limits Limits
 	// floor is where new dots of floorReplica start counting (see
 	// SetDotFloor); zero: from the highest seen.
@@ -108,10 +107,56 @@ func (n *Namespace) Range(fn func(key string, v Value) bool) {
 func (n *Namespace) Clone() *Namespace {
 	c := &Namespace{ctx: n.ctx.Clone(), keys: make(map[string]*Value, len(n.keys)), limits: n.limits}
 	for k, v := range n.keys {
-		cv := v.clone()
-		c.keys[k] = &cv
+		c.keys[k] = holdValue(v.clone())
 	}
 	return c
+}
+
+// heldValue is how a key's value is kept in a namespace: boxed, since a
+// map of small pointers grows in far less memory than a map of 32-byte
+// values, and with room for one register entry, the common value. A
+// register's entry then lives in the box instead of a slice of its own:
+// the same bytes (an 80-byte object instead of 32 and 48), but one heap
+// object per key fewer, which halves the garbage collector's work on a
+// namespace of plain registers (BenchmarkNamespaceGC, 1,000,000 keys:
+// 87–92 ms a collection against 169–182 ms). The price: a register
+// overwritten gets a new box (BenchmarkRegisterPut, +12%).
+type heldValue struct {
+	v   Value
+	one [1]RegEntry // written once, when the box is made: v.reg may
+	// point here, and copies of v handed out share it
+}
+
+// holdValue returns a new box holding v.
+func holdValue(v Value) *Value {
+	h := &heldValue{v: v}
+	if len(v.reg) == 1 {
+		h.one[0] = v.reg[0]
+		h.v.reg = h.one[:]
+	}
+	return &h.v
+}
+
+// put stores key's value v, joined from what p held (p nil: nothing). An
+// empty v removes the key. The box p is reused while v's register entries
+// are p's own; a changed register gets a new box, because p's entries may
+// be shared by copies of the value handed out earlier.
+func (n *Namespace) put(key string, p *Value, v Value) {
+	switch {
+	case v.IsEmpty():
+		if p != nil {
+			delete(n.keys, key)
+		}
+	case p != nil && sameEntries(p.reg, v.reg):
+		*p = v
+	default:
+		n.keys[key] = holdValue(v)
+	}
+}
+
+// sameEntries reports whether a and b are the same slice of entries.
+func sameEntries(a, b []RegEntry) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 // Prepare computes the delta of a local operation by replica r at clock
@@ -348,18 +393,15 @@ func (v Value) setDots(elem string) []Dot {
 func (n *Namespace) ApplyDelta(d Delta, changed func(key string, v Value)) {
 	for i := range d.entries {
 		e := &d.entries[i]
-		a := n.keys[e.key]
-		if a == nil {
-			a = new(Value)
+		p := n.keys[e.key]
+		var a Value
+		if p != nil {
+			a = *p
 		}
-		joinValue(a, &n.ctx, e.val, &d.ctx, false, false)
-		if a.IsEmpty() {
-			delete(n.keys, e.key)
-		} else {
-			n.keys[e.key] = a
-		}
+		joinValue(&a, &n.ctx, e.val, &d.ctx, false, false)
+		n.put(e.key, p, a)
 		if changed != nil {
-			changed(e.key, *a)
+			changed(e.key, a)
 		}
 	}
 	n.ctx.Merge(d.ctx)
@@ -402,21 +444,18 @@ func (n *Namespace) RemovalDelta(removed Context, r ReplicaID) Delta {
 // Join joins the whole state o into n: the lattice join of two replicas.
 // It visits every key of both.
 func (n *Namespace) Join(o *Namespace) {
-	for k, a := range n.keys {
-		joinValue(a, &n.ctx, o.value(k), &o.ctx, true, false)
-		if a.IsEmpty() {
-			delete(n.keys, k)
-		}
+	for k, p := range n.keys {
+		a := *p
+		joinValue(&a, &n.ctx, o.value(k), &o.ctx, true, false)
+		n.put(k, p, a)
 	}
 	for k, b := range o.keys {
 		if _, done := n.keys[k]; done {
 			continue
 		}
-		a := new(Value)
-		joinValue(a, &n.ctx, *b, &o.ctx, true, false)
-		if !a.IsEmpty() {
-			n.keys[k] = a
-		}
+		var a Value
+		joinValue(&a, &n.ctx, *b, &o.ctx, true, false)
+		n.put(k, nil, a)
 	}
 	n.ctx.Merge(o.ctx)
 }

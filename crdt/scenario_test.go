@@ -424,3 +424,76 @@ func TestRemovalDeltaKeepsOtherReplicasDotsEverywhere(t *testing.T) {
 		t.Fatalf("k = %v, want replica 2's write", v)
 	}
 }
+
+// TestValuesReadStayAsRead: a value read from a namespace shares its
+// register entries with the state (no copy per read), so the state must
+// never write over entries it has handed out. Every way a key's value is
+// replaced is tried: a local put, a remote delta, a state join, a restore,
+// a concurrent write that leaves siblings, and a delete.
+func TestValuesReadStayAsRead(t *testing.T) {
+	a, b := newReplica(t, 1), newReplica(t, 2)
+	a.do(Op{Kind: OpPut, Key: "k", Value: []byte("v1")})
+	held := func() func(string) {
+		v, ok := a.ns.Get("k")
+		if !ok {
+			t.Fatal("k missing")
+		}
+		want, _ := v.RegisterString()
+		return func(step string) {
+			t.Helper()
+			if got, _ := v.RegisterString(); got != want {
+				t.Fatalf("after %s: a value read earlier changed from %q to %q", step, want, got)
+			}
+		}
+	}
+	check := held()
+	a.do(Op{Kind: OpPut, Key: "k", Value: []byte("v2")})
+	check("a local put")
+
+	check = held()
+	b.recv(a.do(Op{Kind: OpPut, Key: "k", Value: []byte("v3")}))
+	d := b.do(Op{Kind: OpPut, Key: "k", Value: []byte("v4")})
+	a.recv(d)
+	check("a remote delta")
+
+	check = held()
+	b.do(Op{Kind: OpPut, Key: "k", Value: []byte("v5")})
+	a.ns.Join(b.ns)
+	check("a state join")
+
+	check = held()
+	c := newReplica(t, 3)
+	c.recv(d)
+	c.do(Op{Kind: OpPut, Key: "k", Value: []byte("v6")})
+	ctx := a.ns.Context()
+	ctx.Merge(c.ns.Context())
+	a.ns.RestoreContext(ctx)
+	cv, _ := c.ns.Get("k")
+	if err := a.ns.Restore("k", cv); err != nil {
+		t.Fatal(err)
+	}
+	check("a restore")
+
+	check = held()
+	e := newReplica(t, 4)
+	e.recv(d)
+	ea := a.do(Op{Kind: OpPut, Key: "k", Value: []byte("v7")})
+	eb := e.do(Op{Kind: OpPut, Key: "k", Value: []byte("v8")})
+	a.recv(eb)
+	e.recv(ea)
+	if v, _ := a.ns.Get("k"); len(v.Registers()) != 2 {
+		t.Fatalf("want two siblings after concurrent writes, got %d", len(v.Registers()))
+	}
+	check("concurrent writes")
+
+	check = held()
+	a.do(Op{Kind: OpPut, Key: "k", Value: []byte("v9")})
+	check("a put over siblings")
+
+	check = held()
+	a.do(Op{Kind: OpDelete, Key: "k"})
+	check("a delete")
+	if _, ok := a.ns.Get("k"); ok {
+		t.Fatal("k still there after its delete")
+	}
+}
