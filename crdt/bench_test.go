@@ -214,7 +214,7 @@ func BenchmarkNamespaceGC(b *testing.B) {
 		total += time.Since(start)
 	}
 	runtime.KeepAlive(ns)
-	b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "ms/gc")
+	b.ReportMetric(float64(total.Microseconds())/1e3/float64(b.N), "ms/gc")
 	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "heap-B/key")
 	b.ReportMetric(float64(after.HeapObjects-before.HeapObjects)/n, "objects/key")
 }

@@ -115,7 +115,8 @@ func (n *Namespace) Clone() *Namespace {
 // heldValue is how a key's value is kept in a namespace: boxed, since a
 // map of small pointers grows in far less memory than a map of 32-byte
 // values, and with room for one register entry, the common value. A
-// register's entry then lives in the box instead of a slice of its own:
+// register's entry then lives in the box instead of a slice of its own
+// (other values get a bare Value, as before):
 // the same bytes (an 80-byte object instead of 32 and 48), but one heap
 // object per key fewer, which halves the garbage collector's work on a
 // namespace of plain registers (BenchmarkNamespaceGC, 1,000,000 keys:
@@ -127,13 +128,16 @@ type heldValue struct {
 	// point here, and copies of v handed out share it
 }
 
-// holdValue returns a new box holding v.
+// holdValue returns a new box holding v: a heldValue for a plain
+// register, a bare Value for the rest, which have no single entry to hold
+// (a counter's box would grow from 32 to 80 bytes for nothing).
 func holdValue(v Value) *Value {
-	h := &heldValue{v: v}
-	if len(v.reg) == 1 {
-		h.one[0] = v.reg[0]
-		h.v.reg = h.one[:]
+	if len(v.reg) != 1 {
+		return &v
 	}
+	h := &heldValue{v: v}
+	h.one[0] = v.reg[0]
+	h.v.reg = h.one[:]
 	return &h.v
 }
 
@@ -152,6 +156,22 @@ func (n *Namespace) put(key string, p *Value, v Value) {
 	default:
 		n.keys[key] = holdValue(v)
 	}
+}
+
+// editable returns a copy of the value p holds (p nil: the empty value)
+// for joinValue to update. Its ext is a copy too: copies of the value
+// handed out earlier share p's, and their counters and flags must stay as
+// they were read (joinValue replaces those slices in the ext it is given).
+func editable(p *Value) Value {
+	if p == nil {
+		return Value{}
+	}
+	v := *p
+	if v.ext != nil {
+		e := *v.ext
+		v.ext = &e
+	}
+	return v
 }
 
 // sameEntries reports whether a and b are the same slice of entries.
@@ -394,10 +414,7 @@ func (n *Namespace) ApplyDelta(d Delta, changed func(key string, v Value)) {
 	for i := range d.entries {
 		e := &d.entries[i]
 		p := n.keys[e.key]
-		var a Value
-		if p != nil {
-			a = *p
-		}
+		a := editable(p)
 		joinValue(&a, &n.ctx, e.val, &d.ctx, false, false)
 		n.put(e.key, p, a)
 		if changed != nil {
@@ -445,7 +462,7 @@ func (n *Namespace) RemovalDelta(removed Context, r ReplicaID) Delta {
 // It visits every key of both.
 func (n *Namespace) Join(o *Namespace) {
 	for k, p := range n.keys {
-		a := *p
+		a := editable(p)
 		joinValue(&a, &n.ctx, o.value(k), &o.ctx, true, false)
 		n.put(k, p, a)
 	}

@@ -323,9 +323,7 @@ func stateOf(d Delta) *Namespace {
 	for _, e := range d.entries {
 		var v Value
 		joinValue(&v, &empty, e.val, &d.ctx, true, false)
-		if !v.IsEmpty() {
-			n.keys[e.key] = &v
-		}
+		n.put(e.key, nil, v)
 	}
 	return n
 }

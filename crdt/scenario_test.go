@@ -426,47 +426,67 @@ func TestRemovalDeltaKeepsOtherReplicasDotsEverywhere(t *testing.T) {
 }
 
 // TestValuesReadStayAsRead: a value read from a namespace shares its
-// register entries with the state (no copy per read), so the state must
-// never write over entries it has handed out. Every way a key's value is
-// replaced is tried: a local put, a remote delta, a state join, a restore,
-// a concurrent write that leaves siblings, and a delete.
+// register entries, counter and flag entries with the state (no copy per
+// read), so the state must never write over what it has handed out. Each
+// way a key's value is replaced is tried, the value read right before it:
+// a local put, a remote delta, concurrent writes that leave siblings, a
+// put over them, a state join, a restore, a delete, and updates of a
+// clone and of a decoded copy; then counters and flags.
 func TestValuesReadStayAsRead(t *testing.T) {
-	a, b := newReplica(t, 1), newReplica(t, 2)
-	a.do(Op{Kind: OpPut, Key: "k", Value: []byte("v1")})
-	held := func() func(string) {
-		v, ok := a.ns.Get("k")
+	read := func(ns *Namespace, key string) func(string) {
+		v, ok := ns.Get(key)
 		if !ok {
-			t.Fatal("k missing")
+			t.Fatalf("%s missing", key)
 		}
-		want, _ := v.RegisterString()
+		want := v.Encode(nil)
 		return func(step string) {
 			t.Helper()
-			if got, _ := v.RegisterString(); got != want {
-				t.Fatalf("after %s: a value read earlier changed from %q to %q", step, want, got)
+			if got := v.Encode(nil); !bytes.Equal(got, want) {
+				t.Fatalf("after %s: a value of %s read before it changed", step, key)
 			}
 		}
 	}
-	check := held()
-	a.do(Op{Kind: OpPut, Key: "k", Value: []byte("v2")})
+	put := func(r *replica, v string) Delta { return r.do(Op{Kind: OpPut, Key: "k", Value: []byte(v)}) }
+	a, b := newReplica(t, 1), newReplica(t, 2)
+	put(a, "v1")
+
+	check := read(a.ns, "k")
+	put(a, "v2")
 	check("a local put")
 
-	check = held()
-	b.recv(a.do(Op{Kind: OpPut, Key: "k", Value: []byte("v3")}))
-	d := b.do(Op{Kind: OpPut, Key: "k", Value: []byte("v4")})
+	b.recv(put(a, "v3"))
+	d := put(b, "v4")
+	check = read(a.ns, "k")
 	a.recv(d)
 	check("a remote delta")
 
-	check = held()
-	b.do(Op{Kind: OpPut, Key: "k", Value: []byte("v5")})
+	e := newReplica(t, 4)
+	e.recv(d)
+	da, de := put(a, "v5"), put(e, "v6")
+	check = read(a.ns, "k")
+	a.recv(de)
+	check("a concurrent write")
+	if v, _ := a.ns.Get("k"); len(v.Registers()) != 2 {
+		t.Fatalf("want two siblings after concurrent writes, got %d", len(v.Registers()))
+	}
+	e.recv(da)
+
+	check = read(a.ns, "k")
+	put(a, "v7")
+	check("a put over siblings")
+
+	b.recv(a.ns.KeyDelta("k", nil))
+	put(b, "v8")
+	check = read(a.ns, "k")
 	a.ns.Join(b.ns)
 	check("a state join")
 
-	check = held()
 	c := newReplica(t, 3)
-	c.recv(d)
-	c.do(Op{Kind: OpPut, Key: "k", Value: []byte("v6")})
+	c.ns.Join(a.ns)
+	put(c, "v9")
 	ctx := a.ns.Context()
 	ctx.Merge(c.ns.Context())
+	check = read(a.ns, "k")
 	a.ns.RestoreContext(ctx)
 	cv, _ := c.ns.Get("k")
 	if err := a.ns.Restore("k", cv); err != nil {
@@ -474,26 +494,35 @@ func TestValuesReadStayAsRead(t *testing.T) {
 	}
 	check("a restore")
 
-	check = held()
-	e := newReplica(t, 4)
-	e.recv(d)
-	ea := a.do(Op{Kind: OpPut, Key: "k", Value: []byte("v7")})
-	eb := e.do(Op{Kind: OpPut, Key: "k", Value: []byte("v8")})
-	a.recv(eb)
-	e.recv(ea)
-	if v, _ := a.ns.Get("k"); len(v.Registers()) != 2 {
-		t.Fatalf("want two siblings after concurrent writes, got %d", len(v.Registers()))
+	clone := a.ns.Clone()
+	check = read(clone, "k")
+	clone.ApplyDelta(put(b, "v10"), nil)
+	check("a put into a clone")
+
+	decoded, err := DecodeNamespace(a.ns.Encode(nil), Limits{})
+	if err != nil {
+		t.Fatal(err)
 	}
-	check("concurrent writes")
+	check = read(decoded, "k")
+	decoded.ApplyDelta(put(b, "v11"), nil)
+	check("a put into a decoded namespace")
 
-	check = held()
-	a.do(Op{Kind: OpPut, Key: "k", Value: []byte("v9")})
-	check("a put over siblings")
-
-	check = held()
+	check = read(a.ns, "k")
 	a.do(Op{Kind: OpDelete, Key: "k"})
 	check("a delete")
 	if _, ok := a.ns.Get("k"); ok {
 		t.Fatal("k still there after its delete")
 	}
+
+	a.do(Op{Kind: OpCounterAdd, Key: "n", N: 1})
+	check = read(a.ns, "n")
+	a.do(Op{Kind: OpCounterAdd, Key: "n", N: 5})
+	b.recv(a.ns.KeyDelta("n", nil))
+	a.recv(b.do(Op{Kind: OpCounterAdd, Key: "n", N: 7}))
+	check("counter adds")
+
+	a.do(Op{Kind: OpFlag, Key: "f", Enable: true})
+	check = read(a.ns, "f")
+	a.do(Op{Kind: OpFlag, Key: "f"})
+	check("a flag disabled")
 }
