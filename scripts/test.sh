@@ -24,7 +24,13 @@ echo "== go test -race"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-go test -race -count=1 -timeout 20m -v ./... >"$log" 2>&1 || status=$?
+# Not ./sim/: with Go 1.26.8 its synctest bubbles crash the race runtime
+# itself (SIGSEGV in timer.maybeRunChan or synctest.Run) in 4 of 19 runs
+# at two commits, one of them in CI; built with Go 1.27.3 it passed 8 of 8
+# (too few to call it fixed there). It runs without
+# the race detector below; the node, gossip and store code it drives runs
+# under it here, in those packages' own tests.
+go test -race -count=1 -timeout 20m -v $(go list ./... | grep -v '/mycel/sim$') >"$log" 2>&1 || status=$?
 # bench/peers is its own module (go-ds-crdt, for the side-by-side
 # benchmark): vetted and smoke-tested too, so the comparison keeps working.
 if [ "$status" -eq 0 ]; then
@@ -46,12 +52,12 @@ count_or_fail
 
 echo "== without the race detector"
 # The heal test's bug shows only when sessions overlap, which the race
-# detector's slowdown makes rare. The bundled simulator scenarios skip
-# under -race (seven times slower there), as does the gap-pull scenario;
-# -short leaves out the 100-node one.
+# detector's slowdown makes rare. The simulator's package (see above),
+# with its bundled scenarios and the gap-pull one, which skip under -race
+# anyway (seven times slower there); -short leaves out the 100-node one.
 go test -count=1 -run '^TestHealFromManyPeersPullsOnce$' ./node/
 status=0
-go test -count=1 -short -v -run '^(TestBundledScenarios|TestGapPullAfterQueueDrops)$' ./sim/ >"$log" 2>&1 || status=$?
+go test -count=1 -short -timeout 20m -v ./sim/ >"$log" 2>&1 || status=$?
 grep -E '^(ok|FAIL|---|panic:|\s+--- )|wall' "$log" || true
 count_or_fail
 
