@@ -121,7 +121,7 @@ func (n *Namespace) Clone() *Namespace {
 // object per key fewer, which halves the garbage collector's work on a
 // namespace of plain registers (BenchmarkNamespaceGC, 1,000,000 keys:
 // 87–92 ms a collection against 169–182 ms). The price: a register
-// overwritten gets a new box (BenchmarkRegisterPut, +12%).
+// overwritten gets a new box (BenchmarkRegisterPut, +16%).
 type heldValue struct {
 	v   Value
 	one [1]RegEntry // written once, when the box is made: v.reg may
