@@ -112,16 +112,15 @@ func (n *Namespace) Clone() *Namespace {
 	return c
 }
 
-// heldValue is how a key's value is kept in a namespace: boxed, since a
-// map of small pointers grows in far less memory than a map of 32-byte
-// values, and with room for one register entry, the common value. A
-// register's entry then lives in the box instead of a slice of its own
-// (other values get a bare Value, as before):
-// the same bytes (an 80-byte object instead of 32 and 48), but one heap
-// object per key fewer, which halves the garbage collector's work on a
-// namespace of plain registers (BenchmarkNamespaceGC, 1,000,000 keys:
-// 87–92 ms a collection against 169–182 ms). The price: a register
-// overwritten gets a new box (BenchmarkRegisterPut, +16%).
+// heldValue is how a plain register (one entry) is kept in a namespace:
+// boxed, since a map of small pointers grows in far less memory than a
+// map of 32-byte values, with its entry in the box instead of a slice of
+// its own. That is the same bytes (an 80-byte object instead of 32 and
+// 48) but one heap object per key fewer, which halves the garbage
+// collector's work on a namespace of plain registers
+// (BenchmarkNamespaceGC, 1,000,000 keys: 87–92 ms a collection against
+// 169–182 ms). The price: a register overwritten gets a new box
+// (BenchmarkRegisterPut, +16%). Other values are boxed as a bare Value.
 type heldValue struct {
 	v   Value
 	one [1]RegEntry // written once, when the box is made: v.reg may
