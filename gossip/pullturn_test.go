@@ -19,9 +19,10 @@ import (
 )
 
 // A session waiting for its namespace's pull turn keeps waiting while the
-// session holding it receives frames; once the holder stalls for pullWait,
-// one waiter takes the turn over and the others wait for it; no wait
-// outlasts maxPullWait or its context.
+// session holding it receives frames, for up to maxHold; once the holder
+// stalls for pullWait or has held the turn for maxHold, one waiter takes
+// the turn over and the others wait for it; no wait outlasts maxPullWait
+// or its context.
 func TestPullTurns(t *testing.T) {
 	newTurns := func() (*pullTurns, *atomic.Int64) {
 		var n, abandoned atomic.Int64
@@ -67,23 +68,16 @@ func TestPullTurns(t *testing.T) {
 		})
 	})
 
-	t.Run("working holder keeps the turn, a stalled one loses it to one waiter", func(t *testing.T) {
+	t.Run("a stalled holder loses the turn to one waiter", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			pt, takeovers := newTurns()
 			stalled := pt.take(t.Context(), nil).done
 			hold := make(chan struct{})
 			first := take(t.Context(), pt, hold) // holds what it takes until hold closes
-			// Frames every second for 10 s.
-			for range 10 {
-				time.Sleep(time.Second)
-				pt.received()
-			}
+			time.Sleep(pullWait - time.Millisecond)
 			waiting(t, first, "waiter")
-			// The holder stalls: the waiter takes over within pullWait of
-			// the last frame, plus the timer period it was in.
-			d := <-first
-			if d <= 10*time.Second || d > 10*time.Second+2*pullWait {
-				t.Fatalf("waiter took over after %v, want within %v of the last frame at 10s", d, 2*pullWait)
+			if d := <-first; d != pullWait {
+				t.Fatalf("waiter took over after %v, want pullWait (%v)", d, pullWait)
 			}
 			if n := takeovers.Load(); n != 1 {
 				t.Fatalf("takeovers = %d, want 1", n)
@@ -97,6 +91,41 @@ func TestPullTurns(t *testing.T) {
 			close(hold) // the waiter that took over ends its turn: the third gets it
 			if d := <-third; d != pullWait/2 {
 				t.Fatalf("third session went ahead after %v, want when the turn was released (%v)", d, pullWait/2)
+			}
+		})
+	})
+
+	t.Run("a working holder keeps the turn for maxHold", func(t *testing.T) {
+		// A session that trickles keeps receiving frames: it must not keep
+		// the others waiting for long (found in a simulated heal, where
+		// one held the turn for 12 s).
+		synctest.Test(t, func(t *testing.T) {
+			pt, takeovers := newTurns()
+			release := pt.take(t.Context(), nil).done
+			defer release()
+			stop, stopped := make(chan struct{}), make(chan struct{})
+			defer func() { close(stop); <-stopped }()
+			go func() { // frames every 100 ms, for ever
+				defer close(stopped)
+				tick := time.NewTicker(100 * time.Millisecond)
+				defer tick.Stop()
+				for {
+					select {
+					case <-tick.C:
+						pt.received()
+					case <-stop:
+						return
+					}
+				}
+			}()
+			got := take(t.Context(), pt, nil)
+			time.Sleep(maxHold - time.Millisecond)
+			waiting(t, got, "waiter")
+			if d := <-got; d != maxHold {
+				t.Fatalf("waiter took over after %v, want maxHold (%v)", d, maxHold)
+			}
+			if n := takeovers.Load(); n != 1 {
+				t.Fatalf("takeovers = %d, want 1", n)
 			}
 		})
 	})
@@ -119,15 +148,16 @@ func TestPullTurns(t *testing.T) {
 			if took != pullWait {
 				t.Fatalf("takeover after %v, want pullWait (%v)", took, pullWait)
 			}
-			// The new holder receives for a while: the other keeps waiting.
-			for range 5 {
+			// The new holder receives for a while, less than maxHold: the
+			// other keeps waiting.
+			for range 2 {
 				time.Sleep(time.Second)
 				pt.received()
 			}
 			waiting(t, other, "second waiter")
 			close(hold) // the new holder ends its turn: the other gets it
-			if d := <-other; d != pullWait+5*time.Second {
-				t.Fatalf("second waiter went ahead after %v, want %v", d, pullWait+5*time.Second)
+			if d := <-other; d != pullWait+2*time.Second {
+				t.Fatalf("second waiter went ahead after %v, want %v", d, pullWait+2*time.Second)
 			}
 			if n := takeovers.Load(); n != 1 {
 				t.Fatalf("takeovers = %d, want 1", n)
@@ -197,15 +227,17 @@ func TestPullTurns(t *testing.T) {
 	})
 
 	t.Run("wait is bounded", func(t *testing.T) {
+		// Holders that never stop receiving lose the turn one per maxHold;
+		// waiters still queued at maxPullWait go ahead without it.
 		synctest.Test(t, func(t *testing.T) {
 			pt, _ := newTurns()
 			release := pt.take(t.Context(), nil).done
 			defer release()
 			stop, stopped := make(chan struct{}), make(chan struct{})
 			defer func() { close(stop); <-stopped }()
-			go func() { // a holder that never stops receiving
+			go func() {
 				defer close(stopped)
-				tick := time.NewTicker(time.Second)
+				tick := time.NewTicker(100 * time.Millisecond)
 				defer tick.Stop()
 				for {
 					select {
@@ -216,8 +248,25 @@ func TestPullTurns(t *testing.T) {
 					}
 				}
 			}()
-			if d := <-take(t.Context(), pt, nil); d != maxPullWait {
-				t.Fatalf("waiter went ahead after %v, want maxPullWait (%v)", d, maxPullWait)
+			hold := make(chan struct{})
+			defer close(hold)
+			const waiters = 2 * int(maxPullWait/maxHold)
+			var waits []<-chan time.Duration
+			for range waiters {
+				waits = append(waits, take(t.Context(), pt, hold))
+			}
+			atBound := 0
+			for _, w := range waits {
+				d := <-w
+				if d > maxPullWait {
+					t.Fatalf("a waiter went ahead after %v, past maxPullWait (%v)", d, maxPullWait)
+				}
+				if d == maxPullWait {
+					atBound++
+				}
+			}
+			if atBound == 0 {
+				t.Fatalf("no waiter went ahead at maxPullWait (%v)", maxPullWait)
 			}
 		})
 	})
