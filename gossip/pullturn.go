@@ -16,12 +16,16 @@ const (
 	maxPullWait = 60 * time.Second
 )
 
-// maxHold is how long a holder keeps the turn while another session waits,
-// however it progresses: a session that trickles (a lossy, long link that
-// also drains gossip after a healed blackhole) would otherwise keep the
-// others from fetching the rest from faster peers. In a simulated 15 s
-// blackhole among 30 nodes, one such session held the turn for 12 s, and
-// its node held every op written before the heal 11.6 s after it.
+// maxHold is how long a session pulling batches keeps the turn while
+// another session waits, however it progresses: one that trickles (a
+// lossy, long link that also drains gossip after a healed blackhole) would
+// otherwise keep the others from fetching the rest from faster peers. In a
+// simulated 15 s blackhole among 30 nodes, one such session held the turn
+// for 12 s, and its node held every op written before the heal 11.6 s
+// after it. A session reconciling state keeps the turn while it receives:
+// the next session's Hello would not show what the reconciliation brings,
+// so it could start a second one. maxHold equals pullWait, so for a batch
+// pull a stall and a long hold end the turn at the same check.
 const maxHold = pullWait
 
 // pullTurns admits one client sync session of a namespace at a time.
@@ -31,11 +35,12 @@ const maxHold = pullWait
 // each session's Hello carries what the previous ones brought, so later
 // peers send only what is still missing.
 //
-// A session that keeps receiving frames keeps the turn, for up to maxHold
-// while others wait. One that stops (a peer behind a blackholed link
-// answers nothing until the session times out) loses it after pullWait.
-// Either way one waiting session takes the turn over, and the old holder
-// runs on without it. The others go on waiting for the new holder. (A fixed wait let every waiter go ahead at once, each pulling
+// A session that pulls batches keeps the turn for up to maxHold while
+// others wait; one reconciling state keeps it while it receives frames.
+// One that stops (a peer behind a blackholed link answers nothing until
+// the session times out) loses it after pullWait. Either way one waiting
+// session takes the turn over, and the old holder runs on without it. The
+// others go on waiting for the new holder. (A fixed wait let every waiter go ahead at once, each pulling
 // the same batches, and cut short sessions that were still receiving.)
 //
 // A stalled holder whose server has not answered at all is abandoned when
@@ -61,7 +66,8 @@ type pullTurns struct {
 	freed chan struct{}
 	// frames counts the frames client sessions received.
 	frames atomic.Int64
-	// takeovers counts turns taken from a stalled holder; abandoned, the
+	// takeovers counts turns taken from a stalled holder or one past
+	// maxHold; abandoned, the
 	// unanswered holders reset on a takeover.
 	takeovers, abandoned *atomic.Int64
 }
@@ -80,7 +86,12 @@ type turn struct {
 	ticket   uint64 // 0: the session runs without the turn
 	abandon  context.CancelCauseFunc
 	answered atomic.Bool
+	// reconciling: the session reconciles state; maxHold does not apply.
+	reconciling atomic.Bool
 }
+
+// reconcile notes that the session has started state reconciliation.
+func (u *turn) reconcile() { u.reconciling.Store(true) }
 
 // received notes a frame received by the session.
 func (u *turn) received() {
@@ -110,8 +121,9 @@ func (u *turn) done() {
 func (t *pullTurns) received() { t.frames.Add(1) }
 
 // take waits for the turn, takes it over from a holder that received no
-// frame for pullWait or has held it for maxHold, or gives up waiting after
-// maxPullWait or when ctx ends (then the session runs without the turn). abandon, if not nil,
+// frame for pullWait or pulled batches for maxHold, or gives up waiting
+// after maxPullWait or when ctx ends (then the session runs without the
+// turn). abandon, if not nil,
 // ends the session should its turn be taken over before its first frame.
 func (t *pullTurns) take(ctx context.Context, abandon context.CancelCauseFunc) *turn {
 	u := &turn{t: t, abandon: abandon}
@@ -145,7 +157,8 @@ func (t *pullTurns) take(ctx context.Context, abandon context.CancelCauseFunc) *
 		tick.Reset(pullWait)
 		t.mu.Lock()
 		stalled := t.holder == watched && t.frames.Load() == frames
-		if stalled || (t.holder != 0 && time.Since(t.since) >= maxHold) {
+		heldLong := t.holder != 0 && !t.holding.reconciling.Load() && time.Since(t.since) >= maxHold
+		if stalled || heldLong {
 			t.takeovers.Add(1)
 			if old := t.holding; old.abandon != nil && !old.answered.Load() {
 				t.abandoned.Add(1)

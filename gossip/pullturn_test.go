@@ -130,6 +130,30 @@ func TestPullTurns(t *testing.T) {
 		})
 	})
 
+	t.Run("a holder reconciling state keeps the turn while it receives", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			pt, takeovers := newTurns()
+			holder := pt.take(t.Context(), nil)
+			holder.reconcile()
+			got := take(t.Context(), pt, nil)
+			for range 100 { // frames every 100 ms for 10 s
+				time.Sleep(100 * time.Millisecond)
+				pt.received()
+			}
+			waiting(t, got, "waiter")
+			// The reconciliation stalls: the waiter takes over within
+			// pullWait of the last frame, plus the timer period it was in.
+			d := <-got
+			if d <= 10*time.Second || d > 10*time.Second+2*pullWait {
+				t.Fatalf("waiter took over after %v, want within %v of the last frame at 10s", d, 2*pullWait)
+			}
+			if n := takeovers.Load(); n != 1 {
+				t.Fatalf("takeovers = %d, want 1", n)
+			}
+			holder.done() // a no-op: taken over
+		})
+	})
+
 	t.Run("one waiter takes over, the next waits for it", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			pt, takeovers := newTurns()

@@ -239,6 +239,7 @@ func (r *Replicator) syncSpace(ctx context.Context, p peer.ID, s *space, turn *t
 			got++
 		case frameDone:
 			if f.compacted {
+				turn.reconcile()
 				if err := r.reconcileState(ctx, c, s); err != nil {
 					return syncDone, fmt.Errorf("state reconciliation: %w", err)
 				}
