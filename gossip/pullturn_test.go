@@ -43,6 +43,25 @@ func TestPullTurns(t *testing.T) {
 		}()
 		return ch
 	}
+	// receiving has frames come every 100 ms until the returned stop is
+	// called: a holder that never stops receiving.
+	receiving := func(pt *pullTurns) (stop func()) {
+		done, stopped := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(stopped)
+			tick := time.NewTicker(100 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-tick.C:
+					pt.received()
+				case <-done:
+					return
+				}
+			}
+		}()
+		return func() { close(done); <-stopped }
+	}
 	waiting := func(t *testing.T, ch <-chan time.Duration, what string) {
 		t.Helper()
 		select {
@@ -103,21 +122,7 @@ func TestPullTurns(t *testing.T) {
 			pt, takeovers := newTurns()
 			release := pt.take(t.Context(), nil).done
 			defer release()
-			stop, stopped := make(chan struct{}), make(chan struct{})
-			defer func() { close(stop); <-stopped }()
-			go func() { // frames every 100 ms, for ever
-				defer close(stopped)
-				tick := time.NewTicker(100 * time.Millisecond)
-				defer tick.Stop()
-				for {
-					select {
-					case <-tick.C:
-						pt.received()
-					case <-stop:
-						return
-					}
-				}
-			}()
+			defer receiving(pt)()
 			got := take(t.Context(), pt, nil)
 			time.Sleep(maxHold - time.Millisecond)
 			waiting(t, got, "waiter")
@@ -257,21 +262,7 @@ func TestPullTurns(t *testing.T) {
 			pt, _ := newTurns()
 			release := pt.take(t.Context(), nil).done
 			defer release()
-			stop, stopped := make(chan struct{}), make(chan struct{})
-			defer func() { close(stop); <-stopped }()
-			go func() {
-				defer close(stopped)
-				tick := time.NewTicker(100 * time.Millisecond)
-				defer tick.Stop()
-				for {
-					select {
-					case <-tick.C:
-						pt.received()
-					case <-stop:
-						return
-					}
-				}
-			}()
+			defer receiving(pt)()
 			hold := make(chan struct{})
 			defer close(hold)
 			const waiters = 2 * int(maxPullWait/maxHold)
