@@ -40,8 +40,9 @@ const maxHold = pullWait
 // One that stops (a peer behind a blackholed link answers nothing until
 // the session times out) loses it after pullWait. Either way one waiting
 // session takes the turn over, and the old holder runs on without it. The
-// others go on waiting for the new holder. (A fixed wait let every waiter go ahead at once, each pulling
-// the same batches, and cut short sessions that were still receiving.)
+// others go on waiting for the new holder. (A fixed wait let every waiter
+// go ahead at once, each pulling the same batches, and cut short sessions
+// that were still receiving.)
 //
 // A stalled holder whose server has not answered at all is abandoned when
 // its turn is taken over: its stream is reset. Its Hello is the oldest in
@@ -53,8 +54,10 @@ const maxHold = pullWait
 // start over for ever.
 //
 // Frames are counted per namespace, not per session: frames a session
-// that runs without the turn receives also keep the holder's turn. The
-// namespace is being pulled either way, and the wait stays bounded.
+// that runs without the turn receives also keep a reconciling holder's
+// turn (and keep a batch puller from counting as stalled before maxHold,
+// which ends its turn at the same check anyway). The namespace is being
+// pulled either way, and the wait stays bounded.
 type pullTurns struct {
 	mu      sync.Mutex
 	holder  uint64    // the holding session's ticket; 0 when the turn is free
@@ -67,8 +70,7 @@ type pullTurns struct {
 	// frames counts the frames client sessions received.
 	frames atomic.Int64
 	// takeovers counts turns taken from a stalled holder or one past
-	// maxHold; abandoned, the
-	// unanswered holders reset on a takeover.
+	// maxHold; abandoned, the unanswered holders reset on a takeover.
 	takeovers, abandoned *atomic.Int64
 }
 
@@ -123,8 +125,8 @@ func (t *pullTurns) received() { t.frames.Add(1) }
 // take waits for the turn, takes it over from a holder that received no
 // frame for pullWait or pulled batches for maxHold, or gives up waiting
 // after maxPullWait or when ctx ends (then the session runs without the
-// turn). abandon, if not nil,
-// ends the session should its turn be taken over before its first frame.
+// turn). abandon, if not nil, ends the session should its turn be taken
+// over before its first frame.
 func (t *pullTurns) take(ctx context.Context, abandon context.CancelCauseFunc) *turn {
 	u := &turn{t: t, abandon: abandon}
 	tick := time.NewTimer(pullWait)
