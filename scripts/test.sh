@@ -44,6 +44,13 @@ count_or_fail() {
 	passed=$((passed + $(grep -cE '^\s*--- PASS:' "$log" || true)))
 	if [ "$status" -ne 0 ]; then
 		tail -n 200 "$log"
+		# The output of each failed test, from its start to its end: its
+		# messages are indented, so the summary above leaves them out, and
+		# the tail is usually some other package's.
+		for name in $(grep -oE '^--- FAIL: \S+' "$log" | awk '{print $3}' | sort -u); do
+			echo "== output of $name"
+			awk -v n="$name" '$0 == "=== RUN   " n {on = 1} on {print} on && index($0, "--- FAIL: " n " ") == 1 {on = 0}' "$log" | tail -n 100
+		done
 		echo "tests: $passed passed, $(grep -cE '^\s*--- FAIL:' "$log" || true) failed"
 		exit "$status"
 	fi
