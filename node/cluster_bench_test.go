@@ -19,9 +19,11 @@ import (
 func benchCluster(b *testing.B, n int, change func(int, *Config)) []*Node {
 	b.Helper()
 	nodes := make([]*Node, n)
+	degree := benchEnvInt(b, "MYCEL_BENCH_MESH_DEGREE", 0)
 	for i := range nodes {
 		cfg := DefaultLocalConfig()
 		cfg.DataDir = b.TempDir()
+		cfg.MeshDegree = degree // 0: the default
 		if change != nil {
 			change(i, &cfg)
 		}
@@ -75,7 +77,9 @@ func benchWait(b *testing.B, nodes []*Node, keys int, timeout time.Duration) tim
 // MYCEL_BENCH_PUTS (in all) override 64 and 200,000: with durable
 // acknowledgements each writer waits for its fsync, so 64 writers per node
 // measure put latency as much as capacity, and 200,000 puts (~60 MB per
-// node) end before Pebble's first memtable flush.
+// node) end before Pebble's first memtable flush. MYCEL_BENCH_MESH_DEGREE
+// sets Config.MeshDegree. It reports the put latency (p50, p99) beside the
+// rates: with durable acknowledgements a put waits for its group's fsync.
 func BenchmarkClusterThroughput(b *testing.B) { benchThroughput(b, false) }
 
 // BenchmarkClusterThroughputNoSync is the same with writes acknowledged
@@ -90,11 +94,14 @@ func benchThroughput(b *testing.B, noSync bool) {
 	b.ResetTimer()
 	start := time.Now()
 	var wg sync.WaitGroup
+	// Each writer keeps its puts' latencies (one in 16), merged after.
+	lat := make([][]time.Duration, nodesN*writers)
 	for i, nd := range nodes {
 		ns, _ := nd.Namespace(context.Background(), "bench")
 		var next atomic.Int64
 		for w := 0; w < writers; w++ {
 			wg.Add(1)
+			mine := &lat[i*writers+w]
 			go func() {
 				defer wg.Done()
 				for {
@@ -102,9 +109,13 @@ func benchThroughput(b *testing.B, noSync bool) {
 					if k > int64(total/nodesN) {
 						return
 					}
+					began := time.Now()
 					if err := ns.Put(context.Background(), fmt.Sprintf("n%d-%07d", i, k), val); err != nil {
 						b.Error(err)
 						return
+					}
+					if k%16 == 0 {
+						*mine = append(*mine, time.Since(began))
 					}
 				}
 			}()
@@ -112,6 +123,15 @@ func benchThroughput(b *testing.B, noSync bool) {
 	}
 	wg.Wait()
 	acked := time.Since(start)
+	var all []time.Duration
+	for _, l := range lat {
+		all = append(all, l...)
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
+	if len(all) > 0 {
+		b.ReportMetric(float64(all[len(all)/2].Microseconds())/1000, "put-p50-ms")
+		b.ReportMetric(float64(all[len(all)*99/100].Microseconds())/1000, "put-p99-ms")
+	}
 	end := benchWait(b, nodes, total, 5*time.Minute)
 	el := end.Sub(start).Seconds()
 	b.ReportMetric(float64(total)/acked.Seconds(), "acked-puts/s")
