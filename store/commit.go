@@ -445,6 +445,9 @@ func (s *Store) write(ctx context.Context, items []*pending) (outs []batchOut, s
 	}
 	for i := range outs {
 		outs[i].ns.posDone.Store(outs[i].commit.Position)
+		if outs[i].notReplayable {
+			outs[i].ns.trimDue.Store(true) // indexed, and never kept
+		}
 	}
 	return outs, sync, nil
 }

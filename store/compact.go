@@ -61,7 +61,14 @@ func (n *Namespace) compact(ctx context.Context) error {
 			}
 		}
 		if !found || (!over && victimTime >= cutoff) {
-			return n.trimPositions(ctx)
+			if !n.trimDue.Swap(false) {
+				return nil
+			}
+			err := n.trimPositions(ctx)
+			if err != nil {
+				n.trimDue.Store(true)
+			}
+			return err
 		}
 		if err := s.ds.Delete(ctx, n.layout.logKey(victim.Replica, victim.Counter)); err != nil {
 			return err
@@ -76,6 +83,7 @@ func (n *Namespace) forget(origin crdt.ReplicaID, seq uint64, size int) {
 	n.gone.Add(crdt.Dot{Replica: origin, Counter: seq})
 	n.logBytes -= int64(size)
 	n.mu.Unlock()
+	n.trimDue.Store(true)
 }
 
 // trimPositions drops the oldest position index entries whose batches are

@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
+	"github.com/ipfs/go-datastore/query"
+	dssync "github.com/ipfs/go-datastore/sync"
 
 	"github.com/mycelnet/mycel/crdt"
 )
@@ -479,5 +482,83 @@ func TestKeysPageInOrder(t *testing.T) {
 	}
 	if got := strings.Join(dn.Keys("", "", 4), ","); got != "a,a/b,ab,b" {
 		t.Fatalf("first page %q", got)
+	}
+}
+
+// countingQueries counts the queries run on a datastore.
+type countingQueries struct {
+	ds.Batching
+	n atomic.Int64
+}
+
+func (c *countingQueries) Query(ctx context.Context, q query.Query) (query.Results, error) {
+	c.n.Add(1)
+	return c.Batching.Query(ctx, q)
+}
+
+// TestCompactionScansPositionsOnlyWhenDue: compaction scans the position
+// index after it removed a batch and once after a reopen, and not in a
+// round that removes nothing (on a datastore without range scans each scan
+// sorted the namespace's whole log).
+func TestCompactionScansPositionsOnlyWhenDue(t *testing.T) {
+	ctx := context.Background()
+	now := time.Unix(1_700_000_000, 0)
+	var clockMu sync.Mutex
+	clock := func() time.Time { clockMu.Lock(); defer clockMu.Unlock(); return now }
+	later := func(d time.Duration) { clockMu.Lock(); now = now.Add(d); clockMu.Unlock() }
+	d := &countingQueries{Batching: dssync.MutexWrap(ds.NewMapDatastore())}
+	opts := Options{Replica: 1, Now: clock, CompactEvery: -1, Retention: Retention{MaxBytes: 1 << 20, MaxAge: time.Hour}}
+	s, err := Open(ctx, d, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { s.Close() }()
+	n := mustNS(t, s, "ns")
+	for i := 0; i < 10; i++ {
+		put(t, n, fmt.Sprint("k", i), "v")
+	}
+	compact := func() int64 {
+		t.Helper()
+		before := d.n.Load()
+		if err := s.Compact(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return d.n.Load() - before
+	}
+	if q := compact(); q != 0 {
+		t.Fatalf("a compaction that removed nothing ran %d queries", q)
+	}
+	later(2 * time.Hour)
+	if q := compact(); q == 0 {
+		t.Fatal("a compaction that removed batches did not scan the position index")
+	}
+	if err := n.Replay(ctx, 0, n.Position(), func(Commit) error { return nil }); !errors.Is(err, ErrCompacted) {
+		t.Fatalf("replay of positions whose batches were removed: %v, want ErrCompacted", err)
+	}
+	if q := compact(); q != 0 {
+		t.Fatalf("a compaction after the index was trimmed ran %d queries", q)
+	}
+	// Written, then expired while the store is closed: the first round
+	// after the reopen removes the batches, and the index goes with them.
+	for i := 0; i < 10; i++ {
+		put(t, n, fmt.Sprint("j", i), "v")
+	}
+	mark := n.Position()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	later(2 * time.Hour)
+	if s, err = Open(ctx, d, opts); err != nil {
+		t.Fatal(err)
+	}
+	n = mustNS(t, s, "ns")
+	if q := compact(); q == 0 {
+		t.Fatal("the first compaction after a reopen did not scan the position index")
+	}
+	if err := n.Replay(ctx, mark-1, n.Position(), func(Commit) error { return nil }); !errors.Is(err, ErrCompacted) {
+		t.Fatalf("replay of positions removed after the reopen: %v, want ErrCompacted", err)
+	}
+	if q := compact(); q != 0 {
+		t.Fatalf("a second compaction after the reopen ran %d queries", q)
 	}
 }
