@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"math/rand"
+	"slices"
 	"testing"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -118,7 +119,7 @@ func TestAuthSurvivesTheWire(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := got.verify("ns"); err != nil {
+	if err := got.verify("ns", &signerCache{}); err != nil {
 		t.Fatalf("after the gossip wire: %v", err)
 	}
 	for i, b := range got.Batches {
@@ -130,11 +131,11 @@ func TestAuthSurvivesTheWire(t *testing.T) {
 			t.Fatalf("batch %d after a sync frame: %v", i, err)
 		}
 	}
-	if err := got.verify("other"); !errors.Is(err, ErrForged) {
+	if err := got.verify("other", &signerCache{}); !errors.Is(err, ErrForged) {
 		t.Fatalf("a message replayed into another namespace: %v", err)
 	}
 	got.Sig[0] ^= 1
-	if err := got.verify("ns"); !errors.Is(err, ErrForged) {
+	if err := got.verify("ns", nil); !errors.Is(err, ErrForged) {
 		t.Fatalf("a message with a bad signature: %v", err)
 	}
 }
@@ -210,6 +211,13 @@ func TestAuthStreamCarriesSignaturesOnce(t *testing.T) {
 	if s, a := out2.compact(g1[0].Signer, []byte{0xff}); s == nil || !bytes.Equal(a, []byte{0xff}) {
 		t.Errorf("an unreadable auth was compacted to %x, %x", s, a)
 	}
+}
+
+// signatureHolds reports whether sig is pub's signature of msg, checked
+// as replication checks it (knownSigner.holds).
+func signatureHolds(pub crypto.PubKey, msg, sig []byte) bool {
+	k, err := newKnownSigner(pub)
+	return err == nil && k.holds(msg, sig)
 }
 
 // TestSignatureCheckAgreesWithLibp2p: on genuine Ed25519 signatures and on
@@ -293,8 +301,74 @@ func TestSignatureCheckOtherKeyTypes(t *testing.T) {
 	}
 }
 
+// TestSignerCache: a cached signer still has its signatures checked and
+// its replica id compared with each message's origin; keys that are not
+// points are refused and not kept; the cache stays within its bound.
+func TestSignerCache(t *testing.T) {
+	_, m := signedSeedMessage(2)
+	var c signerCache
+	verify := func(m Message) error {
+		t.Helper()
+		m.Batches = slices.Clone(m.Batches) // verify gives them auths
+		return m.verify("ns", &c)
+	}
+	if err := verify(m); err != nil {
+		t.Fatal(err)
+	}
+	if len(c.m) != 1 {
+		t.Fatalf("%d signers cached, want 1", len(c.m))
+	}
+	forged := m
+	forged.Sig = bytes.Clone(m.Sig)
+	forged.Sig[5] ^= 1
+	if err := verify(forged); !errors.Is(err, ErrForged) {
+		t.Fatalf("a cached signer's forged signature: %v, want ErrForged", err)
+	}
+	other := m
+	other.Origin++
+	if err := verify(other); !errors.Is(err, ErrForged) {
+		t.Fatalf("a cached signer claiming another origin: %v, want ErrForged", err)
+	}
+	// The y-coordinate 2 is not on the curve: libp2p takes the bytes as a
+	// key, the check must not.
+	notPoint := make([]byte, 32)
+	notPoint[0] = 2
+	pub, err := crypto.UnmarshalEd25519PublicKey(notPoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := peer.IDFromPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.get([]byte(pid), crdt.DeriveReplicaID([]byte(pid))); !errors.Is(err, ErrForged) {
+		t.Fatalf("a signer whose key is no point: %v, want ErrForged", err)
+	}
+	if len(c.m) != 1 {
+		t.Fatalf("%d signers cached after a refused one, want 1", len(c.m))
+	}
+	rng := rand.New(rand.NewSource(9))
+	for range maxKnownSigners + 20 {
+		_, pub, err := crypto.GenerateEd25519Key(rng)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pid, err := peer.IDFromPublicKey(pub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.get([]byte(pid), crdt.DeriveReplicaID([]byte(pid))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(c.m) != maxKnownSigners {
+		t.Fatalf("%d signers cached, want the bound %d", len(c.m), maxKnownSigners)
+	}
+}
+
 // BenchmarkSignatureCheck: one Ed25519 check of a root signing input, by
-// signatureHolds and by libp2p's key (crypto/ed25519).
+// a signer's cached key, by a signer met for the first time and by
+// libp2p's key (crypto/ed25519).
 func BenchmarkSignatureCheck(b *testing.B) {
 	priv, pub, err := crypto.GenerateEd25519Key(rand.New(rand.NewSource(1)))
 	if err != nil {
@@ -306,6 +380,19 @@ func BenchmarkSignatureCheck(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Run("mycel", func(b *testing.B) {
+		// As a node checks a signer it has met before: its key expanded.
+		k, err := newKnownSigner(pub)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for b.Loop() {
+			if !k.holds(msg, sig) {
+				b.Fatal("refused")
+			}
+		}
+	})
+	b.Run("mycel-first", func(b *testing.B) {
+		// A signer met for the first time: its key expanded, then checked.
 		for b.Loop() {
 			if !signatureHolds(pub, msg, sig) {
 				b.Fatal("refused")

@@ -66,7 +66,7 @@ func FuzzDecodeMessage(f *testing.F) {
 		}
 		// Whatever was accepted, checking its signature never panics, and
 		// fails: nothing here holds the keys.
-		if err := m.verify("ns"); err == nil {
+		if err := m.verify("ns", nil); err == nil {
 			t.Fatal("a fuzzed message verified")
 		}
 	})
@@ -735,7 +735,7 @@ func signedSeedGroup(n int) (crypto.PrivKey, []Batch) {
 	if err := m.Sign("ns", priv); err != nil {
 		panic(err)
 	}
-	if err := m.verify("ns"); err != nil {
+	if err := m.verify("ns", nil); err != nil {
 		panic(err)
 	}
 	return priv, m.Batches

@@ -188,6 +188,8 @@ type Replicator struct {
 	// its peer id. Looked up once: the host's identity does not change.
 	key    crypto.PrivKey
 	signer []byte
+	// signers: the peer ids this node has checked as batch signers
+	signers signerCache
 	// per peer and namespace: the last sync sessions
 	status map[statusKey]*PeerSync
 	// unanswered holds the peers whose sync session was abandoned (see
