@@ -25,6 +25,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -142,10 +143,13 @@ type netnsRun struct {
 	arrivals map[string][]time.Time // put value → first time each node showed it
 
 	// capture: the packets the hub's bridge delivered, and those that
-	// crossed a standing cut; cut maps each separated node's address to
-	// its group (nil: no cut standing).
+	// crossed a standing cut; cuts holds every cut made, each a map from
+	// each separated node's address to its group and the time window it
+	// stood in, so a packet is judged by the cut standing when the kernel
+	// saw it, not when the capture loop got to read it.
 	captured, crossed atomic.Int64
-	cut               atomic.Pointer[map[[4]byte]int]
+	cutsMu            sync.Mutex
+	cuts              []standingCut
 
 	ackedN atomic.Int64
 	// bgCtx bounds the watchers and the sampler; stopBG ends them.
@@ -807,11 +811,11 @@ func (r *netnsRun) apply(ctx context.Context, f Fault) error {
 				sides[ipv4(r.nodes[a].ip)] = gi
 			}
 		}
-		r.cut.Store(&sides)
+		r.startCut(sides, time.Now())
 	case Heal:
 		r.cutMu.Lock()
 		defer r.cutMu.Unlock()
-		r.cut.Store(nil)
+		r.endCuts(time.Now()) // before any route goes
 		for _, undo := range r.routes {
 			if err := r.ip(ctx, undo...); err != nil {
 				return err
@@ -1108,10 +1112,18 @@ func (r *netnsRun) startCapture() error {
 			ready <- err
 			return
 		}
+		// The kernel's time for each frame: the loop reads frames some
+		// time after they pass, and one that passed just before a cut
+		// was counted as crossing it (a CI run failed on one).
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1); err != nil {
+			ready <- fmt.Errorf("sim: packet timestamps in %s: %w", r.hub, err)
+			return
+		}
 		ready <- nil
 		buf := make([]byte, 64<<10)
+		oob := make([]byte, 256)
 		for r.bgCtx.Err() == nil {
-			n, from, err := unix.Recvfrom(fd, buf, unix.MSG_TRUNC)
+			n, oobn, _, from, err := unix.Recvmsg(fd, buf, oob, unix.MSG_TRUNC)
 			if err != nil {
 				continue // timeout or interrupted: look at the context again
 			}
@@ -1119,11 +1131,7 @@ func (r *netnsRun) startCapture() error {
 			if !ok || ll.Pkttype != unix.PACKET_OUTGOING || ll.Protocol != htons(unix.ETH_P_IP) {
 				continue
 			}
-			var sides map[[4]byte]int
-			if p := r.cut.Load(); p != nil {
-				sides = *p
-			}
-			ip, crossed := crossing(buf[:min(n, len(buf))], sides)
+			ip, crossed := crossing(buf[:min(n, len(buf))], r.cutAt(frameTime(oob[:oobn])))
 			if ip {
 				r.captured.Add(1)
 			}
@@ -1133,6 +1141,65 @@ func (r *netnsRun) startCapture() error {
 		}
 	}()
 	return <-ready
+}
+
+// standingCut is a cut made by a partition or isolation: sides maps each
+// separated node's address to its group; it stood from the moment every
+// route was in place until to (zero: still standing).
+type standingCut struct {
+	sides    map[[4]byte]int
+	from, to time.Time
+}
+
+// cutGrace is how long after a cut's routes are in place a frame may still
+// pass that was routed before them (in flight through the veth pair and
+// the bridge).
+const cutGrace = 10 * time.Millisecond
+
+// startCut records a cut standing from the moment from.
+func (r *netnsRun) startCut(sides map[[4]byte]int, from time.Time) {
+	r.cutsMu.Lock()
+	r.cuts = append(r.cuts, standingCut{sides: sides, from: from})
+	r.cutsMu.Unlock()
+}
+
+// endCuts ends every standing cut at the moment at.
+func (r *netnsRun) endCuts(at time.Time) {
+	r.cutsMu.Lock()
+	for i := range r.cuts {
+		if r.cuts[i].to.IsZero() {
+			r.cuts[i].to = at
+		}
+	}
+	r.cutsMu.Unlock()
+}
+
+// cutAt returns the sides of the cut that stood at t, nil if none.
+func (r *netnsRun) cutAt(t time.Time) map[[4]byte]int {
+	r.cutsMu.Lock()
+	defer r.cutsMu.Unlock()
+	for _, c := range r.cuts {
+		if !t.Before(c.from.Add(cutGrace)) && (c.to.IsZero() || t.Before(c.to)) {
+			return c.sides
+		}
+	}
+	return nil
+}
+
+// frameTime returns the kernel's timestamp from a packet socket's control
+// messages, or now if there is none.
+func frameTime(oob []byte) time.Time {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err == nil {
+		for _, m := range msgs {
+			var ts unix.Timespec
+			if m.Header.Level == unix.SOL_SOCKET && m.Header.Type == unix.SCM_TIMESTAMPNS && len(m.Data) >= int(unsafe.Sizeof(ts)) {
+				copy(unsafe.Slice((*byte)(unsafe.Pointer(&ts)), unsafe.Sizeof(ts)), m.Data)
+				return time.Unix(ts.Unix())
+			}
+		}
+	}
+	return time.Now()
 }
 
 // htons is x in network byte order.

@@ -79,14 +79,13 @@ func TestNetnsCutCountsZero(t *testing.T) {
 	}
 
 	// A cut counted but not enforced: the packets cross, and are counted.
-	sides := map[[4]byte]int{ipv4(a.ip): 0, ipv4(b.ip): 1}
-	r.cut.Store(&sides)
+	r.startCut(map[[4]byte]int{ipv4(a.ip): 0, ipv4(b.ip): 1}, time.Now().Add(-cutGrace))
 	send()
 	waitCaptured(20)
 	if r.crossed.Load() == 0 {
 		t.Fatal("packets between separated nodes were not counted as crossing")
 	}
-	r.cut.Store(nil)
+	r.endCuts(time.Now())
 
 	for _, mode := range []string{Blackhole, Disconnect} {
 		settle()
@@ -116,5 +115,35 @@ func TestIsNotFoundReadsTheStatus(t *testing.T) {
 	timeout := fmt.Errorf("GET /v1/ns/x/counter/c%%2F00404: %w", context.DeadlineExceeded)
 	if !isNotFound(notFound) || isNotFound(failed) || isNotFound(timeout) {
 		t.Fatalf("isNotFound: 404 %v, 500 %v, timeout %v", isNotFound(notFound), isNotFound(failed), isNotFound(timeout))
+	}
+}
+
+// TestCutAtJudgesByFrameTime: a frame is judged by the cut that stood when
+// the kernel saw it, whenever it is read: one that passed before the cut's
+// routes (or within cutGrace of them) or after its heal crossed nothing.
+// Judged at read time instead, a frame queued on the socket before a cut
+// and read after it counted as crossing (a CI run failed on one).
+func TestCutAtJudgesByFrameTime(t *testing.T) {
+	var r netnsRun
+	t0 := time.Unix(1_700_000_000, 0)
+	sides := map[[4]byte]int{{10, 0, 0, 1}: 0, {10, 0, 0, 2}: 1}
+	r.startCut(sides, t0)
+	at := func(d time.Duration) bool { return r.cutAt(t0.Add(d)) != nil }
+	if at(-time.Millisecond) || at(cutGrace-time.Microsecond) {
+		t.Fatal("a frame that passed before the cut's routes, or within cutGrace of them, is judged by the cut")
+	}
+	if !at(cutGrace) || !at(time.Hour) {
+		t.Fatal("a frame that passed while the cut stood is not judged by it")
+	}
+	r.endCuts(t0.Add(2 * time.Second))
+	if !at(2*time.Second-time.Microsecond) || at(2*time.Second) {
+		t.Fatal("the cut's end is not where the heal put it")
+	}
+	r.startCut(map[[4]byte]int{{10, 0, 0, 3}: 0}, t0.Add(5*time.Second))
+	if got := r.cutAt(t0.Add(time.Second)); got[[4]byte{10, 0, 0, 1}] != 0 || len(got) != 2 {
+		t.Fatalf("a frame of the first cut's window is judged by %v", got)
+	}
+	if got := r.cutAt(t0.Add(6 * time.Second)); len(got) != 1 {
+		t.Fatalf("a frame of the second cut's window is judged by %v", got)
 	}
 }
