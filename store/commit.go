@@ -445,8 +445,10 @@ func (s *Store) write(ctx context.Context, items []*pending) (outs []batchOut, s
 	}
 	for i := range outs {
 		outs[i].ns.posDone.Store(outs[i].commit.Position)
-		if outs[i].notReplayable {
-			outs[i].ns.trimDue.Store(true) // indexed, and never kept
+		if outs[i].notReplayable || outs[i].commit.Origin == 0 {
+			// Indexed, and never kept: an unreplayable batch or a state
+			// reconciliation.
+			outs[i].ns.trimDue.Store(true)
 		}
 	}
 	return outs, sync, nil

@@ -58,7 +58,7 @@ type Namespace struct {
 	posDone atomic.Uint64
 	// trimDue: the position index may start with entries whose batches
 	// are not in the log (set at open, when compaction removes a batch and
-	// when an unreplayable position is indexed). Without it compaction
+	// when an unreplayable batch or a state reconciliation is indexed). Without it compaction
 	// scanned the index every round, which on a datastore without range
 	// scans (the in-memory one) is a sort of the namespace's whole log:
 	// ~3% of the CPU of the simulator's 100-node runs.

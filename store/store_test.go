@@ -497,8 +497,8 @@ func (c *countingQueries) Query(ctx context.Context, q query.Query) (query.Resul
 }
 
 // TestCompactionScansPositionsOnlyWhenDue: compaction scans the position
-// index after it removed a batch and once after a reopen, and not in a
-// round that removes nothing (on a datastore without range scans each scan
+// index after it removed a batch, after a state reconciliation and once
+// after a reopen, and not in a round that removes nothing (on a datastore without range scans each scan
 // sorted the namespace's whole log).
 func TestCompactionScansPositionsOnlyWhenDue(t *testing.T) {
 	ctx := context.Background()
@@ -560,5 +560,39 @@ func TestCompactionScansPositionsOnlyWhenDue(t *testing.T) {
 	}
 	if q := compact(); q != 0 {
 		t.Fatalf("a second compaction after the reopen ran %d queries", q)
+	}
+	// State reconciliations are indexed but never in the log: the next
+	// round trims them even though it removes no batch (found by review:
+	// in a namespace whose log never sheds a batch they stayed, and the
+	// index grew with each one).
+	n = mustNS(t, s, "state")
+	for range 5 {
+		if err := n.ApplyState(ctx, nil, crdt.Context{}, crdt.Context{}, n.RemoteApplies()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// indexed counts the index's entries that name no batch.
+	indexed := func() int {
+		t.Helper()
+		count := 0
+		err := n.scanPositions(ctx, 0, n.posDone.Load(), func(_ uint64, origin crdt.ReplicaID, _ uint64) (bool, error) {
+			if origin == 0 {
+				count++
+			}
+			return true, nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return count
+	}
+	if got := indexed(); got != 5 {
+		t.Fatalf("%d positions of state reconciliations indexed after 5 of them, want 5", got)
+	}
+	if q := compact(); q == 0 {
+		t.Fatal("a compaction after state reconciliations did not scan the position index")
+	}
+	if got := indexed(); got != 0 {
+		t.Fatalf("%d state reconciliation positions left in the index", got)
 	}
 }
