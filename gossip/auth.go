@@ -271,6 +271,10 @@ func (a *authStream) expand(wireSigner, wireAuth []byte) (signer, auth []byte, e
 	return a.signer, auth, nil
 }
 
+// errSignerKey: a signer's peer id holds a key no signature can verify
+// under (an Ed25519 key that is no point on the curve).
+var errSignerKey = errors.New("signer key unusable")
+
 // knownSigner is what checking a signer's peer id yields: the replica id
 // it derives, its public key and, for an Ed25519 key, the key expanded for
 // signature checks.
@@ -310,11 +314,11 @@ func newKnownSigner(pub crypto.PubKey) (*knownSigner, error) {
 	if pub.Type() == cryptopb.KeyType_Ed25519 {
 		raw, err := pub.Raw()
 		if err != nil || len(raw) != voied25519.PublicKeySize {
-			return nil, fmt.Errorf("%w: signer key: not an Ed25519 key", ErrForged)
+			return nil, fmt.Errorf("%w: %w: not 32 bytes", ErrForged, errSignerKey)
 		}
 		if k.ed, err = voied25519.NewExpandedPublicKey(raw); err != nil {
 			// Not a point on the curve: no signature by it holds.
-			return nil, fmt.Errorf("%w: signer key: %v", ErrForged, err)
+			return nil, fmt.Errorf("%w: %w: %v", ErrForged, errSignerKey, err)
 		}
 	}
 	return k, nil
@@ -326,8 +330,9 @@ func newKnownSigner(pub crypto.PubKey) (*knownSigner, error) {
 // largest costs of replication with small batches (the simulator's 100-node
 // runs: ~24% of the CPU). Ed25519 keys, the kind every node makes, are
 // checked with curve25519-voi, each signer's key expanded once (see
-// signerCache): 18.6 µs a check on this project's benchmark machine, 22.7
-// µs for a signer met the first time, against 34.5 µs for crypto/ed25519
+// signerCache): 19.0 µs a check on this project's benchmark machine
+// against 22.6 µs with the key decompressed each time (23–24.6 µs for a
+// signer met the first time) and 35.3 µs for crypto/ed25519
 // (BenchmarkSignatureCheck). Its
 // default rules are cofactored RFC 8032 verification that refuses
 // small-order and non-canonical public keys; every signature that Go's
@@ -344,10 +349,10 @@ func (k *knownSigner) holds(msg, sig []byte) bool {
 // signerCache is a node's memory of the signers it has checked, so that
 // each message costs a map lookup where it cost parsing the signer's peer
 // id, hashing it to its replica id and decompressing its key: an expanded
-// key makes each check ~15% cheaper (19.5 against 22.8 µs with 100 keys
-// taken in turn; expanding one costs ~3.7 µs), and the rest of the signer
-// check was ~1% of the CPU of the simulator's 100-node runs. An expanded
-// key takes ~1.5 KB, so the cache is bounded: full, it forgets an
+// key makes each check ~16% cheaper (19.0 against 22.6 µs,
+// BenchmarkSignatureCheck; expanding one costs ~3.7 µs), and the rest of
+// the signer check was ~1% of the CPU of the simulator's 100-node runs. An
+// expanded key takes ~1.5 KB, so the cache is bounded: full, it forgets an
 // arbitrary entry. A nil cache checks every time.
 type signerCache struct {
 	mu sync.Mutex
@@ -358,25 +363,36 @@ type signerCache struct {
 // re-checks the ones it forgot (~220 KB at most per node).
 const maxKnownSigners = 128
 
-// get returns the checked signer for signer, which must be origin's.
-func (c *signerCache) get(signer []byte, origin crdt.ReplicaID) (*knownSigner, error) {
-	if c == nil {
-		return checkSigner(signer, origin)
-	}
-	c.mu.Lock()
-	k, ok := c.m[string(signer)]
-	c.mu.Unlock()
-	if ok {
-		if k.origin != origin {
-			return nil, fmt.Errorf("%w: signed by %s, not by origin %v", ErrForged, peer.ID(signer), origin)
+// lookup returns the checked signer for signer, which must be origin's:
+// the cached one, or one checked now and not yet kept.
+func (c *signerCache) lookup(signer []byte, origin crdt.ReplicaID) (*knownSigner, error) {
+	if c != nil {
+		c.mu.Lock()
+		k, ok := c.m[string(signer)]
+		c.mu.Unlock()
+		if ok {
+			if k.origin != origin {
+				return nil, fmt.Errorf("%w: signed by %s, not by origin %v", ErrForged, peer.ID(signer), origin)
+			}
+			return k, nil
 		}
-		return k, nil
 	}
-	k, err := checkSigner(signer, origin)
-	if err != nil {
-		return nil, err
+	return checkSigner(signer, origin)
+}
+
+// keep remembers k, the checked signer for signer, once a signature of
+// its has held: keys that sign nothing valid never displace the ones that
+// do (found by review: a peer making up signers could otherwise evict the
+// writers' keys before any signature was checked).
+func (c *signerCache) keep(signer []byte, k *knownSigner) {
+	if c == nil {
+		return
 	}
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.m[string(signer)]; ok {
+		return
+	}
 	if c.m == nil {
 		c.m = make(map[string]*knownSigner)
 	}
@@ -387,8 +403,6 @@ func (c *signerCache) get(signer []byte, origin crdt.ReplicaID) (*knownSigner, e
 		}
 	}
 	c.m[string(signer)] = k
-	c.mu.Unlock()
-	return k, nil
 }
 
 // VerifyBatch checks b's auth: Signer is a peer id whose replica id is
@@ -415,7 +429,7 @@ func (v *batchVerifier) verify(ns string, b Batch) error {
 	if len(b.Signer) == 0 || len(b.Sig) == 0 {
 		return fmt.Errorf("%w: batch (%v, %d) is unsigned", ErrForged, b.Origin, b.Seq)
 	}
-	k, err := v.signers.get(b.Signer, b.Origin)
+	k, err := v.signers.lookup(b.Signer, b.Origin)
 	if err != nil {
 		return fmt.Errorf("batch (%v, %d): %w", b.Origin, b.Seq, err)
 	}
@@ -430,6 +444,7 @@ func (v *batchVerifier) verify(ns string, b Batch) error {
 	if !k.holds(rootSigningInput(root), sig) {
 		return fmt.Errorf("%w: batch (%v, %d)", ErrForged, b.Origin, b.Seq)
 	}
+	v.signers.keep(b.Signer, k)
 	if v.verified == nil || len(v.verified) >= maxVerifiedGroups {
 		v.verified = make(map[string]struct{})
 	}
@@ -470,6 +485,12 @@ func (m *Message) verify(ns string, signers *signerCache) error {
 	if err != nil {
 		return err
 	}
+	return m.verifyAs(ns, k, signers)
+}
+
+// verifyAs is verify with m's signer checked already (k); signers keeps k
+// if the signature holds.
+func (m *Message) verifyAs(ns string, k *knownSigner, signers *signerCache) error {
 	if len(m.Sig) == 0 {
 		return fmt.Errorf("%w: message is unsigned", ErrForged)
 	}
@@ -480,6 +501,7 @@ func (m *Message) verify(ns string, signers *signerCache) error {
 	if !k.holds(rootSigningInput(t.root()), m.Sig) {
 		return fmt.Errorf("%w: message (%v, %d-%d)", ErrForged, m.Origin, m.Batches[0].Seq, m.Batches[len(m.Batches)-1].Seq)
 	}
+	signers.keep(m.Signer, k)
 	for i := range m.Batches {
 		m.Batches[i].Signer, m.Batches[i].Sig = m.Signer, t.auth(m.Sig, i)
 	}
@@ -487,9 +509,9 @@ func (m *Message) verify(ns string, signers *signerCache) error {
 }
 
 // checkSigner checks that m's signer is a peer id whose replica id is the
-// message's origin (signers, if not nil, remembers the ones checked).
+// message's origin (signers, if not nil, holds the ones checked before).
 func (m *Message) checkSigner(signers *signerCache) (*knownSigner, error) {
-	return signers.get(m.Signer, m.Origin)
+	return signers.lookup(m.Signer, m.Origin)
 }
 
 // SignBatches signs bs, batches of key's replica in namespace ns, as one

@@ -11,6 +11,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
+	voied25519 "github.com/oasisprotocol/curve25519-voi/primitives/ed25519"
 
 	"github.com/mycelnet/mycel/crdt"
 )
@@ -302,8 +303,10 @@ func TestSignatureCheckOtherKeyTypes(t *testing.T) {
 }
 
 // TestSignerCache: a cached signer still has its signatures checked and
-// its replica id compared with each message's origin; keys that are not
-// points are refused and not kept; the cache stays within its bound.
+// its replica id compared with each message's origin; a signer is kept
+// only once a signature of its held, so made-up signers cannot evict the
+// writers; keys that are not points are refused as unusable; the cache
+// stays within its bound.
 func TestSignerCache(t *testing.T) {
 	_, m := signedSeedMessage(2)
 	var c signerCache
@@ -329,6 +332,30 @@ func TestSignerCache(t *testing.T) {
 	if err := verify(other); !errors.Is(err, ErrForged) {
 		t.Fatalf("a cached signer claiming another origin: %v, want ErrForged", err)
 	}
+	// Signers whose signatures do not hold are not kept.
+	rng := rand.New(rand.NewSource(9))
+	newSigner := func() ([]byte, crdt.ReplicaID) {
+		t.Helper()
+		_, pub, err := crypto.GenerateEd25519Key(rng)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pid, err := peer.IDFromPublicKey(pub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return []byte(pid), crdt.DeriveReplicaID([]byte(pid))
+	}
+	for range maxKnownSigners + 20 {
+		made := m
+		made.Signer, made.Origin = newSigner()
+		if err := verify(made); !errors.Is(err, ErrForged) {
+			t.Fatalf("a made-up signer's message: %v, want ErrForged", err)
+		}
+	}
+	if _, ok := c.m[string(m.Signer)]; !ok || len(c.m) != 1 {
+		t.Fatalf("after made-up signers: %d cached, the writer's kept: %v", len(c.m), ok)
+	}
 	// The y-coordinate 2 is not on the curve: libp2p takes the bytes as a
 	// key, the check must not.
 	notPoint := make([]byte, 32)
@@ -341,25 +368,16 @@ func TestSignerCache(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.get([]byte(pid), crdt.DeriveReplicaID([]byte(pid))); !errors.Is(err, ErrForged) {
-		t.Fatalf("a signer whose key is no point: %v, want ErrForged", err)
+	if _, err := c.lookup([]byte(pid), crdt.DeriveReplicaID([]byte(pid))); !errors.Is(err, ErrForged) || !errors.Is(err, errSignerKey) {
+		t.Fatalf("a signer whose key is no point: %v, want ErrForged and errSignerKey", err)
 	}
-	if len(c.m) != 1 {
-		t.Fatalf("%d signers cached after a refused one, want 1", len(c.m))
-	}
-	rng := rand.New(rand.NewSource(9))
 	for range maxKnownSigners + 20 {
-		_, pub, err := crypto.GenerateEd25519Key(rng)
+		signer, origin := newSigner()
+		k, err := c.lookup(signer, origin)
 		if err != nil {
 			t.Fatal(err)
 		}
-		pid, err := peer.IDFromPublicKey(pub)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := c.get([]byte(pid), crdt.DeriveReplicaID([]byte(pid))); err != nil {
-			t.Fatal(err)
-		}
+		c.keep(signer, k)
 	}
 	if len(c.m) != maxKnownSigners {
 		t.Fatalf("%d signers cached, want the bound %d", len(c.m), maxKnownSigners)
@@ -367,7 +385,8 @@ func TestSignerCache(t *testing.T) {
 }
 
 // BenchmarkSignatureCheck: one Ed25519 check of a root signing input, by
-// a signer's cached key, by a signer met for the first time and by
+// a signer's cached key, by a signer met for the first time, by
+// curve25519-voi on the raw key (the check before the cache) and by
 // libp2p's key (crypto/ed25519).
 func BenchmarkSignatureCheck(b *testing.B) {
 	priv, pub, err := crypto.GenerateEd25519Key(rand.New(rand.NewSource(1)))
@@ -395,6 +414,19 @@ func BenchmarkSignatureCheck(b *testing.B) {
 		// A signer met for the first time: its key expanded, then checked.
 		for b.Loop() {
 			if !signatureHolds(pub, msg, sig) {
+				b.Fatal("refused")
+			}
+		}
+	})
+	b.Run("voi-raw", func(b *testing.B) {
+		// The check before signers were cached: curve25519-voi on the
+		// raw key, decompressed every time.
+		raw, err := pub.Raw()
+		if err != nil {
+			b.Fatal(err)
+		}
+		for b.Loop() {
+			if !voied25519.Verify(raw, msg, sig) {
 				b.Fatal("refused")
 			}
 		}

@@ -177,8 +177,13 @@ func (s *space) validate(_ context.Context, from peer.ID, msg *pubsub.Message) p
 		st.RejectForged.Add(1) // unsigned
 		return pubsub.ValidationReject
 	}
-	if _, err := m.checkSigner(&s.r.signers); err != nil {
-		st.RejectOrigin.Add(1)
+	signer, err := m.checkSigner(&s.r.signers)
+	if err != nil {
+		if errors.Is(err, errSignerKey) {
+			st.RejectForged.Add(1) // its key verifies nothing
+		} else {
+			st.RejectOrigin.Add(1)
+		}
 		return pubsub.ValidationReject
 	}
 	if !s.writerOK(m.Origin) {
@@ -196,7 +201,7 @@ func (s *space) validate(_ context.Context, from peer.ID, msg *pubsub.Message) p
 		// Applied already (sync brought the batches first): nothing to
 		// apply, but still forwarded once genuine — a mesh peer may need
 		// it, and ignoring it would leave that peer to wait for a sync.
-		if err := m.verify(s.name, &s.r.signers); err != nil {
+		if err := m.verifyAs(s.name, signer, &s.r.signers); err != nil {
 			st.RejectForged.Add(1)
 			return pubsub.ValidationReject
 		}
@@ -215,7 +220,7 @@ func (s *space) validate(_ context.Context, from peer.ID, msg *pubsub.Message) p
 			return pubsub.ValidationIgnore
 		}
 	}
-	if err := m.verify(s.name, &s.r.signers); err != nil {
+	if err := m.verifyAs(s.name, signer, &s.r.signers); err != nil {
 		st.RejectForged.Add(1)
 		return pubsub.ValidationReject
 	}
