@@ -232,6 +232,22 @@ func TestRecoveryAfterAWipeCountsTheRefetch(t *testing.T) {
 	})
 }
 
+// TestLinkBurstIsOneTick: a link lets through at once what its bandwidth
+// carries in one delivery tick, within simnet's bounds (one packet, and
+// the 16-bit limit of its queue's quantum).
+func TestLinkBurstIsOneTick(t *testing.T) {
+	for _, tc := range []struct{ bps, want int }{
+		{100_000_000, 12_500}, // the default: 100 Mbit/s, 12.5 KB a millisecond
+		{20_000_000, 2_500},
+		{1_000_000, 1_500},       // less than a packet a tick: one packet
+		{10_000_000_000, 65_535}, // 10 Gbit/s: simnet's limit
+	} {
+		if got := linkBurst(tc.bps); got != tc.want {
+			t.Errorf("linkBurst(%d) = %d, want %d", tc.bps, got, tc.want)
+		}
+	}
+}
+
 // TestArrivalsOnTheGrid: a packet arrives on the delivery grid's tick
 // nearest its unrounded arrival (so a link keeps its mean latency), never
 // before it was sent; a latency too short for a tick after the send keeps

@@ -224,13 +224,26 @@ func (nw *network) totals() (packets, bytes int64) {
 	return packets, bytes
 }
 
+// linkBurst is the burst a node's link lets through at once: what its
+// bandwidth carries in one deliveryGrid tick (at least one 1,500-byte
+// packet; at most 65,535 bytes, simnet's limit). simnet paces a link with
+// a token bucket whose burst is its MTU; with the default MTU every packet
+// after the first in a burst waited its own few microseconds, and each
+// such wait was a step of the virtual clock in which one node worked while
+// the other core idled (see deliveryGrid).
+func linkBurst(bitsPerSecond int) int {
+	b := int(int64(bitsPerSecond) / 8 * int64(deliveryGrid) / int64(time.Second))
+	return min(max(b, 1500), 65535)
+}
+
 // hostOption makes a libp2p host listen through a simulated endpoint at
 // addr, wrapped in a faultConn. It is x/simlibp2p's QUICSimnet with our
 // wrapper in the middle.
 func (nw *network) hostOption(region, nodeIndex int, bandwidth int, incarnation uint64) libp2p.Option {
+	burst := linkBurst(bandwidth)
 	settings := simnet.NodeBiDiLinkSettings{
-		Downlink: simnet.LinkSettings{BitsPerSecond: bandwidth},
-		Uplink:   simnet.LinkSettings{BitsPerSecond: bandwidth},
+		Downlink: simnet.LinkSettings{BitsPerSecond: bandwidth, MTU: burst},
+		Uplink:   simnet.LinkSettings{BitsPerSecond: bandwidth, MTU: burst},
 	}
 	sel := &fixedSourceIP{}
 	opts := []quicreuse.Option{
