@@ -1,9 +1,12 @@
 package sim
 
 import (
+	"net"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/marcopolo/simnet"
 
 	"github.com/mycelnet/mycel/crdt"
 )
@@ -233,18 +236,61 @@ func TestRecoveryAfterAWipeCountsTheRefetch(t *testing.T) {
 }
 
 // TestLinkBurstIsOneTick: a link lets through at once what its bandwidth
-// carries in one delivery tick, within simnet's bounds (one packet, and
-// the 16-bit limit of its queue's quantum).
+// carries in one delivery tick, at least one packet and at most 65,535
+// bytes; and simnet takes it so: eight packets sent together arrive at
+// one instant, where with simnet's default MTU they arrive spread out,
+// while the link's rate over time stays its bandwidth.
 func TestLinkBurstIsOneTick(t *testing.T) {
 	for _, tc := range []struct{ bps, want int }{
 		{100_000_000, 12_500}, // the default: 100 Mbit/s, 12.5 KB a millisecond
 		{20_000_000, 2_500},
 		{1_000_000, 1_500},       // less than a packet a tick: one packet
-		{10_000_000_000, 65_535}, // 10 Gbit/s: simnet's limit
+		{10_000_000_000, 65_535}, // 10 Gbit/s: the cap
 	} {
 		if got := linkBurst(tc.bps); got != tc.want {
 			t.Errorf("linkBurst(%d) = %d, want %d", tc.bps, got, tc.want)
 		}
+	}
+	const bps = 100_000_000
+	// arrivals sends n packets of 1,200 bytes from one endpoint to another
+	// at once and returns when each arrived, relative to the send.
+	arrivals := func(mtu, n int) []time.Duration {
+		var out []time.Duration
+		synctest.Test(t, func(t *testing.T) {
+			sim := &simnet.Simnet{LatencyFunc: simnet.StaticLatency(10 * time.Millisecond)}
+			link := simnet.LinkSettings{BitsPerSecond: bps, MTU: mtu}
+			settings := simnet.NodeBiDiLinkSettings{Uplink: link, Downlink: link}
+			a := sim.NewEndpoint(&net.UDPAddr{IP: net.IPv4(1, 0, 0, 1), Port: 1}, settings)
+			b := sim.NewEndpoint(&net.UDPAddr{IP: net.IPv4(1, 0, 0, 2), Port: 1}, settings)
+			sim.Start()
+			defer sim.Close()
+			start := time.Now()
+			buf := make([]byte, 1200)
+			for range n {
+				if _, err := a.WriteTo(buf, b.LocalAddr()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for range n {
+				if _, _, err := b.ReadFrom(buf); err != nil {
+					t.Fatal(err)
+				}
+				out = append(out, time.Since(start))
+			}
+		})
+		return out
+	}
+	together := arrivals(linkBurst(bps), 8)
+	if together[0] != together[7] {
+		t.Errorf("8 packets within a tick's burst arrived from %v to %v, want one instant", together[0], together[7])
+	}
+	if apart := arrivals(1500, 8); apart[0] == apart[7] {
+		t.Errorf("with simnet's default MTU 8 packets arrived at one instant (%v): the test cannot tell", apart[0])
+	}
+	// 1.2 MB at 100 Mbit/s takes ~96 ms however large the burst.
+	many := arrivals(linkBurst(bps), 1000)
+	if took := many[999] - many[0]; took < 85*time.Millisecond || took > 110*time.Millisecond {
+		t.Errorf("1,000 packets of 1,200 bytes spread over %v, want ~96 ms at 100 Mbit/s", took)
 	}
 }
 

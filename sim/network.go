@@ -225,12 +225,16 @@ func (nw *network) totals() (packets, bytes int64) {
 }
 
 // linkBurst is the burst a node's link lets through at once: what its
-// bandwidth carries in one deliveryGrid tick (at least one 1,500-byte
-// packet; at most 65,535 bytes, simnet's limit). simnet paces a link with
-// a token bucket whose burst is its MTU; with the default MTU every packet
-// after the first in a burst waited its own few microseconds, and each
-// such wait was a step of the virtual clock in which one node worked while
-// the other core idled (see deliveryGrid).
+// bandwidth carries in one deliveryGrid tick, at least one 1,500-byte
+// packet (QUIC's are at most 1,452; a packet larger than the burst would
+// never pass) and at most 65,535 bytes (an arbitrary cap: 5.2 ticks at the
+// default 100 Mbit/s). simnet paces a link with a token bucket whose burst
+// is its MTU; with the default MTU every packet after the first in a
+// burst waited its own ~100 µs, and each such wait was a step of the
+// virtual clock in which one node worked while the other core idled (see
+// deliveryGrid). Beyond a tick's worth, packets are still paced one by
+// one. simnet also takes the MTU as fq_codel's quantum: on a backlogged
+// link, flows now take turns a tick's worth at a time, not a packet.
 func linkBurst(bitsPerSecond int) int {
 	b := int(int64(bitsPerSecond) / 8 * int64(deliveryGrid) / int64(time.Second))
 	return min(max(b, 1500), 65535)
