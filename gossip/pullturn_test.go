@@ -81,9 +81,7 @@ func TestPullTurns(t *testing.T) {
 			if d := <-got; d != 2*time.Second {
 				t.Fatalf("waiter went ahead after %v, want when the turn was released (2s)", d)
 			}
-			if n := takeovers.Load(); n != 0 {
-				t.Fatalf("takeovers = %d, want 0", n)
-			}
+			wantTakeovers(t, takeovers, 0)
 		})
 	})
 
@@ -98,9 +96,7 @@ func TestPullTurns(t *testing.T) {
 			if d := <-first; d != pullWait {
 				t.Fatalf("waiter took over after %v, want pullWait (%v)", d, pullWait)
 			}
-			if n := takeovers.Load(); n != 1 {
-				t.Fatalf("takeovers = %d, want 1", n)
-			}
+			wantTakeovers(t, takeovers, 1)
 			// The stalled session ending later does not free the turn the
 			// waiter took over.
 			stalled()
@@ -129,9 +125,7 @@ func TestPullTurns(t *testing.T) {
 			if d := <-got; d != maxHold {
 				t.Fatalf("waiter took over after %v, want maxHold (%v)", d, maxHold)
 			}
-			if n := takeovers.Load(); n != 1 {
-				t.Fatalf("takeovers = %d, want 1", n)
-			}
+			wantTakeovers(t, takeovers, 1)
 		})
 	})
 
@@ -152,9 +146,7 @@ func TestPullTurns(t *testing.T) {
 			if d <= 10*time.Second || d > 10*time.Second+2*pullWait {
 				t.Fatalf("waiter took over after %v, want within %v of the last frame at 10s", d, 2*pullWait)
 			}
-			if n := takeovers.Load(); n != 1 {
-				t.Fatalf("takeovers = %d, want 1", n)
-			}
+			wantTakeovers(t, takeovers, 1)
 			holder.done() // a no-op: taken over
 		})
 	})
@@ -188,9 +180,7 @@ func TestPullTurns(t *testing.T) {
 			if d := <-other; d != pullWait+2*time.Second {
 				t.Fatalf("second waiter went ahead after %v, want %v", d, pullWait+2*time.Second)
 			}
-			if n := takeovers.Load(); n != 1 {
-				t.Fatalf("takeovers = %d, want 1", n)
-			}
+			wantTakeovers(t, takeovers, 1)
 		})
 	})
 
@@ -220,9 +210,7 @@ func TestPullTurns(t *testing.T) {
 			if d := <-got; d != 2*pullWait-100*time.Millisecond {
 				t.Fatalf("waiter took over after %v, want a whole pullWait after the newcomer took the turn (%v)", d, 2*pullWait-100*time.Millisecond)
 			}
-			if n := takeovers.Load(); n != 1 {
-				t.Fatalf("takeovers = %d, want 1", n)
-			}
+			wantTakeovers(t, takeovers, 1)
 		})
 	})
 
@@ -417,5 +405,13 @@ func TestUnansweredSessionIsAbandoned(t *testing.T) {
 	poll("a sync with the peer heard again", func() bool { return hellos.Load() == 3 })
 	if n := r.stats.SyncPeersHeardAgain.Load(); n != 1 {
 		t.Fatalf("syncs started on hearing the peer again: %d, want 1", n)
+	}
+}
+
+// wantTakeovers fails t unless the turns were taken over want times.
+func wantTakeovers(t *testing.T, takeovers *atomic.Int64, want int64) {
+	t.Helper()
+	if n := takeovers.Load(); n != want {
+		t.Fatalf("takeovers = %d, want %d", n, want)
 	}
 }
