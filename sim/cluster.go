@@ -356,28 +356,40 @@ func (c *cluster) digestsEqual() bool { return c.distinct() <= 1 }
 
 // block makes every node of each group block (on) or unblock every node
 // of the other groups: the gaters close the connections and refuse
-// redials both ways.
+// redials both ways. Every pair blocks in a goroutine of its own, and
+// block returns when all are done: closing one QUIC connection waits for
+// its loop to end, and one after another the 2,448 closes of the 100-node
+// scenario's disconnect took 5 s of real time, during which the workload
+// stood still (0.9 s in parallel).
 func (c *cluster) block(groups [][]int, on bool) {
+	var wg sync.WaitGroup
 	for g, ns := range groups {
-		for h, others := range groups {
-			if g == h {
+		for _, a := range ns {
+			ma := c.members[a]
+			if !ma.up {
 				continue
 			}
-			for _, a := range ns {
-				ma := c.members[a]
-				if !ma.up {
+			var peers []peer.ID
+			for h, others := range groups {
+				if g == h {
 					continue
 				}
 				for _, b := range others {
-					if on {
-						ma.node.Block(c.members[b].id)
-					} else {
-						ma.node.Unblock(c.members[b].id)
-					}
+					peers = append(peers, c.members[b].id)
 				}
+			}
+			for _, p := range peers {
+				wg.Go(func() {
+					if on {
+						ma.node.Block(p)
+					} else {
+						ma.node.Unblock(p)
+					}
+				})
 			}
 		}
 	}
+	wg.Wait()
 }
 
 // close stops every node, then the network. It is safe to call more than
