@@ -96,6 +96,11 @@ func (n *Namespace) Digest() Digest {
 	return NamespaceDigest(&n.ctx, &sum)
 }
 
+// DigestWithSum is Digest for a caller that keeps the sum of the key
+// digests itself (a store, incrementally): it hashes the causal context in
+// place, without the copy Context returns.
+func (n *Namespace) DigestWithSum(sum *DigestSum) Digest { return NamespaceDigest(&n.ctx, sum) }
+
 // Equal reports whether two namespaces hold the same state.
 func (n *Namespace) Equal(o *Namespace) bool {
 	if len(n.keys) != len(o.keys) || !n.ctx.Equal(o.ctx) {

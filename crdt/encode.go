@@ -1,6 +1,7 @@
 package crdt
 
 import (
+	"slices"
 	"sort"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -124,8 +125,12 @@ func appendContextBody(b []byte, c *Context) []byte {
 	return b
 }
 
-// Encode appends the canonical encoding of the context to b.
-func (c *Context) Encode(b []byte) []byte { return appendContextBody(b, c) }
+// Encode appends the canonical encoding of the context to b. It grows b
+// once to the exact size: a context holds a range per replica, and growing
+// by appends copied a 100-replica context's encoding several times over.
+func (c *Context) Encode(b []byte) []byte {
+	return appendContextBody(slices.Grow(b, sizeContextBody(c)), c)
+}
 
 // --- values ---
 

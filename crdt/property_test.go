@@ -464,6 +464,9 @@ func propApplyChecked(t *rapid.T, what string, got *Namespace, d Delta) {
 	if ctx := got.Context(); NamespaceDigest(&ctx, &sum) != got.Digest() || sum.Len() != uint64(got.Len()) {
 		t.Fatalf("%s: digest kept from the callback differs from Digest()", what)
 	}
+	if got.DigestWithSum(&sum) != got.Digest() {
+		t.Fatalf("%s: DigestWithSum differs from Digest()", what)
+	}
 }
 
 // Law 3: replicas that exchange only deltas end equal to replicas that join

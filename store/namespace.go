@@ -490,8 +490,7 @@ func (n *Namespace) Len() int {
 func (n *Namespace) Digest() (crdt.Digest, int) {
 	n.mu.RLock()
 	defer n.mu.RUnlock()
-	c := n.state.Context()
-	return crdt.NamespaceDigest(&c, &n.sum), n.state.Len()
+	return n.state.DigestWithSum(&n.sum), n.state.Len()
 }
 
 // Seen returns the batches applied, as dots (origin, seq).
