@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -137,6 +138,7 @@ func printReport(cmd *cobra.Command, r *sim.Report) {
 		// split by protocol.
 		fmt.Fprintf(w, "traffic\t%d packets, %d bytes sent (%.1f packets, %.0f bytes per op)\n", r.Messages, r.Bytes, c.MessagesPerOp, c.BytesPerOp)
 		fmt.Fprintf(w, "timing\t%.1f s, ops at most %.0f ms late\n", r.SimulatedMS/1000, r.MaxLagMS)
+		printOverload(w, r)
 		printVerdict(w, r)
 		return
 	}
@@ -149,7 +151,27 @@ func printReport(cmd *cobra.Command, r *sim.Report) {
 		fmt.Fprintf(w, "  %s\t%d messages, %d bytes\n", t.name, t.t.Messages, t.t.Bytes)
 	}
 	fmt.Fprintf(w, "timing\t%.1f s simulated, ops at most %.0f ms late\n", r.SimulatedMS/1000, r.MaxLagMS)
+	printOverload(w, r)
 	printVerdict(w, r)
+}
+
+// overloadLagMS is how late an op may start before the summary warns that
+// the host fell behind real time. A run that keeps up starts its ops a few
+// milliseconds late at most.
+const overloadLagMS = 500
+
+// printOverload warns when the run fell behind real time: the nodes then
+// wait for the host's CPU, and the propagation and recovery times measure
+// that wait as much as the protocol.
+func printOverload(w io.Writer, r *sim.Report) {
+	if r.MaxLagMS < overloadLagMS {
+		return
+	}
+	why := fmt.Sprintf("an op started %.0f ms late", r.MaxLagMS)
+	if r.Backend != "netns" {
+		why += fmt.Sprintf("; gossipsub dropped %d RPCs on full queues", r.Cost.GossipDroppedRPCs)
+	}
+	fmt.Fprintf(w, "warning\tthe host fell behind real time (%s): timings include its overload; fewer nodes or a lower rate measure the protocol\n", why)
 }
 
 func printVerdict(w *tabwriter.Writer, r *sim.Report) {

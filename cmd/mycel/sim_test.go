@@ -2,11 +2,16 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mycelnet/mycel/sim"
 )
 
 func TestSimRun(t *testing.T) {
@@ -122,5 +127,27 @@ func TestSimNetns(t *testing.T) {
 	}
 	if strings.Contains(string(left), "mycelsim-") {
 		t.Fatalf("namespaces left behind:\n%s", left)
+	}
+}
+
+// The summary says when the host fell behind real time, and only then.
+func TestSimSummaryWarnsWhenBehind(t *testing.T) {
+	for _, c := range []struct {
+		lag  float64
+		warn bool
+	}{{9, false}, {overloadLagMS - 1, false}, {overloadLagMS, true}, {5100, true}} {
+		var out strings.Builder
+		cmd := &cobra.Command{}
+		cmd.SetOut(&out)
+		r := &sim.Report{Backend: "simnet", Passed: true, MaxLagMS: c.lag}
+		r.Cost.GossipDroppedRPCs = 421881
+		printReport(cmd, r)
+		got := strings.Contains(out.String(), "warning")
+		if got != c.warn {
+			t.Errorf("lag %.0f ms: warning %v, want %v:\n%s", c.lag, got, c.warn, out.String())
+		}
+		if c.warn && (!strings.Contains(out.String(), fmt.Sprintf("%.0f ms late", c.lag)) || !strings.Contains(out.String(), "421881 RPCs")) {
+			t.Errorf("lag %.0f ms: the warning lacks the figures:\n%s", c.lag, out.String())
+		}
 	}
 }
