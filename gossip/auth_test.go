@@ -101,13 +101,83 @@ func TestVerifierChecksEachGroupOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if len(v.verified) != 1 {
-		t.Fatalf("%d groups remembered, want 1", len(v.verified))
+	if n := len(v.groups.cur) + len(v.groups.prev); n != 1 {
+		t.Fatalf("%d groups remembered, want 1", n)
 	}
 	b := group[3]
 	b.Seq = 99
 	if err := v.verify("ns", b); !errors.Is(err, ErrForged) {
 		t.Fatalf("a changed batch of a remembered group: %v, want ErrForged", err)
+	}
+}
+
+// TestGroupCheckedOnceAcrossSyncAndGossip: a group whose signature a sync
+// session checked is not checked again when its gossip message arrives
+// (the message verifies even with a signer key that verifies nothing),
+// and the memory lets nothing else through: not the message without it,
+// not a changed batch, not the group replayed into another namespace.
+func TestGroupCheckedOnceAcrossSyncAndGossip(t *testing.T) {
+	_, group := signedSeedGroup(3)
+	var groups verifiedGroups
+	v := batchVerifier{groups: &groups}
+	for _, b := range group {
+		if err := v.verify("ns", b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	otherKey, _, err := crypto.GenerateEd25519Key(bytes.NewReader(bytes.Repeat([]byte{9}, 64)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrong, err := newKnownSigner(otherKey.GetPublic())
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	_, m := signedSeedMessage(3)
+	if err := m.verifyAs("ns", wrong, nil, &groups); err != nil {
+		t.Fatalf("message of a checked group: %v", err)
+	}
+	for _, b := range m.Batches {
+		if err := VerifyBatch("ns", b); err != nil {
+			t.Fatalf("auth given from memory: %v", err)
+		}
+	}
+	_, m = signedSeedMessage(3)
+	if err := m.verifyAs("ns", wrong, nil, nil); !errors.Is(err, ErrForged) {
+		t.Fatalf("without the memory: %v, want ErrForged", err)
+	}
+	_, m = signedSeedMessage(3)
+	m.Batches[1].Seq = 99
+	if err := m.verifyAs("ns", wrong, nil, &groups); !errors.Is(err, ErrForged) {
+		t.Fatalf("a changed batch: %v, want ErrForged", err)
+	}
+	_, m = signedSeedMessage(3)
+	if err := m.verifyAs("other-ns", wrong, nil, &groups); !errors.Is(err, ErrForged) {
+		t.Fatalf("replayed into another namespace: %v, want ErrForged", err)
+	}
+}
+
+// TestVerifiedGroupsBounded: the memory keeps two generations, so a key
+// outlives maxVerifiedGroups newer ones but not twice as many.
+func TestVerifiedGroupsBounded(t *testing.T) {
+	var g verifiedGroups
+	key := func(i int) hash { return groupKey([]byte("signer"), hash{byte(i), byte(i >> 8)}, []byte("sig")) }
+	g.add(key(0))
+	for i := 1; i <= maxVerifiedGroups; i++ {
+		g.add(key(i))
+	}
+	if !g.has(key(0)) || !g.has(key(maxVerifiedGroups)) {
+		t.Fatal("a key forgotten after maxVerifiedGroups newer ones")
+	}
+	for i := maxVerifiedGroups + 1; i <= 2*maxVerifiedGroups; i++ {
+		g.add(key(i))
+	}
+	if g.has(key(0)) {
+		t.Fatal("a key kept after 2×maxVerifiedGroups newer ones")
+	}
+	if n := len(g.cur) + len(g.prev); n > 2*maxVerifiedGroups || !g.has(key(2*maxVerifiedGroups)) {
+		t.Fatalf("%d keys held", n)
 	}
 }
 

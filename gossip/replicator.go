@@ -188,8 +188,10 @@ type Replicator struct {
 	// its peer id. Looked up once: the host's identity does not change.
 	key    crypto.PrivKey
 	signer []byte
-	// signers: the peer ids this node has checked as batch signers
+	// signers: the peer ids this node has checked as batch signers;
+	// groups: the signed groups it has checked, by gossip or sync
 	signers signerCache
+	groups  verifiedGroups
 	// per peer and namespace: the last sync sessions
 	status map[statusKey]*PeerSync
 	// unanswered holds the peers whose sync session was abandoned (see

@@ -201,7 +201,7 @@ func (s *space) validate(_ context.Context, from peer.ID, msg *pubsub.Message) p
 		// Applied already (sync brought the batches first): nothing to
 		// apply, but still forwarded once genuine — a mesh peer may need
 		// it, and ignoring it would leave that peer to wait for a sync.
-		if err := m.verifyAs(s.name, signer, &s.r.signers); err != nil {
+		if err := m.verifyAs(s.name, signer, &s.r.signers, &s.r.groups); err != nil {
 			st.RejectForged.Add(1)
 			return pubsub.ValidationReject
 		}
@@ -220,7 +220,7 @@ func (s *space) validate(_ context.Context, from peer.ID, msg *pubsub.Message) p
 			return pubsub.ValidationIgnore
 		}
 	}
-	if err := m.verifyAs(s.name, signer, &s.r.signers); err != nil {
+	if err := m.verifyAs(s.name, signer, &s.r.signers, &s.r.groups); err != nil {
 		st.RejectForged.Add(1)
 		return pubsub.ValidationReject
 	}

@@ -177,7 +177,7 @@ func (r *Replicator) syncSpace(ctx context.Context, p peer.ID, s *space, turn *t
 		return syncDone, err
 	}
 	refuse := func(b Batch) { refused.Add(crdt.Dot{Replica: b.Origin, Counter: b.Seq}) }
-	verifier := batchVerifier{signers: &r.signers} // batches of one signed group: one check
+	verifier := batchVerifier{groups: &r.groups, signers: &r.signers} // a group checked once
 	var got uint64
 	defer func() {
 		r.noteStatus(p, s.name, func(ps *PeerSync) {
