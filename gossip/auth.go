@@ -457,7 +457,7 @@ func (v *batchVerifier) verify(ns string, b Batch) error {
 // 100-node simulation's signature checks were such second checks). The
 // memory makes that one check. A key is the SHA-256 of signer, root and
 // signature, so a hit proves the very triple was checked. Two generations
-// of at most maxVerifiedGroups keys bound it (~200 KB) without forgetting
+// of at most maxVerifiedGroups keys bound it (~270 KB) without forgetting
 // every recent group at once. Safe for concurrent use; the zero value is
 // empty.
 type verifiedGroups struct {

@@ -156,6 +156,30 @@ func TestGroupCheckedOnceAcrossSyncAndGossip(t *testing.T) {
 	if err := m.verifyAs("other-ns", wrong, nil, &groups); !errors.Is(err, ErrForged) {
 		t.Fatalf("replayed into another namespace: %v, want ErrForged", err)
 	}
+	// The key binds the signature and the signer too.
+	_, m = signedSeedMessage(3)
+	m.Sig = bytes.Clone(m.Sig)
+	m.Sig[0] ^= 1
+	if err := m.verifyAs("ns", wrong, nil, &groups); !errors.Is(err, ErrForged) {
+		t.Fatalf("another signature over a remembered root: %v, want ErrForged", err)
+	}
+	otherID, err := peer.IDFromPublicKey(otherKey.GetPublic())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, m = signedSeedMessage(3)
+	m.Signer = []byte(otherID)
+	if err := m.verifyAs("ns", wrong, nil, &groups); !errors.Is(err, ErrForged) {
+		t.Fatalf("a remembered group claimed by another signer: %v, want ErrForged", err)
+	}
+	// And on the sync path: a batch of the remembered group with its
+	// signature changed is checked, and refused.
+	b := group[1]
+	b.Sig = bytes.Clone(b.Sig)
+	b.Sig[1] ^= 1 // the first signature byte (after its length)
+	if err := v.verify("ns", b); !errors.Is(err, ErrForged) {
+		t.Fatalf("a remembered group's batch with another signature: %v, want ErrForged", err)
+	}
 }
 
 // TestVerifiedGroupsBounded: the memory keeps two generations, so a key
