@@ -438,16 +438,27 @@ func (v *batchVerifier) verify(ns string, b Batch) error {
 	if v.groups == nil {
 		v.groups = new(verifiedGroups)
 	}
-	key := groupKey(b.Signer, root, sig)
-	if v.groups.has(key) {
-		return nil
-	}
-	if !k.holds(rootSigningInput(root), sig) {
+	if !checkGroup(k, b.Signer, root, sig, v.signers, v.groups) {
 		return fmt.Errorf("%w: batch (%v, %d)", ErrForged, b.Origin, b.Seq)
 	}
-	v.signers.keep(b.Signer, k)
-	v.groups.add(key)
 	return nil
+}
+
+// checkGroup reports whether sig is k's signature of a group's root, the
+// one way both sync and gossip check a group: a group in groups holds
+// without a check; one checked now joins groups, and its signer joins
+// signers. Either memory may be nil.
+func checkGroup(k *knownSigner, signer []byte, root hash, sig []byte, signers *signerCache, groups *verifiedGroups) bool {
+	key := groupKey(signer, root, sig)
+	if groups.has(key) {
+		return true
+	}
+	if !k.holds(rootSigningInput(root), sig) {
+		return false
+	}
+	signers.keep(signer, k)
+	groups.add(key)
+	return true
 }
 
 // verifiedGroups is a node's memory of the signed groups (signer, root,
@@ -557,13 +568,8 @@ func (m *Message) verifyAs(ns string, k *knownSigner, signers *signerCache, grou
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrForged, err)
 	}
-	key := groupKey(m.Signer, t.root(), m.Sig)
-	if !groups.has(key) {
-		if !k.holds(rootSigningInput(t.root()), m.Sig) {
-			return fmt.Errorf("%w: message (%v, %d-%d)", ErrForged, m.Origin, m.Batches[0].Seq, m.Batches[len(m.Batches)-1].Seq)
-		}
-		signers.keep(m.Signer, k)
-		groups.add(key)
+	if !checkGroup(k, m.Signer, t.root(), m.Sig, signers, groups) {
+		return fmt.Errorf("%w: message (%v, %d-%d)", ErrForged, m.Origin, m.Batches[0].Seq, m.Batches[len(m.Batches)-1].Seq)
 	}
 	for i := range m.Batches {
 		m.Batches[i].Signer, m.Batches[i].Sig = m.Signer, t.auth(m.Sig, i)

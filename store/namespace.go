@@ -57,11 +57,12 @@ type Namespace struct {
 	// posDone is the last position whose index entry is in the datastore.
 	posDone atomic.Uint64
 	// trimDue: the position index may start with entries whose batches
-	// are not in the log (set at open, when compaction removes a batch and
-	// when an unreplayable batch or a state reconciliation is indexed). Without it compaction
-	// scanned the index every round, which on a datastore without range
-	// scans (the in-memory one) is a sort of the namespace's whole log:
-	// ~3% of the CPU of the simulator's 100-node runs.
+	// are not in the log (set at open, when compaction removes a batch,
+	// and when an unreplayable batch or a state reconciliation is
+	// indexed). Without it compaction scanned the index every round,
+	// which on a datastore without range scans (the in-memory one) is a
+	// sort of the namespace's whole log: ~3% of the CPU of the
+	// simulator's 100-node runs.
 	trimDue atomic.Bool
 	// floor is where this replica's dots and batch numbers count from in
 	// a store whose identity was reused (0: from the highest seen). Set
