@@ -566,7 +566,7 @@ func DecodeNamespace(b []byte, lim Limits) (*Namespace, error) {
 	n := NewNamespace(lim)
 	n.ctx = ctx
 	for _, e := range entries {
-		n.put(e.key, nil, e.val)
+		n.put(e.key, slot{}, nil, e.val)
 	}
 	return n, nil
 }

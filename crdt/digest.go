@@ -90,8 +90,9 @@ func NamespaceDigest(ctx *Context, sum *DigestSum) Digest {
 // states. It scans every key; stores keep a [DigestSum] instead.
 func (n *Namespace) Digest() Digest {
 	var sum DigestSum
-	for k, v := range n.keys {
-		sum.Add(KeyDigest(k, *v))
+	var one [1]RegEntry
+	for k, s := range n.keys {
+		sum.Add(KeyDigest(k, s.read(k, &one)))
 	}
 	return NamespaceDigest(&n.ctx, &sum)
 }
@@ -106,9 +107,10 @@ func (n *Namespace) Equal(o *Namespace) bool {
 	if len(n.keys) != len(o.keys) || !n.ctx.Equal(o.ctx) {
 		return false
 	}
-	for k, v := range n.keys {
+	for k, s := range n.keys {
 		w, ok := o.keys[k]
-		if !ok || string(v.Encode(nil)) != string(w.Encode(nil)) {
+		var one, other [1]RegEntry
+		if !ok || string(s.read(k, &one).Encode(nil)) != string(w.read(k, &other).Encode(nil)) {
 			return false
 		}
 	}
@@ -135,7 +137,7 @@ func (n *Namespace) Restore(key string, v Value) error {
 		delete(n.keys, key)
 		return nil
 	}
-	n.keys[key] = holdValue(v)
+	n.set(key, v)
 	return nil
 }
 

@@ -274,8 +274,10 @@ func (d Delta) Encode(b []byte) []byte {
 // Encode appends the namespace state's canonical encoding to b.
 func (n *Namespace) Encode(b []byte) []byte {
 	b = appendStateHeader(b, &n.ctx)
+	var one [1]RegEntry
 	for _, k := range n.Keys("") {
-		b = appendEntry(b, k, n.keys[k])
+		v := n.keys[k].read(k, &one)
+		b = appendEntry(b, k, &v)
 	}
 	return b
 }

@@ -12,7 +12,7 @@ import (
 // use [NewNamespace].
 type Namespace struct {
 	ctx    Context
-	keys   map[string]*Value // only non-empty values, each held by holdValue
+	keys   map[string]slot // only non-empty values (see slot)
 	limits Limits
 	// floor is where new dots of floorReplica start counting (see
 	// SetDotFloor); zero: from the highest seen.
@@ -23,7 +23,7 @@ type Namespace struct {
 // NewNamespace returns an empty namespace that checks operations against
 // limits (zero fields take defaults).
 func NewNamespace(limits Limits) *Namespace {
-	return &Namespace{keys: make(map[string]*Value), limits: limits.withDefaults()}
+	return &Namespace{keys: make(map[string]slot), limits: limits.withDefaults()}
 }
 
 // Limits returns the limits the namespace enforces.
@@ -54,19 +54,15 @@ func (n *Namespace) Len() int { return len(n.keys) }
 
 // Get returns the value under key.
 func (n *Namespace) Get(key string) (Value, bool) {
-	if p := n.keys[key]; p != nil {
-		return *p, true
+	s, ok := n.keys[key]
+	if !ok {
+		return Value{}, false
 	}
-	return Value{}, false
+	return s.value(key), true
 }
 
 // value returns the value under key, or the empty value.
-func (n *Namespace) value(key string) Value {
-	if p := n.keys[key]; p != nil {
-		return *p
-	}
-	return Value{}
-}
+func (n *Namespace) value(key string) Value { return n.keys[key].value(key) }
 
 // Context returns a copy of the namespace's causal context.
 func (n *Namespace) Context() Context { return n.ctx.Clone() }
@@ -97,7 +93,7 @@ func (n *Namespace) Keys(prefix string) []string {
 // Range calls fn for every key in key order until fn returns false.
 func (n *Namespace) Range(fn func(key string, v Value) bool) {
 	for _, k := range n.Keys("") {
-		if !fn(k, *n.keys[k]) {
+		if !fn(k, n.keys[k].value(k)) {
 			return
 		}
 	}
@@ -105,30 +101,29 @@ func (n *Namespace) Range(fn func(key string, v Value) bool) {
 
 // Clone returns a deep copy.
 func (n *Namespace) Clone() *Namespace {
-	c := &Namespace{ctx: n.ctx.Clone(), keys: make(map[string]*Value, len(n.keys)), limits: n.limits}
-	for k, v := range n.keys {
-		c.keys[k] = holdValue(v.clone())
+	c := &Namespace{ctx: n.ctx.Clone(), keys: make(map[string]slot, len(n.keys)), limits: n.limits}
+	for k, s := range n.keys {
+		if s.val != nil {
+			s.val = holdValue(s.val.clone())
+		}
+		c.keys[k] = s // a cell is an immutable string: shared
 	}
 	return c
 }
 
-// heldValue is how a plain register (one entry) is kept in a namespace:
-// boxed, since a map of small pointers grows in far less memory than a
-// map of 32-byte values, with its entry in the box instead of a slice of
-// its own. That is the same bytes (an 80-byte object instead of 32 and
-// 48) but one heap object per key fewer, which halves the garbage
-// collector's work on a namespace of plain registers
-// (BenchmarkNamespaceGC, 1,000,000 keys: 87–92 ms a collection against
-// 169–182 ms). The price: a register overwritten gets a new box
-// (BenchmarkRegisterPut, +16%). Other values are boxed as a bare Value.
+// heldValue is how a register with one entry and an extension (a value
+// left with mixed kinds) is boxed: with its entry in the box instead of a
+// slice of its own, one heap object fewer. A plain register is packed in a
+// cell instead (see slot); other values are boxed as a bare Value.
 type heldValue struct {
 	v   Value
 	one [1]RegEntry // written once, when the box is made: v.reg may
 	// point here, and copies of v handed out share it
 }
 
-// holdValue returns a new box holding v: a heldValue for a plain
-// register, a bare Value for the rest, which have no single entry to hold
+// holdValue returns a new box holding v: a heldValue for a value with one
+// register entry (and more, or it would be packed), a bare Value for the
+// rest, which have no single entry to hold
 // (a counter's box would grow from 32 to 80 bytes for nothing).
 func holdValue(v Value) *Value {
 	if len(v.reg) != 1 {
@@ -140,32 +135,34 @@ func holdValue(v Value) *Value {
 	return &h.v
 }
 
-// put stores key's value v, joined from what p held (p nil: nothing). An
-// empty v removes the key. The box p is reused while v's register entries
-// are p's own; a changed register gets a new box, because p's entries may
-// be shared by copies of the value handed out earlier.
-func (n *Namespace) put(key string, p *Value, v Value) {
+// put stores key's value v, joined from what s held (the zero slot:
+// nothing) and read from it with editable into v, whose register entries
+// are then ed's. An empty v removes the key. A box is reused while v's
+// register entries are its own; a changed register gets a new box,
+// because the box's entries may be shared by copies of the value handed
+// out earlier. A packed register the join left as it was stays packed.
+func (n *Namespace) put(key string, s slot, ed []RegEntry, v Value) {
 	switch {
 	case v.IsEmpty():
-		if p != nil {
+		if s != (slot{}) {
 			delete(n.keys, key)
 		}
-	case p != nil && sameEntries(p.reg, v.reg):
-		*p = v
+	case s.val != nil && sameEntries(s.val.reg, v.reg) && !packable(&v):
+		*s.val = v
+	case s.cell != "" && packable(&v) && sameEntries(ed, v.reg):
+		// unchanged: the cell holds v already
 	default:
-		n.keys[key] = holdValue(v)
+		n.set(key, v)
 	}
 }
 
-// editable returns a copy of the value p holds (p nil: the empty value)
-// for joinValue to update. Its ext is a copy too: copies of the value
-// handed out earlier share p's, and their counters and flags must stay as
-// they were read (joinValue replaces those slices in the ext it is given).
-func editable(p *Value) Value {
-	if p == nil {
-		return Value{}
-	}
-	v := *p
+// editable returns a copy of the value s holds under key (the zero slot:
+// the empty value) for joinValue to update. Its ext is a copy too: copies
+// of the value handed out earlier share the box's, and their counters and
+// flags must stay as they were read (joinValue replaces those slices in
+// the ext it is given).
+func (s slot) editable(key string) Value {
+	v := s.value(key)
 	if v.ext != nil {
 		e := *v.ext
 		v.ext = &e
@@ -208,7 +205,8 @@ func (n *Namespace) Prepare(op Op, r ReplicaID, ts Timestamp) (Delta, error) {
 	p := preparer{op: &s.op, next: last + 1, replica: r, ts: ts, scratch: s}
 	s.op = op
 	p.ctx.ranges = s.ranges[:0]
-	v, err := p.at(n.value(op.Key), 0)
+	var one [1]RegEntry
+	v, err := p.at(n.keys[op.Key].read(op.Key, &one), 0)
 	if err != nil {
 		return Delta{}, err
 	}
@@ -412,15 +410,60 @@ func (v Value) setDots(elem string) []Dot {
 func (n *Namespace) ApplyDelta(d Delta, changed func(key string, v Value)) {
 	for i := range d.entries {
 		e := &d.entries[i]
-		p := n.keys[e.key]
-		a := editable(p)
+		s := n.keys[e.key]
+		if s.cell != "" && packable(&e.val) && n.joinCell(e.key, s, e.val.reg[0], &d.ctx, changed) {
+			continue
+		}
+		a := s.editable(e.key)
+		ed := a.reg
 		joinValue(&a, &n.ctx, e.val, &d.ctx, false, false)
-		n.put(e.key, p, a)
+		n.put(e.key, s, ed, a)
 		if changed != nil {
 			changed(e.key, a)
 		}
 	}
 	n.ctx.Merge(d.ctx)
+}
+
+// joinCell joins the plain register entry b, from a delta with context cb,
+// into the register packed in s under key, without unpacking it, when the
+// join keeps at most one of the two entries (an overwrite, a batch applied
+// again, a removal): it is then joinValue's result for two values without
+// extensions, found without allocating. It reports false, changing
+// nothing, when both entries survive (concurrent writes) or share a dot
+// with different payloads: joinValue decides those.
+func (n *Namespace) joinCell(key string, s slot, b RegEntry, cb *Context, changed func(string, Value)) bool {
+	a := cellDot(s.cell)
+	var keepA, keepB bool
+	if a == b.Dot {
+		if e := cellEntry(s.cell, len(key)); e.Time != b.Time || e.Value != b.Value {
+			return false
+		}
+		keepA = true
+	} else {
+		keepA, keepB = !cb.Contains(a), !n.ctx.Contains(b.Dot)
+		if keepA && keepB {
+			return false
+		}
+	}
+	switch {
+	case keepA:
+		if changed != nil {
+			changed(key, s.value(key))
+		}
+	case keepB:
+		v := Value{reg: []RegEntry{b}}
+		n.set(key, v)
+		if changed != nil {
+			changed(key, v)
+		}
+	default:
+		delete(n.keys, key)
+		if changed != nil {
+			changed(key, Value{})
+		}
+	}
+	return true
 }
 
 // RemovalDelta returns the delta that removes r's dots in removed wherever
@@ -444,9 +487,9 @@ func (n *Namespace) RemovalDelta(removed Context, r ReplicaID) Delta {
 	if seen.Ranges() == 0 {
 		return d
 	}
-	for key, v := range n.keys {
+	for key, s := range n.keys {
 		held := false
-		v.Dots(func(dot Dot) { held = held || seen.Contains(dot) })
+		s.dots(func(dot Dot) { held = held || seen.Contains(dot) })
 		if held {
 			var empty Value
 			empty.extension().covers = true
@@ -460,18 +503,24 @@ func (n *Namespace) RemovalDelta(removed Context, r ReplicaID) Delta {
 // Join joins the whole state o into n: the lattice join of two replicas.
 // It visits every key of both.
 func (n *Namespace) Join(o *Namespace) {
-	for k, p := range n.keys {
-		a := editable(p)
+	for k, s := range n.keys {
+		a := s.editable(k)
+		ed := a.reg
 		joinValue(&a, &n.ctx, o.value(k), &o.ctx, true, false)
-		n.put(k, p, a)
+		if s.cell != "" {
+			// k is part of the cell put may replace: a boxed result must
+			// not keep the old cell alive as its key.
+			k = strings.Clone(k)
+		}
+		n.put(k, s, ed, a)
 	}
 	for k, b := range o.keys {
 		if _, done := n.keys[k]; done {
 			continue
 		}
 		var a Value
-		joinValue(&a, &n.ctx, *b, &o.ctx, true, false)
-		n.put(k, nil, a)
+		joinValue(&a, &n.ctx, b.value(k), &o.ctx, true, false)
+		n.put(k, slot{}, nil, a)
 	}
 	n.ctx.Merge(o.ctx)
 }
@@ -517,6 +566,6 @@ func (n *Namespace) MaxDot(r ReplicaID) uint64 { return n.ctx.Max(r) }
 // large state does not rehash the key map as it grows.
 func (n *Namespace) Grow(count int) {
 	if len(n.keys) == 0 && count > 0 {
-		n.keys = make(map[string]*Value, count)
+		n.keys = make(map[string]slot, count)
 	}
 }

@@ -323,7 +323,7 @@ func stateOf(d Delta) *Namespace {
 	for _, e := range d.entries {
 		var v Value
 		joinValue(&v, &empty, e.val, &d.ctx, true, false)
-		n.put(e.key, nil, v)
+		n.put(e.key, slot{}, nil, v)
 	}
 	return n
 }
