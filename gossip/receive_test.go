@@ -52,48 +52,6 @@ func (*deliveries) SendRPCCompleted(*pubsub.RPC, peer.ID, time.Duration) {}
 func (*deliveries) DropRPC(*pubsub.RPC, peer.ID)                         {}
 func (*deliveries) UndeliverableMessage(*pubsub.Message)                 {}
 
-// applyingReplica records the batches applied to it; it holds nothing
-// else.
-type applyingReplica struct {
-	Replica
-	mu   sync.Mutex
-	seen crdt.Context
-}
-
-func (a *applyingReplica) ApplyBatch(_ context.Context, b Batch) (bool, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	d := crdt.Dot{Replica: b.Origin, Counter: b.Seq}
-	if a.seen.Contains(d) {
-		return false, nil
-	}
-	a.seen.Add(d)
-	return true, nil
-}
-
-func (a *applyingReplica) Seen() crdt.Context {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.seen.Clone()
-}
-
-func (a *applyingReplica) HasSeen(o crdt.ReplicaID, s uint64) bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.seen.Contains(crdt.Dot{Replica: o, Counter: s})
-}
-
-func (a *applyingReplica) Kept() crdt.Context          { return a.Seen() }
-func (a *applyingReplica) Gone() crdt.Context          { return crdt.Context{} }
-func (a *applyingReplica) Flush(context.Context) error { return nil }
-func (a *applyingReplica) View(fn func(*crdt.Namespace, *crdt.Context)) {
-	seen := a.Seen()
-	fn(crdt.NewNamespace(crdt.Limits{}), &seen)
-}
-func (a *applyingReplica) ReadLog(context.Context, crdt.ReplicaID, uint64) (Batch, bool, error) {
-	return Batch{}, false, nil
-}
-
 // TestReceivedMessageLetsGoOfItsDecoding: once a gossip message's batches
 // are applied, the pubsub message no longer carries the decoded message
 // the validator attached. Gossipsub's message cache keeps the pubsub
@@ -119,7 +77,7 @@ func TestReceivedMessageLetsGoOfItsDecoding(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	rep := &applyingReplica{}
+	rep := &seenReplica{} // records what it applies (recent_test.go)
 	if err := r.Join("ns", rep, nil); err != nil {
 		t.Fatal(err)
 	}
