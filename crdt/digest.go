@@ -91,9 +91,10 @@ func NamespaceDigest(ctx *Context, sum *DigestSum) Digest {
 func (n *Namespace) Digest() Digest {
 	var sum DigestSum
 	var one [1]RegEntry
-	for k, s := range n.keys {
+	n.keys.each(func(k string, s slot) bool {
 		sum.Add(KeyDigest(k, s.read(k, &one)))
-	}
+		return true
+	})
 	return NamespaceDigest(&n.ctx, &sum)
 }
 
@@ -104,17 +105,17 @@ func (n *Namespace) DigestWithSum(sum *DigestSum) Digest { return NamespaceDiges
 
 // Equal reports whether two namespaces hold the same state.
 func (n *Namespace) Equal(o *Namespace) bool {
-	if len(n.keys) != len(o.keys) || !n.ctx.Equal(o.ctx) {
+	if n.keys.len() != o.keys.len() || !n.ctx.Equal(o.ctx) {
 		return false
 	}
-	for k, s := range n.keys {
-		w, ok := o.keys[k]
+	equal := true
+	n.keys.each(func(k string, s slot) bool {
+		w, ok := o.keys.lookup(k)
 		var one, other [1]RegEntry
-		if !ok || string(s.read(k, &one).Encode(nil)) != string(w.read(k, &other).Encode(nil)) {
-			return false
-		}
-	}
-	return true
+		equal = ok && string(s.read(k, &one).Encode(nil)) == string(w.read(k, &other).Encode(nil))
+		return equal
+	})
+	return equal
 }
 
 // Restore puts a persisted value back under key while loading a namespace
@@ -134,7 +135,7 @@ func (n *Namespace) Restore(key string, v Value) error {
 		return fmt.Errorf("%w: key %q holds dot %v that is not in the context", ErrMalformed, key, *missing)
 	}
 	if v.IsEmpty() {
-		delete(n.keys, key)
+		n.keys.del(key)
 		return nil
 	}
 	n.set(key, v)

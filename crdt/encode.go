@@ -275,8 +275,8 @@ func (d Delta) Encode(b []byte) []byte {
 func (n *Namespace) Encode(b []byte) []byte {
 	b = appendStateHeader(b, &n.ctx)
 	var one [1]RegEntry
-	for _, k := range n.Keys("") {
-		v := n.keys[k].read(k, &one)
+	for _, k := range n.sortedKeys("") {
+		v := n.keys.at(k).read(k, &one)
 		b = appendEntry(b, k, &v)
 	}
 	return b

@@ -2,34 +2,49 @@ package crdt
 
 import (
 	"fmt"
+	"maps"
 	"math"
+	"strings"
 	"testing"
 	"unsafe"
 )
 
-// checkPacked fails unless every plain register of n is packed in a cell
-// that its map key shares (one heap object per key), every other value is
-// boxed, and each reads back as want says: the register's value followed
-// by its number of siblings (one digit).
+// checkPacked fails unless every plain register of n is packed in a slab
+// cell the index finds it by, every other value is boxed, and each reads
+// back as want says: the register's value followed by its number of
+// siblings (one digit).
 func checkPacked(t *testing.T, n *Namespace, want map[string]string) {
 	t.Helper()
-	if len(n.keys) != len(want) {
-		t.Fatalf("%d keys, want %d", len(n.keys), len(want))
+	if n.keys.len() != len(want) {
+		t.Fatalf("%d keys, want %d", n.keys.len(), len(want))
 	}
-	for k, s := range n.keys {
+	for k, s := range n.keys.other {
+		if s.cell != "" {
+			t.Fatalf("key %q: a small register's cell is outside the slabs", k)
+		}
+		if unsafe.StringData(k) == nil {
+			t.Fatalf("key %q: empty key", k)
+		}
+	}
+	n.keys.each(func(k string, s slot) bool {
 		v := s.value(k)
 		w := want[k]
 		if packable(&v) != (s.cell != "") || (s.cell != "") == (s.val != nil) || (w != "" && (w[len(w)-1] == '1') != (s.cell != "")) {
 			t.Fatalf("key %q: packable %v, cell %d bytes, boxed %v", k, packable(&v), len(s.cell), s.val != nil)
 		}
-		if s.cell != "" && unsafe.StringData(k) != unsafe.StringData(s.cell[cellHeader:]) {
-			t.Fatalf("key %q: the map's key is not the cell's own (it keeps another string alive)", k)
+		if s.cell != "" {
+			if r, ok := n.keys.index[hashKey(k)]; !ok {
+				t.Fatalf("key %q: packed but not in the index", k)
+			} else if cell, _, _ := n.keys.cellAt(r); unsafe.StringData(cell) != unsafe.StringData(s.cell) {
+				t.Fatalf("key %q: read from elsewhere than its index entry", k)
+			}
 		}
 		got, sib, ok := v.Register()
 		if w == "" || !ok || string(got) != w[:len(w)-1] || sib != int(w[len(w)-1]-'0') {
 			t.Fatalf("key %q: %q with %d siblings (ok %v), want %q", k, got, sib, ok, w)
 		}
-	}
+		return true
+	})
 }
 
 // TestPlainRegistersArePacked: a plain register, written locally or
@@ -105,7 +120,7 @@ func TestMixedValueLosingItsCounterIsPacked(t *testing.T) {
 	dp := a.do(Op{Kind: OpPut, Key: "k", Value: []byte("v")})
 	dc := b.do(Op{Kind: OpCounterAdd, Key: "k", N: 1})
 	a.recv(dc)
-	if s := a.ns.keys["k"]; s.val == nil {
+	if s := a.ns.keys.at("k"); s.val == nil {
 		t.Fatal("a register with a counter beside it is not boxed")
 	}
 	b.recv(dp)
@@ -188,7 +203,8 @@ func TestJoinCellMatchesJoinValue(t *testing.T) {
 			fast.ctx = c.stateC.Clone()
 			fast.set("k", Value{reg: []RegEntry{e1}})
 			slow := fast.Clone()
-			slow.keys["k"] = slot{val: holdValue(Value{reg: []RegEntry{e1}})} // boxed: no fast path
+			slow.keys.del("k")
+			slow.keys.other["k"] = slot{val: holdValue(Value{reg: []RegEntry{e1}})} // boxed: no fast path
 			var fastChanged, slowChanged Value
 			fast.ApplyDelta(delta, func(_ string, v Value) { fastChanged = v })
 			slow.ApplyDelta(delta, func(_ string, v Value) { slowChanged = v })
@@ -196,5 +212,188 @@ func TestJoinCellMatchesJoinValue(t *testing.T) {
 				t.Fatalf("packed join gave %v (reported %v), boxed %v (reported %v)", fast.value("k"), fastChanged, slow.value("k"), slowChanged)
 			}
 		})
+	}
+}
+
+// checkTable fails unless t's bookkeeping holds: every index entry is a
+// live cell under its own key's hash, each slab's live count is the bytes
+// of the cells the index refers to in it, every slab but the one being
+// filled is at least half live, every dropped slab's number is free for
+// reuse, and no key is both packed and in other.
+func checkTable(t *testing.T, kt *keyTable) {
+	t.Helper()
+	live := make([]int, len(kt.slabs))
+	for h, r := range kt.index {
+		if r.slab() >= len(kt.slabs) || kt.slabs[r.slab()] == "" {
+			t.Fatalf("index entry %x refers to dropped slab %d", h, r.slab())
+		}
+		cell, klen, size := kt.cellAt(r)
+		key := cellKey(cell, klen)
+		if hashKey(key) != h {
+			t.Fatalf("index entry %x holds key %q of hash %x", h, key, hashKey(key))
+		}
+		if _, ok := kt.other[key]; ok {
+			t.Fatalf("key %q is both packed and in other", key)
+		}
+		live[r.slab()] += size
+	}
+	dropped := 0
+	for i, s := range kt.slabs {
+		if s == "" {
+			dropped++
+		}
+		if live[i] != kt.live[i] {
+			t.Fatalf("slab %d: %d live bytes counted, %d referred to", i, kt.live[i], live[i])
+		}
+		if s != "" && i != kt.filling && 2*live[i] < len(s) {
+			t.Fatalf("slab %d: %d of %d bytes live, not compacted", i, live[i], len(s))
+		}
+	}
+	if dropped != len(kt.free) {
+		t.Fatalf("%d slabs dropped, %d numbers free for reuse", dropped, len(kt.free))
+	}
+}
+
+// TestKeyTableMatchesAMap: random puts (small, large, boxed), overwrites,
+// deletes and clones over a small key space, checked against a plain map
+// and the table's own bookkeeping after every step, on both the table
+// and the clones taken along the way.
+func TestKeyTableMatchesAMap(t *testing.T) {
+	t.Run("keyHash", testKeyTableMatchesAMap)
+	// Four hash values for 300 keys: most keys collide with the one the
+	// index holds under their hash and live in other, as a hostile
+	// writer's colliding keys would.
+	t.Run("colliding", func(t *testing.T) {
+		hashKey = func(k string) uint64 { return uint64(len(k)+int(k[len(k)-1])) % 4 }
+		defer func() { hashKey = keyHash }()
+		testKeyTableMatchesAMap(t)
+	})
+}
+
+func testKeyTableMatchesAMap(t *testing.T) {
+	type table struct {
+		kt   keyTable
+		want map[string]string // "" for a boxed counter
+	}
+	tables := []*table{{kt: newKeyTable(0), want: map[string]string{}}}
+	rng := uint64(1)
+	next := func(n int) int {
+		rng ^= rng << 13
+		rng ^= rng >> 7
+		rng ^= rng << 17
+		return int(rng % uint64(n))
+	}
+	var held [][2]string // cells read along the way, and copies of them
+	for step := range 20_000 {
+		tb := tables[next(len(tables))]
+		key := fmt.Sprintf("key-%d", next(300))
+		switch op := next(20); {
+		case op < 12:
+			val := fmt.Sprintf("v%d-%s", step, make([]byte, next(200)))
+			if next(50) == 0 {
+				val += string(make([]byte, maxSlabCell)) // too large for a slab
+			}
+			tb.kt.set(key, Value{reg: []RegEntry{{Dot: Dot{1, uint64(step + 1)}, Value: val}}})
+			tb.want[key] = val
+		case op < 14:
+			tb.kt.set(key, Value{ext: &valueExt{ctr: []counterEntry{{Dot: Dot{2, uint64(step + 1)}, N: int64(step)}}}})
+			tb.want[key] = ""
+		case op < 19:
+			tb.kt.del(key)
+			delete(tb.want, key)
+		default:
+			if len(tables) < 6 {
+				tables = append(tables, &table{kt: tb.kt.clone(), want: maps.Clone(tb.want)})
+			}
+		}
+		for _, tb := range tables {
+			checkTable(t, &tb.kt)
+			if tb.kt.len() != len(tb.want) {
+				tb.kt.each(func(k string, s slot) bool {
+					if !hasKey(tb.want, k) {
+						t.Logf("extra %q cell %d val %v", k, len(s.cell), s.val != nil)
+					}
+					return true
+				})
+				t.Fatalf("step %d: %d keys, want %d", step, tb.kt.len(), len(tb.want))
+			}
+		}
+		if s, ok := tb.kt.lookup(key); ok && s.cell != "" && step%50 == 0 {
+			held = append(held, [2]string{s.cell, strings.Clone(s.cell)})
+		}
+		if s, ok := tb.kt.lookup(key); ok != (tb.want[key] != "" || hasKey(tb.want, key)) {
+			t.Fatalf("step %d: key %q present %v", step, key, ok)
+		} else if w := tb.want[key]; ok && w != "" && cellEntry(s.cell, len(key)).Value != w && (s.val == nil || s.val.reg[0].Value != w) {
+			t.Fatalf("step %d: key %q has another value", step, key)
+		}
+	}
+	// Cells read earlier never change, although their slabs were compacted
+	// and their numbers reused; and compaction keeps the slabs at most
+	// twice the live cells (plus the slab being filled).
+	for _, h := range held {
+		if h[0] != h[1] {
+			t.Fatalf("a cell read earlier changed: %.40q, was %.40q", h[0], h[1])
+		}
+	}
+	for _, tb := range tables {
+		var written, live int
+		for i, s := range tb.kt.slabs {
+			written, live = written+len(s), live+tb.kt.live[i]
+		}
+		if written > 2*live+maxSlab {
+			t.Fatalf("slabs hold %d bytes for %d live", written, live)
+		}
+		for k, w := range tb.want {
+			s, ok := tb.kt.lookup(k)
+			if !ok {
+				t.Fatalf("key %q lost", k)
+			}
+			v := s.value(k)
+			if got, _, isReg := v.Register(); w != "" && (!isReg || string(got) != w) {
+				t.Fatalf("key %q: %.20q, want %.20q", k, got, w)
+			}
+		}
+	}
+}
+
+func hasKey(m map[string]string, k string) bool { _, ok := m[k]; return ok }
+
+// TestKeysAndGetCopyOutOfSlabs: keys from Keys and values from Get are
+// copies, so a caller keeping one does not keep a slab (up to 64 KiB)
+// alive; the package's own reads (Range) share the slab instead.
+func TestKeysAndGetCopyOutOfSlabs(t *testing.T) {
+	a := newReplica(t, 1)
+	for i := range 100 {
+		a.do(Op{Kind: OpPut, Key: fmt.Sprintf("key-%03d", i), Value: []byte("value")})
+	}
+	inSlab := func(s string) bool {
+		p := uintptr(unsafe.Pointer(unsafe.StringData(s)))
+		for _, slab := range a.ns.keys.slabs {
+			if b := uintptr(unsafe.Pointer(unsafe.StringData(slab))); slab != "" && p >= b && p < b+uintptr(len(slab)) {
+				return true
+			}
+		}
+		return false
+	}
+	keys := a.ns.Keys("")
+	if len(keys) != 100 {
+		t.Fatalf("%d keys", len(keys))
+	}
+	for _, k := range keys {
+		v, _ := a.ns.Get(k)
+		got, ok := v.RegisterString()
+		if !ok || got != "value" || inSlab(k) || inSlab(got) {
+			t.Fatalf("key %q: value %q, key in a slab %v, value in a slab %v", k, got, inSlab(k), inSlab(got))
+		}
+	}
+	shared := 0
+	a.ns.Range(func(k string, v Value) bool {
+		if got, _ := v.RegisterString(); inSlab(k) && inSlab(got) {
+			shared++
+		}
+		return true
+	})
+	if shared != 100 {
+		t.Fatalf("Range shared %d of 100 keys' cells: the test no longer sees the slabs", shared)
 	}
 }

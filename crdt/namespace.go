@@ -12,7 +12,7 @@ import (
 // use [NewNamespace].
 type Namespace struct {
 	ctx    Context
-	keys   map[string]slot // only non-empty values (see slot)
+	keys   keyTable // only non-empty values (see slot)
 	limits Limits
 	// floor is where new dots of floorReplica start counting (see
 	// SetDotFloor); zero: from the highest seen.
@@ -23,7 +23,7 @@ type Namespace struct {
 // NewNamespace returns an empty namespace that checks operations against
 // limits (zero fields take defaults).
 func NewNamespace(limits Limits) *Namespace {
-	return &Namespace{keys: make(map[string]slot), limits: limits.withDefaults()}
+	return &Namespace{keys: newKeyTable(0), limits: limits.withDefaults()}
 }
 
 // Limits returns the limits the namespace enforces.
@@ -50,19 +50,24 @@ func (n *Namespace) lastCounter(r ReplicaID) uint64 {
 }
 
 // Len returns the number of keys holding a value.
-func (n *Namespace) Len() int { return len(n.keys) }
+func (n *Namespace) Len() int { return n.keys.len() }
 
-// Get returns the value under key.
+// Get returns the value under key. A packed register's value is copied
+// out of its slab, so a caller may keep it without keeping the slab.
 func (n *Namespace) Get(key string) (Value, bool) {
-	s, ok := n.keys[key]
+	s, ok := n.keys.lookup(key)
 	if !ok {
 		return Value{}, false
 	}
-	return s.value(key), true
+	v := s.value(key)
+	if s.cell != "" && len(s.cell) <= maxSlabCell {
+		v.reg[0].Value = strings.Clone(v.reg[0].Value)
+	}
+	return v, true
 }
 
 // value returns the value under key, or the empty value.
-func (n *Namespace) value(key string) Value { return n.keys[key].value(key) }
+func (n *Namespace) value(key string) Value { return n.keys.at(key).value(key) }
 
 // Context returns a copy of the namespace's causal context.
 func (n *Namespace) Context() Context { return n.ctx.Clone() }
@@ -75,25 +80,39 @@ func (n *Namespace) ContextContains(d Dot) bool { return n.ctx.Contains(d) }
 // replica when nothing is missing.
 func (n *Namespace) ContextRanges() int { return n.ctx.Ranges() }
 
-// Keys returns the keys with the given prefix, sorted.
+// Keys returns the keys with the given prefix, sorted. They are copies:
+// holding them holds none of the namespace's memory.
 func (n *Namespace) Keys(prefix string) []string {
+	out := n.sortedKeys(prefix)
+	for i, k := range out {
+		out[i] = strings.Clone(k)
+	}
+	return out
+}
+
+// sortedKeys is Keys for a caller done with the keys before n changes:
+// they may share a slab of n's cells.
+func (n *Namespace) sortedKeys(prefix string) []string {
 	var out []string
 	if prefix == "" {
-		out = make([]string, 0, len(n.keys))
+		out = make([]string, 0, n.keys.len())
 	}
-	for k := range n.keys {
+	n.keys.each(func(k string, _ slot) bool {
 		if strings.HasPrefix(k, prefix) {
 			out = append(out, k)
 		}
-	}
+		return true
+	})
 	sort.Strings(out)
 	return out
 }
 
-// Range calls fn for every key in key order until fn returns false.
+// Range calls fn for every key in key order until fn returns false. The
+// key and value fn gets may share memory with n's storage (a slab of
+// cells, up to 64 KiB): fn copies what it keeps for long.
 func (n *Namespace) Range(fn func(key string, v Value) bool) {
-	for _, k := range n.Keys("") {
-		if !fn(k, n.keys[k].value(k)) {
+	for _, k := range n.sortedKeys("") {
+		if !fn(k, n.keys.at(k).value(k)) {
 			return
 		}
 	}
@@ -101,14 +120,7 @@ func (n *Namespace) Range(fn func(key string, v Value) bool) {
 
 // Clone returns a deep copy.
 func (n *Namespace) Clone() *Namespace {
-	c := &Namespace{ctx: n.ctx.Clone(), keys: make(map[string]slot, len(n.keys)), limits: n.limits}
-	for k, s := range n.keys {
-		if s.val != nil {
-			s.val = holdValue(s.val.clone())
-		}
-		c.keys[k] = s // a cell is an immutable string: shared
-	}
-	return c
+	return &Namespace{ctx: n.ctx.Clone(), keys: n.keys.clone(), limits: n.limits}
 }
 
 // heldValue is how a register with one entry and an extension (a value
@@ -145,7 +157,7 @@ func (n *Namespace) put(key string, s slot, ed []RegEntry, v Value) {
 	switch {
 	case v.IsEmpty():
 		if s != (slot{}) {
-			delete(n.keys, key)
+			n.keys.del(key)
 		}
 	case s.val != nil && sameEntries(s.val.reg, v.reg) && !packable(&v):
 		*s.val = v
@@ -206,7 +218,7 @@ func (n *Namespace) Prepare(op Op, r ReplicaID, ts Timestamp) (Delta, error) {
 	s.op = op
 	p.ctx.ranges = s.ranges[:0]
 	var one [1]RegEntry
-	v, err := p.at(n.keys[op.Key].read(op.Key, &one), 0)
+	v, err := p.at(n.keys.at(op.Key).read(op.Key, &one), 0)
 	if err != nil {
 		return Delta{}, err
 	}
@@ -410,7 +422,7 @@ func (v Value) setDots(elem string) []Dot {
 func (n *Namespace) ApplyDelta(d Delta, changed func(key string, v Value)) {
 	for i := range d.entries {
 		e := &d.entries[i]
-		s := n.keys[e.key]
+		s := n.keys.at(e.key)
 		if s.cell != "" && packable(&e.val) && n.joinCell(e.key, s, e.val.reg[0], &d.ctx, changed) {
 			continue
 		}
@@ -458,7 +470,7 @@ func (n *Namespace) joinCell(key string, s slot, b RegEntry, cb *Context, change
 			changed(key, v)
 		}
 	default:
-		delete(n.keys, key)
+		n.keys.del(key)
 		if changed != nil {
 			changed(key, Value{})
 		}
@@ -487,39 +499,42 @@ func (n *Namespace) RemovalDelta(removed Context, r ReplicaID) Delta {
 	if seen.Ranges() == 0 {
 		return d
 	}
-	for key, s := range n.keys {
+	n.keys.each(func(key string, s slot) bool {
 		held := false
 		s.dots(func(dot Dot) { held = held || seen.Contains(dot) })
 		if held {
 			var empty Value
 			empty.extension().covers = true
-			d.entries = append(d.entries, entry{key: key, val: empty})
+			d.entries = append(d.entries, entry{key: strings.Clone(key), val: empty})
 		}
-	}
+		return true
+	})
 	sort.Slice(d.entries, func(i, j int) bool { return d.entries[i].key < d.entries[j].key })
 	return d
 }
 
 // Join joins the whole state o into n: the lattice join of two replicas.
-// It visits every key of both.
+// It visits every key of both. A key of n may be visited twice (its value
+// moved between packed and boxed while n's keys are ranged over): joining
+// o's value again changes nothing.
 func (n *Namespace) Join(o *Namespace) {
-	for k, s := range n.keys {
+	var add []string // o's keys n lacks, joined after n's own
+	o.keys.each(func(k string, _ slot) bool {
+		if _, ok := n.keys.lookup(k); !ok {
+			add = append(add, k)
+		}
+		return true
+	})
+	n.keys.each(func(k string, s slot) bool {
 		a := s.editable(k)
 		ed := a.reg
 		joinValue(&a, &n.ctx, o.value(k), &o.ctx, true, false)
-		if s.cell != "" {
-			// k is part of the cell put may replace: a boxed result must
-			// not keep the old cell alive as its key.
-			k = strings.Clone(k)
-		}
 		n.put(k, s, ed, a)
-	}
-	for k, b := range o.keys {
-		if _, done := n.keys[k]; done {
-			continue
-		}
+		return true
+	})
+	for _, k := range add {
 		var a Value
-		joinValue(&a, &n.ctx, b.value(k), &o.ctx, true, false)
+		joinValue(&a, &n.ctx, o.value(k), &o.ctx, true, false)
 		n.put(k, slot{}, nil, a)
 	}
 	n.ctx.Merge(o.ctx)
@@ -565,7 +580,7 @@ func (n *Namespace) MaxDot(r ReplicaID) uint64 { return n.ctx.Max(r) }
 // Grow makes room for count keys in an empty namespace, so that loading a
 // large state does not rehash the key map as it grows.
 func (n *Namespace) Grow(count int) {
-	if len(n.keys) == 0 && count > 0 {
-		n.keys = make(map[string]slot, count)
+	if n.keys.len() == 0 && count > 0 {
+		n.keys = newKeyTable(count)
 	}
 }

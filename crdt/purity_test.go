@@ -27,6 +27,7 @@ var purityImports = map[string]bool{
 	"errors":          true,
 	"fmt":             true,
 	"math":            true,
+	"maps":            true,
 	"math/bits":       true,
 	"slices":          true,
 	"sort":            true,
