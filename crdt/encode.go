@@ -275,7 +275,7 @@ func (d Delta) Encode(b []byte) []byte {
 func (n *Namespace) Encode(b []byte) []byte {
 	b = appendStateHeader(b, &n.ctx)
 	var one [1]RegEntry
-	for _, k := range n.sortedKeys("") {
+	for _, k := range n.Keys("") {
 		v := n.keys.at(k).read(k, &one)
 		b = appendEntry(b, k, &v)
 	}

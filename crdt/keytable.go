@@ -167,7 +167,7 @@ func keyHash(k string) uint64 {
 	h := uint64(len(k)) ^ m2
 	for len(k) >= 8 {
 		hi, lo := bits.Mul64(le64(k)^m1, h^m2)
-		h = hi ^ lo
+		h ^= hi ^ lo // a zero product (a chunk equal to m1) keeps the state
 		k = k[8:]
 	}
 	var t uint64
@@ -254,7 +254,17 @@ func (t *keyTable) set(key string, v Value) {
 		t.other[cellKey(cell, len(key))] = slot{cell: cell}
 		return
 	}
-	// A copy of the key: it may be part of a slab or a received batch.
+	// Copies of the key and of the register entries' values: they may be
+	// part of a slab (a packed entry joined with a concurrent one), which
+	// the box would keep alive long after the slab is dropped.
+	if len(v.reg) > 0 {
+		reg := make([]RegEntry, len(v.reg))
+		for i, e := range v.reg {
+			e.Value = strings.Clone(e.Value)
+			reg[i] = e
+		}
+		v.reg = reg
+	}
 	t.other[strings.Clone(key)] = slot{val: holdValue(v)}
 }
 
@@ -288,22 +298,31 @@ func (t *keyTable) appendCell(key string, e *RegEntry) cellRef {
 	t.fill.Write(h[:])
 	t.fill.WriteString(key)
 	t.fill.WriteString(e.Value)
-	// The builder never changes bytes it has written and, having room,
+	// The builder never changes bytes it has written and, having room
+	// (startSlab sizes the slab for the cells it moves in and this one),
 	// does not move them: its String shares them, and so do the cells
-	// sliced from it.
+	// sliced from it. Were it to move them, refs (offsets) would still
+	// hold, and strings read before would keep the old copy.
 	t.slabs[t.filling] = t.fill.String()
 	t.live[t.filling] += size
 	return cellRef(uint64(t.filling)<<32 | uint64(off))
 }
 
 // startSlab starts a slab with room for at least size bytes: twice the
-// size of the last one started, up to maxSlab.
+// size of the last one started, up to maxSlab. The slab filled so far may
+// be mostly garbage already (one key overwritten again and again, or a
+// clone's share of the slab its original fills): it is compacted into the
+// new one now, as release would have, and the new one has room for that.
 func (t *keyTable) startSlab(size int) {
 	c := minSlab
 	if t.fill != nil {
 		c = min(2*t.fill.Cap(), maxSlab)
 	}
 	last := t.filling
+	compact := last >= 0 && 2*t.live[last] < len(t.slabs[last])
+	if compact {
+		size += t.live[last]
+	}
 	t.fill = new(strings.Builder)
 	t.fill.Grow(max(c, size))
 	if n := len(t.free); n > 0 {
@@ -313,9 +332,7 @@ func (t *keyTable) startSlab(size int) {
 		t.slabs = append(t.slabs, "")
 		t.live = append(t.live, 0)
 	}
-	// The slab just filled may be mostly garbage already (one key
-	// overwritten again and again): compacted now, as release would have.
-	if last >= 0 && 2*t.live[last] < len(t.slabs[last]) {
+	if compact {
 		t.compact(last)
 	}
 }
@@ -377,9 +394,10 @@ func (t *keyTable) each(fn func(key string, s slot) bool) {
 }
 
 // clone returns a copy of t that shares its cells: they are immutable,
-// and each table appends to slabs of its own (c never to the slab t
-// fills, whose bytes past what c's copy of its string shows only t
-// writes).
+// and each table appends to slabs of its own. c never appends to the slab
+// t fills (t alone writes past what c's copy of its string shows), but
+// keeps it as its filling slab, so that its first append compacts it if
+// it is mostly garbage.
 func (t *keyTable) clone() keyTable {
 	c := keyTable{
 		index:   maps.Clone(t.index),
@@ -387,7 +405,7 @@ func (t *keyTable) clone() keyTable {
 		slabs:   slices.Clone(t.slabs),
 		live:    slices.Clone(t.live),
 		free:    slices.Clone(t.free),
-		filling: -1,
+		filling: t.filling, // with no fill: the first append checks it
 	}
 	for k, s := range t.other {
 		if s.val != nil {

@@ -1,6 +1,7 @@
 package crdt
 
 import (
+	"encoding/binary"
 	"fmt"
 	"maps"
 	"math"
@@ -237,6 +238,23 @@ func checkTable(t *testing.T, kt *keyTable) {
 		}
 		live[r.slab()] += size
 	}
+	for k, s := range kt.other {
+		if s.cell == "" || len(s.cell) > maxSlabCell {
+			continue
+		}
+		// A cell a slab could take is kept apart only when its key's hash
+		// was another key's when it was written (that key may be gone
+		// since: the cell stays where it is until rewritten).
+		r, ok := kt.index[hashKey(k)]
+		if !ok && !colliding {
+			t.Fatalf("key %q: a %d-byte cell outside the slabs, its hash free", k, len(s.cell))
+		}
+		if ok {
+			if cell, klen, _ := kt.cellAt(r); cellKey(cell, klen) == k {
+				t.Fatalf("key %q: in the index and in other", k)
+			}
+		}
+	}
 	dropped := 0
 	for i, s := range kt.slabs {
 		if s == "" {
@@ -260,15 +278,18 @@ func checkTable(t *testing.T, kt *keyTable) {
 // and the clones taken along the way.
 func TestKeyTableMatchesAMap(t *testing.T) {
 	t.Run("keyHash", testKeyTableMatchesAMap)
-	// Four hash values for 300 keys: most keys collide with the one the
+	// 64 hash values for 300 keys: most keys collide with the one the
 	// index holds under their hash and live in other, as a hostile
 	// writer's colliding keys would.
 	t.Run("colliding", func(t *testing.T) {
-		hashKey = func(k string) uint64 { return uint64(len(k)+int(k[len(k)-1])) % 4 }
-		defer func() { hashKey = keyHash }()
+		hashKey, colliding = func(k string) uint64 { return keyHash(k) % 64 }, true
+		defer func() { hashKey, colliding = keyHash, false }()
 		testKeyTableMatchesAMap(t)
 	})
 }
+
+// colliding is set while hashKey makes collisions.
+var colliding bool
 
 func testKeyTableMatchesAMap(t *testing.T) {
 	type table struct {
@@ -286,12 +307,21 @@ func testKeyTableMatchesAMap(t *testing.T) {
 	var held [][2]string // cells read along the way, and copies of them
 	for step := range 20_000 {
 		tb := tables[next(len(tables))]
-		key := fmt.Sprintf("key-%d", next(300))
+		num := next(300)
+		key := fmt.Sprintf("key-%d", num)
+		if num%7 == 0 { // lengths around a uvarint's one-byte limit
+			key += strings.Repeat("k", 127+num%3-len(key))
+		}
 		switch op := next(20); {
 		case op < 12:
 			val := fmt.Sprintf("v%d-%s", step, make([]byte, next(200)))
-			if next(50) == 0 {
+			switch next(50) {
+			case 0:
 				val += string(make([]byte, maxSlabCell)) // too large for a slab
+			case 1, 2: // the largest cell a slab takes, and one byte more
+				val = fmt.Sprintf("%*d", maxSlabCell-cellHeader-len(key)+next(2), step)
+			case 3:
+				val = ""
 			}
 			tb.kt.set(key, Value{reg: []RegEntry{{Dot: Dot{1, uint64(step + 1)}, Value: val}}})
 			tb.want[key] = val
@@ -302,8 +332,20 @@ func testKeyTableMatchesAMap(t *testing.T) {
 			tb.kt.del(key)
 			delete(tb.want, key)
 		default:
+			// Clones all along, some right after a run of overwrites
+			// (the slab being filled mostly garbage): up to six tables,
+			// then a clone replaces one.
+			if next(3) == 0 {
+				for i := range 20 {
+					tb.kt.set(key, Value{reg: []RegEntry{{Dot: Dot{1, uint64(step*100 + i + 1)}, Value: "again"}}})
+				}
+				tb.want[key] = "again"
+			}
+			c := &table{kt: tb.kt.clone(), want: maps.Clone(tb.want)}
 			if len(tables) < 6 {
-				tables = append(tables, &table{kt: tb.kt.clone(), want: maps.Clone(tb.want)})
+				tables = append(tables, c)
+			} else {
+				tables[next(len(tables))] = c
 			}
 		}
 		for _, tb := range tables {
@@ -358,42 +400,148 @@ func testKeyTableMatchesAMap(t *testing.T) {
 
 func hasKey(m map[string]string, k string) bool { _, ok := m[k]; return ok }
 
-// TestKeysAndGetCopyOutOfSlabs: keys from Keys and values from Get are
-// copies, so a caller keeping one does not keep a slab (up to 64 KiB)
-// alive; the package's own reads (Range) share the slab instead.
-func TestKeysAndGetCopyOutOfSlabs(t *testing.T) {
-	a := newReplica(t, 1)
-	for i := range 100 {
-		a.do(Op{Kind: OpPut, Key: fmt.Sprintf("key-%03d", i), Value: []byte("value")})
-	}
-	inSlab := func(s string) bool {
-		p := uintptr(unsafe.Pointer(unsafe.StringData(s)))
-		for _, slab := range a.ns.keys.slabs {
-			if b := uintptr(unsafe.Pointer(unsafe.StringData(slab))); slab != "" && p >= b && p < b+uintptr(len(slab)) {
-				return true
-			}
+// inSlab reports whether s's bytes lie in one of n's slabs.
+func inSlab(n *Namespace, s string) bool {
+	p := uintptr(unsafe.Pointer(unsafe.StringData(s)))
+	for _, slab := range n.keys.slabs {
+		if b := uintptr(unsafe.Pointer(unsafe.StringData(slab))); slab != "" && p >= b && p < b+uintptr(len(slab)) {
+			return true
 		}
-		return false
 	}
-	keys := a.ns.Keys("")
-	if len(keys) != 100 {
-		t.Fatalf("%d keys", len(keys))
+	return false
+}
+
+// TestKeptValuesHoldNoSlab: what outlives a read keeps no slab (up to 64
+// KiB) alive: a box made by joining a packed register with a concurrent
+// write copies the packed entry's value out, and Value.Clone copies
+// register values; Get, Keys and Range share the slab, for reads that
+// end under the caller's lock.
+func TestKeptValuesHoldNoSlab(t *testing.T) {
+	a, b := newReplica(t, 1), newReplica(t, 2)
+	for i := range 100 {
+		a.do(Op{Kind: OpPut, Key: fmt.Sprintf("key-%03d", i), Value: []byte("from-a")})
 	}
-	for _, k := range keys {
-		v, _ := a.ns.Get(k)
-		got, ok := v.RegisterString()
-		if !ok || got != "value" || inSlab(k) || inSlab(got) {
-			t.Fatalf("key %q: value %q, key in a slab %v, value in a slab %v", k, got, inSlab(k), inSlab(got))
+	a.recv(b.do(Op{Kind: OpPut, Key: "key-007", Value: []byte("from-b")}))
+	s := a.ns.keys.at("key-007")
+	if s.val == nil || len(s.val.reg) != 2 {
+		t.Fatalf("concurrent writes: %+v, want two boxed siblings", s)
+	}
+	for _, e := range s.val.reg {
+		if inSlab(a.ns, e.Value) {
+			t.Fatalf("the box's entry %q lies in a slab", e.Value)
 		}
 	}
 	shared := 0
-	a.ns.Range(func(k string, v Value) bool {
-		if got, _ := v.RegisterString(); inSlab(k) && inSlab(got) {
+	for _, k := range a.ns.Keys("") {
+		v, _ := a.ns.Get(k)
+		got, _ := v.RegisterString()
+		if inSlab(a.ns, k) && inSlab(a.ns, got) {
 			shared++
 		}
-		return true
-	})
-	if shared != 100 {
-		t.Fatalf("Range shared %d of 100 keys' cells: the test no longer sees the slabs", shared)
+		kept, _ := v.Clone().RegisterString()
+		if kept != got || inSlab(a.ns, kept) {
+			t.Fatalf("key %q: clone %q of %q, in a slab %v", k, kept, got, inSlab(a.ns, kept))
+		}
+	}
+	if shared != 99 {
+		t.Fatalf("%d of 99 packed keys read from their slab: the test no longer sees the slabs", shared)
+	}
+}
+
+// TestClonesReadWhileTheOriginalWrites: a clone shares the original's
+// slabs, including the one the original goes on filling; reading the
+// clone in another goroutine while the original writes is no race (run
+// with -race), and neither sees the other's writes.
+func TestClonesReadWhileTheOriginalWrites(t *testing.T) {
+	a := newReplica(t, 1)
+	for i := range 50 {
+		a.do(Op{Kind: OpPut, Key: fmt.Sprintf("key-%03d", i), Value: []byte("before")})
+	}
+	c := a.ns.Clone()
+	want := c.Digest()
+	done := make(chan string)
+	go func() {
+		for range 200 {
+			if c.Digest() != want {
+				done <- "the clone changed"
+				return
+			}
+			for _, k := range c.Keys("") {
+				if v, _ := c.Get(k); v.IsEmpty() {
+					done <- "key " + k + " lost"
+					return
+				}
+			}
+		}
+		done <- ""
+	}()
+	for i := range 2000 {
+		a.do(Op{Kind: OpPut, Key: fmt.Sprintf("key-%03d", i%80), Value: []byte(fmt.Sprintf("after-%d", i))})
+	}
+	if msg := <-done; msg != "" {
+		t.Fatal(msg)
+	}
+	if v, _ := a.ns.Get("key-001"); v.IsEmpty() || c.Len() != 50 || a.ns.Len() != 80 {
+		t.Fatalf("original %d keys, clone %d", a.ns.Len(), c.Len())
+	}
+	checkTable(t, &a.ns.keys)
+	checkTable(t, &c.keys)
+}
+
+// TestJoinMovesKeysBetweenIndexAndOther: a join whose keys go from packed
+// to packed (half of them, so slabs are compacted while it ranges over
+// them) and from packed to boxed gives the same state in either direction.
+func TestJoinMovesKeysBetweenIndexAndOther(t *testing.T) {
+	a, b := newReplica(t, 1), newReplica(t, 2)
+	for i := range 3000 {
+		k := fmt.Sprintf("key-%04d", i)
+		d := a.do(Op{Kind: OpPut, Key: k, Value: []byte(fmt.Sprintf("a-%d", i))})
+		switch i % 4 {
+		case 0, 1: // b overwrites it: packed to packed
+			b.recv(d)
+			b.do(Op{Kind: OpPut, Key: k, Value: []byte("b")})
+		case 2: // b writes concurrently: packed to boxed siblings
+			b.do(Op{Kind: OpPut, Key: k, Value: []byte("b")})
+		case 3: // a counter beside the register: packed to boxed
+			b.do(Op{Kind: OpCounterAdd, Key: k, N: 1})
+		}
+	}
+	ab, ba := a.ns.Clone(), b.ns.Clone()
+	ab.Join(b.ns)
+	ba.Join(a.ns)
+	if !ab.Equal(ba) || ab.Digest() != ba.Digest() {
+		t.Fatal("the two joins differ")
+	}
+	checkTable(t, &ab.keys)
+	checkTable(t, &ba.keys)
+	for _, n := range []*Namespace{ab, ba} {
+		for k, s := range n.keys.other {
+			if inSlab(n, k) || (s.val != nil && len(s.val.reg) > 0 && inSlab(n, s.val.reg[0].Value)) {
+				t.Fatalf("boxed key %q keeps a slab alive", k)
+			}
+		}
+	}
+	if len(ab.keys.other) != 1500 || len(ab.keys.index) != 1500 || len(ab.keys.free) == 0 {
+		t.Fatalf("%d keys boxed, %d packed, %d slabs dropped: the test no longer moves keys or compacts", len(ab.keys.other), len(ab.keys.index), len(ab.keys.free))
+	}
+}
+
+// TestKeyHashKeepsEarlierChunks: a chunk that zeroes the multiply (equal
+// to the mixing constant) does not erase what came before it, and 200,000
+// ordinary keys do not collide. Collisions cost speed only, but a hash
+// that a single chunk resets would make them free to produce.
+func TestKeyHashKeepsEarlierChunks(t *testing.T) {
+	var m1 [8]byte
+	binary.LittleEndian.PutUint64(m1[:], 0xa0761d6478bd642f)
+	if a, b := keyHash("AAAAAAAA"+string(m1[:])+"tail"), keyHash("BBBBBBBB"+string(m1[:])+"tail"); a == b {
+		t.Fatalf("keys differing before a zeroing chunk collide: %x", a)
+	}
+	seen := make(map[uint64]string, 200_000)
+	for i := range 200_000 {
+		k := fmt.Sprintf("/user/%d/profile", i)
+		if o, ok := seen[keyHash(k)]; ok {
+			t.Fatalf("%q and %q collide", k, o)
+		}
+		seen[keyHash(k)] = k
 	}
 }

@@ -52,18 +52,15 @@ func (n *Namespace) lastCounter(r ReplicaID) uint64 {
 // Len returns the number of keys holding a value.
 func (n *Namespace) Len() int { return n.keys.len() }
 
-// Get returns the value under key. A packed register's value is copied
-// out of its slab, so a caller may keep it without keeping the slab.
+// Get returns the value under key. Its strings may share the namespace's
+// storage (a slab of cells, up to 64 KiB): a caller keeping the value
+// beyond a short read keeps a copy ([Value.Clone]).
 func (n *Namespace) Get(key string) (Value, bool) {
 	s, ok := n.keys.lookup(key)
 	if !ok {
 		return Value{}, false
 	}
-	v := s.value(key)
-	if s.cell != "" && len(s.cell) <= maxSlabCell {
-		v.reg[0].Value = strings.Clone(v.reg[0].Value)
-	}
-	return v, true
+	return s.value(key), true
 }
 
 // value returns the value under key, or the empty value.
@@ -80,19 +77,10 @@ func (n *Namespace) ContextContains(d Dot) bool { return n.ctx.Contains(d) }
 // replica when nothing is missing.
 func (n *Namespace) ContextRanges() int { return n.ctx.Ranges() }
 
-// Keys returns the keys with the given prefix, sorted. They are copies:
-// holding them holds none of the namespace's memory.
+// Keys returns the keys with the given prefix, sorted. Like values, they
+// may share the namespace's storage: a caller keeping them for long keeps
+// copies (strings.Clone).
 func (n *Namespace) Keys(prefix string) []string {
-	out := n.sortedKeys(prefix)
-	for i, k := range out {
-		out[i] = strings.Clone(k)
-	}
-	return out
-}
-
-// sortedKeys is Keys for a caller done with the keys before n changes:
-// they may share a slab of n's cells.
-func (n *Namespace) sortedKeys(prefix string) []string {
 	var out []string
 	if prefix == "" {
 		out = make([]string, 0, n.keys.len())
@@ -108,10 +96,9 @@ func (n *Namespace) sortedKeys(prefix string) []string {
 }
 
 // Range calls fn for every key in key order until fn returns false. The
-// key and value fn gets may share memory with n's storage (a slab of
-// cells, up to 64 KiB): fn copies what it keeps for long.
+// key and value fn gets may share the namespace's storage, as Get's do.
 func (n *Namespace) Range(fn func(key string, v Value) bool) {
-	for _, k := range n.sortedKeys("") {
+	for _, k := range n.Keys("") {
 		if !fn(k, n.keys.at(k).value(k)) {
 			return
 		}

@@ -524,5 +524,17 @@ func cmpAt[T any](a []T, i int, b []T, j int, dot func(*T) Dot) int {
 }
 
 // Clone returns a copy of v that shares no mutable state with it, safe to
-// read after the owning namespace changes.
-func (v Value) Clone() Value { return v.clone() }
+// read after the owning namespace changes, and whose register values are
+// copies too: keeping it keeps none of the namespace's storage.
+func (v Value) Clone() Value {
+	c := v.clone()
+	if len(c.reg) > 0 {
+		reg := make([]RegEntry, len(c.reg))
+		for i, e := range c.reg {
+			e.Value = strings.Clone(e.Value)
+			reg[i] = e
+		}
+		c.reg = reg
+	}
+	return c
+}

@@ -99,7 +99,7 @@ func (d *nsDatastore) Query(ctx context.Context, q query.Query) (query.Results, 
 	}
 	entries := make([]query.Entry, len(hits))
 	for i, h := range hits {
-		entries[i] = query.Entry{Key: h.key, Size: len(h.val)}
+		entries[i] = query.Entry{Key: strings.Clone(h.key), Size: len(h.val)} // the state's keys share its storage
 		if !q.KeysOnly {
 			entries[i].Value = []byte(h.val)
 		}

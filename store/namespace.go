@@ -443,7 +443,11 @@ func (n *Namespace) Keys(prefix, after string, limit int) []string {
 	if limit > 0 && len(all) > limit {
 		all = all[:limit]
 	}
-	return all
+	out := make([]string, len(all))
+	for i, k := range all {
+		out[i] = strings.Clone(k) // the state's keys share its storage
+	}
+	return out
 }
 
 // rangeScanner is implemented by datastores that iterate keys in order
