@@ -218,3 +218,22 @@ func BenchmarkNamespaceGC(b *testing.B) {
 	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "heap-B/key")
 	b.ReportMetric(float64(after.HeapObjects-before.HeapObjects)/n, "objects/key")
 }
+
+// BenchmarkContextMergeInterleaved merges a context of 50,000 holes into
+// one of 50,000 holes interleaved with them, what a writer's batches can
+// carry: one pass over both lists, where adding the ranges one by one
+// shifted the tail for each (O(m·n)).
+func BenchmarkContextMergeInterleaved(b *testing.B) {
+	var x, y Context
+	for i := range uint64(50_000) {
+		x.AddRange(1, 4*i+1, 4*i+1)
+		y.AddRange(1, 4*i+3, 4*i+3)
+	}
+	for b.Loop() {
+		c := x.Clone()
+		c.Merge(y)
+		if c.Ranges() != 100_000 {
+			b.Fatalf("%d ranges", c.Ranges())
+		}
+	}
+}

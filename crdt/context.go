@@ -104,13 +104,45 @@ func sat(n uint64) uint64 {
 
 // Merge adds every dot of o to c.
 func (c *Context) Merge(o Context) {
-	if len(c.ranges) == 0 {
+	switch {
+	case len(c.ranges) == 0:
 		c.ranges = append([]dotRange(nil), o.ranges...)
-		return
+	case len(o.ranges) <= mergeInPlace:
+		// A delta's context: a range or two, each found by binary search
+		// and usually extending one of c's in place.
+		for _, r := range o.ranges {
+			c.addRange(r)
+		}
+	default:
+		// Inserting many ranges one by one shifts c's tail for each: a
+		// context of m holes merged into one of n would cost O(m·n)
+		// (a peer's batch can carry tens of thousands of ranges). One
+		// pass over both sorted lists costs O(m+n).
+		c.ranges = mergeRanges(c.ranges, o.ranges)
 	}
-	for _, r := range o.ranges {
-		c.addRange(r)
+}
+
+// mergeInPlace is the most ranges Merge adds one at a time.
+const mergeInPlace = 8
+
+// mergeRanges returns the union of two valid range lists, valid: sorted,
+// with overlapping and adjacent ranges of a replica joined.
+func mergeRanges(a, b []dotRange) []dotRange {
+	out := make([]dotRange, 0, len(a)+len(b))
+	for i, j := 0, 0; i < len(a) || j < len(b); {
+		var r dotRange
+		if j == len(b) || (i < len(a) && (a[i].Replica < b[j].Replica || (a[i].Replica == b[j].Replica && a[i].Lo <= b[j].Lo))) {
+			r, i = a[i], i+1
+		} else {
+			r, j = b[j], j+1
+		}
+		if n := len(out); n > 0 && out[n-1].Replica == r.Replica && r.Lo <= sat(out[n-1].Hi) {
+			out[n-1].Hi = max(out[n-1].Hi, r.Hi)
+			continue
+		}
+		out = append(out, r)
 	}
+	return out
 }
 
 // Max returns the highest counter seen from r, or 0.

@@ -40,3 +40,46 @@ func TestNamespaceContextContains(t *testing.T) {
 		t.Fatal("ContextContains disagrees with the applied delta")
 	}
 }
+
+// TestContextMergeOfManyRanges: merging a context of many ranges (one
+// pass over both lists) gives what adding its ranges one by one gives —
+// overlapping, adjacent, interleaved, across replicas, at the counter's
+// ends — and stays valid.
+func TestContextMergeOfManyRanges(t *testing.T) {
+	rng := uint64(7)
+	next := func(n uint64) uint64 {
+		rng ^= rng << 13
+		rng ^= rng >> 7
+		rng ^= rng << 17
+		return rng % n
+	}
+	random := func(n int) Context {
+		var c Context
+		for range n {
+			r := ReplicaID(1 + next(4))
+			lo := 1 + next(400)
+			if next(20) == 0 {
+				lo = math.MaxUint64 - next(3)
+			}
+			hi := lo + next(5)
+			if hi < lo {
+				hi = math.MaxUint64
+			}
+			c.AddRange(r, lo, hi)
+		}
+		return c
+	}
+	for round := range 300 {
+		a, b := random(int(next(60))), random(int(next(60)))
+		var want Context
+		want.ranges = append(want.ranges, a.ranges...)
+		for _, r := range b.ranges {
+			want.addRange(r)
+		}
+		got := a.Clone()
+		got.Merge(b)
+		if !got.Equal(want) || !got.valid() {
+			t.Fatalf("round %d: merged %v and %v into %v, want %v", round, a.ranges, b.ranges, got.ranges, want.ranges)
+		}
+	}
+}
