@@ -257,14 +257,7 @@ func (t *keyTable) set(key string, v Value) {
 	// Copies of the key and of the register entries' values: they may be
 	// part of a slab (a packed entry joined with a concurrent one), which
 	// the box would keep alive long after the slab is dropped.
-	if len(v.reg) > 0 {
-		reg := make([]RegEntry, len(v.reg))
-		for i, e := range v.reg {
-			e.Value = strings.Clone(e.Value)
-			reg[i] = e
-		}
-		v.reg = reg
-	}
+	v.reg = copyEntries(v.reg)
 	t.other[strings.Clone(key)] = slot{val: holdValue(v)}
 }
 

@@ -528,13 +528,20 @@ func cmpAt[T any](a []T, i int, b []T, j int, dot func(*T) Dot) int {
 // copies too: keeping it keeps none of the namespace's storage.
 func (v Value) Clone() Value {
 	c := v.clone()
-	if len(c.reg) > 0 {
-		reg := make([]RegEntry, len(c.reg))
-		for i, e := range c.reg {
-			e.Value = strings.Clone(e.Value)
-			reg[i] = e
-		}
-		c.reg = reg
-	}
+	c.reg = copyEntries(c.reg)
 	return c
+}
+
+// copyEntries returns a copy of reg whose values are copies too (nil for
+// none), so that holding it holds no memory reg's values shared.
+func copyEntries(reg []RegEntry) []RegEntry {
+	if len(reg) == 0 {
+		return reg
+	}
+	out := make([]RegEntry, len(reg))
+	for i, e := range reg {
+		e.Value = strings.Clone(e.Value)
+		out[i] = e
+	}
+	return out
 }
