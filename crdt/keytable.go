@@ -134,8 +134,9 @@ type keyTable struct {
 	slabs []string // cells, as written; "" for a dropped slab
 	live  []int    // bytes of each slab's cells index still refers to
 	free  []int    // dropped slabs' numbers, for reuse
-	// fill is the slab being appended to, number filling; nil when none
-	// (every table starts its own: a clone shares the slabs written before).
+	// fill builds slab number filling, the one appended to (-1: none).
+	// A clone has the number but no builder: that slab is its original's,
+	// so its first append starts a slab of its own.
 	fill    *strings.Builder
 	filling int
 }
@@ -179,8 +180,9 @@ func keyHash(k string) uint64 {
 	return hi ^ lo
 }
 
-// cellAt returns the cell at r and the length of its key. A cell in a slab
-// is prefixed with the lengths of its key and value, as uvarints.
+// cellAt returns the cell at r, the length of its key, and the bytes it
+// takes in its slab: a cell there is prefixed with the lengths of its key
+// and value, as uvarints.
 func (t *keyTable) cellAt(r cellRef) (cell string, klen, size int) {
 	s := t.slabs[r.slab()][r.offset():]
 	k, n1 := uvarintString(s)
