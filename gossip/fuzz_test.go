@@ -49,8 +49,8 @@ func FuzzDecodeMessage(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, ok := fuzzRoundTrip(t, data, DecodeMessage, func(m Message) []byte { return m.Encode(nil) }, fuzzCheckMessage)
-		if id := messageID(&pb.Message{Data: data}); len(id) != sha256.Size {
-			t.Fatalf("messageID of %d bytes", len(id))
+		if h, id := sha256.Sum256(data), messageID(&pb.Message{Data: data}); id != string(h[:messageIDBytes]) {
+			t.Fatalf("messageID %x is not the first %d bytes of the payload's SHA-256", id, messageIDBytes)
 		}
 		// The validator takes only the canonical encoding, so that one
 		// genuine message cannot be re-encoded into many ids.
