@@ -230,16 +230,16 @@ func (t *keyTable) len() int { return len(t.index) + len(t.other) }
 func (t *keyTable) set(key string, v Value) {
 	h := hashKey(key)
 	old, inIndex := t.index[h]
-	mine := false
+	mine, oldSize := false, 0
 	if inIndex {
-		cell, klen, _ := t.cellAt(old)
-		mine = klen == len(key) && cellKey(cell, klen) == key
+		cell, klen, size := t.cellAt(old)
+		mine, oldSize = klen == len(key) && cellKey(cell, klen) == key, size
 	}
 	if mine {
 		// Out of the index before anything is appended: a slab compacted
 		// meanwhile must not copy the old cell.
 		delete(t.index, h)
-		t.release(old)
+		t.release(old, oldSize)
 	}
 	if packable(&v) {
 		e := &v.reg[0]
@@ -267,9 +267,9 @@ func (t *keyTable) set(key string, v Value) {
 func (t *keyTable) del(key string) {
 	h := hashKey(key)
 	if r, ok := t.index[h]; ok {
-		if cell, klen, _ := t.cellAt(r); klen == len(key) && cellKey(cell, klen) == key {
+		if cell, klen, size := t.cellAt(r); klen == len(key) && cellKey(cell, klen) == key {
 			delete(t.index, h)
-			t.release(r)
+			t.release(r, size)
 			return
 		}
 	}
@@ -332,11 +332,11 @@ func (t *keyTable) startSlab(size int) {
 	}
 }
 
-// release notes that the cell at r is no longer referred to, and compacts
-// its slab once half of it is garbage.
-func (t *keyTable) release(r cellRef) {
+// release notes that the cell at r, size bytes in its slab (as cellAt
+// gave them to the caller), is no longer referred to, and compacts its
+// slab once half of it is garbage.
+func (t *keyTable) release(r cellRef, size int) {
 	i := r.slab()
-	_, _, size := t.cellAt(r)
 	t.live[i] -= size
 	if i != t.filling && 2*t.live[i] < len(t.slabs[i]) {
 		t.compact(i)
