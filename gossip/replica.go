@@ -77,6 +77,7 @@ type Stats struct {
 	SyncSessionsAbandoned atomic.Int64 // client sessions reset when their turn was taken over before their server answered
 	SyncPeersHeardAgain   atomic.Int64 // syncs started with peers whose session was abandoned, once one of them forwarded a gossip message
 	SyncGapPulls          atomic.Int64 // syncs started with a peer that forwarded a batch past a gap gossip left open (see gapWatch)
+	SyncMeshPulls         atomic.Int64 // full syncs of a namespace queued with a peer new in its mesh (see MeshWatch)
 	SyncBatchesIn         atomic.Int64
 	SyncBatchesHeld       atomic.Int64 // sync batches that were applied already when they came (not checked or applied again)
 	SyncBatchesOut        atomic.Int64

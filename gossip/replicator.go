@@ -27,7 +27,9 @@ const ProtocolSync = "/mycel/sync/1.0.0"
 const defaultSyncGrace = time.Second
 
 // TopicName returns the gossipsub topic of a namespace.
-func TopicName(ns string) string { return "/mycel/ns/" + ns + "/1" }
+func TopicName(ns string) string { return topicPrefix + ns + topicSuffix }
+
+const topicPrefix, topicSuffix = "/mycel/ns/", "/1"
 
 // Config configures a Replicator. Zero fields take the documented defaults.
 type Config struct {
@@ -83,6 +85,11 @@ type Config struct {
 	Now func() time.Time
 	// Logger. Default slog.Default().
 	Logger *slog.Logger
+	// MeshWatch, given to PubSub as a raw tracer, lets the replicator pull
+	// a namespace from each peer new in its mesh (see MeshWatch). Nil: the
+	// gap check and periodic sync alone bring what a new mesh peer
+	// published before it joined the mesh.
+	MeshWatch *MeshWatch
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -202,6 +209,7 @@ type Replicator struct {
 	randMu      sync.Mutex
 
 	kick      chan peer.ID
+	meshPulls chan meshPull // from cfg.MeshWatch (see grafted)
 	notifiee  *network.NotifyBundle
 	closeOnce sync.Once
 }
@@ -225,6 +233,7 @@ func New(cfg Config) (*Replicator, error) {
 		paced:       make(map[peer.ID]*admission),
 		status:      make(map[statusKey]*PeerSync),
 		kick:        make(chan peer.ID, 256),
+		meshPulls:   make(chan meshPull, 256),
 		key:         cfg.Host.Peerstore().PrivKey(cfg.Host.ID()),
 		signer:      []byte(cfg.Host.ID()),
 	}
@@ -238,6 +247,9 @@ func New(cfg Config) (*Replicator, error) {
 	cfg.Host.Network().Notify(r.notifiee)
 	r.wg.Add(1)
 	go r.syncLoop()
+	if cfg.MeshWatch != nil {
+		cfg.MeshWatch.r.Store(r)
+	}
 	return r, nil
 }
 
@@ -250,6 +262,9 @@ func (r *Replicator) Close() error {
 	r.closeOnce.Do(func() {
 		r.cfg.Host.RemoveStreamHandler(ProtocolSync)
 		r.cfg.Host.Network().StopNotify(r.notifiee)
+		if r.cfg.MeshWatch != nil {
+			r.cfg.MeshWatch.r.CompareAndSwap(r, nil)
+		}
 		r.cancel()
 		r.mu.Lock()
 		r.closed = true
@@ -366,6 +381,10 @@ func (r *Replicator) syncLoop() {
 			return
 		case p := <-r.kick:
 			r.startSync(p, false)
+		case m := <-r.meshPulls:
+			r.mu.Lock()
+			r.queueMeshPull(m)
+			r.mu.Unlock()
 		case <-timer.C:
 			if p, ok := r.randomPeer(); ok {
 				r.startSync(p, true)
@@ -410,6 +429,7 @@ type syncQueue struct {
 	runningAll bool     // a sync of every namespace is running
 	runningPer bool     // ... a periodic one
 	spaces     []*space // namespaces whose first sync is queued
+	meshSpaces []*space // namespaces to pull in full: p is new in their mesh
 }
 
 // queueSync queues a sync of s (nil: of every namespace) with p and starts
@@ -418,6 +438,25 @@ type syncQueue struct {
 // queued or running, unless it is a full one and that one periodic. The
 // caller holds r.mu.
 func (r *Replicator) queueSync(p peer.ID, s *space, periodic bool) bool {
+	return r.queueWork(p, func(q *syncQueue) bool {
+		switch {
+		case s != nil:
+			q.spaces = append(q.spaces, s)
+		case q.all:
+			q.periodic = q.periodic && periodic
+		case q.runningAll && (periodic || !q.runningPer):
+			return false
+		default:
+			q.all, q.periodic = true, periodic
+		}
+		return true
+	})
+}
+
+// queueWork has add queue work on p's sync queue and starts p's worker if
+// none runs; add reports whether it queued anything. Nothing is queued
+// after Close. The caller holds r.mu.
+func (r *Replicator) queueWork(p peer.ID, add func(*syncQueue) bool) bool {
 	if r.closed {
 		return false
 	}
@@ -428,17 +467,7 @@ func (r *Replicator) queueSync(p peer.ID, s *space, periodic bool) bool {
 		r.wg.Add(1)
 		go r.syncWorker(p, q)
 	}
-	switch {
-	case s != nil:
-		q.spaces = append(q.spaces, s)
-	case q.all:
-		q.periodic = q.periodic && periodic
-	case q.runningAll && (periodic || !q.runningPer):
-		return false
-	default:
-		q.all, q.periodic = true, periodic
-	}
-	return true
+	return add(q)
 }
 
 // syncWorker runs the syncs queued for p until none is left: first syncs
@@ -448,9 +477,9 @@ func (r *Replicator) syncWorker(p peer.ID, q *syncQueue) {
 	defer r.wg.Done()
 	for {
 		r.mu.Lock()
-		spaces, all, periodic := q.spaces, q.all, q.periodic
-		q.spaces, q.all, q.runningAll, q.runningPer = nil, false, all, all && periodic
-		if len(spaces) == 0 && !all {
+		spaces, mesh, all, periodic := q.spaces, q.meshSpaces, q.all, q.periodic
+		q.spaces, q.meshSpaces, q.all, q.runningAll, q.runningPer = nil, nil, false, all, all && periodic
+		if len(spaces) == 0 && len(mesh) == 0 && !all {
 			delete(r.syncing, p)
 			r.mu.Unlock()
 			return
@@ -461,6 +490,13 @@ func (r *Replicator) syncWorker(p peer.ID, q *syncQueue) {
 				r.cfg.Logger.Debug("gossip: first sync failed", "peer", p, "err", err)
 			}
 			r.firstSyncEnded(s)
+		}
+		for _, s := range mesh {
+			// In full: what p held back as "gossip is bringing it" is
+			// what gossip did not bring here.
+			if _, err := r.syncNamespace(r.ctx, p, s, true); err != nil && r.ctx.Err() == nil {
+				r.cfg.Logger.Debug("gossip: mesh pull failed", "peer", p, "ns", s.name, "err", err)
+			}
 		}
 		if all {
 			if err := r.syncAll(r.ctx, p, !periodic); err != nil && r.ctx.Err() == nil {

@@ -56,6 +56,7 @@ type Node struct {
 	dht       *dht.IpfsDHT
 	gater     *Gater
 	ps        *pubsub.PubSub
+	mesh      *gossip.MeshWatch // gossipsub's grafts, for rep
 	rep       *gossip.Replicator
 	// repReady publishes rep to the store's commit goroutine.
 	repReady atomic.Pointer[gossip.Replicator]
@@ -143,8 +144,10 @@ func (n *Node) open(ctx context.Context) error {
 		return err
 	}
 	lim := gossip.Limits{Delta: n.st.Limits()}
+	n.mesh = gossip.NewMeshWatch()
 	n.ps, err = pubsub.NewGossipSub(n.ctx, n.host,
 		append(append(gossip.PubSubOptions(lim),
+			pubsub.WithRawTracer(n.mesh),
 			pubsub.WithGossipSubParams(meshParams(n.cfg.MeshDegree)),
 			pubsub.WithFloodPublish(n.cfg.FloodPublish),
 			pubsub.WithPeerExchange(n.cfg.PeerExchange)), n.opts.psOpts...)...)
@@ -155,6 +158,7 @@ func (n *Node) open(ctx context.Context) error {
 		Host: n.host, PubSub: n.ps, Replica: n.replica, Limits: lim,
 		CoalesceWindow: n.cfg.CoalesceWindow, DisablePublish: n.cfg.DisablePublish,
 		SyncInterval: n.cfg.SyncInterval, Now: n.opts.now, Logger: n.log,
+		MeshWatch: n.mesh,
 		// Its own source, derived from ours: the two are used under
 		// different locks.
 		Rand: rand.New(rand.NewPCG(n.opts.rand.Uint64(), n.opts.rand.Uint64())),

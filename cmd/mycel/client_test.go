@@ -198,6 +198,7 @@ func TestMetrics(t *testing.T) {
 		`mycel_gossip_rejected_total{reason="origin"} 0`,
 		`mycel_sync_abandoned_total 0`,
 		`mycel_sync_gap_pulls_total 0`,
+		`mycel_sync_mesh_pulls_total 0`,
 		`mycel_replication_bytes_total{direction="out",protocol="gossip"}`,
 		`mycel_peers_connected 0`,
 		`mycel_watch_subscribers 0`,

@@ -91,6 +91,7 @@ var (
 	descSyncRefused       = desc("mycel_sync_refused_total", "Sync requests refused by rate limits, and state reconciliations refused while 4 are being served.")
 	descSyncAbandoned     = desc("mycel_sync_abandoned_total", "Client sync sessions abandoned: the peer had not answered the session at all when another session took the namespace's pull turn over (such as a peer behind a blackholed link).")
 	descSyncGapPulls      = desc("mycel_sync_gap_pulls_total", "Syncs started because gossip delivered a batch past one this node lacked and the gap was still open a grace later (such as after a peer's gossip queue overflowed behind a blackholed link).")
+	descSyncMeshPulls     = desc("mycel_sync_mesh_pulls_total", "Full syncs of a namespace started with a peer gossipsub just added to this node's mesh there, once per connection: what the peer published before its gossip could reach this node (an empty mesh sends to no one).")
 	descSyncBatches       = desc("mycel_sync_batches_total", "Delta batches moved by sync, by direction (in, out).", "direction")
 	descStateSessions     = desc("mycel_sync_state_sessions_total", "Sync sessions that reconciled state instead of log entries.")
 	descStateKeys         = desc("mycel_sync_state_keys_in_total", "Keys received by state reconciliation.")
@@ -104,7 +105,7 @@ var (
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descMessagesPublished, descBatchesPublished, descMessagesReceived,
 		descBatchesReceived, descBatchesApplied, descRejected, descIgnored, descBytes, descSyncSessions,
-		descSyncRefused, descSyncAbandoned, descSyncGapPulls, descSyncBatches, descStateSessions, descStateKeys, descPeers, descKeys, descNamespaces, descDisk, descLag} {
+		descSyncRefused, descSyncAbandoned, descSyncGapPulls, descSyncMeshPulls, descSyncBatches, descStateSessions, descStateKeys, descPeers, descKeys, descNamespaces, descDisk, descLag} {
 		ch <- d
 	}
 }
@@ -139,6 +140,7 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descSyncRefused, st.SyncRefused.Load())
 	counter(descSyncAbandoned, st.SyncSessionsAbandoned.Load())
 	counter(descSyncGapPulls, st.SyncGapPulls.Load())
+	counter(descSyncMeshPulls, st.SyncMeshPulls.Load())
 	counter(descSyncBatches, st.SyncBatchesIn.Load(), "in")
 	counter(descSyncBatches, st.SyncBatchesOut.Load(), "out")
 	counter(descStateSessions, st.StateSessions.Load())
