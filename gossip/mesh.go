@@ -1,12 +1,12 @@
 package gossip
 
 import (
-	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 )
@@ -82,49 +82,69 @@ func (r *Replicator) grafted(p peer.ID, ns string) {
 }
 
 // queueMeshPull queues a full sync of the namespace with the peer new in
-// its mesh, once per connection: a pull for an earlier graft on the same
-// connection, or the sync every new connection starts (its batches were
-// all pulled then), covers what gossipsub's later grafts and prunes of
-// the peer could leave out, which multi-hop gossip and the gap check
-// bring. The caller holds r.mu.
+// its mesh, once per connection: the pull for an earlier graft on the same
+// connection covers what gossipsub's later prunes and grafts of the peer
+// could leave out, which multi-hop gossip and the gap check bring. Not
+// while a full sync of every namespace with the peer is queued and not
+// started (a new connection's): it brings the same. The caller holds r.mu.
 func (r *Replicator) queueMeshPull(m meshPull) {
 	s := r.spaces[m.ns]
 	if s == nil {
 		return
 	}
-	since := r.connectedSince(m.p)
-	if since.IsZero() {
+	conn := r.oldestConn(m.p)
+	if conn == "" {
 		return // gone again: its next connection syncs
 	}
-	if last, ok := s.meshPulled[m.p]; ok && !last.Before(since) {
+	if s.meshPulled[m.p] == conn {
 		return
 	}
-	if q := r.syncing[m.p]; q != nil && slices.Contains(q.spaces, s) {
-		return // its first sync, queued, brings the same
+	if q := r.syncing[m.p]; q != nil && q.all && !q.periodic {
+		return
 	}
 	if !r.queueWork(m.p, func(q *syncQueue) bool { q.meshSpaces = append(q.meshSpaces, s); return true }) {
 		return
 	}
-	if s.meshPulled == nil || len(s.meshPulled) >= maxMeshPulled {
-		// Forget them all: at worst a peer's next graft on a connection
-		// already pulled pulls once more.
-		s.meshPulled = make(map[peer.ID]time.Time)
+	if len(s.meshPulled) >= maxMeshPulled {
+		for p := range s.meshPulled {
+			if r.oldestConn(p) == "" {
+				delete(s.meshPulled, p)
+			}
+		}
+		if len(s.meshPulled) >= maxMeshPulled {
+			// Forget them all: at worst a peer's next graft on a
+			// connection already pulled pulls once more.
+			clear(s.meshPulled)
+		}
 	}
-	s.meshPulled[m.p] = time.Now()
+	if s.meshPulled == nil {
+		s.meshPulled = make(map[peer.ID]string)
+	}
+	s.meshPulled[m.p] = conn
 	r.stats.SyncMeshPulls.Add(1)
 }
 
 // maxMeshPulled bounds a namespace's memory of mesh pulls.
 const maxMeshPulled = 1024
 
-// connectedSince returns when the oldest open connection to p was opened;
-// zero if there is none.
-func (r *Replicator) connectedSince(p peer.ID) time.Time {
-	var since time.Time
+// oldestConn names the connection to p that was opened first of those
+// open (the smaller id of two opened at once); "" if there is none. A pull
+// is remembered by connection, not by time: in the simulator's virtual
+// time a reconnection can happen at the very instant of a pull.
+func (r *Replicator) oldestConn(p peer.ID) string {
+	var oldest network.Conn
 	for _, c := range r.cfg.Host.Network().ConnsToPeer(p) {
-		if o := c.Stat().Opened; since.IsZero() || o.Before(since) {
-			since = o
+		if oldest == nil {
+			oldest = c
+			continue
+		}
+		o, co := oldest.Stat().Opened, c.Stat().Opened
+		if co.Before(o) || (co.Equal(o) && c.ID() < oldest.ID()) {
+			oldest = c
 		}
 	}
-	return since
+	if oldest == nil {
+		return ""
+	}
+	return oldest.ID()
 }

@@ -472,7 +472,8 @@ func (r *Replicator) queueWork(p peer.ID, add func(*syncQueue) bool) bool {
 
 // syncWorker runs the syncs queued for p until none is left: first syncs
 // of newly joined namespaces first (a reader may be waiting for them),
-// then a sync of every namespace.
+// then pulls of namespaces whose mesh p joined (see MeshWatch), then a
+// sync of every namespace.
 func (r *Replicator) syncWorker(p peer.ID, q *syncQueue) {
 	defer r.wg.Done()
 	for {

@@ -49,9 +49,10 @@ type space struct {
 	// firstPending (guarded by r.mu) counts those still to end.
 	firstSync    chan struct{}
 	firstPending int
-	// meshPulled (guarded by r.mu): when this namespace was last pulled
-	// from each peer for joining its mesh (see MeshWatch)
-	meshPulled map[peer.ID]time.Time
+	// meshPulled (guarded by r.mu): the connection on which this
+	// namespace was last pulled from each peer for joining its mesh (see
+	// MeshWatch)
+	meshPulled map[peer.ID]string
 
 	ctx    context.Context
 	cancel context.CancelFunc

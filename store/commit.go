@@ -122,25 +122,32 @@ func (s *Store) run() {
 // request handlers) are then runnable but not yet queued. Taken at once,
 // the queue leaves them for the batch after, and each of their writes
 // waits out three syncs instead of two. So while yielding lets the queue
-// grow, the loop yields, a bounded number of times: with nothing else to
-// run, a yield returns at once. Only a durable write gains (it waits for
-// the sync, which the late comers then share); writes acknowledged unsynced
-// would only wait longer. Measured, alternating: BenchmarkDurablePut64
-// (-benchtime 200000x) 32 puts per commit against 26, 121,500–129,000
-// puts/s against 108,000–118,000; the durable 5-node cluster benchmark
-// 66,700–67,700 replicated puts/s against 49,500–50,700.
+// grow, the loop yields, a bounded number of times, and stops after two
+// yields in a row that let no one in (one may return before the runnable
+// writers ran: the scheduler serves its global queue, where a yield goes,
+// first every 61st tick). With nothing else to run, a yield returns at
+// once. Only a durable write gains (it waits for the sync, which the late
+// comers then share); writes acknowledged unsynced would only wait longer.
+// Measured, alternating: BenchmarkDurablePut64 (-benchtime 200000x) 32
+// puts per commit against 26, 121,500–129,300 puts/s against
+// 108,100–117,700; the durable 5-node cluster benchmark 66,700–76,800
+// replicated puts/s against 46,300–55,100 (docs/BENCHMARKS.md).
 func (s *Store) gather() {
 	n, durable := s.queued()
 	if !durable {
 		return
 	}
+	idle := 0
 	for range maxGatherYields {
 		runtime.Gosched()
 		m, _ := s.queued()
 		if m == n {
-			return
+			if idle++; idle == 2 {
+				return
+			}
+			continue
 		}
-		n = m
+		n, idle = m, 0
 	}
 }
 
