@@ -4,6 +4,9 @@ import (
 	"runtime"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/mycelnet/mycel/crdt"
 )
 
 // On one processor a yield runs every runnable goroutine before it returns,
@@ -14,9 +17,17 @@ func withOneProc(t *testing.T) {
 	t.Cleanup(func() { runtime.GOMAXPROCS(prev) })
 }
 
+// concurrentWriters is a store whose last acknowledgement released
+// several waiting writers: the case gather is for.
+func concurrentWriters() *Store {
+	s := &Store{}
+	s.ackedWaiters.Store(8)
+	return s
+}
+
 func TestGatherLetsRunnableDurableWritersQueue(t *testing.T) {
 	withOneProc(t)
-	s := &Store{}
+	s := concurrentWriters()
 	s.enqueue(&pending{durable: true})
 	var wg sync.WaitGroup
 	for range 3 {
@@ -35,7 +46,7 @@ func TestGatherLetsRunnableDurableWritersQueue(t *testing.T) {
 
 func TestGatherDoesNotWaitForUnsyncedWrites(t *testing.T) {
 	withOneProc(t)
-	s := &Store{}
+	s := concurrentWriters()
 	s.enqueue(&pending{durable: false})
 	release := make(chan struct{})
 	var wg sync.WaitGroup
@@ -55,7 +66,7 @@ func TestGatherDoesNotWaitForUnsyncedWrites(t *testing.T) {
 
 func TestGatherIsBounded(t *testing.T) {
 	withOneProc(t)
-	s := &Store{}
+	s := concurrentWriters()
 	s.enqueue(&pending{durable: true})
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -78,4 +89,62 @@ func TestGatherIsBounded(t *testing.T) {
 	if n, _ := s.queued(); n < 2 {
 		t.Fatalf("%d changes queued, want the busy writer's too", n)
 	}
+}
+
+// A lone writer, waiting for each answer before its next write, is not
+// made to wait for others: gather does not yield.
+func TestGatherDoesNotWaitAfterALoneWriter(t *testing.T) {
+	withOneProc(t)
+	s := &Store{}
+	s.ackedWaiters.Store(1)
+	s.enqueue(&pending{durable: true})
+	release := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.enqueue(&pending{durable: true})
+		close(release)
+	}()
+	s.gather()
+	if n, _ := s.queued(); n != 1 {
+		t.Fatalf("after gather %d changes queued, want 1: no yield after a lone writer's answer", n)
+	}
+	<-release
+	wg.Wait()
+}
+
+// The sync loop counts the writers each acknowledgement releases that
+// wait for their answer; a write made without waiting is not one.
+func TestSyncLoopCountsAcknowledgedWaiters(t *testing.T) {
+	ctx := t.Context()
+	s, err := OpenMemory(ctx, Options{Replica: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	n, err := s.Namespace(ctx, "w")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waiters := func(want int64) {
+		t.Helper()
+		// The count is stored once the whole acknowledgement is done,
+		// just after the writer got its answer.
+		deadline := time.Now().Add(10 * time.Second)
+		for s.ackedWaiters.Load() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("the last acknowledgement released %d waiting writers, want %d", s.ackedWaiters.Load(), want)
+			}
+			time.Sleep(time.Millisecond) // polling interval
+		}
+	}
+	if _, err := n.Apply(ctx, crdt.Op{Kind: crdt.OpPut, Key: "a", Value: []byte("v")}); err != nil {
+		t.Fatal(err)
+	}
+	waiters(1)
+	if _, err := n.Apply(ctx, crdt.Op{Kind: crdt.OpPut, Key: "b", Value: []byte("v")}, WithoutWait()); err != nil {
+		t.Fatal(err)
+	}
+	waiters(0)
 }

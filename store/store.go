@@ -207,6 +207,9 @@ type Store struct {
 	// flushNow asks the flusher to sync them (see Options.OnSynced)
 	reported atomic.Uint64
 	flushNow chan struct{}
+	// ackedWaiters is how many writers waiting on their answer the sync
+	// loop's last acknowledgement released (see gather)
+	ackedWaiters atomic.Int64
 
 	failMu sync.Mutex
 	failed error
