@@ -3,13 +3,10 @@ package gossip
 import (
 	"context"
 	"log/slog"
-	"slices"
-	"sync"
 	"testing"
 	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
-	"github.com/libp2p/go-libp2p/core/network"
 
 	"github.com/mycelnet/mycel/crdt"
 )
@@ -23,31 +20,11 @@ func TestNewMeshPeerIsPulled(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	server, client := loopbackHost(t), loopbackHost(t)
-	type hello struct {
-		ns   string
-		full bool
-	}
-	var mu sync.Mutex
-	var hellos []hello
-	server.SetStreamHandler(ProtocolSync, func(s network.Stream) {
-		defer s.Close()
-		c := newConn(s, Limits{}.withDefaults())
-		h, err := c.expect(frameHello)
-		if err != nil {
-			s.Reset()
-			return
-		}
-		mu.Lock()
-		hellos = append(hellos, hello{h.ns, h.full})
-		mu.Unlock()
-		_ = c.send(&frame{kind: frameDone})
+	hellos := serveHellos(server, func(c *conn, _ *frame, _ int) error {
+		return c.send(&frame{kind: frameDone})
 	})
-	got := func() []hello {
-		mu.Lock()
-		defer mu.Unlock()
-		return slices.Clone(hellos)
-	}
-	waitHellos := func(what string, n int) []hello {
+	got := hellos.list
+	waitHellos := func(what string, n int) []helloAt {
 		t.Helper()
 		deadline := time.Now().Add(20 * time.Second)
 		for len(got()) < n {
@@ -85,7 +62,7 @@ func TestNewMeshPeerIsPulled(t *testing.T) {
 	start := len(waitHellos("sync on connecting", 2))
 
 	watch.Graft(server.ID(), TopicName("a"))
-	if h := waitHellos("pull on a graft", start+1); h[start] != (hello{"a", true}) {
+	if h := waitHellos("pull on a graft", start+1); !(h[start].ns == "a" && h[start].full) {
 		t.Fatalf("graft of a: session %+v, want a full one of a", h[start])
 	}
 	// Again on the same connection: nothing. Not namespaces: nothing.
@@ -94,7 +71,7 @@ func TestNewMeshPeerIsPulled(t *testing.T) {
 	watch.Graft(server.ID(), "/other/topic")
 	watch.Graft(server.ID(), TopicName("unjoined"))
 	watch.Graft(server.ID(), TopicName("b"))
-	if h := waitHellos("pull on b's graft", start+2); h[start+1] != (hello{"b", true}) {
+	if h := waitHellos("pull on b's graft", start+2); !(h[start+1].ns == "b" && h[start+1].full) {
 		t.Fatalf("graft of b: session %+v, want a full one of b", h[start+1])
 	}
 	if n := r.Stats().SyncMeshPulls.Load(); n != 2 {
@@ -108,7 +85,7 @@ func TestNewMeshPeerIsPulled(t *testing.T) {
 	connectTo()
 	start = len(waitHellos("sync on reconnecting", start+4))
 	watch.Graft(server.ID(), TopicName("a"))
-	if h := waitHellos("pull on a graft after reconnecting", start+1); h[start] != (hello{"a", true}) {
+	if h := waitHellos("pull on a graft after reconnecting", start+1); !(h[start].ns == "a" && h[start].full) {
 		t.Fatalf("graft of a after reconnecting: session %+v, want a full one of a", h[start])
 	}
 	if n := r.Stats().SyncMeshPulls.Load(); n != 3 {

@@ -11,6 +11,7 @@ import (
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	pb "github.com/libp2p/go-libp2p-pubsub/pb"
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -110,39 +111,19 @@ func TestClientAsksOnceMoreAfterTheGrace(t *testing.T) {
 		t.Fatal(err)
 	}
 	lost := Batch{Origin: origin, Seq: 1, Delta: d, Encoded: d.Encode(nil)}
-	type session struct {
-		at   time.Time
-		ns   string
-		full bool
-	}
-	var mu sync.Mutex
-	var sessions []session
-	server.SetStreamHandler(ProtocolSync, func(s network.Stream) {
-		defer s.Close()
-		c := newConn(s, Limits{}.withDefaults())
-		hello, err := c.expect(frameHello)
-		if err != nil {
-			s.Reset()
-			return
-		}
-		mu.Lock()
-		sessions = append(sessions, session{time.Now(), hello.ns, hello.full})
-		n := len(sessions)
-		mu.Unlock()
+	hellos := serveHellos(server, func(c *conn, hello *frame, n int) error {
 		if n == 3 { // the first follow-up: gossip lost the batch, sync sends it
 			// Signed for this session's namespace (the follow-ups run in
 			// either order): the client checks the server's batches too.
 			signed := []Batch{lost}
 			if err := SignBatches(hello.ns, server.Peerstore().PrivKey(server.ID()), signed); err != nil {
-				s.Reset()
-				return
+				return err
 			}
 			if err := c.send(&frame{kind: frameBatch, batch: signed[0]}); err != nil {
-				s.Reset()
-				return
+				return err
 			}
 		}
-		_ = c.send(&frame{kind: frameDone, held: true})
+		return c.send(&frame{kind: frameDone, held: true})
 	})
 	if err := client.Connect(ctx, server.Peerstore().PeerInfo(server.ID())); err != nil {
 		t.Fatal(err)
@@ -160,9 +141,7 @@ func TestClientAsksOnceMoreAfterTheGrace(t *testing.T) {
 	if err := r.syncAll(ctx, server.ID(), false); err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
-	got := slices.Clone(sessions)
-	mu.Unlock()
+	got := hellos.list()
 	// "a" and "b" once each, then, after one shared wait, each once more.
 	if len(got) != 4 {
 		t.Fatalf("%d sessions, want 4 (two namespaces, a follow-up each)", len(got))
@@ -194,8 +173,7 @@ func TestClientAsksOnceMoreAfterTheGrace(t *testing.T) {
 	if err := r.SyncWith(ctx, server.ID()); err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
-	defer mu.Unlock()
+	sessions := hellos.list()
 	if len(sessions) != 6 || !sessions[4].full || !sessions[5].full {
 		t.Fatalf("explicit sync: %d sessions in all, last %+v", len(sessions), sessions[len(sessions)-1])
 	}
@@ -451,4 +429,46 @@ func TestAppliedMessageIsStillForwarded(t *testing.T) {
 	if dup, forged := r.stats.IgnoredDuplicate.Load(), r.stats.RejectForged.Load(); dup != 1 || forged != 1 {
 		t.Fatalf("%d duplicates and %d forgeries counted, want 1 and 1", dup, forged)
 	}
+}
+
+// helloLog records the sessions a scripted sync server was opened with.
+type helloLog struct {
+	mu     sync.Mutex
+	hellos []helloAt
+}
+
+type helloAt struct {
+	at   time.Time
+	ns   string
+	full bool
+}
+
+func (l *helloLog) list() []helloAt {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.hellos)
+}
+
+// serveHellos serves the sync protocol on h with a script: it records each
+// session's Hello, then answer replies (n counts the sessions from 1); an
+// error resets the stream.
+func serveHellos(h host.Host, answer func(c *conn, hello *frame, n int) error) *helloLog {
+	l := &helloLog{}
+	h.SetStreamHandler(ProtocolSync, func(s network.Stream) {
+		defer s.Close()
+		c := newConn(s, Limits{}.withDefaults())
+		hello, err := c.expect(frameHello)
+		if err != nil {
+			s.Reset()
+			return
+		}
+		l.mu.Lock()
+		l.hellos = append(l.hellos, helloAt{time.Now(), hello.ns, hello.full})
+		n := len(l.hellos)
+		l.mu.Unlock()
+		if err := answer(c, hello, n); err != nil {
+			s.Reset()
+		}
+	})
+	return l
 }

@@ -44,26 +44,6 @@ func TestGatherLetsRunnableDurableWritersQueue(t *testing.T) {
 	wg.Wait()
 }
 
-func TestGatherDoesNotWaitForUnsyncedWrites(t *testing.T) {
-	withOneProc(t)
-	s := concurrentWriters()
-	s.enqueue(&pending{durable: false})
-	release := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		s.enqueue(&pending{durable: false})
-		close(release)
-	}()
-	s.gather()
-	if n, _ := s.queued(); n != 1 {
-		t.Fatalf("after gather %d changes queued, want 1: nothing durable waits for a sync", n)
-	}
-	<-release
-	wg.Wait()
-}
-
 func TestGatherIsBounded(t *testing.T) {
 	withOneProc(t)
 	s := concurrentWriters()
@@ -91,27 +71,40 @@ func TestGatherIsBounded(t *testing.T) {
 	}
 }
 
-// A lone writer, waiting for each answer before its next write, is not
-// made to wait for others: gather does not yield.
-func TestGatherDoesNotWaitAfterALoneWriter(t *testing.T) {
-	withOneProc(t)
-	s := &Store{}
-	s.ackedWaiters.Store(1)
-	s.enqueue(&pending{durable: true})
-	release := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		s.enqueue(&pending{durable: true})
-		close(release)
-	}()
-	s.gather()
-	if n, _ := s.queued(); n != 1 {
-		t.Fatalf("after gather %d changes queued, want 1: no yield after a lone writer's answer", n)
+// Gather does not yield for writes acknowledged unsynced (nothing waits
+// for a sync), nor after an acknowledgement that released a lone writer,
+// which waits for each answer before its next write: it would only wait
+// for others.
+func TestGatherDoesNotWait(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		waiters int64
+		durable bool
+	}{
+		{"unsynced writes", 8, false},
+		{"after a lone writer", 1, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			withOneProc(t)
+			s := &Store{}
+			s.ackedWaiters.Store(c.waiters)
+			s.enqueue(&pending{durable: c.durable})
+			release := make(chan struct{})
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() { // runnable, not yet run
+				defer wg.Done()
+				s.enqueue(&pending{durable: c.durable})
+				close(release)
+			}()
+			s.gather()
+			if n, _ := s.queued(); n != 1 {
+				t.Fatalf("after gather %d changes queued, want 1: no yield", n)
+			}
+			<-release
+			wg.Wait()
+		})
 	}
-	<-release
-	wg.Wait()
 }
 
 // The sync loop counts the writers each acknowledgement releases that
