@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"sync/atomic"
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
@@ -47,8 +46,9 @@ type pending struct {
 	ctxs []ctxWrite
 	sum  []byte // the namespace's digest sum after this change
 	done chan error
-	// waiting is set once its writer waits for the answer (see gather)
-	waiting atomic.Bool
+	// waits: its writer waits for the answer (see gather). Set before it
+	// is queued, so the sync loop never acknowledges it uncounted.
+	waits bool
 }
 
 type keyWrite struct {
@@ -62,7 +62,6 @@ type ctxWrite struct {
 }
 
 func (p *pending) wait(ctx context.Context) error {
-	p.waiting.Store(true)
 	select {
 	case err := <-p.done:
 		return err
@@ -140,11 +139,14 @@ func (s *Store) run() {
 // waits for each answer before its next write pays on every write (the
 // simulator's real-time driver started its ops up to 5.6–7.9 s late
 // without this rule; 1.3–2.0 s before gather, 2.3 s with the rule).
-// Measured, alternating:
+// Measured, alternating with the commit loop before gather:
 // BenchmarkDurablePut64 (-benchtime 200000x) 32 puts per commit against
-// 26, 121,500–129,300 puts/s against 108,100–117,700; the durable 5-node
-// cluster benchmark 66,700–76,800 replicated puts/s against 46,300–55,100
-// (docs/BENCHMARKS.md).
+// 26, 121,500–129,300 puts/s against 108,100–117,700 (119,500 / 127,800
+// against 112,100 / 125,800 with the waiting-writers rule); the durable
+// 5-node cluster benchmark 66,700–76,800 replicated puts/s against
+// 46,300–55,100 (65,700 against 47,200 with the rule; docs/BENCHMARKS.md).
+// The loop also gets here woken from idle, with the last count: after a
+// burst, a lone writer's first write may still pay the yields once.
 func (s *Store) gather() {
 	if s.ackedWaiters.Load() < 2 {
 		return
@@ -285,7 +287,7 @@ func (s *Store) syncLoop() {
 				}
 			}
 			for _, p := range g.items {
-				if p.waiting.Load() {
+				if p.waits {
 					waiters++
 				}
 				p.done <- err

@@ -124,7 +124,7 @@ func (n *Namespace) Apply(ctx context.Context, op crdt.Op, opts ...WriteOption) 
 		s.release()
 		return crdt.Delta{}, err
 	}
-	p := &pending{kind: pendingLocal, ns: n, durable: wo.durable, delta: d, done: make(chan error, 1)}
+	p := &pending{kind: pendingLocal, ns: n, durable: wo.durable, waits: !wo.noWait, delta: d, done: make(chan error, 1)}
 	if d.ChangesNothing() {
 		// A delete of what is not there: nothing to log, replicate or
 		// report. It still waits for what was committed before it, so
@@ -186,7 +186,7 @@ func (n *Namespace) ApplyAll(ctx context.Context, ops []crdt.Op, opts ...WriteOp
 			return err
 		}
 	}
-	p := &pending{kind: pendingLocal, ns: n, durable: wo.durable, done: make(chan error, 1)}
+	p := &pending{kind: pendingLocal, ns: n, durable: wo.durable, waits: !wo.noWait, done: make(chan error, 1)}
 	deltas := make([]crdt.Delta, 0, len(ops))
 	for _, op := range ops {
 		d, err := n.state.Prepare(op, s.opts.Replica, now)
@@ -270,7 +270,7 @@ func (n *Namespace) ApplyBatch(ctx context.Context, b Batch, opts ...WriteOption
 	}
 	p := &pending{
 		kind: pendingRemote, ns: n, delta: b.Delta, origin: b.Origin, seq: b.Seq,
-		encoded: enc, signer: b.Signer, sig: b.Sig, done: make(chan error, 1),
+		encoded: enc, signer: b.Signer, sig: b.Sig, waits: !wo.noWait, done: make(chan error, 1),
 	}
 	if b.Delta.Len() == 0 {
 		// A batch that names no key announces dots its origin skipped
@@ -401,7 +401,7 @@ func (n *Namespace) skipDots(ctx context.Context, clean bool) error {
 	var skipped crdt.Context
 	skipped.AddRange(self, hi+1, hi+DotSkip)
 	d := crdt.ContextDelta(skipped)
-	p := &pending{kind: pendingLocal, ns: n, durable: true, delta: d, done: make(chan error, 1)}
+	p := &pending{kind: pendingLocal, ns: n, durable: true, waits: true, delta: d, done: make(chan error, 1)}
 	n.applyLocked(d, p)
 	s.enqueue(p)
 	n.mu.Unlock()
@@ -589,7 +589,7 @@ func (n *Namespace) applyState(ctx context.Context, deltas []crdt.Delta, seen, c
 		return false, err
 	}
 	n.mu.Lock()
-	p := &pending{kind: pendingState, ns: n, durable: !s.opts.NoSync, done: make(chan error, 1)}
+	p := &pending{kind: pendingState, ns: n, durable: !s.opts.NoSync, waits: true, done: make(chan error, 1)}
 	n.applyingFor = t
 	for _, d := range deltas {
 		s.observe(d.MaxTimestamp())

@@ -584,7 +584,7 @@ func (s *Store) Flush(ctx context.Context) error {
 	if err := s.acquire(ctx); err != nil {
 		return err
 	}
-	p := &pending{kind: pendingFlush, durable: true, done: make(chan error, 1)}
+	p := &pending{kind: pendingFlush, durable: true, waits: true, done: make(chan error, 1)}
 	s.enqueue(p)
 	return p.wait(ctx)
 }
