@@ -24,6 +24,7 @@ import (
 // and to New in Config.MeshWatch. Its methods run on gossipsub's event
 // loop and never block.
 type MeshWatch struct {
+	nopTracer
 	r atomic.Pointer[Replicator]
 }
 
@@ -46,23 +47,28 @@ func (w *MeshWatch) Graft(p peer.ID, topic string) {
 	}
 }
 
-func (*MeshWatch) AddPeer(peer.ID, protocol.ID)                         {}
-func (*MeshWatch) RemovePeer(peer.ID)                                   {}
-func (*MeshWatch) Join(string)                                          {}
-func (*MeshWatch) Leave(string)                                         {}
-func (*MeshWatch) Prune(peer.ID, string)                                {}
-func (*MeshWatch) ValidateMessage(*pubsub.Message)                      {}
-func (*MeshWatch) DeliverMessage(*pubsub.Message)                       {}
-func (*MeshWatch) RejectMessage(*pubsub.Message, string)                {}
-func (*MeshWatch) DuplicateMessage(*pubsub.Message)                     {}
-func (*MeshWatch) ThrottlePeer(peer.ID)                                 {}
-func (*MeshWatch) RecvRPC(*pubsub.RPC)                                  {}
-func (*MeshWatch) SendRPC(*pubsub.RPC, peer.ID)                         {}
-func (*MeshWatch) SendRPCCompleted(*pubsub.RPC, peer.ID, time.Duration) {}
-func (*MeshWatch) DropRPC(*pubsub.RPC, peer.ID)                         {}
-func (*MeshWatch) UndeliverableMessage(*pubsub.Message)                 {}
-func (*MeshWatch) OnNewOutboundStream(peer.ID, protocol.ID)             {}
-func (*MeshWatch) OnClosedOutboundStream(peer.ID)                       {}
+// nopTracer is a pubsub.RawTracer that does nothing: tracers here embed
+// it and implement only the events they watch.
+type nopTracer struct{}
+
+func (nopTracer) AddPeer(peer.ID, protocol.ID)                         {}
+func (nopTracer) RemovePeer(peer.ID)                                   {}
+func (nopTracer) Join(string)                                          {}
+func (nopTracer) Leave(string)                                         {}
+func (nopTracer) Graft(peer.ID, string)                                {}
+func (nopTracer) Prune(peer.ID, string)                                {}
+func (nopTracer) ValidateMessage(*pubsub.Message)                      {}
+func (nopTracer) DeliverMessage(*pubsub.Message)                       {}
+func (nopTracer) RejectMessage(*pubsub.Message, string)                {}
+func (nopTracer) DuplicateMessage(*pubsub.Message)                     {}
+func (nopTracer) ThrottlePeer(peer.ID)                                 {}
+func (nopTracer) RecvRPC(*pubsub.RPC)                                  {}
+func (nopTracer) SendRPC(*pubsub.RPC, peer.ID)                         {}
+func (nopTracer) SendRPCCompleted(*pubsub.RPC, peer.ID, time.Duration) {}
+func (nopTracer) DropRPC(*pubsub.RPC, peer.ID)                         {}
+func (nopTracer) UndeliverableMessage(*pubsub.Message)                 {}
+func (nopTracer) OnNewOutboundStream(peer.ID, protocol.ID)             {}
+func (nopTracer) OnClosedOutboundStream(peer.ID)                       {}
 
 // meshPull is a peer new in this node's mesh in a namespace.
 type meshPull struct {

@@ -9,8 +9,6 @@ import (
 	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
-	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/protocol"
 
 	"github.com/mycelnet/mycel/crdt"
 )
@@ -18,6 +16,7 @@ import (
 // deliveries is a pubsub.RawTracer that keeps the messages pubsub handed
 // to subscribers: the same *pubsub.Message its message cache keeps.
 type deliveries struct {
+	nopTracer
 	mu   sync.Mutex
 	msgs []*pubsub.Message
 }
@@ -33,24 +32,6 @@ func (d *deliveries) delivered() []*pubsub.Message {
 	defer d.mu.Unlock()
 	return slices.Clone(d.msgs)
 }
-
-func (*deliveries) AddPeer(peer.ID, protocol.ID)                         {}
-func (*deliveries) RemovePeer(peer.ID)                                   {}
-func (*deliveries) OnNewOutboundStream(peer.ID, protocol.ID)             {}
-func (*deliveries) OnClosedOutboundStream(peer.ID)                       {}
-func (*deliveries) Join(string)                                          {}
-func (*deliveries) Leave(string)                                         {}
-func (*deliveries) Graft(peer.ID, string)                                {}
-func (*deliveries) Prune(peer.ID, string)                                {}
-func (*deliveries) ValidateMessage(*pubsub.Message)                      {}
-func (*deliveries) RejectMessage(*pubsub.Message, string)                {}
-func (*deliveries) DuplicateMessage(*pubsub.Message)                     {}
-func (*deliveries) ThrottlePeer(peer.ID)                                 {}
-func (*deliveries) RecvRPC(*pubsub.RPC)                                  {}
-func (*deliveries) SendRPC(*pubsub.RPC, peer.ID)                         {}
-func (*deliveries) SendRPCCompleted(*pubsub.RPC, peer.ID, time.Duration) {}
-func (*deliveries) DropRPC(*pubsub.RPC, peer.ID)                         {}
-func (*deliveries) UndeliverableMessage(*pubsub.Message)                 {}
 
 // TestReceivedMessageLetsGoOfItsDecoding: once a gossip message's batches
 // are applied, the pubsub message no longer carries the decoded message

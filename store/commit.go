@@ -158,7 +158,7 @@ func (s *Store) gather() {
 	idle := 0
 	for range maxGatherYields {
 		runtime.Gosched()
-		m, _ := s.queued()
+		m := s.queueLen()
 		if m == n {
 			if idle++; idle == 2 {
 				return
@@ -172,6 +172,12 @@ func (s *Store) gather() {
 // maxGatherYields bounds gather: more than a group's writers need to come
 // back on two cores, and too few to delay a lone writer measurably.
 const maxGatherYields = 8
+
+func (s *Store) queueLen() int {
+	s.qMu.Lock()
+	defer s.qMu.Unlock()
+	return len(s.queue)
+}
 
 // queued reports how many changes are queued, and whether one of them is a
 // durable write.
