@@ -49,6 +49,9 @@ type cluster struct {
 
 	progress func(Progress) // optional, called from the sampler
 	acked    atomic.Int64   // ops acknowledged so far
+	// beforeOp, if set (tests), is called by a node's client before each
+	// of its ops.
+	beforeOp func(ctx context.Context, node int)
 
 	// cutMode is the mode of the partition standing ("" if none) and
 	// cutGroups its node groups; only the driver goroutine touches them.

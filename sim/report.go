@@ -84,8 +84,10 @@ type Report struct {
 	// Replication sums the nodes' replication counters.
 	Replication Replication `json:"replication"`
 	// MaxLagMS is how late, at worst, an op started against its planned
-	// time: about 0 under virtual time; in real time, how far the machine
-	// fell behind the scenario (it keeps up if this stays small).
+	// time (each node's client starts its ops in order, each after the
+	// one before was answered): about 0 under virtual time; in real time,
+	// how far the machine fell behind the scenario (it keeps up if this
+	// stays small).
 	MaxLagMS float64 `json:"max_lag_ms"`
 	// SimulatedMS is the run's length in (virtual or real) time, from the
 	// first node's start to the last check.

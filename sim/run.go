@@ -3,6 +3,7 @@ package sim
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/mycelnet/mycel/crdt"
@@ -249,40 +250,97 @@ func faultWindows(faults []Fault) []FaultWindow {
 // and returns the quiet point: when the last op returned or the last heal
 // or restart happened, whichever is later. An op planned on a crashed
 // node is skipped.
+//
+// Each node has its own client, which performs that node's ops in order,
+// each once the one before it was answered: one client for the whole
+// cluster would start every op after a slow answer late, on every node,
+// and so measure one node's commit latency as the cluster's lag. A fault
+// waits until every op planned before it was answered, so it meets the
+// cluster as the plan has it.
 func (c *cluster) drive(ctx context.Context, plan Plan, r *runResult) (time.Time, error) {
 	start := r.start
-	quiet := start
-	r.acks = make([]ack, 0, len(plan.Ops))
 	ops, faults := plan.Ops, plan.Faults
-	for id := 0; id < len(ops) || len(faults) > 0; {
+	acks := make([]ack, len(ops))
+	perNode := make([]int, len(c.members))
+	for _, op := range ops {
+		perNode[op.Node]++
+	}
+	// Each client's queue holds all of its node's ops: handing one over
+	// never blocks the schedule.
+	clients := make([]chan int, len(c.members))
+	lag := make([]time.Duration, len(c.members)) // each client's worst
+	var answered, stopped sync.WaitGroup
+	for n := range clients {
+		clients[n] = make(chan int, perNode[n])
+		stopped.Go(func() {
+			for id := range clients[n] {
+				op := ops[id]
+				lag[n] = max(lag[n], time.Since(start.Add(op.At)))
+				acks[id] = c.do(ctx, id, op)
+				answered.Done()
+			}
+		})
+	}
+	stop := func() {
+		for _, ch := range clients {
+			close(ch)
+		}
+		stopped.Wait()
+		for _, l := range lag {
+			r.MaxLagMS = max(r.MaxLagMS, ms(l))
+		}
+	}
+	var heals []time.Time
+	id := 0
+	for id < len(ops) || len(faults) > 0 {
 		if len(faults) > 0 && (id == len(ops) || faults[0].At <= ops[id].At) {
 			f := faults[0]
 			faults = faults[1:]
 			if err := sleep(ctx, time.Until(start.Add(f.At))); err != nil {
-				return quiet, err
+				stop()
+				return start, err
 			}
+			answered.Wait()
+			r.acks = acks[:id]
 			if err := c.apply(ctx, f, r); err != nil {
-				return quiet, err
+				stop()
+				return start, err
 			}
 			if f.Kind == Heal || f.Kind == Restart {
-				quiet = time.Now()
-				r.heals = append(r.heals, heal{at: quiet, fault: f})
+				at := time.Now()
+				heals = append(heals, at)
+				r.heals = append(r.heals, heal{at: at, fault: f})
 			}
 			continue
 		}
 		op := ops[id]
 		if err := sleep(ctx, time.Until(start.Add(op.At))); err != nil {
-			return quiet, err
+			stop()
+			return start, err
 		}
-		r.MaxLagMS = max(r.MaxLagMS, ms(time.Since(start.Add(op.At))))
-		a := c.do(ctx, id, op)
-		r.acks = append(r.acks, a)
+		answered.Add(1)
+		clients[op.Node] <- id
 		id++
+	}
+	stop()
+	r.acks = acks
+	quiet := start
+	for _, at := range heals {
+		quiet = later(quiet, at)
+	}
+	for _, a := range acks {
 		if !a.skipped {
-			quiet = a.at
+			quiet = later(quiet, a.at)
 		}
 	}
 	return quiet, nil
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // do performs one op on its node and registers it for propagation.
@@ -295,6 +353,9 @@ func (c *cluster) do(ctx context.Context, id int, op Op) ack {
 	if !m.up {
 		a.skipped = true
 		return a
+	}
+	if c.beforeOp != nil {
+		c.beforeOp(ctx, op.Node)
 	}
 	var cop crdt.Op
 	switch op.Kind {

@@ -889,3 +889,67 @@ func TestCheckersCatchWrongMerge(t *testing.T) {
 		}
 	})
 }
+
+// TestSlowNodeDelaysOnlyItsOwnOps: each node's ops come from its own
+// client, so a node slow to answer (here, each of node 0's ops takes a
+// second before it starts) delays its own later ops and no other node's.
+// One client for the whole cluster would start every op after node 0's
+// first one late.
+func TestSlowNodeDelaysOnlyItsOwnOps(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sc := Scenario{
+			Regions:  []Region{{Name: "a", Nodes: 3}},
+			Workload: Workload{Rate: 20, Duration: 3 * time.Second, Keys: 5},
+			Settle:   time.Second,
+		}
+		if err := sc.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		sc = sc.withDefaults()
+		plan, err := sc.Plan(testSeed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := t.Context()
+		c, err := openCluster(ctx, &sc, testSeed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.beforeOp = func(ctx context.Context, node int) {
+			if node == 0 {
+				_ = sleep(ctx, time.Second)
+			}
+		}
+		r, err := c.play(ctx, plan, testSeed)
+		if cerr := c.close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		var slow, others int
+		for _, a := range r.acks {
+			if a.skipped || a.err != nil {
+				t.Fatalf("op %d on node %d: skipped %v, %v", a.id, a.op.Node, a.skipped, a.err)
+			}
+			late := a.at.Sub(r.start.Add(a.op.At))
+			if a.op.Node == 0 {
+				slow++
+				if late < time.Second {
+					t.Errorf("op %d on the slow node answered %v after its time, want ≥ 1 s", a.id, late)
+				}
+				continue
+			}
+			others++
+			if late > 100*time.Millisecond {
+				t.Errorf("op %d on node %d answered %v after its time: held up by the slow node", a.id, a.op.Node, late)
+			}
+		}
+		if len(r.acks) != len(plan.Ops) || slow == 0 || others == 0 {
+			t.Fatalf("%d acks of %d ops, %d on the slow node, %d on others", len(r.acks), len(plan.Ops), slow, others)
+		}
+		if r.MaxLagMS < 1000 {
+			t.Errorf("max lag %.0f ms, want the slow node's ≥ 1,000", r.MaxLagMS)
+		}
+	})
+}
