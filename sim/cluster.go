@@ -80,8 +80,10 @@ type member struct {
 	bootIDs       []peer.ID // and their peers
 	clock         *skewClock
 
-	// Only the driver goroutine changes these (and reads them while the
-	// node may run); the checkers read them after the run.
+	// Only the driver goroutine changes these, while no op is in flight
+	// (a fault waits for every op dispatched before it); the nodes'
+	// clients read them for the ops they are handed, the checkers after
+	// the run.
 	ds          datastore.Batching
 	node        *node.Node
 	space       *node.Namespace

@@ -10,7 +10,7 @@ import (
 
 // tracker records when each acknowledged op became visible at each node:
 // the first moment the node's causal context held the op's dot (the op
-// itself, or a later op that replaced it, had arrived). The driver
+// itself, or a later op that replaced it, had arrived). The node's client
 // registers an op once acknowledged; each node's watcher re-checks the
 // ops still pending on a key when that key changes there.
 type tracker struct {
