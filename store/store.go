@@ -187,6 +187,9 @@ type Store struct {
 
 	nsMu sync.RWMutex
 	ns   map[string]*Namespace
+	// creating holds the namespaces being registered (see Namespace); under
+	// nsMu.
+	creating map[string]*nsCreation
 
 	compactMu sync.Mutex // one Compact at a time
 
@@ -427,6 +430,11 @@ func ValidName(name string, l crdt.Limits) error {
 }
 
 // Namespace returns the named namespace, creating it (durably) if needed.
+//
+// A new namespace is registered, and its record synced, outside the lock
+// that guards the namespaces: lookups of the others go on meanwhile,
+// instead of waiting out an fsync behind it. Callers asking for the same
+// new namespace wait for its one registration.
 func (s *Store) Namespace(ctx context.Context, name string) (*Namespace, error) {
 	if err := ValidName(name, s.opts.Limits); err != nil {
 		return nil, err
@@ -437,33 +445,97 @@ func (s *Store) Namespace(ctx context.Context, name string) (*Namespace, error) 
 	if n != nil {
 		return n, nil
 	}
+	// Waiting on another caller's registration is bounded: a waiter retries
+	// only when that caller's own context ended it.
+	for range maxCreationWaits {
+		n, c, mine, err := s.startCreation(name)
+		if err != nil || n != nil {
+			return n, err
+		}
+		if mine {
+			c.n, c.err = s.register(ctx, name, c.floor)
+			s.nsMu.Lock()
+			delete(s.creating, name)
+			if c.err == nil {
+				s.ns[name] = c.n
+			}
+			s.nsMu.Unlock()
+			close(c.done)
+			return c.n, c.err
+		}
+		select {
+		case <-c.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if c.err == nil || !isContextError(c.err) {
+			return c.n, c.err
+		}
+	}
+	return nil, fmt.Errorf("store: register namespace %q: other callers' registrations kept ending with their contexts", name)
+}
+
+// maxCreationWaits bounds how many other callers' registrations of one
+// namespace a caller waits for before it gives up.
+const maxCreationWaits = 16
+
+// nsCreation is one registration of a new namespace; done is closed when it
+// ended, with n or err set.
+type nsCreation struct {
+	floor uint64
+	done  chan struct{}
+	n     *Namespace
+	err   error
+}
+
+// startCreation returns the namespace if it exists now, or else the
+// registration under way (mine false), or a new one for the caller to
+// carry out (mine true).
+func (s *Store) startCreation(name string) (n *Namespace, c *nsCreation, mine bool, err error) {
 	s.nsMu.Lock()
 	defer s.nsMu.Unlock()
 	if n := s.ns[name]; n != nil {
-		return n, nil
+		return n, nil, false, nil
+	}
+	if c := s.creating[name]; c != nil {
+		return nil, c, false, nil
 	}
 	if err := s.check(); err != nil {
-		return nil, err
+		return nil, nil, false, err
 	}
+	c = &nsCreation{done: make(chan struct{})}
+	if s.reused {
+		// Drawn under the lock: Options.Rand need not be safe for
+		// concurrent use.
+		c.floor = FloorBase + s.opts.Rand()>>2
+	}
+	if s.creating == nil {
+		s.creating = make(map[string]*nsCreation)
+	}
+	s.creating[name] = c
+	return nil, c, true, nil
+}
+
+// register records a new namespace durably and returns it.
+func (s *Store) register(ctx context.Context, name string, floor uint64) (*Namespace, error) {
 	release, err := s.use()
 	if err != nil {
 		return nil, err
 	}
 	defer release()
-	var floor uint64
-	if s.reused {
-		floor = FloorBase + s.opts.Rand()>>2
-	}
 	if err := s.ds.Put(ctx, registryKey(name), registryRecord(floor)); err != nil {
 		return nil, fmt.Errorf("store: register namespace %q: %w", name, err)
 	}
 	if err := s.ds.Sync(ctx, registryKey(name)); err != nil {
 		return nil, fmt.Errorf("store: register namespace %q: %w", name, err)
 	}
-	n = newNamespace(s, name)
+	n := newNamespace(s, name)
 	n.setFloor(floor)
-	s.ns[name] = n
 	return n, nil
+}
+
+func isContextError(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
 
 // Namespaces returns the names of all namespaces, in no particular order.
@@ -595,9 +667,7 @@ func (s *Store) Compact(ctx context.Context) error {
 	// their bytes out of the log twice.
 	s.compactMu.Lock()
 	defer s.compactMu.Unlock()
-	// The namespaces first: Namespace holds nsMu while it uses the
-	// datastore, so taking them in the other order could deadlock with it
-	// and a Close waiting for the datastore.
+	// A snapshot of the namespaces, taken before the datastore.
 	s.nsMu.RLock()
 	list := make([]*Namespace, 0, len(s.ns))
 	for _, n := range s.ns {

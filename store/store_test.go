@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
@@ -595,4 +596,162 @@ func TestCompactionScansPositionsOnlyWhenDue(t *testing.T) {
 	if got := indexed(); got != 0 {
 		t.Fatalf("%d state reconciliation positions left in the index", got)
 	}
+}
+
+// slowRegistry is a datastore whose Sync of one key waits for release
+// (entered is closed when it starts); it counts the Puts of that key.
+type slowRegistry struct {
+	ds.Batching
+	key              ds.Key
+	entered, release chan struct{}
+	once             sync.Once
+	puts             atomic.Int64
+}
+
+func (d *slowRegistry) Put(ctx context.Context, k ds.Key, v []byte) error {
+	if k == d.key {
+		d.puts.Add(1)
+	}
+	return d.Batching.Put(ctx, k, v)
+}
+
+func (d *slowRegistry) Sync(ctx context.Context, k ds.Key) error {
+	if k == d.key {
+		d.once.Do(func() { close(d.entered) })
+		select {
+		case <-d.release:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return d.Batching.Sync(ctx, k)
+}
+
+// TestNamespaceCreationDoesNotBlockOthers: while a new namespace's
+// registration waits for its sync, the namespaces already open are still
+// found and listed, a second caller asking for the new one waits for the
+// same registration (one record written, one *Namespace), and a waiter
+// whose context ends gives up alone.
+func TestNamespaceCreationDoesNotBlockOthers(t *testing.T) {
+	ctx := t.Context()
+	slow := &slowRegistry{
+		Batching: dssync.MutexWrap(ds.NewMapDatastore()),
+		key:      registryKey("new"), entered: make(chan struct{}), release: make(chan struct{}),
+	}
+	s, err := Open(ctx, slow, Options{Replica: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	old, err := s.Namespace(ctx, "old")
+	if err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		n   *Namespace
+		err error
+	}
+	first, second := make(chan result, 1), make(chan result, 1)
+	go func() {
+		n, err := s.Namespace(ctx, "new")
+		first <- result{n, err}
+	}()
+	select {
+	case <-slow.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the registration never reached its sync")
+	}
+	go func() {
+		n, err := s.Namespace(ctx, "new")
+		second <- result{n, err}
+	}()
+	// Lookups of the open namespace answer while the sync waits.
+	found := make(chan *Namespace, 1)
+	go func() {
+		n, _ := s.Namespace(ctx, "old")
+		s.Namespaces()
+		found <- n
+	}()
+	select {
+	case n := <-found:
+		if n != old {
+			t.Fatal("another namespace returned for \"old\"")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("looking up an open namespace waited for another one's registration")
+	}
+	// A waiter whose own context ends returns with it; the registration
+	// goes on.
+	short, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := s.Namespace(short, "new"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("waiter with a cancelled context: %v", err)
+	}
+	close(slow.release)
+	a, b := <-first, <-second
+	if a.err != nil || b.err != nil {
+		t.Fatalf("registrations: %v, %v", a.err, b.err)
+	}
+	if a.n != b.n || a.n == nil {
+		t.Fatal("two callers got different namespaces for one name")
+	}
+	if n := slow.puts.Load(); n != 1 {
+		t.Fatalf("%d registry records written for one namespace, want 1", n)
+	}
+	if got, err := s.Namespace(ctx, "new"); err != nil || got != a.n {
+		t.Fatalf("after the registration: %v, %v", got, err)
+	}
+}
+
+// TestNamespaceWaiterRetriesWhenTheRegistrationsContextEnds: a caller
+// waiting for another caller's registration of the same namespace does
+// not inherit that caller's cancelled context: it registers the
+// namespace itself.
+func TestNamespaceWaiterRetriesWhenTheRegistrationsContextEnds(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := t.Context()
+		slow := &slowRegistry{
+			Batching: dssync.MutexWrap(ds.NewMapDatastore()),
+			key:      registryKey("new"), entered: make(chan struct{}), release: make(chan struct{}),
+		}
+		s, err := Open(ctx, slow, Options{Replica: 1, CompactEvery: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		first, cancel := context.WithCancel(ctx)
+		firstErr := make(chan error, 1)
+		go func() {
+			_, err := s.Namespace(first, "new")
+			firstErr <- err
+		}()
+		<-slow.entered
+		type result struct {
+			n   *Namespace
+			err error
+		}
+		second := make(chan result, 1)
+		go func() {
+			n, err := s.Namespace(ctx, "new")
+			second <- result{n, err}
+		}()
+		// The second caller waits for the first's registration, which
+		// its caller's context then ends.
+		synctest.Wait()
+		cancel()
+		if err := <-firstErr; !errors.Is(err, context.Canceled) {
+			t.Fatalf("first caller: %v, want its context's end", err)
+		}
+		// The second caller's own registration waits for its sync, which
+		// passes now.
+		synctest.Wait()
+		close(slow.release)
+		r := <-second
+		if r.err != nil || r.n == nil {
+			t.Fatalf("second caller: %v", r.err)
+		}
+		if got, err := s.Namespace(ctx, "new"); err != nil || got != r.n {
+			t.Fatalf("after: %v, %v", got, err)
+		}
+	})
 }
