@@ -25,13 +25,17 @@ type Namespace struct {
 // moment; Namespace.WaitFirstSync waits for that first sync to end.
 func (n *Node) Namespace(ctx context.Context, name string) (*Namespace, error) {
 	n.mu.Lock()
-	defer n.mu.Unlock()
-	if s := n.spaces[name]; s != nil {
+	s, closed := n.spaces[name], n.ctx.Err() != nil
+	n.mu.Unlock()
+	switch {
+	case s != nil:
 		return s, nil
-	}
-	if n.ctx.Err() != nil {
+	case closed:
 		return nil, ErrClosed
 	}
+	// Outside n.mu: a new namespace's registration waits for an fsync,
+	// which the node's other namespaces need not wait for. The store
+	// registers each name once, however many callers ask.
 	st, err := n.st.Namespace(ctx, name)
 	if err != nil {
 		if errors.Is(err, store.ErrInvalidName) {
@@ -39,7 +43,15 @@ func (n *Node) Namespace(ctx context.Context, name string) (*Namespace, error) {
 		}
 		return nil, mapErr(err)
 	}
-	s := &Namespace{n: n, st: st}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if s := n.spaces[name]; s != nil {
+		return s, nil // another caller joined it meanwhile
+	}
+	if n.ctx.Err() != nil {
+		return nil, ErrClosed
+	}
+	s = &Namespace{n: n, st: st}
 	// Watchers resume by position: start the namespace's published position
 	// at what the store has committed (OnCommit has reported all of it).
 	n.watchers.start(name, st.Position())

@@ -447,20 +447,14 @@ func (s *Store) Namespace(ctx context.Context, name string) (*Namespace, error) 
 	}
 	// Waiting on another caller's registration is bounded: a waiter retries
 	// only when that caller's own context ended it.
+	var last error
 	for range maxCreationWaits {
 		n, c, mine, err := s.startCreation(name)
 		if err != nil || n != nil {
 			return n, err
 		}
 		if mine {
-			c.n, c.err = s.register(ctx, name, c.floor)
-			s.nsMu.Lock()
-			delete(s.creating, name)
-			if c.err == nil {
-				s.ns[name] = c.n
-			}
-			s.nsMu.Unlock()
-			close(c.done)
+			s.create(ctx, name, c)
 			return c.n, c.err
 		}
 		select {
@@ -468,11 +462,40 @@ func (s *Store) Namespace(ctx context.Context, name string) (*Namespace, error) 
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
-		if c.err == nil || !isContextError(c.err) {
+		if !c.callerGone {
 			return c.n, c.err
 		}
+		last = c.err
 	}
-	return nil, fmt.Errorf("store: register namespace %q: other callers' registrations kept ending with their contexts", name)
+	return nil, fmt.Errorf("store: register namespace %q: %d other callers' registrations ended with their contexts, the last with: %w", name, maxCreationWaits, last)
+}
+
+// create carries out registration c of name and publishes its outcome,
+// even if the datastore panics (a caller that recovers must not leave
+// the name waited on forever).
+func (s *Store) create(ctx context.Context, name string, c *nsCreation) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.err = fmt.Errorf("store: register namespace %q: panic: %v", name, r)
+			s.endCreation(name, c)
+			panic(r)
+		}
+		s.endCreation(name, c)
+	}()
+	c.n, c.err = s.register(ctx, name, c.floor)
+	c.callerGone = c.err != nil && ctx.Err() != nil
+}
+
+// endCreation publishes registration c's outcome: the namespace, if
+// registered, and the end to its waiters.
+func (s *Store) endCreation(name string, c *nsCreation) {
+	s.nsMu.Lock()
+	delete(s.creating, name)
+	if c.err == nil {
+		s.ns[name] = c.n
+	}
+	s.nsMu.Unlock()
+	close(c.done)
 }
 
 // maxCreationWaits bounds how many other callers' registrations of one
@@ -480,12 +503,14 @@ func (s *Store) Namespace(ctx context.Context, name string) (*Namespace, error) 
 const maxCreationWaits = 16
 
 // nsCreation is one registration of a new namespace; done is closed when it
-// ended, with n or err set.
+// ended, with n or err set, and callerGone if it failed because its
+// caller's context ended (its waiters then try again).
 type nsCreation struct {
-	floor uint64
-	done  chan struct{}
-	n     *Namespace
-	err   error
+	floor      uint64
+	done       chan struct{}
+	n          *Namespace
+	err        error
+	callerGone bool
 }
 
 // startCreation returns the namespace if it exists now, or else the
@@ -532,10 +557,6 @@ func (s *Store) register(ctx context.Context, name string, floor uint64) (*Names
 	n := newNamespace(s, name)
 	n.setFloor(floor)
 	return n, nil
-}
-
-func isContextError(err error) bool {
-	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
 
 // Namespaces returns the names of all namespaces, in no particular order.

@@ -643,6 +643,10 @@ func TestNamespaceCreationDoesNotBlockOthers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	// Run before Close: a failing test must not leave the sync waiting.
+	var released sync.Once
+	release := func() { released.Do(func() { close(slow.release) }) }
+	defer release()
 	old, err := s.Namespace(ctx, "old")
 	if err != nil {
 		t.Fatal(err)
@@ -687,7 +691,7 @@ func TestNamespaceCreationDoesNotBlockOthers(t *testing.T) {
 	if _, err := s.Namespace(short, "new"); !errors.Is(err, context.Canceled) {
 		t.Fatalf("waiter with a cancelled context: %v", err)
 	}
-	close(slow.release)
+	release()
 	a, b := <-first, <-second
 	if a.err != nil || b.err != nil {
 		t.Fatalf("registrations: %v, %v", a.err, b.err)
@@ -719,6 +723,9 @@ func TestNamespaceWaiterRetriesWhenTheRegistrationsContextEnds(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer s.Close()
+		var released sync.Once
+		release := func() { released.Do(func() { close(slow.release) }) }
+		defer release() // before Close, should the test fail
 		first, cancel := context.WithCancel(ctx)
 		firstErr := make(chan error, 1)
 		go func() {
@@ -745,7 +752,7 @@ func TestNamespaceWaiterRetriesWhenTheRegistrationsContextEnds(t *testing.T) {
 		// The second caller's own registration waits for its sync, which
 		// passes now.
 		synctest.Wait()
-		close(slow.release)
+		release()
 		r := <-second
 		if r.err != nil || r.n == nil {
 			t.Fatalf("second caller: %v", r.err)
@@ -754,4 +761,44 @@ func TestNamespaceWaiterRetriesWhenTheRegistrationsContextEnds(t *testing.T) {
 			t.Fatalf("after: %v, %v", got, err)
 		}
 	})
+}
+
+// panickyRegistry panics on the first Put of one key.
+type panickyRegistry struct {
+	ds.Batching
+	key   ds.Key
+	fired atomic.Bool
+}
+
+func (d *panickyRegistry) Put(ctx context.Context, k ds.Key, v []byte) error {
+	if k == d.key && d.fired.CompareAndSwap(false, true) {
+		panic("disk driver bug")
+	}
+	return d.Batching.Put(ctx, k, v)
+}
+
+// TestNamespaceRegistrationPanicLeavesNameUsable: a datastore that panics
+// while a namespace is registered (recovered by the caller, as net/http
+// does) does not leave the name waited on forever.
+func TestNamespaceRegistrationPanicLeavesNameUsable(t *testing.T) {
+	ctx := t.Context()
+	d := &panickyRegistry{Batching: dssync.MutexWrap(ds.NewMapDatastore()), key: registryKey("p")}
+	s, err := Open(ctx, d, Options{Replica: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	func() {
+		defer func() {
+			if r := recover(); r == nil {
+				t.Fatal("the datastore's panic did not reach the caller")
+			}
+		}()
+		s.Namespace(ctx, "p")
+	}()
+	short, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if n, err := s.Namespace(short, "p"); err != nil || n == nil {
+		t.Fatalf("after a panicked registration: %v", err)
+	}
 }
