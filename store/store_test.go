@@ -16,6 +16,7 @@ import (
 	dssync "github.com/ipfs/go-datastore/sync"
 
 	"github.com/mycelnet/mycel/crdt"
+	"github.com/mycelnet/mycel/store/storetest"
 )
 
 const testReplica crdt.ReplicaID = 0xabc
@@ -598,33 +599,11 @@ func TestCompactionScansPositionsOnlyWhenDue(t *testing.T) {
 	}
 }
 
-// slowRegistry is a datastore whose Sync of one key waits for release
-// (entered is closed when it starts); it counts the Puts of that key.
-type slowRegistry struct {
-	ds.Batching
-	key              ds.Key
-	entered, release chan struct{}
-	once             sync.Once
-	puts             atomic.Int64
-}
-
-func (d *slowRegistry) Put(ctx context.Context, k ds.Key, v []byte) error {
-	if k == d.key {
-		d.puts.Add(1)
-	}
-	return d.Batching.Put(ctx, k, v)
-}
-
-func (d *slowRegistry) Sync(ctx context.Context, k ds.Key) error {
-	if k == d.key {
-		d.once.Do(func() { close(d.entered) })
-		select {
-		case <-d.release:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	return d.Batching.Sync(ctx, k)
+// heldRegistry is a memory datastore that holds the Sync of the named
+// namespace's registry record.
+func heldRegistry(name string) *storetest.HeldSync {
+	key := registryKey(name)
+	return storetest.NewHeldSync(dssync.MutexWrap(ds.NewMapDatastore()), func(k ds.Key) bool { return k == key })
 }
 
 // TestNamespaceCreationDoesNotBlockOthers: while a new namespace's
@@ -634,19 +613,13 @@ func (d *slowRegistry) Sync(ctx context.Context, k ds.Key) error {
 // whose context ends gives up alone.
 func TestNamespaceCreationDoesNotBlockOthers(t *testing.T) {
 	ctx := t.Context()
-	slow := &slowRegistry{
-		Batching: dssync.MutexWrap(ds.NewMapDatastore()),
-		key:      registryKey("new"), entered: make(chan struct{}), release: make(chan struct{}),
-	}
+	slow := heldRegistry("new")
 	s, err := Open(ctx, slow, Options{Replica: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	// Run before Close: a failing test must not leave the sync waiting.
-	var released sync.Once
-	release := func() { released.Do(func() { close(slow.release) }) }
-	defer release()
+	defer slow.Release() // before Close: a failing test must not leave the sync held
 	old, err := s.Namespace(ctx, "old")
 	if err != nil {
 		t.Fatal(err)
@@ -661,7 +634,7 @@ func TestNamespaceCreationDoesNotBlockOthers(t *testing.T) {
 		first <- result{n, err}
 	}()
 	select {
-	case <-slow.entered:
+	case <-slow.Entered():
 	case <-time.After(10 * time.Second):
 		t.Fatal("the registration never reached its sync")
 	}
@@ -691,7 +664,7 @@ func TestNamespaceCreationDoesNotBlockOthers(t *testing.T) {
 	if _, err := s.Namespace(short, "new"); !errors.Is(err, context.Canceled) {
 		t.Fatalf("waiter with a cancelled context: %v", err)
 	}
-	release()
+	slow.Release()
 	a, b := <-first, <-second
 	if a.err != nil || b.err != nil {
 		t.Fatalf("registrations: %v, %v", a.err, b.err)
@@ -699,7 +672,7 @@ func TestNamespaceCreationDoesNotBlockOthers(t *testing.T) {
 	if a.n != b.n || a.n == nil {
 		t.Fatal("two callers got different namespaces for one name")
 	}
-	if n := slow.puts.Load(); n != 1 {
+	if n := slow.Puts(); n != 1 {
 		t.Fatalf("%d registry records written for one namespace, want 1", n)
 	}
 	if got, err := s.Namespace(ctx, "new"); err != nil || got != a.n {
@@ -714,25 +687,20 @@ func TestNamespaceCreationDoesNotBlockOthers(t *testing.T) {
 func TestNamespaceWaiterRetriesWhenTheRegistrationsContextEnds(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx := t.Context()
-		slow := &slowRegistry{
-			Batching: dssync.MutexWrap(ds.NewMapDatastore()),
-			key:      registryKey("new"), entered: make(chan struct{}), release: make(chan struct{}),
-		}
+		slow := heldRegistry("new")
 		s, err := Open(ctx, slow, Options{Replica: 1, CompactEvery: -1})
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer s.Close()
-		var released sync.Once
-		release := func() { released.Do(func() { close(slow.release) }) }
-		defer release() // before Close, should the test fail
+		defer slow.Release() // before Close, should the test fail
 		first, cancel := context.WithCancel(ctx)
 		firstErr := make(chan error, 1)
 		go func() {
 			_, err := s.Namespace(first, "new")
 			firstErr <- err
 		}()
-		<-slow.entered
+		<-slow.Entered()
 		type result struct {
 			n   *Namespace
 			err error
@@ -752,7 +720,7 @@ func TestNamespaceWaiterRetriesWhenTheRegistrationsContextEnds(t *testing.T) {
 		// The second caller's own registration waits for its sync, which
 		// passes now.
 		synctest.Wait()
-		release()
+		slow.Release()
 		r := <-second
 		if r.err != nil || r.n == nil {
 			t.Fatalf("second caller: %v", r.err)
