@@ -290,7 +290,6 @@ func (c *cluster) drive(ctx context.Context, plan Plan, r *runResult) (time.Time
 			r.MaxLagMS = max(r.MaxLagMS, ms(l))
 		}
 	}
-	var heals []time.Time
 	id := 0
 	for id < len(ops) || len(faults) > 0 {
 		if len(faults) > 0 && (id == len(ops) || faults[0].At <= ops[id].At) {
@@ -307,9 +306,7 @@ func (c *cluster) drive(ctx context.Context, plan Plan, r *runResult) (time.Time
 				return start, err
 			}
 			if f.Kind == Heal || f.Kind == Restart {
-				at := time.Now()
-				heals = append(heals, at)
-				r.heals = append(r.heals, heal{at: at, fault: f})
+				r.heals = append(r.heals, heal{at: time.Now(), fault: f})
 			}
 			continue
 		}
@@ -325,8 +322,8 @@ func (c *cluster) drive(ctx context.Context, plan Plan, r *runResult) (time.Time
 	stop()
 	r.acks = acks
 	quiet := start
-	for _, at := range heals {
-		quiet = later(quiet, at)
+	for _, h := range r.heals {
+		quiet = later(quiet, h.at)
 	}
 	for _, a := range acks {
 		if !a.skipped {

@@ -474,16 +474,16 @@ func (s *Store) Namespace(ctx context.Context, name string) (*Namespace, error) 
 // even if the datastore panics (a caller that recovers must not leave
 // the name waited on forever).
 func (s *Store) create(ctx context.Context, name string, c *nsCreation) {
+	panicked := true // the panic itself goes on to the caller
 	defer func() {
-		if r := recover(); r != nil {
-			c.err = fmt.Errorf("store: register namespace %q: panic: %v", name, r)
-			s.endCreation(name, c)
-			panic(r)
+		if panicked {
+			c.n, c.err = nil, fmt.Errorf("store: register namespace %q: the datastore panicked", name)
 		}
 		s.endCreation(name, c)
 	}()
 	c.n, c.err = s.register(ctx, name, c.floor)
 	c.callerGone = c.err != nil && ctx.Err() != nil
+	panicked = false
 }
 
 // endCreation publishes registration c's outcome: the namespace, if
