@@ -116,8 +116,9 @@ func TestPullTurns(t *testing.T) {
 		// one held the turn for 12 s).
 		synctest.Test(t, func(t *testing.T) {
 			pt, takeovers := newTurns()
-			release := pt.take(t.Context(), nil).done
-			defer release()
+			holder := pt.take(t.Context(), nil)
+			defer holder.done()
+			holder.received()
 			defer receiving(pt)()
 			got := take(t.Context(), pt, nil)
 			time.Sleep(maxHold - time.Millisecond)
@@ -133,6 +134,7 @@ func TestPullTurns(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			pt, takeovers := newTurns()
 			holder := pt.take(t.Context(), nil)
+			holder.received() // the Done frame that starts the reconciliation
 			holder.reconcile()
 			got := take(t.Context(), pt, nil)
 			for range 100 { // frames every 100 ms for 10 s
@@ -140,14 +142,60 @@ func TestPullTurns(t *testing.T) {
 				pt.received()
 			}
 			waiting(t, got, "waiter")
-			// The reconciliation stalls: the waiter takes over within
-			// pullWait of the last frame, plus the timer period it was in.
-			d := <-got
-			if d <= 10*time.Second || d > 10*time.Second+2*pullWait {
-				t.Fatalf("waiter took over after %v, want within %v of the last frame at 10s", d, 2*pullWait)
+			// The reconciliation stalls: the waiter takes over pullWait
+			// after the last frame.
+			if d := <-got; d != 10*time.Second+pullWait {
+				t.Fatalf("waiter took over after %v, want pullWait after the last frame at 10s (%v)", d, 10*time.Second+pullWait)
 			}
 			wantTakeovers(t, takeovers, 1)
 			holder.done() // a no-op: taken over
+		})
+	})
+
+	t.Run("a holder is judged from its own progress, not the waiter's arrival", func(t *testing.T) {
+		// Found in a simulated heal: a session opened during a blackhole
+		// held the turn unanswered for 14 s, and the first waiter after
+		// the heal waited a whole pullWait more before taking it over.
+		synctest.Test(t, func(t *testing.T) {
+			pt, takeovers := newTurns()
+			stale, abandonStale := context.WithCancelCause(t.Context())
+			defer abandonStale(nil)
+			pt.take(stale, abandonStale)
+			time.Sleep(10 * pullWait)
+			if d := <-take(t.Context(), pt, nil); d != 0 {
+				t.Fatalf("waiter took over a holder unanswered for %v after %v, want at once", 10*pullWait, d)
+			}
+			if !errors.Is(context.Cause(stale), errAbandoned) {
+				t.Fatalf("the unanswered stale holder: cause %v, want errAbandoned", context.Cause(stale))
+			}
+			wantTakeovers(t, takeovers, 1)
+
+			// One reconciling state whose last frame came a second
+			// before the waiter arrived is taken over pullWait after that
+			// frame.
+			holder := pt.take(t.Context(), nil)
+			holder.received()
+			holder.reconcile()
+			time.Sleep(time.Second)
+			holder.received()
+			time.Sleep(time.Second)
+			if d := <-take(t.Context(), pt, nil); d != pullWait-time.Second {
+				t.Fatalf("waiter took over after %v, want pullWait after the holder's last frame (%v)", d, pullWait-time.Second)
+			}
+			wantTakeovers(t, takeovers, 2)
+
+			// One that pulls batches and still receives keeps the turn
+			// for maxHold after the waiter came, however long it has held
+			// it: it works, and a second session would pull the same.
+			puller := pt.take(t.Context(), nil)
+			puller.received()
+			stop := receiving(pt)
+			time.Sleep(2 * maxHold)
+			if d := <-take(t.Context(), pt, nil); d != maxHold {
+				t.Fatalf("waiter took over a working batch puller after %v, want maxHold (%v)", d, maxHold)
+			}
+			stop()
+			wantTakeovers(t, takeovers, 3)
 		})
 	})
 

@@ -164,8 +164,8 @@ func TestClientAsksOnceMoreAfterTheGrace(t *testing.T) {
 	// Client sessions report the frames they receive to the pull turns
 	// (each got at least its Done frame).
 	for _, name := range []string{"a", "b"} {
-		if n := r.spaces[name].pull.frames.Load(); n < 2 {
-			t.Fatalf("namespace %q: %d frames reported to its pull turns, want at least one per session (2)", name, n)
+		if r.spaces[name].pull.lastFrame.Load() == 0 {
+			t.Fatalf("namespace %q: no frame reported to its pull turns", name)
 		}
 	}
 
