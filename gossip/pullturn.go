@@ -21,12 +21,13 @@ import (
 // turn.
 //
 // Shorter limits were measured in session 21 (docs/BENCHMARKS.md,
-// Simulator): a 1 s maxHold cut the 30-node recovery after a blackhole by
-// a third under virtual time, but in a loaded real-time run (100 nodes on
-// two cores, where every server answers late) the extra sessions doubled
-// the bytes sync pulled and slowed the heals; stopping the old holder
-// instead, and waiting for a first frame only four times as long as
-// recent answers took, did worse still there.
+// Simulator): 1 s for any holder, answered or not, cut the 30-node
+// recovery after a blackhole by a third under virtual time, but in a
+// loaded real-time run (100 nodes on two cores, where every server answers
+// late) the extra sessions pulled 1.4–1.9× the bytes by sync and slowed
+// the heals; stopping the old holder instead, and waiting for a first
+// frame only four times as long as recent answers took, did worse still
+// there.
 const (
 	pullWait    = 3 * time.Second
 	maxHold     = pullWait
@@ -176,6 +177,10 @@ func (t *pullTurns) take(ctx context.Context, abandon context.CancelCauseFunc) *
 			wait = maxHold - now.Sub(start)
 		}
 		if wait <= 0 {
+			if ctx.Err() != nil { // a waiter that will not run leaves the holder its turn
+				t.mu.Unlock()
+				return u
+			}
 			t.takeovers.Add(1)
 			if old := t.holding; old.abandon != nil && !old.answered.Load() {
 				t.abandoned.Add(1)

@@ -170,6 +170,24 @@ func TestPullTurns(t *testing.T) {
 			}
 			wantTakeovers(t, takeovers, 1)
 
+			// Other sessions' frames do not keep an unanswered holder's
+			// turn: after a heal, answered sessions that lost the turn
+			// run on and receive.
+			unanswered, abandonUnanswered := context.WithCancelCause(t.Context())
+			defer abandonUnanswered(nil)
+			second := pt.take(unanswered, abandonUnanswered) // the turn is free: the waiter above released it
+			defer second.done()
+			others := receiving(pt)
+			time.Sleep(time.Second)
+			if d := <-take(t.Context(), pt, nil); d != pullWait-time.Second {
+				t.Fatalf("waiter took over an unanswered holder after %v while other sessions received, want pullWait after its grant (%v)", d, pullWait-time.Second)
+			}
+			others()
+			if !errors.Is(context.Cause(unanswered), errAbandoned) {
+				t.Fatalf("the unanswered holder: cause %v, want errAbandoned", context.Cause(unanswered))
+			}
+			wantTakeovers(t, takeovers, 2)
+
 			// One reconciling state whose last frame came a second
 			// before the waiter arrived is taken over pullWait after that
 			// frame.
@@ -182,7 +200,7 @@ func TestPullTurns(t *testing.T) {
 			if d := <-take(t.Context(), pt, nil); d != pullWait-time.Second {
 				t.Fatalf("waiter took over after %v, want pullWait after the holder's last frame (%v)", d, pullWait-time.Second)
 			}
-			wantTakeovers(t, takeovers, 2)
+			wantTakeovers(t, takeovers, 3)
 
 			// One that pulls batches and still receives keeps the turn
 			// for maxHold after the waiter came, however long it has held
@@ -195,7 +213,7 @@ func TestPullTurns(t *testing.T) {
 				t.Fatalf("waiter took over a working batch puller after %v, want maxHold (%v)", d, maxHold)
 			}
 			stop()
-			wantTakeovers(t, takeovers, 3)
+			wantTakeovers(t, takeovers, 4)
 		})
 	})
 
@@ -217,8 +235,9 @@ func TestPullTurns(t *testing.T) {
 			if took != pullWait {
 				t.Fatalf("takeover after %v, want pullWait (%v)", took, pullWait)
 			}
-			// The new holder receives for a while, less than maxHold: the
-			// other keeps waiting.
+			// Frames come for a while (the namespace's: the new holder
+			// itself has no answer yet), less than pullWait after its
+			// grant: the other keeps waiting.
 			for range 2 {
 				time.Sleep(time.Second)
 				pt.received()
@@ -292,8 +311,9 @@ func TestPullTurns(t *testing.T) {
 	})
 
 	t.Run("wait is bounded", func(t *testing.T) {
-		// Holders that never stop receiving lose the turn one per maxHold;
-		// waiters still queued at maxPullWait go ahead without it.
+		// Holders lose the turn one per pullWait (none is answered, and
+		// the namespace's frames do not keep an unanswered holder's
+		// turn); waiters still queued at maxPullWait go ahead without it.
 		synctest.Test(t, func(t *testing.T) {
 			pt, _ := newTurns()
 			release := pt.take(t.Context(), nil).done
@@ -334,6 +354,28 @@ func TestPullTurns(t *testing.T) {
 			}
 			if n := takeovers.Load(); n != 0 {
 				t.Fatalf("takeovers = %d after a cancelled wait, want 0", n)
+			}
+		})
+	})
+
+	t.Run("a cancelled waiter leaves a stale holder its turn", func(t *testing.T) {
+		// Found by review: a waiter that found the holder past its limit
+		// took the turn over, and abandoned the holder, before it looked
+		// at its own context.
+		synctest.Test(t, func(t *testing.T) {
+			pt, takeovers := newTurns()
+			holder, abandonHolder := context.WithCancelCause(t.Context())
+			defer abandonHolder(nil)
+			first := pt.take(holder, abandonHolder)
+			defer first.done()
+			time.Sleep(10 * pullWait)
+			ctx, cancel := context.WithCancel(t.Context())
+			cancel()
+			if u := pt.take(ctx, nil); u.ticket != 0 {
+				t.Fatalf("a cancelled waiter got ticket %d, want to go without the turn", u.ticket)
+			}
+			if n := takeovers.Load(); n != 0 || context.Cause(holder) != nil {
+				t.Fatalf("takeovers %d, holder's cause %v; want 0, none", n, context.Cause(holder))
 			}
 		})
 	})

@@ -73,7 +73,7 @@ type Stats struct {
 	SyncRefused           atomic.Int64 // sync requests refused by rate limits
 	SyncHeldBack          atomic.Int64 // sessions served that left batches to gossip (see Config.SyncGrace)
 	SyncFollowUps         atomic.Int64 // sessions run again after a server held batches back
-	SyncTurnsTakenOver    atomic.Int64 // client sessions that took their namespace's pull turn over from a stalled holder or one that held it for maxHold
+	SyncTurnsTakenOver    atomic.Int64 // client sessions that took their namespace's pull turn over from a holder past its limit (see pullTurns)
 	SyncSessionsAbandoned atomic.Int64 // client sessions reset when their turn was taken over before their server answered
 	SyncPeersHeardAgain   atomic.Int64 // syncs started with peers whose session was abandoned, once one of them forwarded a gossip message
 	SyncGapPulls          atomic.Int64 // syncs started with a peer that forwarded a batch past a gap gossip left open (see gapWatch)

@@ -183,8 +183,7 @@ type Replication struct {
 	// SyncBatchesHeld: of those, the ones applied already when they came.
 	SyncBatchesHeld int64 `json:"sync_batches_held"`
 	// SyncTurnsTakenOver: client sessions that took their namespace's pull
-	// turn over from one that had stalled or held it for maxHold (see
-	// gossip's pull turns).
+	// turn over from a holder past its limit (see gossip's pull turns).
 	SyncTurnsTakenOver int64 `json:"sync_turns_taken_over"`
 	// SyncSessionsAbandoned: of those, the stalled sessions ended because
 	// their server had not answered at all (a blackholed link).
