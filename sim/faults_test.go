@@ -208,7 +208,8 @@ func openSettled(t *testing.T, sc *Scenario) *cluster {
 
 // TestRecoveryAfterAWipeCountsTheRefetch: a node restarted on an empty store
 // holds nothing it held before; the restart's recovery time is how long it
-// took to get everything back, not 0 because it once held it.
+// took to get everything back, not 0 because it once held it. It is the
+// slowest node; the others held everything already.
 func TestRecoveryAfterAWipeCountsTheRefetch(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		no := false
@@ -229,8 +230,12 @@ func TestRecoveryAfterAWipeCountsTheRefetch(t *testing.T) {
 		if !rep.Passed || len(rep.Heals) != 1 {
 			t.Fatalf("passed %v, heals %+v: %q", rep.Passed, rep.Heals, rep.Failures)
 		}
-		if h := rep.Heals[0]; h.RecoveredMS <= 0 {
+		h := rep.Heals[0]
+		if h.RecoveredMS <= 0 {
 			t.Fatalf("the wiped node's restart recovered in %.1f ms", h.RecoveredMS)
+		}
+		if h.Slowest != "a-2" || h.Nodes.Count != 3 || h.Nodes.P50 != 0 || h.Nodes.Max != h.RecoveredMS {
+			t.Fatalf("per node: slowest %q, %+v; want a-2, 3 nodes, the median 0 and the max the recovery (%.1f ms)", h.Slowest, h.Nodes, h.RecoveredMS)
 		}
 	})
 }

@@ -970,8 +970,17 @@ func (r *netnsRun) finish(ctx context.Context, rep *Report, acks []netnsAck, hea
 		}
 		return false
 	}
+	names := make([]string, len(r.nodes))
+	isLive := make([]bool, len(r.nodes))
+	for i, n := range r.nodes {
+		names[i] = n.name
+	}
+	for _, i := range live {
+		isLive[i] = true
+	}
 	for _, h := range heals {
 		hr := HealReport{AtMS: ms(h.at.Sub(t0)), Fault: h.fault.describe()}
+		latest := make([]int64, len(r.nodes))
 		for _, a := range acks {
 			if a.state != acked || a.op.Kind != OpPut || !a.at.Before(h.at) || lenient(a) {
 				continue
@@ -979,10 +988,11 @@ func (r *netnsRun) finish(ctx context.Context, rep *Report, acks []netnsAck, hea
 			at := arrivals[a.op.Value]
 			for _, i := range live {
 				if at != nil && !at[i].IsZero() && !crashedBetween(i, h.at, at[i]) {
-					hr.RecoveredMS = max(hr.RecoveredMS, ms(at[i].Sub(h.at)))
+					latest[i] = max(latest[i], int64(at[i].Sub(h.at)))
 				}
 			}
 		}
+		nodeRecovery(&hr, isLive, make([]bool, len(r.nodes)), latest, names)
 		rep.Heals = append(rep.Heals, hr)
 	}
 	for from := range r.sc.Regions {

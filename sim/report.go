@@ -108,6 +108,14 @@ type HealReport struct {
 	// RecoveredMS: from the heal until every live node held every op
 	// acknowledged before it; -1 if some never did.
 	RecoveredMS float64 `json:"recovered_ms"`
+	// Nodes: each live node's own recovery, from the heal until it held
+	// every op acknowledged before it, over the nodes that did (Count).
+	// The last node alone makes RecoveredMS; the median shows whether the
+	// rest of the cluster was quick.
+	Nodes Percentiles `json:"nodes_ms"`
+	// Slowest names the node that recovered last ("" when every node
+	// already held everything, or when some node never did).
+	Slowest string `json:"slowest,omitempty"`
 }
 
 // RegionReport is one region's share of the run.

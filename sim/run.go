@@ -480,30 +480,30 @@ func (c *cluster) healRecovery(r *runResult, live []bool, skip map[int]bool) []H
 	for _, h := range r.heals {
 		hr := HealReport{AtMS: ms(h.at.Sub(r.start)), Fault: h.fault.describe(), RecoveredMS: 0}
 		cut := int64(h.at.Sub(r.start))
-		var latest int64
-		complete := true
+		latest := make([]int64, len(live)) // per node: when it held the last op, from the heal
+		never := make([]bool, len(live))
 		for id := range c.track.ops {
 			op := &c.track.ops[id]
 			if !op.registered || skip[id] || op.at.After(h.at) {
 				continue
 			}
 			for n := range op.seen {
-				if !live[n] {
+				if !live[n] || never[n] {
 					continue
 				}
 				s := c.track.heldSince(n, id, h.at)
 				if s == 0 {
-					complete = false
-					break
+					never[n] = true
+					continue
 				}
-				latest = max(latest, s-1)
+				latest[n] = max(latest[n], s-1-cut)
 			}
 		}
-		if !complete {
-			hr.RecoveredMS = -1
-		} else {
-			hr.RecoveredMS = ms(time.Duration(max(latest-cut, 0)))
+		names := make([]string, len(c.members))
+		for i, m := range c.members {
+			names[i] = m.name
 		}
+		nodeRecovery(&hr, live, never, latest, names)
 		out = append(out, hr)
 	}
 	return out
@@ -527,4 +527,31 @@ func (c *cluster) regionDetail(r *runResult, live []bool) []RegionReport {
 		}
 	}
 	return out
+}
+
+// nodeRecovery fills hr's recovery from each node's own: when it held the
+// last op it lacked (from the heal, in nanoseconds), and whether it never
+// did.
+func nodeRecovery(hr *HealReport, live, never []bool, latest []int64, names []string) {
+	var each []time.Duration
+	slowest, incomplete := -1, false
+	for n := range live {
+		switch {
+		case !live[n]:
+		case never[n]:
+			incomplete = true
+		default:
+			each = append(each, time.Duration(max(latest[n], 0)))
+			if latest[n] > 0 && (slowest < 0 || latest[n] > latest[slowest]) {
+				slowest = n
+			}
+		}
+	}
+	hr.Nodes = percentiles(each)
+	switch {
+	case incomplete:
+		hr.RecoveredMS = -1
+	case slowest >= 0:
+		hr.RecoveredMS, hr.Slowest = hr.Nodes.Max, names[slowest]
+	}
 }

@@ -130,7 +130,11 @@ func printReport(cmd *cobra.Command, r *sim.Report) {
 		if h.RecoveredMS >= 0 {
 			rec = fmt.Sprintf("%.0f ms", h.RecoveredMS)
 		}
-		fmt.Fprintf(w, "recovery\t%s at %.1f s: every live node caught up after %s\n", h.Fault, h.AtMS/1000, rec)
+		var detail string
+		if h.Slowest != "" {
+			detail = fmt.Sprintf(" (half the nodes within %.0f ms; last %s)", h.Nodes.P50, h.Slowest)
+		}
+		fmt.Fprintf(w, "recovery\t%s at %.1f s: every live node caught up after %s%s\n", h.Fault, h.AtMS/1000, rec, detail)
 	}
 	c := r.Cost
 	if r.Backend == "netns" {

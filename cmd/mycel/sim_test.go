@@ -104,6 +104,14 @@ func TestSimNetns(t *testing.T) {
 		} `json:"divergence"`
 		Propagation struct{ P50 float64 } `json:"propagation_ms"`
 		CrossedCut  *int64                `json:"crossed_cut"`
+		Heals       []struct {
+			RecoveredMS float64 `json:"recovered_ms"`
+			Nodes       struct {
+				Max   float64 `json:"max"`
+				Count int     `json:"count"`
+			} `json:"nodes_ms"`
+			Slowest string `json:"slowest"`
+		} `json:"heals"`
 	}
 	if err := json.Unmarshal(raw, &rep); err != nil {
 		t.Fatal(err)
@@ -120,6 +128,16 @@ func TestSimNetns(t *testing.T) {
 	}
 	if !split {
 		t.Fatalf("the replicas never diverged during the split: %s", raw)
+	}
+	// Each heal and restart reports every node's own recovery, and which
+	// node was last.
+	if len(rep.Heals) == 0 {
+		t.Fatalf("no heals reported: %s", raw)
+	}
+	for _, h := range rep.Heals {
+		if h.Nodes.Count == 0 || (h.RecoveredMS > 0 && (h.Slowest == "" || h.Nodes.Max != h.RecoveredMS)) {
+			t.Fatalf("heal %+v: want each node's recovery, and the slowest named", h)
+		}
 	}
 	left, err := exec.Command("ip", "netns", "list").Output()
 	if err != nil {
