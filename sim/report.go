@@ -113,7 +113,8 @@ type HealReport struct {
 	// The last node alone makes RecoveredMS; the median shows whether the
 	// rest of the cluster was quick.
 	Nodes Percentiles `json:"nodes_ms"`
-	// Slowest names the node that recovered last ("" when every node
+	// Slowest names the node that recovered last (of several at the same
+	// moment, the first in the scenario's order; "" when every node
 	// already held everything, or when some node never did).
 	Slowest string `json:"slowest,omitempty"`
 }
