@@ -241,6 +241,39 @@ func TestRecoveryAfterAWipeCountsTheRefetch(t *testing.T) {
 	})
 }
 
+// TestNodeRecovery: the per-node recovery of a heal, from each node's
+// time to hold the last op it lacked. Nodes not live are left out; a node
+// that never caught up makes the heal unrecovered and names no one; when
+// every node held everything already, the recovery is 0 and no node is
+// named; of nodes tied for last, the first is named.
+func TestNodeRecovery(t *testing.T) {
+	names := []string{"a-0", "a-1", "b-0", "b-1"}
+	ms := func(n int64) int64 { return n * int64(time.Millisecond) }
+	for _, tc := range []struct {
+		name        string
+		live, never []bool
+		latest      []int64
+		recovered   float64
+		slowest     string
+		p50         float64
+		count       int
+	}{
+		{"nothing lacked", []bool{true, true, true, true}, make([]bool, 4), []int64{0, 0, 0, 0}, 0, "", 0, 4},
+		{"one lagged", []bool{true, true, true, true}, make([]bool, 4), []int64{0, ms(30), ms(10), 0}, 30, "a-1", 0, 4},
+		{"the down node left out", []bool{true, false, true, true}, make([]bool, 4), []int64{ms(5), ms(900), ms(20), ms(10)}, 20, "b-0", 10, 3},
+		{"a tie names the first", []bool{true, true, true, true}, make([]bool, 4), []int64{ms(5), ms(40), ms(40), ms(10)}, 40, "a-1", 10, 4},
+		{"one never caught up", []bool{true, true, true, true}, []bool{false, false, true, false}, []int64{ms(5), ms(40), 0, 0}, -1, "", 5, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var hr HealReport
+			nodeRecovery(&hr, tc.live, tc.never, tc.latest, names)
+			if hr.RecoveredMS != tc.recovered || hr.Slowest != tc.slowest || hr.Nodes.P50 != tc.p50 || hr.Nodes.Count != tc.count {
+				t.Fatalf("recovered %v, slowest %q, nodes %+v; want %v, %q, p50 %v over %d", hr.RecoveredMS, hr.Slowest, hr.Nodes, tc.recovered, tc.slowest, tc.p50, tc.count)
+			}
+		})
+	}
+}
+
 // TestLinkBurstIsOneTick: a link lets through at once what its bandwidth
 // carries in one delivery tick, at least one packet and at most 65,535
 // bytes; and simnet takes it so: eight packets sent together arrive at
