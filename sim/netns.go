@@ -992,7 +992,7 @@ func (r *netnsRun) finish(ctx context.Context, rep *Report, acks []netnsAck, hea
 				}
 			}
 		}
-		nodeRecovery(&hr, isLive, make([]bool, len(r.nodes)), latest, names)
+		nodeRecovery(&hr, isLive, nil, latest, names)
 		rep.Heals = append(rep.Heals, hr)
 	}
 	for from := range r.sc.Regions {

@@ -477,6 +477,10 @@ func (c *cluster) finish(r *runResult, plan Plan) {
 // node live at the end held every op acknowledged before it.
 func (c *cluster) healRecovery(r *runResult, live []bool, skip map[int]bool) []HealReport {
 	var out []HealReport
+	names := make([]string, len(c.members))
+	for i, m := range c.members {
+		names[i] = m.name
+	}
 	for _, h := range r.heals {
 		hr := HealReport{AtMS: ms(h.at.Sub(r.start)), Fault: h.fault.describe(), RecoveredMS: 0}
 		cut := int64(h.at.Sub(r.start))
@@ -498,10 +502,6 @@ func (c *cluster) healRecovery(r *runResult, live []bool, skip map[int]bool) []H
 				}
 				latest[n] = max(latest[n], s-1-cut)
 			}
-		}
-		names := make([]string, len(c.members))
-		for i, m := range c.members {
-			names[i] = m.name
 		}
 		nodeRecovery(&hr, live, never, latest, names)
 		out = append(out, hr)
@@ -531,14 +531,14 @@ func (c *cluster) regionDetail(r *runResult, live []bool) []RegionReport {
 
 // nodeRecovery fills hr's recovery from each node's own: when it held the
 // last op it lacked (from the heal, in nanoseconds), and whether it never
-// did.
+// did (never may be nil: every node did).
 func nodeRecovery(hr *HealReport, live, never []bool, latest []int64, names []string) {
 	var each []time.Duration
 	slowest, incomplete := -1, false
 	for n := range live {
 		switch {
 		case !live[n]:
-		case never[n]:
+		case never != nil && never[n]:
 			incomplete = true
 		default:
 			each = append(each, time.Duration(max(latest[n], 0)))
