@@ -80,6 +80,19 @@ type Config struct {
 	// each batch about 16 times where 4 would do. Default 6 (gossipsub's);
 	// 2 to 32.
 	MeshDegree int
+	// MeshDegreeLow is gossipsub's Dlo: a node with fewer mesh peers than
+	// this grafts more at its next heartbeat. Default 0: gossipsub's own 5
+	// at MeshDegree 6, else two thirds of MeshDegree, at least 1. At
+	// MeshDegree 2 that is 1, so a node may keep a single mesh link, and
+	// the mesh of a large cluster splits into islands that hear each
+	// other's batches only through IHAVE gossip or sync, a heartbeat later.
+	// In the simulator's 100-node runs (testdata/speed-100-d2.yaml) a
+	// third of the nodes had one link and the mesh had 8 or 9 parts; with
+	// MeshDegreeLow 2 it stayed whole, and propagation p50 fell from
+	// 1.1–1.7 s to 0.4–0.6 s. In small clusters it costs copies: 5 nodes at
+	// MeshDegree 2 sent 2,038–2,648 bytes per key against 1,410 (`mycel
+	// bench` sustained, 1,000 puts/s). 1 to MeshDegree.
+	MeshDegreeLow int
 	// FloodPublish sends this node's own batches straight to every
 	// connected peer in the namespace, not only to its mesh peers (which
 	// forward them): one hop fewer for peers outside the writer's mesh, at
@@ -179,6 +192,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.MeshDegree < 2 || c.MeshDegree > 32 {
 		return c, fmt.Errorf("%w: MeshDegree %d: want 2 to 32", ErrConfig, c.MeshDegree)
 	}
+	if c.MeshDegreeLow < 0 || c.MeshDegreeLow > c.MeshDegree {
+		return c, fmt.Errorf("%w: MeshDegreeLow %d: want 1 to MeshDegree (%d), or 0 for two thirds of it", ErrConfig, c.MeshDegreeLow, c.MeshDegree)
+	}
 	for _, a := range append(append([]string(nil), c.Listen...), c.Bootstrap...) {
 		if _, err := multiaddr.NewMultiaddr(a); err != nil {
 			return c, fmt.Errorf("%w: multiaddr %q: %v", ErrConfig, a, err)
@@ -272,8 +288,10 @@ func WithLogger(l *slog.Logger) Option {
 const defaultMeshDegree = 6
 
 // meshParams returns gossipsub's parameters with mesh degree d (2 to 32)
-// and the bounds around it scaled as gossipsub's defaults are (D=6: Dlo=4,
-// Dhi=12, Dout=2, Dlazy=6; Dlazy no higher than 6), and each message
+// and the bounds around it scaled about as gossipsub's defaults are (D=6:
+// Dlo=5, Dhi=12, Dout=2, Dlazy=6; here Dlo is two thirds of d, at least
+// 1, and Dlazy no higher than 6), Dlo set to lo instead
+// if lo is not 0 (1 to d; Dout then stays below it), and each message
 // advertised in IHAVE gossip at one heartbeat instead of three
 // (HistoryGossip 1); everything else is gossipsub's default.
 //
@@ -283,14 +301,17 @@ const defaultMeshDegree = 6
 // the batches (the simulator's 100-node runs: 163 MB of control traffic
 // against 79 MB of data; 5 nodes at 1,000 puts/s: ~40% of the bytes per
 // key). docs/BENCHMARKS.md has the runs.
-func meshParams(d int) pubsub.GossipSubParams {
+func meshParams(d, lo int) pubsub.GossipSubParams {
 	p := pubsub.DefaultGossipSubParams()
 	p.HistoryGossip = 1
-	if d == defaultMeshDegree {
+	if d == defaultMeshDegree && (lo == 0 || lo == p.Dlo) {
 		return p
 	}
 	p.D = d
 	p.Dlo = max(d*2/3, 1)
+	if lo != 0 {
+		p.Dlo = lo
+	}
 	p.Dhi = 2 * d
 	p.Dout = max(min(p.Dlo-1, d/2-1, d/3), 0)
 	p.Dscore = min(p.Dscore, p.Dhi)

@@ -148,7 +148,7 @@ func (n *Node) open(ctx context.Context) error {
 	n.ps, err = pubsub.NewGossipSub(n.ctx, n.host,
 		append(append(gossip.PubSubOptions(lim),
 			pubsub.WithRawTracer(n.mesh),
-			pubsub.WithGossipSubParams(meshParams(n.cfg.MeshDegree)),
+			pubsub.WithGossipSubParams(meshParams(n.cfg.MeshDegree, n.cfg.MeshDegreeLow)),
 			pubsub.WithFloodPublish(n.cfg.FloodPublish),
 			pubsub.WithPeerExchange(n.cfg.PeerExchange)), n.opts.psOpts...)...)
 	if err != nil {

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -281,17 +282,26 @@ func TestMeshDegreeBounds(t *testing.T) {
 	}
 	defer h.Close()
 	for d := 2; d <= 32; d++ {
-		ctx, cancel := context.WithCancel(context.Background())
-		p := meshParams(d)
-		_, err := pubsub.NewGossipSub(ctx, h, pubsub.WithGossipSubParams(p))
-		cancel()
-		if err != nil {
-			t.Errorf("MeshDegree %d: %v", d, err)
-		}
-		// IHAVE gossip: each message once, to at most gossipsub's default
-		// number of peers (docs/ARCHITECTURE.md, "IHAVE gossip, once").
-		if p.HistoryGossip != 1 || p.Dlazy > pubsub.GossipSubDlazy || p.Dlazy > d {
-			t.Errorf("MeshDegree %d: HistoryGossip %d, Dlazy %d", d, p.HistoryGossip, p.Dlazy)
+		for _, lo := range []int{0, 1, (d + 1) / 2, d} {
+			ctx, cancel := context.WithCancel(context.Background())
+			p := meshParams(d, lo)
+			_, err := pubsub.NewGossipSub(ctx, h, pubsub.WithGossipSubParams(p))
+			cancel()
+			if err != nil {
+				t.Errorf("MeshDegree %d, MeshDegreeLow %d: %v", d, lo, err)
+			}
+			want := cmp.Or(lo, max(d*2/3, 1))
+			if d == 6 && lo == 0 {
+				want = pubsub.GossipSubDlo
+			}
+			if p.D != d || p.Dlo != want {
+				t.Errorf("MeshDegree %d, MeshDegreeLow %d: D %d, Dlo %d, want %d and %d", d, lo, p.D, p.Dlo, d, want)
+			}
+			// IHAVE gossip: each message once, to at most gossipsub's default
+			// number of peers (docs/ARCHITECTURE.md, "IHAVE gossip, once").
+			if p.HistoryGossip != 1 || p.Dlazy > pubsub.GossipSubDlazy || p.Dlazy > d {
+				t.Errorf("MeshDegree %d: HistoryGossip %d, Dlazy %d", d, p.HistoryGossip, p.Dlazy)
+			}
 		}
 	}
 	for _, d := range []int{-1, 1, 33} {
@@ -299,6 +309,20 @@ func TestMeshDegreeBounds(t *testing.T) {
 		cfg.MeshDegree = d
 		if _, err := cfg.withDefaults(); !errors.Is(err, ErrConfig) {
 			t.Errorf("MeshDegree %d: err = %v, want ErrConfig", d, err)
+		}
+	}
+	for _, c := range []struct{ d, lo int }{{2, -1}, {2, 3}, {0, 7}, {4, 5}} {
+		cfg := DefaultLocalConfig()
+		cfg.MeshDegree, cfg.MeshDegreeLow = c.d, c.lo
+		if _, err := cfg.withDefaults(); !errors.Is(err, ErrConfig) {
+			t.Errorf("MeshDegree %d, MeshDegreeLow %d: err = %v, want ErrConfig", c.d, c.lo, err)
+		}
+	}
+	for _, c := range []struct{ d, lo int }{{2, 2}, {0, 6}, {0, 1}, {32, 0}} {
+		cfg := DefaultLocalConfig()
+		cfg.MeshDegree, cfg.MeshDegreeLow = c.d, c.lo
+		if _, err := cfg.withDefaults(); err != nil {
+			t.Errorf("MeshDegree %d, MeshDegreeLow %d: %v", c.d, c.lo, err)
 		}
 	}
 }

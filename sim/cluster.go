@@ -157,6 +157,7 @@ func (c *cluster) start(ctx context.Context, m *member) error {
 		SyncInterval:     c.sc.SyncInterval,
 		DisablePublish:   c.sc.DisablePublish,
 		MeshDegree:       c.sc.MeshDegree,
+		MeshDegreeLow:    c.sc.MeshDegreeLow,
 		FloodPublish:     c.sc.FloodPublish,
 		PeerExchange:     c.sc.PeerExchange,
 		MaxRedialBackoff: redialBackoff,

@@ -304,6 +304,9 @@ func (r *netnsRun) start(ctx context.Context, n *netnsNode) error {
 	if r.sc.MeshDegree > 0 {
 		args = append(args, "--mesh-degree", strconv.Itoa(r.sc.MeshDegree))
 	}
+	if r.sc.MeshDegreeLow > 0 {
+		args = append(args, "--mesh-degree-low", strconv.Itoa(r.sc.MeshDegreeLow))
+	}
 	if r.sc.FloodPublish {
 		args = append(args, "--flood-publish")
 	}

@@ -18,12 +18,12 @@ func TestParseScenario(t *testing.T) {
 }
 
 func TestParseGossipKnobs(t *testing.T) {
-	sc, err := ParseScenario([]byte("regions:\n  - {name: us, nodes: 2}\nworkload: {rate: 1, keys: 1}\nmesh_degree: 2\nflood_publish: true\npeer_exchange: true\n"))
+	sc, err := ParseScenario([]byte("regions:\n  - {name: us, nodes: 2}\nworkload: {rate: 1, keys: 1}\nmesh_degree: 2\nmesh_degree_low: 2\nflood_publish: true\npeer_exchange: true\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sc.MeshDegree != 2 || !sc.FloodPublish || !sc.PeerExchange {
-		t.Fatalf("mesh degree %d, flood publish %v, peer exchange %v", sc.MeshDegree, sc.FloodPublish, sc.PeerExchange)
+	if sc.MeshDegree != 2 || sc.MeshDegreeLow != 2 || !sc.FloodPublish || !sc.PeerExchange {
+		t.Fatalf("mesh degree %d low %d, flood publish %v, peer exchange %v", sc.MeshDegree, sc.MeshDegreeLow, sc.FloodPublish, sc.PeerExchange)
 	}
 }
 
@@ -69,6 +69,9 @@ func TestParseErrors(t *testing.T) {
 		{"missing link", "regions:\n  - {name: us, nodes: 2}\n  - {name: eu, nodes: 2}\n", "no link between us and eu"},
 		{"loss over 100%", head + "faults:\n  - {at: 1s, kind: latency, link: [us, eu], loss: 150}\n", "line 7"},
 		{"mesh degree 1", head + "mesh_degree: 1\n", "line 6"},
+		{"mesh degree low over the degree", head + "mesh_degree: 2\nmesh_degree_low: 3\n", "line 7"},
+		{"mesh degree low over the default degree", head + "mesh_degree_low: 7\n", "want 1 to the mesh degree (6)"},
+		{"negative mesh degree low", head + "mesh_degree_low: -1\n", "line 6"},
 		{"empty", "", "empty file"},
 		{"rate not a number", head + "workload: {rate: .nan, duration: 10s, keys: 1}\n", "line 6"},
 		{"infinite rate", head + "workload: {rate: .inf, keys: 1}\n", "line 6"},

@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math"
@@ -41,6 +42,10 @@ type Scenario struct {
 	// MeshDegree is every node's gossipsub mesh degree (node.Config's
 	// MeshDegree). Default 0: the node default, 6.
 	MeshDegree int `yaml:"mesh_degree"`
+	// MeshDegreeLow is every node's gossipsub Dlo (node.Config's
+	// MeshDegreeLow), 1 to the mesh degree. Default 0: the node default
+	// (5 at degree 6, else two thirds of the degree, at least 1).
+	MeshDegreeLow int `yaml:"mesh_degree_low"`
 	// FloodPublish makes every node send its own batches straight to
 	// every connected peer too (node.Config's FloodPublish). Default false.
 	FloodPublish bool `yaml:"flood_publish"`
@@ -318,6 +323,9 @@ func invalid(path []any, format string, args ...any) error {
 func (sc *Scenario) Validate() error {
 	if sc.MeshDegree != 0 && (sc.MeshDegree < 2 || sc.MeshDegree > 32) {
 		return invalid([]any{"mesh_degree"}, "%d: want 2 to 32 (or leave it out)", sc.MeshDegree)
+	}
+	if d := cmp.Or(sc.MeshDegree, 6); sc.MeshDegreeLow < 0 || sc.MeshDegreeLow > d {
+		return invalid([]any{"mesh_degree_low"}, "%d: want 1 to the mesh degree (%d), or leave it out", sc.MeshDegreeLow, d)
 	}
 	if len(sc.Regions) == 0 {
 		return invalid([]any{"regions"}, "no regions")

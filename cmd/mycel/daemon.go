@@ -103,6 +103,9 @@ func plan(s settings, stderr io.Writer) (daemonPlan, error) {
 	if s.MeshDegree < 2 || s.MeshDegree > 32 {
 		return p, usageError{fmt.Errorf("--mesh-degree %d: want 2 to 32", s.MeshDegree)}
 	}
+	if s.MeshDegreeLow < 0 || s.MeshDegreeLow > s.MeshDegree {
+		return p, usageError{fmt.Errorf("--mesh-degree-low %d: want 1 to --mesh-degree (%d), or 0 for two thirds of it", s.MeshDegreeLow, s.MeshDegree)}
+	}
 	for _, name := range s.Namespace {
 		if err := node.ValidNamespaceName(name, crdt.Limits{MaxValueBytes: s.MaxValueBytes}); err != nil {
 			return p, usageError{fmt.Errorf("--namespace %q: %v", name, err)}
@@ -133,8 +136,8 @@ func plan(s settings, stderr io.Writer) (daemonPlan, error) {
 	p.cfg = node.Config{
 		DataDir: s.DataDir, Listen: s.Listen, Bootstrap: s.Bootstrap, MDNS: s.MDNS, DHT: s.DHT,
 		NoSync: s.NoSync, SyncInterval: s.SyncInterval, MeshDegree: s.MeshDegree, FloodPublish: s.FloodPublish,
-		PeerExchange: s.PeerExchange,
-		Limits:       crdt.Limits{MaxValueBytes: s.MaxValueBytes},
+		MeshDegreeLow: s.MeshDegreeLow, PeerExchange: s.PeerExchange,
+		Limits: crdt.Limits{MaxValueBytes: s.MaxValueBytes},
 	}
 	p.cfg.NAT = s.NAT
 	for _, a := range s.AllowPeer {

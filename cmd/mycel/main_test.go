@@ -641,6 +641,8 @@ func TestUsageErrors(t *testing.T) {
 		{"value limit over one operation", []string{"daemon", "--max-value-bytes", "4000000"}, "one operation carries at most"},
 		{"sync interval zero", []string{"daemon", "--sync-interval", "0s"}, "--sync-interval 0s: want a positive duration"},
 		{"mesh degree zero", []string{"daemon", "--mesh-degree", "0"}, "--mesh-degree 0: want 2 to 32"},
+		{"mesh degree low over the degree", []string{"daemon", "--mesh-degree", "2", "--mesh-degree-low", "3"}, "--mesh-degree-low 3: want 1 to --mesh-degree (2)"},
+		{"negative mesh degree low", []string{"daemon", "--mesh-degree-low", "-1"}, "--mesh-degree-low -1: want 1 to --mesh-degree (6)"},
 		{"empty namespace at start", []string{"daemon", "--namespace", "inventory", "--namespace", ""}, `--namespace "": crdt: invalid operation: namespace: store: invalid namespace name: empty`},
 		{"API port out of range", []string{"daemon", "--api", "127.0.0.1:99999"}, "want HOST:PORT"},
 		{"allowed peer not a peer id", []string{"daemon", "--allow-peer", "bob"}, `--allow-peer "bob": not a peer id`},

@@ -42,6 +42,7 @@ type settings struct {
 	NoSync        bool          `name:"no-sync" usage:"acknowledge writes before fsync (faster; a crash loses up to the last 100 ms of writes)"`
 	MaxValueBytes int           `name:"max-value-bytes" usage:"largest value (and request body) accepted"`
 	MeshDegree    int           `name:"mesh-degree" usage:"gossipsub mesh degree D, 2 to 32: fewer duplicate sends below the default, more redundancy above it"`
+	MeshDegreeLow int           `name:"mesh-degree-low" usage:"gossipsub's Dlo, 1 to --mesh-degree: a node with fewer mesh peers grafts more (0: gossipsub's 5 at degree 6, else two thirds of the degree, at least 1; at degree 2 set 2, or a large cluster's mesh splits into islands)"`
 	FloodPublish  bool          `name:"flood-publish" usage:"also send this node's own changes straight to every connected peer in the namespace, not only along the gossip mesh (one hop fewer, more duplicate sends)"`
 	PeerExchange  bool          `name:"peer-exchange" usage:"answer each peer pruned from (or refused into) this node's full gossip mesh with up to 16 other peers to dial (gossipsub peer exchange): for the nodes others bootstrap from"`
 	ShutdownWait  time.Duration `name:"shutdown-timeout" usage:"bound on graceful shutdown after SIGINT/SIGTERM: draining API requests gets at most half, closing the node the rest"`
