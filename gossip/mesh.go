@@ -51,8 +51,6 @@ func (w *MeshWatch) Graft(p peer.ID, topic string) {
 // it and implement only the events they watch.
 type nopTracer struct{}
 
-func (nopTracer) AddPeer(peer.ID, protocol.ID)                         {}
-func (nopTracer) RemovePeer(peer.ID)                                   {}
 func (nopTracer) Join(string)                                          {}
 func (nopTracer) Leave(string)                                         {}
 func (nopTracer) Graft(peer.ID, string)                                {}

@@ -86,12 +86,14 @@ type Config struct {
 	// MeshDegree 2 that is 1, so a node may keep a single mesh link, and
 	// the mesh of a large cluster splits into islands that hear each
 	// other's batches only through IHAVE gossip or sync, a heartbeat later.
-	// In the simulator's 100-node runs (testdata/speed-100-d2.yaml) a
+	// In the simulator's 100-node runs (sim/testdata/speed-100-d2.yaml) a
 	// third of the nodes had one link and the mesh had 8 or 9 parts; with
-	// MeshDegreeLow 2 it stayed whole, and propagation p50 fell from
-	// 1.1–1.7 s to 0.4–0.6 s. In small clusters it costs copies: 5 nodes at
-	// MeshDegree 2 sent 2,038–2,648 bytes per key against 1,410 (`mycel
-	// bench` sustained, 1,000 puts/s). 1 to MeshDegree.
+	// MeshDegreeLow 2 it stayed whole or nearly, and propagation p50 fell
+	// from 1.1–1.7 s to 0.4–0.6 s. In small clusters it costs copies, as no
+	// node may then be a leaf of a tree: 5 nodes at MeshDegree 2 sent
+	// 2,038–2,648 bytes per key against 1,410–1,428 in most runs (`mycel
+	// bench` sustained at 1,000 puts/s, with a temporary build setting it;
+	// docs/BENCHMARKS.md, Simulator, session 22). 1 to MeshDegree.
 	MeshDegreeLow int
 	// FloodPublish sends this node's own batches straight to every
 	// connected peer in the namespace, not only to its mesh peers (which
@@ -193,7 +195,7 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("%w: MeshDegree %d: want 2 to 32", ErrConfig, c.MeshDegree)
 	}
 	if c.MeshDegreeLow < 0 || c.MeshDegreeLow > c.MeshDegree {
-		return c, fmt.Errorf("%w: MeshDegreeLow %d: want 1 to MeshDegree (%d), or 0 for two thirds of it", ErrConfig, c.MeshDegreeLow, c.MeshDegree)
+		return c, fmt.Errorf("%w: MeshDegreeLow %d: want 1 to MeshDegree (%d), or 0 for the default (5 at degree 6, else two thirds of the degree, at least 1)", ErrConfig, c.MeshDegreeLow, c.MeshDegree)
 	}
 	for _, a := range append(append([]string(nil), c.Listen...), c.Bootstrap...) {
 		if _, err := multiaddr.NewMultiaddr(a); err != nil {

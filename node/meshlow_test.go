@@ -13,11 +13,13 @@ import (
 )
 
 // meshPeers is a pubsub.RawTracer that keeps one node's gossip mesh per
-// topic, from its GRAFT and PRUNE events.
+// topic, from its GRAFT and PRUNE events and its peers leaving.
 type meshPeers struct {
 	mu   sync.Mutex
 	mesh map[string]map[peer.ID]bool
 }
+
+var _ pubsub.RawTracer = (*meshPeers)(nil)
 
 func (m *meshPeers) Graft(p peer.ID, topic string) {
 	m.mu.Lock()
@@ -37,7 +39,9 @@ func (m *meshPeers) Prune(p peer.ID, topic string) {
 	delete(m.mesh[topic], p)
 }
 
-func (m *meshPeers) RemovePeer(p peer.ID) {
+// OnClosedOutboundStream is how gossipsub removes a peer that went away
+// from its meshes: it calls no Prune for it.
+func (m *meshPeers) OnClosedOutboundStream(p peer.ID) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, peers := range m.mesh {
@@ -56,7 +60,6 @@ func (m *meshPeers) count() map[string]int {
 	return out
 }
 
-func (*meshPeers) AddPeer(peer.ID, protocol.ID)                         {}
 func (*meshPeers) Join(string)                                          {}
 func (*meshPeers) Leave(string)                                         {}
 func (*meshPeers) ValidateMessage(*pubsub.Message)                      {}
@@ -69,8 +72,26 @@ func (*meshPeers) SendRPC(*pubsub.RPC, peer.ID)                         {}
 func (*meshPeers) DropRPC(*pubsub.RPC, peer.ID)                         {}
 func (*meshPeers) UndeliverableMessage(*pubsub.Message)                 {}
 func (*meshPeers) OnNewOutboundStream(peer.ID, protocol.ID)             {}
-func (*meshPeers) OnClosedOutboundStream(peer.ID)                       {}
 func (*meshPeers) SendRPCCompleted(*pubsub.RPC, peer.ID, time.Duration) {}
+
+// TestMeshDegreeLowReachesGossipsub: the node runs gossipsub with the Dlo
+// its Config asks for, and gossipsub's own at the default degree.
+func TestMeshDegreeLowReachesGossipsub(t *testing.T) {
+	for _, c := range []struct{ d, lo, want int }{{2, 2, 2}, {2, 0, 1}, {0, 0, pubsub.GossipSubDlo}, {0, 2, 2}, {8, 8, 8}} {
+		cfg := DefaultLocalConfig()
+		cfg.MeshDegree, cfg.MeshDegreeLow = c.d, c.lo
+		n, err := Open(context.Background(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := n.meshParams.Dlo; got != c.want {
+			t.Errorf("MeshDegree %d, MeshDegreeLow %d: gossipsub Dlo %d, want %d", c.d, c.lo, got, c.want)
+		}
+		if err := n.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
 
 // TestMeshDegreeLowKeepsTwoLinks: at mesh degree 2 with MeshDegreeLow 2,
 // every node of a fully connected cluster has at least two mesh peers in

@@ -57,7 +57,9 @@ type Node struct {
 	gater     *Gater
 	ps        *pubsub.PubSub
 	mesh      *gossip.MeshWatch // gossipsub's grafts, for rep
-	rep       *gossip.Replicator
+	// meshParams are the gossipsub parameters the node runs with.
+	meshParams pubsub.GossipSubParams
+	rep        *gossip.Replicator
 	// repReady publishes rep to the store's commit goroutine.
 	repReady atomic.Pointer[gossip.Replicator]
 	// unsynced holds local batches committed without a sync (NoSync)
@@ -145,10 +147,11 @@ func (n *Node) open(ctx context.Context) error {
 	}
 	lim := gossip.Limits{Delta: n.st.Limits()}
 	n.mesh = gossip.NewMeshWatch()
+	n.meshParams = meshParams(n.cfg.MeshDegree, n.cfg.MeshDegreeLow)
 	n.ps, err = pubsub.NewGossipSub(n.ctx, n.host,
 		append(append(gossip.PubSubOptions(lim),
 			pubsub.WithRawTracer(n.mesh),
-			pubsub.WithGossipSubParams(meshParams(n.cfg.MeshDegree, n.cfg.MeshDegreeLow)),
+			pubsub.WithGossipSubParams(n.meshParams),
 			pubsub.WithFloodPublish(n.cfg.FloodPublish),
 			pubsub.WithPeerExchange(n.cfg.PeerExchange)), n.opts.psOpts...)...)
 	if err != nil {

@@ -104,7 +104,7 @@ func plan(s settings, stderr io.Writer) (daemonPlan, error) {
 		return p, usageError{fmt.Errorf("--mesh-degree %d: want 2 to 32", s.MeshDegree)}
 	}
 	if s.MeshDegreeLow < 0 || s.MeshDegreeLow > s.MeshDegree {
-		return p, usageError{fmt.Errorf("--mesh-degree-low %d: want 1 to --mesh-degree (%d), or 0 for two thirds of it", s.MeshDegreeLow, s.MeshDegree)}
+		return p, usageError{fmt.Errorf("--mesh-degree-low %d: want 1 to --mesh-degree (%d), or 0 for the default (5 at degree 6, else two thirds of the degree, at least 1)", s.MeshDegreeLow, s.MeshDegree)}
 	}
 	for _, name := range s.Namespace {
 		if err := node.ValidNamespaceName(name, crdt.Limits{MaxValueBytes: s.MaxValueBytes}); err != nil {
