@@ -367,3 +367,48 @@ func TestArrivalsOnTheGrid(t *testing.T) {
 		t.Fatalf("mean latency %v over a tick of sends, want %v", mean, latency)
 	}
 }
+
+// TestReviveWiped: an op judged lost at a wipe that a live replica shows at
+// the end is counted again (its copy was still on its way when the wipe
+// was judged); one no replica shows stays lost, and so does one whose dot
+// another acknowledged op was also given.
+func TestReviveWiped(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := t.Context()
+		sc := Scenario{Regions: []Region{{Name: "a", Nodes: 2}}}
+		c := openSettled(t, &sc)
+		c.track.begin(2, time.Now())
+		shown := c.do(ctx, 0, Op{Node: 0, Kind: OpPut, Key: "r/1", Value: "x"})
+		removed := c.do(ctx, 1, Op{Node: 1, Kind: OpDelete, Key: "r/1"})
+		if !shown.ok() || !removed.ok() {
+			t.Fatal(shown.err, removed.err)
+		}
+		waitEqual(t, c, 10*time.Second)
+		never := shown
+		never.dot.Counter += 1000 // a dot no replica has seen
+		spaces := c.liveSpaces()
+		for _, tc := range []struct {
+			name  string
+			acks  []ack
+			lost  []bool
+			count int
+		}{
+			{"shown at the end", []ack{shown, removed}, []bool{false, false}, 2},
+			{"never shown", []ack{never}, []bool{true}, 0},
+			{"dot given twice", []ack{shown, shown}, []bool{true, true}, 0},
+		} {
+			for i := range tc.acks {
+				tc.acks[i].lostOnWipe = true
+			}
+			n := reviveWiped(tc.acks, spaces)
+			for i, a := range tc.acks {
+				if a.lostOnWipe != tc.lost[i] {
+					t.Errorf("%s: ack %d lost %v, want %v", tc.name, i, a.lostOnWipe, tc.lost[i])
+				}
+			}
+			if n != tc.count {
+				t.Errorf("%s: %d revived, want %d", tc.name, n, tc.count)
+			}
+		}
+	})
+}

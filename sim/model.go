@@ -47,7 +47,8 @@ func newDot(d crdt.Delta) (crdt.Dot, bool) {
 type entry struct {
 	key   string
 	kind  OpKind
-	value string // a register's value or a set's element
+	field string // a map entry's field
+	value string // a register's value (a map field's too) or a set's element
 	time  crdt.Timestamp
 	share int64
 }
@@ -59,7 +60,8 @@ type entry struct {
 // had seen, a set remove the adds of the element its node had seen; a
 // concurrent write is untouched). Registers read their surviving entries,
 // winner by HLC then replica then counter; sets the elements with a
-// surviving add (add-wins); counters are the sum of every acknowledged add.
+// surviving add (add-wins); counters are the sum of every acknowledged add;
+// maps each field with a surviving entry, read as a register.
 type model struct {
 	keys     map[string]OpKind
 	byKey    map[string][]crdt.Dot
@@ -80,10 +82,13 @@ func newModel(acks []ack) *model {
 			continue
 		}
 		kind := a.op.Kind
-		if kind == OpDelete {
+		switch kind {
+		case OpDelete:
 			kind = OpPut
-		} else if kind == OpSetRemove {
+		case OpSetRemove:
 			kind = OpSetAdd
+		case OpMapDelete:
+			kind = OpMapPut
 		}
 		if _, ok := m.keys[a.op.Key]; !ok {
 			m.keys[a.op.Key] = kind
@@ -94,8 +99,12 @@ func newModel(acks []ack) *model {
 		if a.dot == (crdt.Dot{}) {
 			continue
 		}
-		e := entry{key: a.op.Key, kind: a.op.Kind, value: a.op.Value}
-		if regs := a.delta.Value(0).Registers(); len(regs) == 1 {
+		e := entry{key: a.op.Key, kind: a.op.Kind, field: a.op.Field, value: a.op.Value}
+		v := a.delta.Value(0)
+		if a.op.Kind == OpMapPut {
+			v, _ = v.Field(a.op.Field)
+		}
+		if regs := v.Registers(); len(regs) == 1 {
 			e.time = regs[0].Time
 		}
 		if _, dup := m.created[a.dot]; dup {
@@ -142,28 +151,54 @@ func (m *model) want(key string) (string, bool) {
 		slices.Sort(elems)
 		elems = slices.Compact(elems)
 		return strings.Join(elems, ","), len(elems) > 0
-	default:
-		type reg struct {
-			d crdt.Dot
-			e entry
-		}
-		var regs []reg
+	case OpMapPut:
+		fields := make(map[string][]crdt.RegEntry)
 		for _, d := range m.byKey[key] {
 			if !m.removed[d] {
-				regs = append(regs, reg{d, m.created[d]})
+				e := m.created[d]
+				fields[e.field] = append(fields[e.field], crdt.RegEntry{Dot: d, Time: e.time, Value: e.value})
 			}
 		}
-		// The winner last, as Namespace.GetAll lists them.
-		slices.SortFunc(regs, func(a, b reg) int {
-			return cmp.Or(cmp.Compare(a.e.time.Wall, b.e.time.Wall), cmp.Compare(a.e.time.Logical, b.e.time.Logical),
-				cmp.Compare(a.d.Replica, b.d.Replica), cmp.Compare(a.d.Counter, b.d.Counter))
-		})
-		vals := make([]string, len(regs))
-		for i, r := range regs {
-			vals[i] = r.e.value
+		return renderFields(fields), len(fields) > 0
+	default:
+		var regs []crdt.RegEntry
+		for _, d := range m.byKey[key] {
+			if !m.removed[d] {
+				e := m.created[d]
+				regs = append(regs, crdt.RegEntry{Dot: d, Time: e.time, Value: e.value})
+			}
 		}
-		return strings.Join(vals, ","), len(vals) > 0
+		return renderRegisters(regs), len(regs) > 0
 	}
+}
+
+// renderRegisters renders a register's entries, the winner last (as
+// Namespace.GetAll lists them): by HLC, then replica, then counter.
+func renderRegisters(regs []crdt.RegEntry) string {
+	slices.SortFunc(regs, func(a, b crdt.RegEntry) int {
+		return cmp.Or(cmp.Compare(a.Time.Wall, b.Time.Wall), cmp.Compare(a.Time.Logical, b.Time.Logical),
+			cmp.Compare(a.Dot.Replica, b.Dot.Replica), cmp.Compare(a.Dot.Counter, b.Dot.Counter))
+	})
+	vals := make([]string, len(regs))
+	for i, r := range regs {
+		vals[i] = r.Value
+	}
+	return strings.Join(vals, ",")
+}
+
+// renderFields renders a map of register fields: each field with entries,
+// in field order, as field=entries, joined by ";".
+func renderFields(fields map[string][]crdt.RegEntry) string {
+	names := make([]string, 0, len(fields))
+	for f := range fields {
+		names = append(names, f)
+	}
+	slices.Sort(names)
+	parts := make([]string, len(names))
+	for i, f := range names {
+		parts[i] = f + "=" + renderRegisters(fields[f])
+	}
+	return strings.Join(parts, ";")
 }
 
 // got renders key's value on one node like want, and whether it exists.
@@ -183,6 +218,19 @@ func got(ctx context.Context, s *node.Namespace, key string, kind OpKind) (strin
 		elems := v.SetElements()
 		sort.Strings(elems)
 		return strings.Join(elems, ","), len(elems) > 0, nil
+	case OpMapPut:
+		v, ok := s.Value(key)
+		if !ok {
+			return "", false, nil
+		}
+		fields := make(map[string][]crdt.RegEntry)
+		for _, f := range v.Fields() {
+			fv, _ := v.Field(f)
+			if regs := fv.Registers(); len(regs) > 0 {
+				fields[f] = slices.Clone(regs) // sorted again in place
+			}
+		}
+		return renderFields(fields), len(fields) > 0, nil
 	default:
 		vals, err := s.GetAll(ctx, key)
 		if errors.Is(err, node.ErrNotFound) {
@@ -248,6 +296,8 @@ func kindName(k OpKind) string {
 		return "counter"
 	case OpSetAdd:
 		return "set"
+	case OpMapPut:
+		return "map"
 	}
 	return "register"
 }
@@ -280,6 +330,37 @@ func markWiped(acks []ack, w int, wiped map[int]bool, spaces []*node.Namespace) 
 		}
 	}
 	return lost
+}
+
+// reviveWiped clears lostOnWipe on each op that a live replica's final
+// state shows after all, and returns how many. markWiped judges at the
+// moment of the wipe, when a copy of the op may still be on its way: in a
+// gossip message on the wire, or received and not yet committed. Such an
+// op survives, and its effects with it (a put that replaced siblings has
+// removed them everywhere it reached), so the model must count it. An op
+// whose dot another acknowledged op was also given is left lost: the dot
+// seen at the end may be the other op's.
+func reviveWiped(acks []ack, spaces []*node.Namespace) (revived int) {
+	given := make(map[crdt.Dot]int)
+	for i := range acks {
+		if a := &acks[i]; a.ok() && a.dot != (crdt.Dot{}) {
+			given[a.dot]++
+		}
+	}
+	for i := range acks {
+		a := &acks[i]
+		if !a.lostOnWipe || (a.dot != (crdt.Dot{}) && given[a.dot] > 1) {
+			continue
+		}
+		for _, s := range spaces {
+			if s != nil && heldBy(a, s) {
+				a.lostOnWipe = false
+				revived++
+				break
+			}
+		}
+	}
+	return revived
 }
 
 // heldBy reports whether replica s has the op's effect.

@@ -214,6 +214,9 @@ func (sc *Scenario) netnsUnsupported() []string {
 	if sc.DisableSync {
 		out = append(out, "disable_sync")
 	}
+	if sc.Workload.Mix.MapPut > 0 || sc.Workload.Mix.MapDelete > 0 {
+		out = append(out, "workload: map_put and map_delete (the daemons' HTTP API has no map routes)")
+	}
 	if n := sc.totalNodes(); n > maxNetnsNodes {
 		out = append(out, fmt.Sprintf("%d nodes (at most %d processes)", n, maxNetnsNodes))
 	}

@@ -82,4 +82,9 @@ func TestValidateNetns(t *testing.T) {
 	if err := ok.ValidateNetns(); err != nil {
 		t.Fatalf("netns-split: %v", err)
 	}
+	maps := ok
+	maps.Workload.Mix.MapDelete = 1
+	if err := maps.ValidateNetns(); !errors.Is(err, ErrScenario) || !strings.Contains(err.Error(), "map_put and map_delete") {
+		t.Fatalf("netns-split with map ops: %v", err)
+	}
 }

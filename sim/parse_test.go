@@ -17,6 +17,16 @@ func TestParseScenario(t *testing.T) {
 	}
 }
 
+func TestParseMapMix(t *testing.T) {
+	sc, err := ParseScenario([]byte("regions:\n  - {name: us, nodes: 2}\nworkload: {rate: 1, keys: 1, mix: {put: 1, map_put: 2, map_delete: 0.5}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := sc.Workload.Mix; m.MapPut != 2 || m.MapDelete != 0.5 || m.total() != 3.5 {
+		t.Fatalf("mix %+v", m)
+	}
+}
+
 func TestParseGossipKnobs(t *testing.T) {
 	sc, err := ParseScenario([]byte("regions:\n  - {name: us, nodes: 2}\nworkload: {rate: 1, keys: 1}\nmesh_degree: 2\nmesh_degree_low: 2\nflood_publish: true\npeer_exchange: true\n"))
 	if err != nil {
@@ -69,6 +79,7 @@ func TestParseErrors(t *testing.T) {
 		{"missing link", "regions:\n  - {name: us, nodes: 2}\n  - {name: eu, nodes: 2}\n", "no link between us and eu"},
 		{"loss over 100%", head + "faults:\n  - {at: 1s, kind: latency, link: [us, eu], loss: 150}\n", "line 7"},
 		{"mesh degree 1", head + "mesh_degree: 1\n", "line 6"},
+		{"negative map put weight", head + "workload: {rate: 1, keys: 1, mix: {map_put: -1}}\n", "line 6"},
 		{"mesh degree low over the degree", head + "mesh_degree: 2\nmesh_degree_low: 3\n", "line 7"},
 		{"mesh degree low over the default degree", head + "mesh_degree_low: 7\n", "want 1 to the mesh degree (6)"},
 		{"negative mesh degree low", head + "mesh_degree_low: -1\n", "line 6"},

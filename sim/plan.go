@@ -12,6 +12,11 @@ import (
 // from: few, so that adds and removes meet.
 const setElements = 8
 
+// mapFields is how many distinct fields each map's operations draw from:
+// few, so that concurrent writes to one field (siblings) and deletes of a
+// field another node is writing happen.
+const mapFields = 4
+
 // Plan resolves the workload and the fault schedule (with the random
 // nemesis's draws) for seed: the same scenario and seed always give the
 // same plan. It fails only if the nemesis's schedule clashes.
@@ -54,8 +59,16 @@ func (sc *Scenario) planOps(seed uint64) []Op {
 	if mix.total() == 0 {
 		mix.Put = 1
 	}
-	kinds := []OpKind{OpPut, OpDelete, OpCounterAdd, OpSetAdd, OpSetRemove}
-	weights := []float64{mix.Put, mix.Delete, mix.CounterAdd, mix.SetAdd, mix.SetRemove}
+	kinds := []OpKind{OpPut, OpDelete, OpCounterAdd, OpSetAdd, OpSetRemove, OpMapPut, OpMapDelete}
+	weights := []float64{mix.Put, mix.Delete, mix.CounterAdd, mix.SetAdd, mix.SetRemove, mix.MapPut, mix.MapDelete}
+	// A draw the rounding of the sums below lets past every weight falls
+	// to the last kind with weight.
+	last := kinds[0]
+	for k, wt := range weights {
+		if wt > 0 {
+			last = kinds[k]
+		}
+	}
 	rng := rand.New(rand.NewPCG(seed, 0x776f726b))
 	var zipf *rand.Zipf
 	if w.Distribution == "zipf" && w.Keys > 1 {
@@ -68,7 +81,7 @@ func (sc *Scenario) planOps(seed uint64) []Op {
 	for i := range count {
 		op := Op{At: time.Duration(i) * step, Node: writers[rng.IntN(len(writers))]}
 		x := rng.Float64() * mix.total()
-		op.Kind = kinds[len(kinds)-1]
+		op.Kind = last
 		for k, wt := range weights {
 			if x < wt {
 				op.Kind = kinds[k]
@@ -94,6 +107,12 @@ func (sc *Scenario) planOps(seed uint64) []Op {
 		case OpSetAdd, OpSetRemove:
 			op.Key = fmt.Sprintf("s/%05d", k)
 			op.Value = fmt.Sprintf("e%d", rng.IntN(setElements))
+		case OpMapPut, OpMapDelete:
+			op.Key = fmt.Sprintf("m/%05d", k)
+			op.Field = fmt.Sprintf("f%d", rng.IntN(mapFields))
+			if op.Kind == OpMapPut {
+				op.Value = putValue(i, size)
+			}
 		}
 		ops = append(ops, op)
 	}

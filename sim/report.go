@@ -32,8 +32,9 @@ type Report struct {
 	Lost       []LostWrite `json:"lost,omitempty"`
 
 	// LostOnWiped counts acknowledged ops that only nodes crashed without
-	// their disk held when the store was wiped: gone by the scenario's own
-	// doing, so left out of the model and not counted as lost writes.
+	// their disk held when the store was wiped and that no live node shows
+	// at the end: gone by the scenario's own doing, so left out of the
+	// model and not counted as lost writes.
 	LostOnWiped int `json:"lost_on_wiped"`
 	// DotsReused counts dots two ops were given: a replica reused its dot
 	// counter (after a wipe), which loses writes however they merge.

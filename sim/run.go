@@ -170,8 +170,9 @@ func (c *cluster) play(ctx context.Context, plan Plan, seed uint64) (*runResult,
 		c.track.sweep(m.index)
 	}
 	r.endAt = time.Now()
-	r.model = newModel(r.acks)
 	r.spaces = c.liveSpaces()
+	r.LostOnWiped -= reviveWiped(r.acks, r.spaces)
+	r.model = newModel(r.acks)
 	lost := checkLostWrites(ctx, r.spaces, c.sc.nodeNames(), r.model)
 	r.LostWrites = len(lost)
 	r.Lost = lost[:min(len(lost), maxLostListed)]
@@ -366,6 +367,10 @@ func (c *cluster) do(ctx context.Context, id int, op Op) ack {
 		cop = crdt.Op{Kind: crdt.OpSetUpdate, Key: op.Key, Add: []string{op.Value}}
 	case OpSetRemove:
 		cop = crdt.Op{Kind: crdt.OpSetUpdate, Key: op.Key, Remove: []string{op.Value}}
+	case OpMapPut:
+		cop = crdt.Op{Kind: crdt.OpPut, Key: op.Key, Path: []string{op.Field}, Value: []byte(op.Value)}
+	case OpMapDelete:
+		cop = crdt.Op{Kind: crdt.OpDelete, Key: op.Key, Path: []string{op.Field}}
 	}
 	a.delta, a.err = m.space.Apply(ctx, cop)
 	a.at = time.Now()

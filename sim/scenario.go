@@ -135,9 +135,14 @@ type Mix struct {
 	CounterAdd float64 `yaml:"counter_add"`
 	SetAdd     float64 `yaml:"set_add"`
 	SetRemove  float64 `yaml:"set_remove"`
+	// MapPut writes a register field of a map; MapDelete removes a field.
+	MapPut    float64 `yaml:"map_put"`
+	MapDelete float64 `yaml:"map_delete"`
 }
 
-func (m Mix) total() float64 { return m.Put + m.Delete + m.CounterAdd + m.SetAdd + m.SetRemove }
+func (m Mix) total() float64 {
+	return m.Put + m.Delete + m.CounterAdd + m.SetAdd + m.SetRemove + m.MapPut + m.MapDelete
+}
 
 // Nemesis is a seeded random fault schedule: every Every, one fault of a
 // kind drawn from Kinds, undone (heal, restart, restore) Hold later.
@@ -227,6 +232,8 @@ const (
 	OpCounterAdd OpKind = "counter_add"
 	OpSetAdd     OpKind = "set_add"
 	OpSetRemove  OpKind = "set_remove"
+	OpMapPut     OpKind = "map_put"
+	OpMapDelete  OpKind = "map_delete"
 )
 
 // Op is one planned operation.
@@ -237,8 +244,11 @@ type Op struct {
 	Node int
 	Kind OpKind
 	Key  string
-	// Value is a put's value or a set operation's element.
+	// Value is a put's value (a map put's too) or a set operation's
+	// element.
 	Value string
+	// Field is a map operation's field.
+	Field string
 	// Amount is a counter add's increment.
 	Amount int64
 }
@@ -390,7 +400,8 @@ func (sc *Scenario) Validate() error {
 	for _, m := range []struct {
 		name string
 		v    float64
-	}{{"put", w.Mix.Put}, {"delete", w.Mix.Delete}, {"counter_add", w.Mix.CounterAdd}, {"set_add", w.Mix.SetAdd}, {"set_remove", w.Mix.SetRemove}} {
+	}{{"put", w.Mix.Put}, {"delete", w.Mix.Delete}, {"counter_add", w.Mix.CounterAdd}, {"set_add", w.Mix.SetAdd}, {"set_remove", w.Mix.SetRemove},
+		{"map_put", w.Mix.MapPut}, {"map_delete", w.Mix.MapDelete}} {
 		if notFinite(m.v) || m.v < 0 {
 			return invalid([]any{"workload", "mix", m.name}, "weight %v: want a number of 0 or more", m.v)
 		}

@@ -326,6 +326,39 @@ func TestSamePlanForSameSeed(t *testing.T) {
 	}
 }
 
+// TestPlanMapOps: map operations write and delete a few fields of map
+// keys; a mix without them plans none, and a mix of one kind plans only it.
+func TestPlanMapOps(t *testing.T) {
+	sc := threeRegions(t)
+	sc.Workload.Mix = Mix{MapPut: 2, MapDelete: 1}
+	p, err := sc.Plan(7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := make(map[OpKind]int)
+	fields := make(map[string]bool)
+	for _, op := range p.Ops {
+		kinds[op.Kind]++
+		fields[op.Field] = true
+		switch {
+		case !strings.HasPrefix(op.Key, "m/") || op.Field == "":
+			t.Fatalf("map op without a map key or field: %+v", op)
+		case op.Kind == OpMapPut && op.Value == "", op.Kind == OpMapDelete && op.Value != "":
+			t.Fatalf("map op value: %+v", op)
+		}
+	}
+	if len(kinds) != 2 || kinds[OpMapPut] < kinds[OpMapDelete] || len(fields) != mapFields {
+		t.Fatalf("op mix %v, fields %v", kinds, fields)
+	}
+	sc.Workload.Mix = Mix{Put: 1}
+	p, _ = sc.Plan(7)
+	for _, op := range p.Ops {
+		if op.Kind != OpPut || op.Field != "" {
+			t.Fatalf("a put-only mix planned %+v", op)
+		}
+	}
+}
+
 func TestValidate(t *testing.T) {
 	base := func() Scenario { return threeRegions(t) }
 	no := false
@@ -751,7 +784,7 @@ func TestRandomNemesisRun(t *testing.T) {
 			Regions: []Region{{Name: "a", Nodes: 3, Latency: 2 * time.Millisecond}, {Name: "b", Nodes: 3, Latency: 2 * time.Millisecond}},
 			Links:   []Link{{A: "a", B: "b", Latency: 40 * time.Millisecond, Jitter: 5 * time.Millisecond, Loss: 1}},
 			Workload: Workload{Rate: 20, Duration: 60 * time.Second, Keys: 20,
-				Mix: Mix{Put: 4, Delete: 1, CounterAdd: 2, SetAdd: 2, SetRemove: 1}},
+				Mix: Mix{Put: 4, Delete: 1, CounterAdd: 2, SetAdd: 2, SetRemove: 1, MapPut: 2, MapDelete: 1}},
 			Random: &Nemesis{Every: 5 * time.Second, Kinds: nemesisKinds},
 			Expect: Expect{ConvergeWithin: 60 * time.Second},
 		}
@@ -813,9 +846,10 @@ func TestCheckersCatchLossWithoutSync(t *testing.T) {
 
 // TestCheckersCatchWrongMerge: replicas that converged on a wrong state —
 // a register holding a value no acknowledged op left there, a counter off
-// by one, a set missing an element (injected as unacknowledged writes, as
-// a faulty merge would leave them) — are each reported, with the kind of
-// value that is wrong and the model's value.
+// by one, a set missing an element, a map with a field overwritten and
+// another gone (injected as unacknowledged writes, as a faulty merge would
+// leave them) — are each reported, with the kind of value that is wrong
+// and the model's value.
 func TestCheckersCatchWrongMerge(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx := t.Context()
@@ -830,6 +864,16 @@ func TestCheckersCatchWrongMerge(t *testing.T) {
 			{Node: 2, Kind: OpCounterAdd, Key: "c/1", Amount: 5},
 			{Node: 0, Kind: OpSetAdd, Key: "s/1", Value: "e1"},
 			{Node: 2, Kind: OpSetAdd, Key: "s/1", Value: "e2"},
+			{Node: 0, Kind: OpMapPut, Key: "m/1", Field: "f0", Value: "a"},
+			{Node: 1, Kind: OpMapPut, Key: "m/1", Field: "f1", Value: "b"},
+			{Node: 2, Kind: OpMapDelete, Key: "m/1", Field: "f2"},
+			// Concurrent writes to one field across the 20 ms link, a
+			// millisecond apart: siblings the later write wins, whichever
+			// replica wrote it.
+			{Node: 0, Kind: OpMapPut, Key: "m/2", Field: "f0", Value: "p"},
+			{Node: 2, Kind: OpMapPut, Key: "m/2", Field: "f0", Value: "q"},
+			{Node: 2, Kind: OpMapPut, Key: "m/3", Field: "f0", Value: "r"},
+			{Node: 0, Kind: OpMapPut, Key: "m/3", Field: "f0", Value: "s"},
 		}
 		c.track.begin(len(ops), time.Now())
 		var acks []ack
@@ -839,12 +883,20 @@ func TestCheckersCatchWrongMerge(t *testing.T) {
 				t.Fatal(a.err)
 			}
 			acks = append(acks, a)
+			if op.Key == "m/2" || op.Key == "m/3" {
+				time.Sleep(time.Millisecond) // the bubble's clock
+			}
 		}
 		waitEqual(t, c, 10*time.Second)
 		spaces := []*node.Namespace{c.members[0].space, c.members[1].space, c.members[2].space}
 		names := sc.nodeNames()
 		if lost := checkLostWrites(ctx, spaces, names, newModel(acks)); len(lost) != 0 {
 			t.Fatalf("a correct run reported: %+v", lost)
+		}
+		for key, want := range map[string]string{"m/2": "f0=p,q", "m/3": "f0=r,s"} {
+			if g, _, err := got(ctx, spaces[1], key, OpMapPut); err != nil || g != want {
+				t.Fatalf("%s = %q, %v; want siblings %q", key, g, err, want)
+			}
 		}
 		winner, _ := c.members[0].space.Get(ctx, "r/1")
 		// The injected faults: unacknowledged writes that replicate.
@@ -858,6 +910,12 @@ func TestCheckersCatchWrongMerge(t *testing.T) {
 		if err := s.Set("s/1").Remove(ctx, "e2"); err != nil {
 			t.Fatal(err)
 		}
+		if err := s.Map("m/1").Put(ctx, "f1", []byte("z")); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Map("m/1").Delete(ctx, "f0"); err != nil {
+			t.Fatal(err)
+		}
 		if err := s.Put(ctx, "r/ghost", []byte("boo")); err != nil {
 			t.Fatal(err)
 		}
@@ -867,6 +925,7 @@ func TestCheckersCatchWrongMerge(t *testing.T) {
 			"r/1":     {Key: "r/1", Want: "x,y", Got: "z", Reason: "wrong register"},
 			"c/1":     {Key: "c/1", Want: "5", Got: "6", Reason: "wrong counter"},
 			"s/1":     {Key: "s/1", Want: "e1,e2", Got: "e1", Reason: "wrong set"},
+			"m/1":     {Key: "m/1", Want: "f0=a;f1=b", Got: "f1=z", Reason: "wrong map"},
 			"r/ghost": {Key: "r/ghost", Reason: "phantom"},
 		}
 		if string(winner) != "x" && string(winner) != "y" {
