@@ -32,6 +32,9 @@ type System struct {
 	// MeshDegree, if set, is every node's Config.MeshDegree; results then
 	// name it ("mycel/mesh-degree=2").
 	MeshDegree int
+	// MeshDegreeLow, if set, is every node's Config.MeshDegreeLow
+	// (gossipsub's Dlo); results then name it ("mycel/mesh-degree=2,dlo=2").
+	MeshDegreeLow int
 	// FloodPublish, if set, is every node's Config.FloodPublish; results
 	// then name it ("mycel/mesh-degree=2,flood").
 	FloodPublish bool
@@ -44,6 +47,9 @@ func (s System) Name() string {
 	var knobs []string
 	if s.MeshDegree != 0 {
 		knobs = append(knobs, fmt.Sprintf("mesh-degree=%d", s.MeshDegree))
+	}
+	if s.MeshDegreeLow != 0 {
+		knobs = append(knobs, fmt.Sprintf("dlo=%d", s.MeshDegreeLow))
 	}
 	if s.FloodPublish {
 		knobs = append(knobs, "flood")
@@ -126,6 +132,7 @@ func (c *cluster) open(ctx context.Context) (int, error) {
 	if c.sys.MeshDegree != 0 {
 		cfg.MeshDegree = c.sys.MeshDegree
 	}
+	cfg.MeshDegreeLow = c.sys.MeshDegreeLow
 	cfg.FloodPublish = c.sys.FloodPublish
 	if c.sys.Configure != nil {
 		c.sys.Configure(i, &cfg)

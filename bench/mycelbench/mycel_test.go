@@ -13,3 +13,18 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m, benchtest.IgnoredGoroutin
 // TestSmoke runs every workload with a small K on real Mycel nodes (libp2p
 // hosts on 127.0.0.1); see benchtest.Smoke.
 func TestSmoke(t *testing.T) { benchtest.Smoke(t, System{}, 300) }
+
+// TestName: results name the knobs set, so runs with different settings
+// are not mixed up.
+func TestName(t *testing.T) {
+	for want, s := range map[string]System{
+		"mycel":                           {},
+		"mycel/mesh-degree=2":             {MeshDegree: 2},
+		"mycel/mesh-degree=2,dlo=2":       {MeshDegree: 2, MeshDegreeLow: 2},
+		"mycel/mesh-degree=2,dlo=2,flood": {MeshDegree: 2, MeshDegreeLow: 2, FloodPublish: true},
+	} {
+		if got := s.Name(); got != want {
+			t.Errorf("%+v: name %q, want %q", s, got, want)
+		}
+	}
+}

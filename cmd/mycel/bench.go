@@ -19,6 +19,7 @@ func benchCmd() *cobra.Command {
 	sys := &mycelbench.System{}
 	cmd := bench.Command(sys)
 	cmd.Flags().IntVar(&sys.MeshDegree, "mesh-degree", 0, "Mycel only: every node's gossipsub mesh degree (0: the node default, 6); results name it")
+	cmd.Flags().IntVar(&sys.MeshDegreeLow, "mesh-degree-low", 0, "Mycel only: every node's gossipsub Dlo, 1 to the mesh degree (0: the node default); results name it")
 	cmd.Flags().BoolVar(&sys.FloodPublish, "flood-publish", false, "Mycel only: nodes also send their own changes straight to every peer, not only along the gossip mesh; results name it")
 	cmd.Args = noArgs
 	runE := cmd.RunE
