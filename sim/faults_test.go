@@ -370,22 +370,42 @@ func TestArrivalsOnTheGrid(t *testing.T) {
 
 // TestReviveWiped: an op judged lost at a wipe that a live replica shows at
 // the end is counted again (its copy was still on its way when the wipe
-// was judged); one no replica shows stays lost, and so does one whose dot
-// another acknowledged op was also given.
+// was judged); one no replica shows stays lost, so does a put whose dot a
+// replica knows while what it replaced is still held there (a later op's
+// context carried the dot, not the put), and so does one whose dot another
+// acknowledged op was also given.
 func TestReviveWiped(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx := t.Context()
 		sc := Scenario{Regions: []Region{{Name: "a", Nodes: 2}}}
 		c := openSettled(t, &sc)
-		c.track.begin(2, time.Now())
+		c.track.begin(3, time.Now())
 		shown := c.do(ctx, 0, Op{Node: 0, Kind: OpPut, Key: "r/1", Value: "x"})
+		if !shown.ok() {
+			t.Fatal(shown.err)
+		}
+		// The delete must have seen the put, so that it removes something.
+		for deadline := time.Now().Add(10 * time.Second); !c.members[1].space.Observed(shown.dot); {
+			if time.Now().After(deadline) {
+				t.Fatal("node 1 never saw the put")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 		removed := c.do(ctx, 1, Op{Node: 1, Kind: OpDelete, Key: "r/1"})
-		if !shown.ok() || !removed.ok() {
-			t.Fatal(shown.err, removed.err)
+		kept := c.do(ctx, 2, Op{Node: 0, Kind: OpPut, Key: "r/2", Value: "y"})
+		if !removed.ok() || !kept.ok() {
+			t.Fatal(removed.err, kept.err)
+		}
+		if rc := removed.delta.Context(); !rc.Contains(shown.dot) {
+			t.Fatal("the delete did not remove the put")
 		}
 		waitEqual(t, c, 10*time.Second)
 		never := shown
 		never.dot.Counter += 1000 // a dot no replica has seen
+		// A put whose dot every replica knows (the first put's), whose
+		// context covers r/2's entry, which every replica still holds.
+		stillHeld := kept
+		stillHeld.dot = shown.dot
 		spaces := c.liveSpaces()
 		for _, tc := range []struct {
 			name  string
@@ -393,8 +413,9 @@ func TestReviveWiped(t *testing.T) {
 			lost  []bool
 			count int
 		}{
-			{"shown at the end", []ack{shown, removed}, []bool{false, false}, 2},
+			{"shown at the end", []ack{shown, removed, kept}, []bool{false, false, false}, 3},
 			{"never shown", []ack{never}, []bool{true}, 0},
+			{"replaced entry still held", []ack{stillHeld}, []bool{true}, 0},
 			{"dot given twice", []ack{shown, shown}, []bool{true, true}, 0},
 		} {
 			for i := range tc.acks {

@@ -24,11 +24,12 @@ type ack struct {
 	err     error
 	at      time.Time // when it returned
 	// delta is what the op committed; dot the dot it created (zero for a
-	// delete or set remove, which create none).
+	// delete, set remove or map delete, which create none).
 	delta crdt.Delta
 	dot   crdt.Dot
 	// lostOnWipe: acknowledged only on nodes whose store was then wiped
-	// (crash with keep_disk: false), so gone by the scenario's own doing.
+	// (crash with keep_disk: false), so gone by the scenario's own doing;
+	// cleared again if a live node shows the op at the end (reviveWiped).
 	lostOnWipe bool
 }
 
@@ -363,10 +364,15 @@ func reviveWiped(acks []ack, spaces []*node.Namespace) (revived int) {
 	return revived
 }
 
-// heldBy reports whether replica s has the op's effect.
+// heldBy reports whether replica s has the op's effect: its dot observed,
+// if it made one, and every other dot its context covers (what it replaced
+// or removed) observed and no longer held. Knowing the dot alone is not
+// enough: a later op of the same node carries it in its context, so a
+// replica can know a put's dot without the put ever reaching it, and then
+// still hold what the put replaced.
 func heldBy(a *ack, s *node.Namespace) bool {
-	if a.dot != (crdt.Dot{}) {
-		return s.Observed(a.dot)
+	if a.dot != (crdt.Dot{}) && !s.Observed(a.dot) {
+		return false
 	}
 	ctx := a.delta.Context()
 	live := make(map[crdt.Dot]bool)
@@ -378,7 +384,7 @@ func heldBy(a *ack, s *node.Namespace) bool {
 		for c := lo; c <= hi && held && budget > 0; c++ {
 			budget--
 			d := crdt.Dot{Replica: r, Counter: c}
-			if !s.Observed(d) || live[d] {
+			if d != a.dot && (!s.Observed(d) || live[d]) {
 				held = false
 			}
 		}
