@@ -92,6 +92,7 @@ type member struct {
 	incarnation uint64
 	watchCancel context.CancelFunc
 	watchDone   chan struct{}
+	mesh        *meshTracer // this incarnation's gossip mesh
 }
 
 // skewClock is a node's clock: the run's clock plus an offset that a skew
@@ -163,6 +164,7 @@ func (c *cluster) start(ctx context.Context, m *member) error {
 		MaxRedialBackoff: redialBackoff,
 	}
 	inc := m.incarnation
+	mesh := &meshTracer{}
 	// The first start's key is new; later starts reuse it, possibly on a
 	// wiped store, as a real node keeping its key would.
 	identity := node.WithIdentity(m.key)
@@ -175,7 +177,7 @@ func (c *cluster) start(ctx context.Context, m *member) error {
 		node.WithClock(m.clock.now),
 		node.WithRand(rand.New(rand.NewPCG(c.seed, uint64(m.index)+1<<32+inc<<40))),
 		node.WithLogger(c.quiet),
-		node.WithPubSubOptions(pubsub.WithRawTracer(c.ps)),
+		node.WithPubSubOptions(pubsub.WithRawTracer(c.ps), pubsub.WithRawTracer(mesh)),
 		node.WithHostOptions(
 			c.nw.hostOption(m.region, m.index, c.sc.Regions[m.region].Bandwidth, inc),
 			// simnet carries UDP only: QUIC is the one transport. The
@@ -196,7 +198,7 @@ func (c *cluster) start(ctx context.Context, m *member) error {
 		return errors.Join(fmt.Errorf("sim: node %s: %w", m.name, err), n.Close())
 	}
 	c.mu.Lock()
-	m.node, m.space, m.up, m.diskLost = n, ns, true, false
+	m.node, m.space, m.up, m.diskLost, m.mesh = n, ns, true, false, mesh
 	c.mu.Unlock()
 	c.liveCount.Add(1)
 	m.incarnation++

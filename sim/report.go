@@ -53,6 +53,9 @@ type Report struct {
 	Bytes    int64 `json:"bytes"`
 	// Dropped counts packets the network discarded.
 	Dropped Dropped `json:"dropped"`
+	// Mesh (simnet backend) is the shape of the live nodes' gossip mesh at
+	// the end of the run.
+	Mesh *MeshShape `json:"mesh,omitempty"`
 	// CrossedCut (netns backend) counts packets the hub's bridge carried
 	// between two nodes while a standing partition separated them, seen
 	// by a packet socket in the hub from the moment every route of the cut

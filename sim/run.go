@@ -170,6 +170,8 @@ func (c *cluster) play(ctx context.Context, plan Plan, seed uint64) (*runResult,
 		c.track.sweep(m.index)
 	}
 	r.endAt = time.Now()
+	shape := c.meshShape()
+	r.Mesh = &shape
 	r.spaces = c.liveSpaces()
 	r.LostOnWiped -= reviveWiped(r.acks, r.spaces)
 	r.model = newModel(r.acks)

@@ -147,6 +147,9 @@ func printReport(cmd *cobra.Command, r *sim.Report) {
 		return
 	}
 	fmt.Fprintf(w, "traffic\t%d packets, %d bytes\n", r.Messages, r.Bytes)
+	if m := r.Mesh; m != nil {
+		fmt.Fprintf(w, "mesh\t%s at the end (largest %d nodes); %d nodes with one mesh link, %d with none\n", partsText(m.Parts), m.Largest, m.OneLink, m.NoLink)
+	}
 	fmt.Fprintf(w, "cost\t%.1f messages, %.0f bytes per op; duplicate gossip copies %.1f%%\n", c.MessagesPerOp, c.BytesPerOp, 100*c.DuplicatesRatio)
 	for _, t := range []struct {
 		name string
@@ -186,4 +189,12 @@ func printVerdict(w *tabwriter.Writer, r *sim.Report) {
 	}
 	fmt.Fprintf(w, "budgets\t%s\n", verdict)
 	w.Flush()
+}
+
+// partsText says how many parts a mesh has: "1 part", "9 parts".
+func partsText(n int) string {
+	if n == 1 {
+		return "1 part"
+	}
+	return fmt.Sprintf("%d parts", n)
 }

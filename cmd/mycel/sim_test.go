@@ -22,7 +22,7 @@ func TestSimRun(t *testing.T) {
 	if err != nil {
 		t.Fatalf("mycel sim run: %v\n%s", err, b)
 	}
-	if !strings.Contains(string(b), "seed 3") || !strings.Contains(string(b), "budgets      passed") {
+	if !strings.Contains(string(b), "seed 3") || !strings.Contains(string(b), "budgets      passed") || !strings.Contains(string(b), "mesh         1 part at the end") {
 		t.Fatalf("output:\n%s", b)
 	}
 	raw, err := os.ReadFile(out)
@@ -41,6 +41,9 @@ func TestSimRun(t *testing.T) {
 	cost, _ := rep["cost"].(map[string]any)
 	if cost == nil || cost["gossip_data"] == nil || cost["gossip_control"] == nil || rep["heals"] == nil || rep["propagation_by_pair"] == nil || rep["regions"] == nil {
 		t.Fatalf("report lacks the detail (cost split, heals, pairs, regions): %s", raw)
+	}
+	if mesh, _ := rep["mesh"].(map[string]any); mesh == nil || mesh["parts"] != 1.0 || mesh["largest"] != rep["nodes"] {
+		t.Fatalf("report's mesh: %v (nodes %v)", rep["mesh"], rep["nodes"])
 	}
 	if rep["converged"] != true || rep["lost_writes"].(float64) != 0 || rep["ops"].(float64) == 0 {
 		t.Fatalf("report: %s", raw)

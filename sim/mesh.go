@@ -1,0 +1,151 @@
+package sim
+
+import (
+	"sync"
+	"time"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+)
+
+// MeshShape is the shape of the gossip mesh the live nodes held at the end
+// of a run: the graph whose edges join two nodes when either has the
+// other among its gossipsub mesh peers. A mesh in several parts carries a
+// batch from one part to another only through IHAVE gossip or sync, a
+// heartbeat or a sync interval later (see node.Config.MeshDegreeLow).
+type MeshShape struct {
+	// Parts is how many connected parts the live nodes' mesh has; Largest
+	// the nodes in the largest.
+	Parts   int `json:"parts"`
+	Largest int `json:"largest"`
+	// OneLink and NoLink count the live nodes with one mesh link and with
+	// none.
+	OneLink int `json:"one_link"`
+	NoLink  int `json:"no_link"`
+}
+
+// meshTracer keeps one node's gossipsub mesh peers from its GRAFT and
+// PRUNE events and its peers leaving (gossipsub drops a peer that went away
+// from its meshes without a PRUNE). The simulated nodes join one topic.
+type meshTracer struct {
+	mu    sync.Mutex
+	peers map[peer.ID]bool
+}
+
+var _ pubsub.RawTracer = (*meshTracer)(nil)
+
+func (m *meshTracer) Graft(p peer.ID, _ string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.peers == nil {
+		m.peers = make(map[peer.ID]bool)
+	}
+	m.peers[p] = true
+}
+
+func (m *meshTracer) Prune(p peer.ID, _ string) { m.drop(p) }
+
+func (m *meshTracer) OnClosedOutboundStream(p peer.ID) { m.drop(p) }
+
+func (m *meshTracer) drop(p peer.ID) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.peers, p)
+}
+
+// snapshot returns the mesh peers now.
+func (m *meshTracer) snapshot() []peer.ID {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]peer.ID, 0, len(m.peers))
+	for p := range m.peers {
+		out = append(out, p)
+	}
+	return out
+}
+
+func (*meshTracer) OnNewOutboundStream(peer.ID, protocol.ID)             {}
+func (*meshTracer) Join(string)                                          {}
+func (*meshTracer) Leave(string)                                         {}
+func (*meshTracer) ValidateMessage(*pubsub.Message)                      {}
+func (*meshTracer) DeliverMessage(*pubsub.Message)                       {}
+func (*meshTracer) RejectMessage(*pubsub.Message, string)                {}
+func (*meshTracer) DuplicateMessage(*pubsub.Message)                     {}
+func (*meshTracer) ThrottlePeer(peer.ID)                                 {}
+func (*meshTracer) RecvRPC(*pubsub.RPC)                                  {}
+func (*meshTracer) SendRPC(*pubsub.RPC, peer.ID)                         {}
+func (*meshTracer) SendRPCCompleted(*pubsub.RPC, peer.ID, time.Duration) {}
+func (*meshTracer) DropRPC(*pubsub.RPC, peer.ID)                         {}
+func (*meshTracer) UndeliverableMessage(*pubsub.Message)                 {}
+
+// meshShape measures the graph of n nodes whose links are given as pairs
+// of node indexes (either direction, repeats allowed); nodes not live are
+// left out.
+func meshShape(n int, live []bool, links [][2]int) MeshShape {
+	adj := make([]map[int]bool, n)
+	for i := range adj {
+		adj[i] = make(map[int]bool)
+	}
+	for _, l := range links {
+		a, b := l[0], l[1]
+		if a == b || !live[a] || !live[b] {
+			continue
+		}
+		adj[a][b], adj[b][a] = true, true
+	}
+	var s MeshShape
+	seen := make([]bool, n)
+	for i := range n {
+		if !live[i] {
+			continue
+		}
+		switch len(adj[i]) {
+		case 0:
+			s.NoLink++
+		case 1:
+			s.OneLink++
+		}
+		if seen[i] {
+			continue
+		}
+		s.Parts++
+		size, stack := 0, []int{i}
+		seen[i] = true
+		for len(stack) > 0 {
+			x := stack[len(stack)-1]
+			stack = stack[:len(stack)-1]
+			size++
+			for y := range adj[x] {
+				if !seen[y] {
+					seen[y] = true
+					stack = append(stack, y)
+				}
+			}
+		}
+		s.Largest = max(s.Largest, size)
+	}
+	return s
+}
+
+// meshShape reads the live nodes' meshes now.
+func (c *cluster) meshShape() MeshShape {
+	index := make(map[peer.ID]int, len(c.members))
+	live := make([]bool, len(c.members))
+	for i, m := range c.members {
+		index[m.id] = i
+		live[i] = m.up
+	}
+	var links [][2]int
+	for i, m := range c.members {
+		if !m.up || m.mesh == nil {
+			continue
+		}
+		for _, p := range m.mesh.snapshot() {
+			if j, ok := index[p]; ok {
+				links = append(links, [2]int{i, j})
+			}
+		}
+	}
+	return meshShape(len(c.members), live, links)
+}
