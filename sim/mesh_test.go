@@ -7,17 +7,18 @@ import (
 )
 
 // TestMeshShape: parts, the largest part, and nodes with one link or none,
-// over live nodes only; links count in either direction, once.
+// over live nodes only; a link counts whichever side holds it, once, and
+// links one side holds are counted apart.
 func TestMeshShape(t *testing.T) {
 	live := []bool{true, true, true, true, true, true, false}
 	links := [][2]int{
-		{0, 1}, {1, 0}, {2, 1}, // a path of three, one link given both ways
-		{3, 4}, // a pair
+		{0, 1}, {1, 0}, {0, 1}, {2, 1}, // a path of three: 0-1 held by both, 2-1 by 2 only
+		{3, 4}, // a pair, held by 3 only
 		{5, 5}, // a node linked to itself only: no link
 		{5, 6}, // to a node that is down
 	}
 	got := meshShape(len(live), live, links)
-	want := MeshShape{Parts: 3, Largest: 3, OneLink: 4, NoLink: 1}
+	want := MeshShape{Parts: 3, Largest: 3, OneLink: 4, NoLink: 1, OneWay: 2}
 	if got != want {
 		t.Fatalf("shape %+v, want %+v", got, want)
 	}
@@ -40,7 +41,7 @@ func TestRunReportsMesh(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if rep.Mesh == nil || *rep.Mesh != (MeshShape{Parts: 1, Largest: 6}) {
+		if rep.Mesh == nil || *rep.Mesh != (MeshShape{Parts: 1, Largest: 6}) { // and no one-way link
 			t.Fatalf("mesh %+v", rep.Mesh)
 		}
 	})

@@ -768,7 +768,7 @@ func runScenarioFile(t *testing.T, f string) {
 			t.Logf("%s: %s at %.0f s: every live node held every earlier op %.0f ms after it", f, h.Fault, h.AtMS/1000, h.RecoveredMS)
 		}
 		if m := rep.Mesh; m != nil {
-			t.Logf("%s: gossip mesh at the end: %d parts (largest %d nodes), %d nodes with one link, %d with none", f, m.Parts, m.Largest, m.OneLink, m.NoLink)
+			t.Logf("%s: gossip mesh at the end: %d parts (largest %d nodes), %d nodes with one link, %d with none, %d links one-way", f, m.Parts, m.Largest, m.OneLink, m.NoLink, m.OneWay)
 		}
 		t.Logf("%s: %.1f MB delivered; gossip data %.1f MB, gossip control %.1f MB, sync %.1f MB; %.0f bytes per op; %d sync sessions, %d took the turn over (from a holder past its limit), %d of those abandoned unanswered; %d batches in by sync, %d of them held already; %d syncs pulled gaps; gossipsub dropped %d messages unvalidated, %d RPCs unsent",
 			f, float64(rep.Bytes)/1e6, float64(rep.Cost.GossipData.Bytes)/1e6, float64(rep.Cost.GossipControl.Bytes)/1e6,

@@ -148,7 +148,7 @@ func printReport(cmd *cobra.Command, r *sim.Report) {
 	}
 	fmt.Fprintf(w, "traffic\t%d packets, %d bytes\n", r.Messages, r.Bytes)
 	if m := r.Mesh; m != nil {
-		fmt.Fprintf(w, "mesh\t%s at the end (largest %d nodes); %d nodes with one mesh link, %d with none\n", partsText(m.Parts), m.Largest, m.OneLink, m.NoLink)
+		fmt.Fprintf(w, "mesh\t%s at the end (largest %d nodes); %d nodes with one mesh link, %d with none; %d links held by one side only\n", partsText(m.Parts), m.Largest, m.OneLink, m.NoLink, m.OneWay)
 	}
 	fmt.Fprintf(w, "cost\t%.1f messages, %.0f bytes per op; duplicate gossip copies %.1f%%\n", c.MessagesPerOp, c.BytesPerOp, 100*c.DuplicatesRatio)
 	for _, t := range []struct {
