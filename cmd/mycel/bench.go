@@ -1,7 +1,9 @@
 package main
 
 import (
+	"cmp"
 	"errors"
+	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
@@ -24,6 +26,13 @@ func benchCmd() *cobra.Command {
 	cmd.Args = noArgs
 	runE := cmd.RunE
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		// Checked before any node starts, as the daemon checks its flags.
+		if d := sys.MeshDegree; d != 0 && (d < 2 || d > 32) {
+			return usageError{fmt.Errorf("--mesh-degree %d: want 2 to 32 (or 0 for the node default, 6)", d)}
+		}
+		if d, lo := cmp.Or(sys.MeshDegree, 6), sys.MeshDegreeLow; lo < 0 || lo > d {
+			return usageError{fmt.Errorf("--mesh-degree-low %d: want 1 to the mesh degree (%d), or 0 for the node default", lo, d)}
+		}
 		ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		cmd.SetContext(ctx)
