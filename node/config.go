@@ -289,13 +289,13 @@ func WithLogger(l *slog.Logger) Option {
 // defaultMeshDegree is gossipsub's own default D.
 const defaultMeshDegree = 6
 
-// meshParams returns gossipsub's parameters with mesh degree d (2 to 32)
+// meshParams returns gossipsub's parameters with mesh degree d (2 to 32),
 // and the bounds around it scaled about as gossipsub's defaults are (D=6:
-// Dlo=5, Dhi=12, Dout=2, Dlazy=6; here Dlo is two thirds of d, at least
-// 1, and Dlazy no higher than 6), Dlo set to lo instead
-// if lo is not 0 (1 to d; Dout then stays below it), and each message
-// advertised in IHAVE gossip at one heartbeat instead of three
-// (HistoryGossip 1); everything else is gossipsub's default.
+// Dlo=5, Dhi=12, Dout=2, Dlazy=6): Dlo two thirds of d, at least 1, or lo
+// if lo is not 0 (1 to d); Dhi twice d; Dout below Dlo; Dlazy no higher
+// than 6. Each message is advertised in IHAVE gossip at one heartbeat
+// instead of three (HistoryGossip 1); everything else is gossipsub's
+// default.
 //
 // IHAVE gossip repairs what the mesh failed to deliver; Mycel's sync does
 // that too, so three rounds of it bought little and cost much: with one
