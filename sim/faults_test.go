@@ -167,7 +167,8 @@ func TestWipedNodeTakesWritesAtOnce(t *testing.T) {
 }
 
 // The reused-dot checker must be able to fail: two acknowledged ops with
-// the same dot are counted and judged.
+// the same dot are counted and judged, also when the first was lost on a
+// wipe.
 func TestReusedDotIsReported(t *testing.T) {
 	var acks []ack
 	for i, key := range []string{"r/1", "r/2"} {
@@ -183,6 +184,12 @@ func TestReusedDotIsReported(t *testing.T) {
 	m := newModel(acks)
 	if m.reused != 1 {
 		t.Fatalf("model counted %d reused dots", m.reused)
+	}
+	// The first op lost on its node's wipe, the second given its dot after
+	// the restart: still a reuse.
+	acks[0].lostOnWipe = true
+	if m := newModel(acks); m.reused != 1 {
+		t.Fatalf("with the first op lost on a wipe, the model counted %d reused dots", m.reused)
 	}
 	rep := Report{DotsReused: m.reused, Converged: true}
 	if f := judge(&rep, Expect{}); len(f) != 1 || f[0] != "1 dots handed out twice (a replica reused its dot counter)" {

@@ -69,14 +69,26 @@ type model struct {
 	created  map[crdt.Dot]entry
 	removed  map[crdt.Dot]bool
 	counters map[string]int64
-	// reused counts dots two different ops created: a replica handed out a
-	// dot twice, which no model can reconcile.
+	// reused counts dots two different acknowledged ops created, lost on
+	// a wipe or not: a replica handed out a dot twice, which no model can
+	// reconcile. (A replica restarted on a wiped store reusing its old
+	// counters is the case to catch, and there the op before the wipe is
+	// usually the one lost.)
 	reused int
 }
 
 func newModel(acks []ack) *model {
 	m := &model{keys: make(map[string]OpKind), byKey: make(map[string][]crdt.Dot), created: make(map[crdt.Dot]entry), removed: make(map[crdt.Dot]bool), counters: make(map[string]int64)}
 	byReplica := make(map[crdt.ReplicaID][]uint64)
+	given := make(map[crdt.Dot]bool)
+	for i := range acks {
+		if a := &acks[i]; a.ok() && a.dot != (crdt.Dot{}) {
+			if given[a.dot] {
+				m.reused++
+			}
+			given[a.dot] = true
+		}
+	}
 	for i := range acks {
 		a := &acks[i]
 		if !a.ok() || a.lostOnWipe {
@@ -107,9 +119,6 @@ func newModel(acks []ack) *model {
 		}
 		if regs := v.Registers(); len(regs) == 1 {
 			e.time = regs[0].Time
-		}
-		if _, dup := m.created[a.dot]; dup {
-			m.reused++
 		}
 		m.created[a.dot] = e
 		m.byKey[a.op.Key] = append(m.byKey[a.op.Key], a.dot)
