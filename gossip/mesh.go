@@ -24,7 +24,7 @@ import (
 // and to New in Config.MeshWatch. Its methods run on gossipsub's event
 // loop and never block.
 type MeshWatch struct {
-	nopTracer
+	NopTracer
 	r atomic.Pointer[Replicator]
 }
 
@@ -47,26 +47,26 @@ func (w *MeshWatch) Graft(p peer.ID, topic string) {
 	}
 }
 
-// nopTracer is a pubsub.RawTracer that does nothing: tracers here embed
-// it and implement only the events they watch.
-type nopTracer struct{}
+// NopTracer is a pubsub.RawTracer that does nothing: a tracer embeds it
+// and implements only the events it watches.
+type NopTracer struct{}
 
-func (nopTracer) Join(string)                                          {}
-func (nopTracer) Leave(string)                                         {}
-func (nopTracer) Graft(peer.ID, string)                                {}
-func (nopTracer) Prune(peer.ID, string)                                {}
-func (nopTracer) ValidateMessage(*pubsub.Message)                      {}
-func (nopTracer) DeliverMessage(*pubsub.Message)                       {}
-func (nopTracer) RejectMessage(*pubsub.Message, string)                {}
-func (nopTracer) DuplicateMessage(*pubsub.Message)                     {}
-func (nopTracer) ThrottlePeer(peer.ID)                                 {}
-func (nopTracer) RecvRPC(*pubsub.RPC)                                  {}
-func (nopTracer) SendRPC(*pubsub.RPC, peer.ID)                         {}
-func (nopTracer) SendRPCCompleted(*pubsub.RPC, peer.ID, time.Duration) {}
-func (nopTracer) DropRPC(*pubsub.RPC, peer.ID)                         {}
-func (nopTracer) UndeliverableMessage(*pubsub.Message)                 {}
-func (nopTracer) OnNewOutboundStream(peer.ID, protocol.ID)             {}
-func (nopTracer) OnClosedOutboundStream(peer.ID)                       {}
+func (NopTracer) Join(string)                                          {}
+func (NopTracer) Leave(string)                                         {}
+func (NopTracer) Graft(peer.ID, string)                                {}
+func (NopTracer) Prune(peer.ID, string)                                {}
+func (NopTracer) ValidateMessage(*pubsub.Message)                      {}
+func (NopTracer) DeliverMessage(*pubsub.Message)                       {}
+func (NopTracer) RejectMessage(*pubsub.Message, string)                {}
+func (NopTracer) DuplicateMessage(*pubsub.Message)                     {}
+func (NopTracer) ThrottlePeer(peer.ID)                                 {}
+func (NopTracer) RecvRPC(*pubsub.RPC)                                  {}
+func (NopTracer) SendRPC(*pubsub.RPC, peer.ID)                         {}
+func (NopTracer) SendRPCCompleted(*pubsub.RPC, peer.ID, time.Duration) {}
+func (NopTracer) DropRPC(*pubsub.RPC, peer.ID)                         {}
+func (NopTracer) UndeliverableMessage(*pubsub.Message)                 {}
+func (NopTracer) OnNewOutboundStream(peer.ID, protocol.ID)             {}
+func (NopTracer) OnClosedOutboundStream(peer.ID)                       {}
 
 // meshPull is a peer new in this node's mesh in a namespace.
 type meshPull struct {

@@ -16,7 +16,7 @@ import (
 // deliveries is a pubsub.RawTracer that keeps the messages pubsub handed
 // to subscribers: the same *pubsub.Message its message cache keeps.
 type deliveries struct {
-	nopTracer
+	NopTracer
 	mu   sync.Mutex
 	msgs []*pubsub.Message
 }

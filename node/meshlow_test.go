@@ -9,12 +9,14 @@ import (
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/mycelnet/mycel/gossip"
 )
 
 // meshPeers is a pubsub.RawTracer that keeps one node's gossip mesh per
 // topic, from its GRAFT and PRUNE events and its peers leaving.
 type meshPeers struct {
+	gossip.NopTracer
 	mu   sync.Mutex
 	mesh map[string]map[peer.ID]bool
 }
@@ -59,20 +61,6 @@ func (m *meshPeers) count() map[string]int {
 	}
 	return out
 }
-
-func (*meshPeers) Join(string)                                          {}
-func (*meshPeers) Leave(string)                                         {}
-func (*meshPeers) ValidateMessage(*pubsub.Message)                      {}
-func (*meshPeers) DeliverMessage(*pubsub.Message)                       {}
-func (*meshPeers) RejectMessage(*pubsub.Message, string)                {}
-func (*meshPeers) DuplicateMessage(*pubsub.Message)                     {}
-func (*meshPeers) ThrottlePeer(peer.ID)                                 {}
-func (*meshPeers) RecvRPC(*pubsub.RPC)                                  {}
-func (*meshPeers) SendRPC(*pubsub.RPC, peer.ID)                         {}
-func (*meshPeers) DropRPC(*pubsub.RPC, peer.ID)                         {}
-func (*meshPeers) UndeliverableMessage(*pubsub.Message)                 {}
-func (*meshPeers) OnNewOutboundStream(peer.ID, protocol.ID)             {}
-func (*meshPeers) SendRPCCompleted(*pubsub.RPC, peer.ID, time.Duration) {}
 
 // TestMeshDegreeLowReachesGossipsub: the node runs gossipsub with the Dlo
 // its Config asks for, and gossipsub's own at the default degree.

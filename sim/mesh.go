@@ -2,11 +2,11 @@ package sim
 
 import (
 	"sync"
-	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/mycelnet/mycel/gossip"
 )
 
 // MeshShape is the shape of the gossip mesh the live nodes held at the end
@@ -36,6 +36,7 @@ type MeshShape struct {
 // PRUNE events and its peers leaving (gossipsub drops a peer that went away
 // from its meshes without a PRUNE). The simulated nodes join one topic.
 type meshTracer struct {
+	gossip.NopTracer
 	mu    sync.Mutex
 	peers map[peer.ID]bool
 }
@@ -71,20 +72,6 @@ func (m *meshTracer) snapshot() []peer.ID {
 	}
 	return out
 }
-
-func (*meshTracer) OnNewOutboundStream(peer.ID, protocol.ID)             {}
-func (*meshTracer) Join(string)                                          {}
-func (*meshTracer) Leave(string)                                         {}
-func (*meshTracer) ValidateMessage(*pubsub.Message)                      {}
-func (*meshTracer) DeliverMessage(*pubsub.Message)                       {}
-func (*meshTracer) RejectMessage(*pubsub.Message, string)                {}
-func (*meshTracer) DuplicateMessage(*pubsub.Message)                     {}
-func (*meshTracer) ThrottlePeer(peer.ID)                                 {}
-func (*meshTracer) RecvRPC(*pubsub.RPC)                                  {}
-func (*meshTracer) SendRPC(*pubsub.RPC, peer.ID)                         {}
-func (*meshTracer) SendRPCCompleted(*pubsub.RPC, peer.ID, time.Duration) {}
-func (*meshTracer) DropRPC(*pubsub.RPC, peer.ID)                         {}
-func (*meshTracer) UndeliverableMessage(*pubsub.Message)                 {}
 
 // meshShape measures the graph of n nodes whose links are given as pairs
 // of node indexes, {a, b} when a holds b in its mesh (repeats allowed);

@@ -2,12 +2,12 @@ package sim
 
 import (
 	"sync/atomic"
-	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/protocol"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/mycelnet/mycel/gossip"
 )
 
 // gossipTracer is a pubsub.RawTracer shared by every node: it splits the
@@ -16,6 +16,7 @@ import (
 // counts the copies its seen-cache drops as duplicates. It must not block:
 // atomics only.
 type gossipTracer struct {
+	gossip.NopTracer
 	dataMsgs, dataBytes       atomic.Int64
 	controlMsgs, controlBytes atomic.Int64
 	duplicates, delivered     atomic.Int64
@@ -61,15 +62,3 @@ func (g *gossipTracer) RejectMessage(_ *pubsub.Message, reason string) {
 		g.throttled.Add(1)
 	}
 }
-
-func (g *gossipTracer) OnNewOutboundStream(peer.ID, protocol.ID)             {}
-func (g *gossipTracer) OnClosedOutboundStream(peer.ID)                       {}
-func (g *gossipTracer) Join(string)                                          {}
-func (g *gossipTracer) Leave(string)                                         {}
-func (g *gossipTracer) Graft(peer.ID, string)                                {}
-func (g *gossipTracer) Prune(peer.ID, string)                                {}
-func (g *gossipTracer) ValidateMessage(*pubsub.Message)                      {}
-func (g *gossipTracer) ThrottlePeer(peer.ID)                                 {}
-func (g *gossipTracer) RecvRPC(*pubsub.RPC)                                  {}
-func (g *gossipTracer) SendRPCCompleted(*pubsub.RPC, peer.ID, time.Duration) {}
-func (g *gossipTracer) UndeliverableMessage(*pubsub.Message)                 {}
