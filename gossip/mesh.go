@@ -2,6 +2,7 @@ package gossip
 
 import (
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -20,12 +21,19 @@ import (
 // more later. So the Replicator pulls the namespace from a peer new in
 // its mesh at once, once per connection (Stats.SyncMeshPulls).
 //
+// It also keeps each namespace's mesh peers, for MeshPeers: a node on a
+// single mesh link, or none, hears its namespace's batches late (see
+// node.Config.MeshDegreeLow).
+//
 // Pass it to gossipsub with pubsub.WithRawTracer when making the PubSub,
 // and to New in Config.MeshWatch. Its methods run on gossipsub's event
 // loop and never block.
 type MeshWatch struct {
 	NopTracer
 	r atomic.Pointer[Replicator]
+
+	mu   sync.Mutex
+	mesh map[string]map[peer.ID]bool // namespace -> mesh peers
 }
 
 // NewMeshWatch returns a MeshWatch for one Replicator.
@@ -35,16 +43,60 @@ var _ pubsub.RawTracer = (*MeshWatch)(nil)
 
 // Graft implements pubsub.RawTracer: p joined this node's mesh in topic.
 func (w *MeshWatch) Graft(p peer.ID, topic string) {
-	ns, ok := strings.CutPrefix(topic, topicPrefix)
+	ns, ok := namespaceOf(topic)
 	if !ok {
 		return
 	}
-	if ns, ok = strings.CutSuffix(ns, topicSuffix); !ok {
-		return
+	w.mu.Lock()
+	if w.mesh == nil {
+		w.mesh = make(map[string]map[peer.ID]bool)
 	}
+	if w.mesh[ns] == nil {
+		w.mesh[ns] = make(map[peer.ID]bool)
+	}
+	w.mesh[ns][p] = true
+	w.mu.Unlock()
 	if r := w.r.Load(); r != nil {
 		r.grafted(p, ns)
 	}
+}
+
+// Prune implements pubsub.RawTracer: p left this node's mesh in topic.
+func (w *MeshWatch) Prune(p peer.ID, topic string) {
+	ns, ok := namespaceOf(topic)
+	if !ok {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.mesh[ns], p)
+}
+
+// OnClosedOutboundStream implements pubsub.RawTracer: gossipsub drops a
+// peer whose stream closed from every mesh, with no Prune.
+func (w *MeshWatch) OnClosedOutboundStream(p peer.ID) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, peers := range w.mesh {
+		delete(peers, p)
+	}
+}
+
+// MeshPeers returns how many peers this node's gossipsub mesh holds in the
+// namespace.
+func (w *MeshWatch) MeshPeers(ns string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.mesh[ns])
+}
+
+// namespaceOf returns the namespace whose gossip topic is topic.
+func namespaceOf(topic string) (string, bool) {
+	ns, ok := strings.CutPrefix(topic, topicPrefix)
+	if !ok {
+		return "", false
+	}
+	return strings.CutSuffix(ns, topicSuffix)
 }
 
 // NopTracer is a pubsub.RawTracer that does nothing: a tracer embeds it

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/mycelnet/mycel/crdt"
 )
@@ -90,5 +91,28 @@ func TestNewMeshPeerIsPulled(t *testing.T) {
 	}
 	if n := r.Stats().SyncMeshPulls.Load(); n != 3 {
 		t.Fatalf("%d mesh pulls, want 3", n)
+	}
+}
+
+// TestMeshWatchCountsMeshPeers: MeshPeers follows grafts, prunes and peers
+// whose stream closed (gossipsub's removal without a prune), per
+// namespace, and ignores topics that are not a namespace's.
+func TestMeshWatchCountsMeshPeers(t *testing.T) {
+	w := NewMeshWatch()
+	a, b, c := peer.ID("a"), peer.ID("b"), peer.ID("c")
+	topic := func(ns string) string { return topicPrefix + ns + topicSuffix }
+	w.Graft(a, topic("x"))
+	w.Graft(b, topic("x"))
+	w.Graft(b, topic("x")) // again: still one peer
+	w.Graft(c, topic("y"))
+	w.Graft(c, "/other/topic")
+	if got := []int{w.MeshPeers("x"), w.MeshPeers("y"), w.MeshPeers("z")}; got[0] != 2 || got[1] != 1 || got[2] != 0 {
+		t.Fatalf("after grafts: x, y, z = %v, want 2, 1, 0", got)
+	}
+	w.Prune(a, topic("x"))
+	w.Prune(c, topic("x")) // not in x's mesh: nothing
+	w.OnClosedOutboundStream(c)
+	if got := []int{w.MeshPeers("x"), w.MeshPeers("y")}; got[0] != 1 || got[1] != 0 {
+		t.Fatalf("after a prune and a closed stream: x, y = %v, want 1, 0", got)
 	}
 }

@@ -195,6 +195,7 @@ func TestMetrics(t *testing.T) {
 	for _, want := range []string{
 		`mycel_api_ops_total{code="204",op="put"} 1`,
 		`mycel_store_keys{namespace="test"} 1`,
+		`mycel_gossip_mesh_peers{namespace="test"} 0`,
 		`mycel_gossip_rejected_total{reason="origin"} 0`,
 		`mycel_sync_abandoned_total 0`,
 		`mycel_sync_gap_pulls_total 0`,

@@ -97,6 +97,7 @@ var (
 	descStateKeys         = desc("mycel_sync_state_keys_in_total", "Keys received by state reconciliation.")
 	descPeers             = desc("mycel_peers_connected", "Peers with an open connection.")
 	descKeys              = desc("mycel_store_keys", "Keys held, by namespace.", "namespace")
+	descMeshPeers         = desc("mycel_gossip_mesh_peers", "Peers in this node's gossipsub mesh, by namespace: those it forwards each batch to. With one or none, batches reach it late, through IHAVE gossip or sync (at --mesh-degree 2, see --mesh-degree-low).", "namespace")
 	descNamespaces        = desc("mycel_namespaces", "Namespaces this node holds.")
 	descDisk              = desc("mycel_store_disk_bytes", "Bytes used by the data directory (identity and Pebble store).")
 	descLag               = desc("mycel_replication_lag_seconds", "Per origin: delay of the last batch applied from it, from its newest write's hybrid-clock time (the writer's clock) to its commit here.", "namespace", "origin")
@@ -105,7 +106,7 @@ var (
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descMessagesPublished, descBatchesPublished, descMessagesReceived,
 		descBatchesReceived, descBatchesApplied, descRejected, descIgnored, descBytes, descSyncSessions,
-		descSyncRefused, descSyncAbandoned, descSyncGapPulls, descSyncMeshPulls, descSyncBatches, descStateSessions, descStateKeys, descPeers, descKeys, descNamespaces, descDisk, descLag} {
+		descSyncRefused, descSyncAbandoned, descSyncGapPulls, descSyncMeshPulls, descSyncBatches, descStateSessions, descStateKeys, descPeers, descKeys, descMeshPeers, descNamespaces, descDisk, descLag} {
 		ch <- d
 	}
 }
@@ -162,6 +163,7 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		_, keys := ns.Digest()
 		gauge(descKeys, float64(keys), name)
+		gauge(descMeshPeers, float64(ns.MeshPeers()), name)
 	}
 	if dir := c.s.opts.DataDir; dir != "" {
 		gauge(descDisk, float64(dirSize(dir)))
