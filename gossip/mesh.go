@@ -26,8 +26,8 @@ import (
 // node.Config.MeshDegreeLow).
 //
 // Pass it to gossipsub with pubsub.WithRawTracer when making the PubSub,
-// and to New in Config.MeshWatch. Its methods run on gossipsub's event
-// loop and never block.
+// and to New in Config.MeshWatch. Its tracer methods run on gossipsub's
+// event loop and never block; MeshPeers may be called from any goroutine.
 type MeshWatch struct {
 	NopTracer
 	r atomic.Pointer[Replicator]

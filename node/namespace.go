@@ -87,9 +87,10 @@ func (n *Node) Namespaces() []string {
 func (s *Namespace) Name() string { return s.st.Name() }
 
 // MeshPeers returns how many peers this node's gossip mesh holds in the
-// namespace: those it forwards each batch to and hears batches from first.
-// With one or none, batches reach the node late, through gossip's IHAVE
-// rounds or sync (see Config.MeshDegreeLow).
+// namespace: those it relays others' batches to and hears them from first.
+// In a cluster of more than a few nodes, one or none can mean batches
+// reach the node late, through gossip's IHAVE rounds or sync (see
+// Config.MeshDegreeLow).
 func (s *Namespace) MeshPeers() int { return s.n.mesh.MeshPeers(s.Name()) }
 
 func (s *Namespace) apply(ctx context.Context, op crdt.Op) error {

@@ -97,7 +97,7 @@ var (
 	descStateKeys         = desc("mycel_sync_state_keys_in_total", "Keys received by state reconciliation.")
 	descPeers             = desc("mycel_peers_connected", "Peers with an open connection.")
 	descKeys              = desc("mycel_store_keys", "Keys held, by namespace.", "namespace")
-	descMeshPeers         = desc("mycel_gossip_mesh_peers", "Peers in this node's gossipsub mesh, by namespace: those it forwards each batch to. With one or none, batches reach it late, through IHAVE gossip or sync (at --mesh-degree 2, see --mesh-degree-low).", "namespace")
+	descMeshPeers         = desc("mycel_gossip_mesh_peers", "Peers in this node's gossipsub mesh, by namespace: those it relays others' batches to and hears them from first. In a cluster of more than a few nodes, one or none can mean batches reach it late, through IHAVE gossip or sync (at --mesh-degree 2, see --mesh-degree-low).", "namespace")
 	descNamespaces        = desc("mycel_namespaces", "Namespaces this node holds.")
 	descDisk              = desc("mycel_store_disk_bytes", "Bytes used by the data directory (identity and Pebble store).")
 	descLag               = desc("mycel_replication_lag_seconds", "Per origin: delay of the last batch applied from it, from its newest write's hybrid-clock time (the writer's clock) to its commit here.", "namespace", "origin")
