@@ -21,7 +21,7 @@ import (
 // more later. So the Replicator pulls the namespace from a peer new in
 // its mesh at once, once per connection (Stats.SyncMeshPulls).
 //
-// It also keeps each namespace's mesh peers, for MeshPeers: a node on a
+// It also keeps each namespace's mesh peers (MeshPeers): a node on a
 // single mesh link, or none, hears its namespace's batches late (see
 // node.Config.MeshDegreeLow).
 //
@@ -82,12 +82,16 @@ func (w *MeshWatch) OnClosedOutboundStream(p peer.ID) {
 	}
 }
 
-// MeshPeers returns how many peers this node's gossipsub mesh holds in the
-// namespace.
-func (w *MeshWatch) MeshPeers(ns string) int {
+// MeshPeers returns the peers this node's gossipsub mesh holds in the
+// namespace, in no particular order.
+func (w *MeshWatch) MeshPeers(ns string) []peer.ID {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return len(w.mesh[ns])
+	out := make([]peer.ID, 0, len(w.mesh[ns]))
+	for p := range w.mesh[ns] {
+		out = append(out, p)
+	}
+	return out
 }
 
 // namespaceOf returns the namespace whose gossip topic is topic.

@@ -106,13 +106,13 @@ func TestMeshWatchCountsMeshPeers(t *testing.T) {
 	w.Graft(b, topic("x")) // again: still one peer
 	w.Graft(c, topic("y"))
 	w.Graft(c, "/other/topic")
-	if got := []int{w.MeshPeers("x"), w.MeshPeers("y"), w.MeshPeers("z")}; got[0] != 2 || got[1] != 1 || got[2] != 0 {
+	if got := []int{len(w.MeshPeers("x")), len(w.MeshPeers("y")), len(w.MeshPeers("z"))}; got[0] != 2 || got[1] != 1 || got[2] != 0 {
 		t.Fatalf("after grafts: x, y, z = %v, want 2, 1, 0", got)
 	}
 	w.Prune(a, topic("x"))
 	w.Prune(c, topic("x")) // not in x's mesh: nothing
 	w.OnClosedOutboundStream(c)
-	if got := []int{w.MeshPeers("x"), w.MeshPeers("y")}; got[0] != 1 || got[1] != 0 {
+	if got := []int{len(w.MeshPeers("x")), len(w.MeshPeers("y"))}; got[0] != 1 || got[1] != 0 {
 		t.Fatalf("after a prune and a closed stream: x, y = %v, want 1, 0", got)
 	}
 }

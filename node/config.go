@@ -189,7 +189,7 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("%w: PSK must be 32 bytes, got %d", ErrConfig, len(c.PSK))
 	}
 	if c.MeshDegree == 0 {
-		c.MeshDegree = defaultMeshDegree
+		c.MeshDegree = DefaultMeshDegree
 	}
 	if c.MeshDegree < 2 || c.MeshDegree > 32 {
 		return c, fmt.Errorf("%w: MeshDegree %d: want 2 to 32", ErrConfig, c.MeshDegree)
@@ -286,8 +286,9 @@ func WithLogger(l *slog.Logger) Option {
 	return func(o *options) error { o.logger = l; return nil }
 }
 
-// defaultMeshDegree is gossipsub's own default D.
-const defaultMeshDegree = 6
+// DefaultMeshDegree is the mesh degree a Config of 0 gets: gossipsub's
+// own default D.
+const DefaultMeshDegree = 6
 
 // meshParams returns gossipsub's parameters with mesh degree d (2 to 32),
 // and the bounds around it scaled about as gossipsub's defaults are (D=6:
@@ -306,7 +307,7 @@ const defaultMeshDegree = 6
 func meshParams(d, lo int) pubsub.GossipSubParams {
 	p := pubsub.DefaultGossipSubParams()
 	p.HistoryGossip = 1
-	if d == defaultMeshDegree && (lo == 0 || lo == p.Dlo) {
+	if d == DefaultMeshDegree && (lo == 0 || lo == p.Dlo) {
 		return p
 	}
 	p.D = d

@@ -59,7 +59,7 @@ func TestMeshDegreeLowKeepsTwoLinks(t *testing.T) {
 	for {
 		var short []string
 		for i, s := range spaces {
-			if c := s.MeshPeers(); c < 2 {
+			if c := len(s.MeshPeers()); c < 2 {
 				short = append(short, fmt.Sprintf("node %d: %d mesh peers", i, c))
 			}
 		}

@@ -7,6 +7,8 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/mycelnet/mycel/crdt"
 	"github.com/mycelnet/mycel/gossip"
 	"github.com/mycelnet/mycel/store"
@@ -86,12 +88,12 @@ func (n *Node) Namespaces() []string {
 // Name returns the namespace's name.
 func (s *Namespace) Name() string { return s.st.Name() }
 
-// MeshPeers returns how many peers this node's gossip mesh holds in the
+// MeshPeers returns the peers this node's gossip mesh holds in the
 // namespace: those it relays others' batches to and hears them from first.
 // In a cluster of more than a few nodes, one or none can mean batches
 // reach the node late, through gossip's IHAVE rounds or sync (see
 // Config.MeshDegreeLow).
-func (s *Namespace) MeshPeers() int { return s.n.mesh.MeshPeers(s.Name()) }
+func (s *Namespace) MeshPeers() []peer.ID { return s.n.mesh.MeshPeers(s.Name()) }
 
 func (s *Namespace) apply(ctx context.Context, op crdt.Op) error {
 	_, err := s.Apply(ctx, op)

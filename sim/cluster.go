@@ -92,7 +92,6 @@ type member struct {
 	incarnation uint64
 	watchCancel context.CancelFunc
 	watchDone   chan struct{}
-	mesh        *meshTracer // this incarnation's gossip mesh
 }
 
 // skewClock is a node's clock: the run's clock plus an offset that a skew
@@ -164,7 +163,6 @@ func (c *cluster) start(ctx context.Context, m *member) error {
 		MaxRedialBackoff: redialBackoff,
 	}
 	inc := m.incarnation
-	mesh := &meshTracer{}
 	// The first start's key is new; later starts reuse it, possibly on a
 	// wiped store, as a real node keeping its key would.
 	identity := node.WithIdentity(m.key)
@@ -177,7 +175,7 @@ func (c *cluster) start(ctx context.Context, m *member) error {
 		node.WithClock(m.clock.now),
 		node.WithRand(rand.New(rand.NewPCG(c.seed, uint64(m.index)+1<<32+inc<<40))),
 		node.WithLogger(c.quiet),
-		node.WithPubSubOptions(pubsub.WithRawTracer(c.ps), pubsub.WithRawTracer(mesh)),
+		node.WithPubSubOptions(pubsub.WithRawTracer(c.ps)),
 		node.WithHostOptions(
 			c.nw.hostOption(m.region, m.index, c.sc.Regions[m.region].Bandwidth, inc),
 			// simnet carries UDP only: QUIC is the one transport. The
@@ -198,7 +196,7 @@ func (c *cluster) start(ctx context.Context, m *member) error {
 		return errors.Join(fmt.Errorf("sim: node %s: %w", m.name, err), n.Close())
 	}
 	c.mu.Lock()
-	m.node, m.space, m.up, m.diskLost, m.mesh = n, ns, true, false, mesh
+	m.node, m.space, m.up, m.diskLost = n, ns, true, false
 	c.mu.Unlock()
 	c.liveCount.Add(1)
 	m.incarnation++

@@ -1,13 +1,6 @@
 package sim
 
-import (
-	"sync"
-
-	pubsub "github.com/libp2p/go-libp2p-pubsub"
-	"github.com/libp2p/go-libp2p/core/peer"
-
-	"github.com/mycelnet/mycel/gossip"
-)
+import "github.com/libp2p/go-libp2p/core/peer"
 
 // MeshShape is the shape of the gossip mesh the live nodes held at the end
 // of a run: the graph whose edges join two nodes when either has the
@@ -30,47 +23,6 @@ type MeshShape struct {
 	// link only from the side that holds it. A mesh in one part with
 	// one-way links may still not carry every batch everywhere.
 	OneWay int `json:"one_way"`
-}
-
-// meshTracer keeps one node's gossipsub mesh peers from its GRAFT and
-// PRUNE events and its peers leaving (gossipsub drops a peer that went away
-// from its meshes without a PRUNE). The simulated nodes join one topic.
-type meshTracer struct {
-	gossip.NopTracer
-	mu    sync.Mutex
-	peers map[peer.ID]bool
-}
-
-var _ pubsub.RawTracer = (*meshTracer)(nil)
-
-func (m *meshTracer) Graft(p peer.ID, _ string) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.peers == nil {
-		m.peers = make(map[peer.ID]bool)
-	}
-	m.peers[p] = true
-}
-
-func (m *meshTracer) Prune(p peer.ID, _ string) { m.drop(p) }
-
-func (m *meshTracer) OnClosedOutboundStream(p peer.ID) { m.drop(p) }
-
-func (m *meshTracer) drop(p peer.ID) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	delete(m.peers, p)
-}
-
-// snapshot returns the mesh peers now.
-func (m *meshTracer) snapshot() []peer.ID {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	out := make([]peer.ID, 0, len(m.peers))
-	for p := range m.peers {
-		out = append(out, p)
-	}
-	return out
 }
 
 // meshShape measures the graph of n nodes whose links are given as pairs
@@ -139,10 +91,10 @@ func (c *cluster) meshShape() MeshShape {
 	}
 	var links [][2]int
 	for i, m := range c.members {
-		if !m.up || m.mesh == nil {
+		if !m.up {
 			continue
 		}
-		for _, p := range m.mesh.snapshot() {
+		for _, p := range m.space.MeshPeers() {
 			if j, ok := index[p]; ok {
 				links = append(links, [2]int{i, j})
 			}

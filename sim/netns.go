@@ -924,9 +924,9 @@ func (r *netnsRun) finish(ctx context.Context, rep *Report, acks []netnsAck, hea
 	// Propagation, over acknowledged puts every live node showed: from the
 	// answer to the last live node showing the value. A put some live node
 	// never showed is left out here, and for that node in the recovery
-	// times below, not counted as unpropagated: a value overwritten at once may never appear
-	// on a watch stream (an event carries the key's value when it is sent),
-	// and this backend sees values, not dots. Loss is the final-state
+	// times below, not counted as unpropagated: a value overwritten at once
+	// may never appear on a watch stream (an event carries the key's value
+	// when it is sent), and this backend sees values, not dots. Loss is the final-state
 	// checker's to find.
 	var all []time.Duration
 	pairs := make(map[[2]int][]time.Duration)

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mycelnet/mycel/node"
 )
 
 // notFinite reports NaN and the infinities, which YAML spells .nan and .inf
@@ -334,7 +336,7 @@ func (sc *Scenario) Validate() error {
 	if sc.MeshDegree != 0 && (sc.MeshDegree < 2 || sc.MeshDegree > 32) {
 		return invalid([]any{"mesh_degree"}, "%d: want 2 to 32 (or leave it out)", sc.MeshDegree)
 	}
-	if d := cmp.Or(sc.MeshDegree, 6); sc.MeshDegreeLow < 0 || sc.MeshDegreeLow > d {
+	if d := cmp.Or(sc.MeshDegree, node.DefaultMeshDegree); sc.MeshDegreeLow < 0 || sc.MeshDegreeLow > d {
 		return invalid([]any{"mesh_degree_low"}, "%d: want 1 to the mesh degree (%d), or leave it out", sc.MeshDegreeLow, d)
 	}
 	if len(sc.Regions) == 0 {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/mycelnet/mycel/bench"
 	"github.com/mycelnet/mycel/bench/mycelbench"
+	"github.com/mycelnet/mycel/node"
 )
 
 // benchCmd is `mycel bench`: the harness of package bench run on Mycel
@@ -30,7 +31,7 @@ func benchCmd() *cobra.Command {
 		if d := sys.MeshDegree; d != 0 && (d < 2 || d > 32) {
 			return usageError{fmt.Errorf("--mesh-degree %d: want 2 to 32 (or 0 for the node default, 6)", d)}
 		}
-		if d, lo := cmp.Or(sys.MeshDegree, 6), sys.MeshDegreeLow; lo < 0 || lo > d {
+		if d, lo := cmp.Or(sys.MeshDegree, node.DefaultMeshDegree), sys.MeshDegreeLow; lo < 0 || lo > d {
 			return usageError{fmt.Errorf("--mesh-degree-low %d: want 1 to the mesh degree (%d), or 0 for the node default", lo, d)}
 		}
 		ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)

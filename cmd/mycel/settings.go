@@ -15,6 +15,8 @@ import (
 	"github.com/pelletier/go-toml/v2"
 	"github.com/spf13/pflag"
 	"gopkg.in/yaml.v3"
+
+	"github.com/mycelnet/mycel/node"
 )
 
 // settings are the daemon's configuration. Each field has one name used
@@ -59,7 +61,7 @@ func defaultSettings() settings {
 		LogFormat:     "text",
 		SyncInterval:  10 * time.Second,
 		MaxValueBytes: 1 << 20,
-		MeshDegree:    6,
+		MeshDegree:    node.DefaultMeshDegree,
 		ShutdownWait:  10 * time.Second,
 		MaxNamespaces: 1024,
 		MaxWatchers:   1024,

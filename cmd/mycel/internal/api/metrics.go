@@ -163,7 +163,7 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		_, keys := ns.Digest()
 		gauge(descKeys, float64(keys), name)
-		gauge(descMeshPeers, float64(ns.MeshPeers()), name)
+		gauge(descMeshPeers, float64(len(ns.MeshPeers())), name)
 	}
 	if dir := c.s.opts.DataDir; dir != "" {
 		gauge(descDisk, float64(dirSize(dir)))
