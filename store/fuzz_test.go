@@ -195,13 +195,16 @@ func fuzzHexNameSeeds() []fuzzSeed[string] {
 	}
 }
 
-// FuzzParseStoreRecords feeds the owner record and namespace registry
-// entries, read at open: anything accepted re-encodes to the same bytes.
+// FuzzParseStoreRecords feeds the owner record, the namespace registry
+// entries, the position index's floor and entries, and the stored digest
+// sum, read at open or when watchers resume: anything accepted re-encodes
+// to the same bytes.
 func FuzzParseStoreRecords(f *testing.F) {
 	for _, b := range [][]byte{
 		ownerRecord(0xabc, false), ownerRecord(0xabc, true), registryRecord(0),
 		registryRecord(FloorBase), registryRecord(math.MaxUint64), registryRecord(5),
 		nil, {1}, {2}, {2, 0, 0}, bytes.Repeat([]byte{0xff}, 9),
+		posRecord(7, 42), bytes.Repeat([]byte{0xff}, 16), make([]byte, 40), bytes.Repeat([]byte{0xff}, 40),
 	} {
 		f.Add(b)
 	}
@@ -223,6 +226,20 @@ func FuzzParseStoreRecords(f *testing.F) {
 			if got := posFloorRecord(floor); !bytes.Equal(got, data) {
 				t.Fatalf("position floor %x parsed as %d, which is %x", data, floor, got)
 			}
+		}
+		if origin, seq, err := parsePosRecord(data); err == nil {
+			if got := posRecord(origin, seq); !bytes.Equal(got, data) {
+				t.Fatalf("position record %x parsed as (%v, %d), which is %x", data, origin, seq, got)
+			}
+		} else if len(data) == 16 {
+			t.Fatalf("position record %x of 16 bytes refused: %v", data, err)
+		}
+		if sum, err := crdt.ParseDigestSum(data); err == nil {
+			if got := sum.Bytes(); !bytes.Equal(got, data) {
+				t.Fatalf("digest sum %x parsed as one that is %x", data, got)
+			}
+		} else if !errors.Is(err, crdt.ErrMalformed) {
+			t.Fatalf("digest sum %x: error %v is not ErrMalformed", data, err)
 		}
 	})
 }

@@ -54,6 +54,36 @@ func TestSimRun(t *testing.T) {
 	}
 }
 
+// TestSimRunMissedBudgetExitsOne: a run that misses an expect budget
+// still writes its report, names the budget it missed, and exits 1 (bad
+// input exits 2, a passing run 0).
+func TestSimRunMissedBudgetExitsOne(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "report.json")
+	b, err := exec.Command(binary, "sim", "run", "testdata/missed-budget.yaml", "--json", out).CombinedOutput()
+	ee, ok := err.(*exec.ExitError)
+	if !ok || ee.ExitCode() != 1 {
+		t.Fatalf("mycel sim run: %v, want exit 1\n%s", err, b)
+	}
+	if !strings.Contains(string(b), "budgets      FAILED") || !strings.Contains(string(b), "p99 propagation") {
+		t.Fatalf("output does not say which budget failed:\n%s", b)
+	}
+	raw, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep struct {
+		Passed    bool     `json:"passed"`
+		Converged bool     `json:"converged"`
+		Failures  []string `json:"failures"`
+	}
+	if err := json.Unmarshal(raw, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Passed || !rep.Converged || len(rep.Failures) != 1 {
+		t.Fatalf("report: passed %v, converged %v, failures %q", rep.Passed, rep.Converged, rep.Failures)
+	}
+}
+
 func TestSimRunRefusesBadInput(t *testing.T) {
 	for _, c := range []struct {
 		args []string
