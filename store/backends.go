@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -36,10 +37,24 @@ func OpenPebble(ctx context.Context, dir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
 	popts := &pebble.Options{
 		// Larger memtables mean fewer flushes and less write amplification
 		// for a workload that writes every change twice (state and log).
 		MemTableSize: 64 << 20,
+		EventListener: &pebble.EventListener{
+			// Pebble's default, with go-ds-pebble's logger, is Fatalf: one
+			// bad block on disk ended the process. The read that met it
+			// gets an error instead (ErrCorrupt, naming the record: see
+			// pebbleStore), and a compaction that met it fails and is
+			// logged; the rest of the store goes on serving.
+			DataCorruption: func(info pebble.DataCorruptionInfo) {
+				logger.Error("store: on-disk corruption", "file", info.Path, "keys", info.Bounds.String(), "err", firstLine(info.Details))
+			},
+		},
 	}
 	d, err := pebbleds.NewDatastore(dir, pebbleds.WithPebbleOpts(popts), pebbleds.WithPebbleWriteOptions(pebble.NoSync))
 	if err != nil {
@@ -86,9 +101,52 @@ func isLockErr(err error) bool {
 
 // pebbleStore is go-ds-pebble's datastore with a direct prefix scan for
 // loading state at open: an iterator instead of a goroutine and a channel
-// per record.
+// per record. Its reads report Pebble's corruption errors (a block whose
+// checksum does not match, on open or on a later read) as ErrCorrupt,
+// naming the record read, or for a scan where it broke off.
 type pebbleStore struct {
 	*pebbleds.Datastore
+}
+
+// corruptRead wraps err, from reading what (see describeRecord), in
+// ErrCorrupt if Pebble found the bytes on disk corrupt.
+func corruptRead(what string, err error) error {
+	if err == nil || !pebble.IsCorruptionError(err) {
+		return err
+	}
+	return fmt.Errorf("%w: %s: %s", ErrCorrupt, what, firstLine(err))
+}
+
+// firstLine is the first line of err's message: Pebble's goes on over
+// lines of detail and stack traces.
+func firstLine(err error) string {
+	msg, _, _ := strings.Cut(err.Error(), "\n")
+	return msg
+}
+
+// scanBroke names where a scan of [lower, …) met an error: after the last
+// key it read, or at its start.
+func scanBroke(lower, last string, err error) error {
+	if last == "" {
+		return corruptRead(describeRecord(lower)+", at the start", err)
+	}
+	_, what := recordName(last)
+	return corruptRead(describeRecord(lower)+", after "+what, err)
+}
+
+func (p pebbleStore) Get(ctx context.Context, k ds.Key) ([]byte, error) {
+	v, err := p.Datastore.Get(ctx, k)
+	return v, corruptRead(describeRecord(k.String()), err)
+}
+
+func (p pebbleStore) Has(ctx context.Context, k ds.Key) (bool, error) {
+	ok, err := p.Datastore.Has(ctx, k)
+	return ok, corruptRead(describeRecord(k.String()), err)
+}
+
+func (p pebbleStore) GetSize(ctx context.Context, k ds.Key) (int, error) {
+	n, err := p.Datastore.GetSize(ctx, k)
+	return n, corruptRead(describeRecord(k.String()), err)
 }
 
 func (p pebbleStore) scanPrefix(ctx context.Context, prefix string, fn func(key string, val []byte) error) error {
@@ -102,12 +160,14 @@ func (p pebbleStore) scanRange(ctx context.Context, lower, upper string, fn func
 		return err
 	}
 	defer it.Close()
+	last := ""
 	for ok := it.First(); ok; ok = it.Next() {
 		v, err := it.ValueAndErr()
 		if err != nil {
-			return err
+			return scanBroke(lower, last, err)
 		}
-		more, err := fn(string(it.Key()), v)
+		last = string(it.Key())
+		more, err := fn(last, v)
 		if err != nil || !more {
 			return err
 		}
@@ -115,7 +175,7 @@ func (p pebbleStore) scanRange(ctx context.Context, lower, upper string, fn func
 			return ctx.Err()
 		}
 	}
-	return it.Error()
+	return scanBroke(lower, last, it.Error())
 }
 
 func (p pebbleStore) scanKeys(ctx context.Context, lower, upper string, fn func(key string) bool) error {
@@ -124,12 +184,14 @@ func (p pebbleStore) scanKeys(ctx context.Context, lower, upper string, fn func(
 		return err
 	}
 	defer it.Close()
+	last := ""
 	for ok := it.First(); ok; ok = it.Next() {
-		if !fn(string(it.Key())) || ctx.Err() != nil {
+		last = string(it.Key())
+		if !fn(last) || ctx.Err() != nil {
 			break
 		}
 	}
-	return it.Error()
+	return scanBroke(lower, last, it.Error())
 }
 
 // ForgetCleanClose makes the next open of the store in d treat the last

@@ -18,6 +18,7 @@ func isNotFound(err error) bool { return errors.Is(err, ds.ErrNotFound) }
 func (n *Namespace) compact(ctx context.Context) error {
 	s := n.s
 	cutoff := s.opts.Now().Add(-s.opts.Retention.MaxAge).UnixMilli()
+next:
 	for {
 		if err := s.check(); err != nil {
 			return err
@@ -39,22 +40,30 @@ func (n *Namespace) compact(ctx context.Context) error {
 				n.forget(origin, seq, 0)
 				continue
 			}
-			if err != nil {
+			if err != nil && !errors.Is(err, ErrCorrupt) {
 				return err
 			}
-			t, _, _, _, err := parseLogRecord(raw)
+			var t int64
+			if err == nil {
+				t, _, _, _, err = parseLogRecord(raw)
+			}
 			if err != nil {
 				// It can never be served: remove it now, as compaction
 				// would (the key states hold its effects; a peer that
 				// lacks it reconciles state). Stopping here instead
 				// stopped retention for every namespace, for good
 				// (found by review).
+				// An entry Pebble cannot read (ErrCorrupt from Get) goes
+				// too; its size is unknown, so LogBytes keeps counting it.
 				s.opts.Logger.Warn("store: removing a corrupt log entry", "namespace", n.name, "origin", origin, "seq", seq, "err", err)
 				if err := s.ds.Delete(ctx, n.layout.logKey(origin, seq)); err != nil {
 					return err
 				}
 				n.forget(origin, seq, len(raw))
-				continue
+				// Look again: this origin's next entry may be due too
+				// (continuing with the next origin ended the pass when
+				// there was none, one corrupt entry a pass).
+				continue next
 			}
 			if !found || t < victimTime {
 				victim, victimTime, victimSize, found = crdt.Dot{Replica: origin, Counter: seq}, t, len(raw), true

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strconv"
+	"strings"
 
 	ds "github.com/ipfs/go-datastore"
 
@@ -132,4 +133,70 @@ func parsePosFloor(b []byte) (uint64, error) {
 		return 0, fmt.Errorf("position floor of %d bytes", len(b))
 	}
 	return binary.BigEndian.Uint64(b), nil
+}
+
+// describeRecord names a datastore key in the store's own terms, for
+// errors an operator reads: `namespace "orders" key "order-17"`,
+// `namespace "orders" log entry 00000000000000ab/3`. A key outside the
+// layout (the node's own records) is named as it is.
+func describeRecord(k string) string {
+	ns, what := recordName(k)
+	if ns == "" {
+		return what
+	}
+	return ns + " " + what
+}
+
+// recordName is describeRecord in two parts: the namespace (empty for a
+// key outside every namespace) and the record within it.
+func recordName(k string) (ns, what string) {
+	if rest, ok := strings.CutPrefix(k, prefixRegistry); ok {
+		if name, err := hex.DecodeString(rest); err == nil {
+			return fmt.Sprintf("namespace %q", name), "registry entry"
+		}
+		return "", "namespace registry entry " + k
+	}
+	rest, ok := strings.CutPrefix(k, "/ns/")
+	if !ok {
+		return "", "record " + k
+	}
+	nsHex, tail, _ := strings.Cut(rest, "/")
+	name, err := hex.DecodeString(nsHex)
+	if err != nil {
+		return "", "record " + k
+	}
+	ns = fmt.Sprintf("namespace %q", name)
+	kind, id, _ := strings.Cut(tail, "/")
+	switch kind {
+	case "k":
+		if id == "" {
+			return ns, "key states"
+		}
+		if key, err := hex.DecodeString(id); err == nil {
+			return ns, fmt.Sprintf("key %q", key)
+		}
+	case "l":
+		if id == "" {
+			return ns, "log"
+		}
+		return ns, "log entry " + id
+	case "c":
+		if id == "" {
+			return ns, "causal context"
+		}
+		return ns, "causal context of replica " + id
+	case "s":
+		if id == "" {
+			return ns, "seen batches"
+		}
+		return ns, "seen batches of replica " + id
+	case "x":
+		if id == "" {
+			return ns, "position index"
+		}
+		return ns, "position " + id
+	case "sum", "xfloor", "sfloor":
+		return ns, kind + " record"
+	}
+	return ns, "record " + k
 }

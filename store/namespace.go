@@ -1037,6 +1037,9 @@ type rangeValueScanner interface {
 }
 
 func corrupt(ns string, err error) error {
+	if errors.Is(err, ErrCorrupt) {
+		return err // named already, by the read that found it (pebbleStore)
+	}
 	return fmt.Errorf("%w: namespace %q: %v", ErrCorrupt, ns, err)
 }
 
