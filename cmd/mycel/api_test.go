@@ -55,6 +55,17 @@ func TestMaxNamespaces(t *testing.T) {
 	}
 }
 
+// TestMaxKeyBytes: the daemon's --max-key-bytes bounds keys and set
+// elements through the API (400, nothing written); at the limit they pass.
+func TestMaxKeyBytes(t *testing.T) {
+	d := startDaemon(t, filepath.Join(t.TempDir(), "n"), "--max-key-bytes", "8")
+	mustCall(t, 204, "PUT", d.url("/v1/ns/test/kv/12345678"), []byte("v"))
+	mustCall(t, 400, "PUT", d.url("/v1/ns/test/kv/123456789"), []byte("v"))
+	mustCall(t, 400, "POST", d.url("/v1/ns/test/set/s"), []byte(`{"add": ["123456789"]}`))
+	mustCall(t, 404, "GET", d.url("/v1/ns/test/kv/s"), nil)
+	mustCall(t, 200, "GET", d.url("/v1/ns/test/kv/12345678"), nil)
+}
+
 // TestDebugRoutesMethods: /metrics and the pprof pages answer only their
 // methods; any other gets a 405 JSON error.
 func TestDebugRoutesMethods(t *testing.T) {

@@ -68,6 +68,10 @@ type daemonPlan struct {
 	logger *slog.Logger
 }
 
+// maxKeyBytes bounds --max-key-bytes: the value limit leaves 8 KiB of an
+// operation's MaxOpBytes for the rest, the key among it.
+const maxKeyBytes = 4 << 10
+
 func plan(s settings, stderr io.Writer) (daemonPlan, error) {
 	var p daemonPlan
 	var level slog.Level
@@ -97,6 +101,10 @@ func plan(s settings, stderr io.Writer) (daemonPlan, error) {
 	if maxValue := node.MaxOpBytes - 8<<10; s.MaxValueBytes < 1 || s.MaxValueBytes > maxValue {
 		return p, usageError{fmt.Errorf("--max-value-bytes %d: want 1 to %d (one operation carries at most %d bytes)", s.MaxValueBytes, maxValue, node.MaxOpBytes)}
 	}
+	if s.MaxKeyBytes < 1 || s.MaxKeyBytes > maxKeyBytes {
+		return p, usageError{fmt.Errorf("--max-key-bytes %d: want 1 to %d", s.MaxKeyBytes, maxKeyBytes)}
+	}
+	limits := crdt.Limits{MaxKeyBytes: s.MaxKeyBytes, MaxValueBytes: s.MaxValueBytes}
 	if s.SyncInterval <= 0 {
 		return p, usageError{fmt.Errorf("--sync-interval %s: want a positive duration", s.SyncInterval)}
 	}
@@ -107,7 +115,7 @@ func plan(s settings, stderr io.Writer) (daemonPlan, error) {
 		return p, usageError{fmt.Errorf("--mesh-degree-low %d: want 1 to --mesh-degree (%d), or 0 for the default (5 at degree 6, else two thirds of the degree, at least 1)", s.MeshDegreeLow, s.MeshDegree)}
 	}
 	for _, name := range s.Namespace {
-		if err := node.ValidNamespaceName(name, crdt.Limits{MaxValueBytes: s.MaxValueBytes}); err != nil {
+		if err := node.ValidNamespaceName(name, limits); err != nil {
 			return p, usageError{fmt.Errorf("--namespace %q: %v", name, err)}
 		}
 	}
@@ -137,7 +145,7 @@ func plan(s settings, stderr io.Writer) (daemonPlan, error) {
 		DataDir: s.DataDir, Listen: s.Listen, Bootstrap: s.Bootstrap, MDNS: s.MDNS, DHT: s.DHT,
 		NoSync: s.NoSync, SyncInterval: s.SyncInterval, MeshDegree: s.MeshDegree, FloodPublish: s.FloodPublish,
 		MeshDegreeLow: s.MeshDegreeLow, PeerExchange: s.PeerExchange,
-		Limits: crdt.Limits{MaxValueBytes: s.MaxValueBytes},
+		Limits: limits,
 	}
 	p.cfg.NAT = s.NAT
 	for _, a := range s.AllowPeer {
