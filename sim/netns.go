@@ -637,16 +637,25 @@ func (r *netnsRun) play(ctx context.Context, plan Plan, seed uint64) (*Report, e
 	return rep, nil
 }
 
-// waitConnected waits until every node has a peer, for at most 30 s.
+// waitConnected waits until every node is connected to a peer, for at
+// most 30 s. Status lists peers that left too (those it synced with),
+// marked not connected.
 func (r *netnsRun) waitConnected(ctx context.Context) error {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		lonely := 0
 		for _, n := range r.nodes {
 			var st struct {
-				Peers []json.RawMessage `json:"peers"`
+				Peers []struct {
+					Connected bool `json:"connected"`
+				} `json:"peers"`
 			}
-			if err := n.getJSON(ctx, "/v1/status", &st); err != nil || len(st.Peers) == 0 {
+			err := n.getJSON(ctx, "/v1/status", &st)
+			connected := false
+			for _, p := range st.Peers {
+				connected = connected || p.Connected
+			}
+			if err != nil || !connected {
 				lonely++
 			}
 		}

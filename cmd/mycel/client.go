@@ -271,6 +271,9 @@ func keysCmd() *cobra.Command {
   mycel keys --prefix user/ --limit 100
   mycel keys --json | jq -r '.keys[]'`, noArgs,
 		func(cmd *cobra.Command, _ []string) error {
+			if limit < 0 {
+				return usageError{fmt.Errorf("--limit %d: want 0 (all) or more", limit)}
+			}
 			var all []string
 			for {
 				q := url.Values{"prefix": {prefix}}

@@ -654,6 +654,7 @@ func TestUsageErrors(t *testing.T) {
 		{"allowed peer not a peer id", []string{"daemon", "--allow-peer", "bob"}, `--allow-peer "bob": not a peer id`},
 		{"writer without a namespace", []string{"daemon", "--writer", "12D3KooWGRUVh3yzLd2tNWi1ZQKyC1cHj3yc7PtpM5zGyqFvkqkE"}, "want NAMESPACE=PEERID"},
 		{"writer not a peer id", []string{"daemon", "--writer", "inventory=bob"}, `--writer "inventory=bob": not a peer id`},
+		{"negative key limit", []string{"keys", "--limit", "-5"}, "--limit -5: want 0 (all) or more"},
 		{"unknown flag", []string{"get", "--bogus", "k"}, "unknown flag"},
 		{"missing argument", []string{"get"}, "arg"},
 		{"empty key", []string{"get", ""}, "get: the first argument must not be empty"},

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/signal"
 	"syscall"
@@ -47,6 +48,11 @@ partitions, check convergence and lost writes, and report timings and traffic.`,
 			if backend == "netns" {
 				if err := sc.ValidateNetns(); err != nil {
 					return usageError{fmt.Errorf("%s: %w", args[0], err)}
+				}
+			}
+			for _, out := range []struct{ flag, path string }{{"json", jsonOut}, {"svg", svgOut}} {
+				if err := writable(out.flag, out.path); err != nil {
+					return err
 				}
 			}
 			if !cmd.Flags().Changed("seed") {
@@ -113,6 +119,25 @@ partitions, check convergence and lost writes, and report timings and traffic.`,
 	run.Flags().StringVar(&svgOut, "svg", "", "write an SVG chart of divergence over time, partitions shaded")
 	cmd.AddCommand(run)
 	return cmd
+}
+
+// writable checks, before a run that can take minutes, that the file a
+// flag names can be written: a report the run cannot save is lost with it.
+// A file it had to create for the check is removed again.
+func writable(flag, path string) error {
+	if path == "" {
+		return nil
+	}
+	_, statErr := os.Stat(path)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o644)
+	if err != nil {
+		return usageError{fmt.Errorf("--%s: %w", flag, err)}
+	}
+	f.Close()
+	if errors.Is(statErr, fs.ErrNotExist) {
+		os.Remove(path)
+	}
+	return nil
 }
 
 func printReport(cmd *cobra.Command, r *sim.Report) {

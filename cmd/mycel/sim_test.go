@@ -94,6 +94,8 @@ func TestSimRunRefusesBadInput(t *testing.T) {
 		{[]string{"sim", "run", "testdata/tiny.yaml", "--seed", "x"}, "invalid argument"},
 		{[]string{"sim", "run"}, "arg"},
 		{[]string{"sim", "run", "testdata/tiny.yaml", "--backend", "docker"}, "simnet or netns"},
+		{[]string{"sim", "run", "testdata/tiny.yaml", "--json", "no-such-dir/report.json"}, "--json: open no-such-dir/report.json"},
+		{[]string{"sim", "run", "testdata/tiny.yaml", "--svg", "testdata"}, "--svg: open testdata: is a directory"},
 		{[]string{"sim", "run", "../../sim/scenarios/three-regions.yaml", "--backend", "netns"}, "link us-eu: latency, jitter or loss"},
 	} {
 		b, err := exec.Command(binary, c.args...).CombinedOutput()
