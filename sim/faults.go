@@ -327,7 +327,17 @@ func (f Fault) describe() string {
 	case Skew:
 		return fmt.Sprintf("skew %s by %v", f.Node, f.By)
 	case Latency:
-		return "latency " + strings.Join(f.Link, "-")
+		d := "latency " + strings.Join(f.Link, "-")
+		if f.Latency != nil {
+			d += " " + f.Latency.String()
+		}
+		if f.Jitter != nil {
+			d += fmt.Sprintf(" jitter %v", *f.Jitter)
+		}
+		if f.Loss != nil {
+			d += fmt.Sprintf(" loss %g%%", *f.Loss)
+		}
+		return d
 	}
 	return string(f.Kind)
 }

@@ -2,6 +2,7 @@ package sim
 
 import (
 	"net"
+	"reflect"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -439,4 +440,41 @@ func TestReviveWiped(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestFaultWindowsCoverEveryKind: the chart's and the report's fault
+// windows span every fault that changes the network or a node until what
+// undoes it — latency and clock skew too, not only cuts and crashes.
+func TestFaultWindowsCoverEveryKind(t *testing.T) {
+	d := func(v time.Duration) *time.Duration { return &v }
+	pct := func(v float64) *float64 { return &v }
+	sc := &Scenario{
+		Regions: []Region{{Name: "a", Nodes: 2, Latency: time.Millisecond}, {Name: "b", Nodes: 1}},
+		Links:   []Link{{A: "a", B: "b", Latency: 10 * time.Millisecond}},
+	}
+	s := time.Second
+	got := sc.faultWindows([]Fault{
+		{At: 1 * s, Kind: Partition, Groups: [][]string{{"a"}, {"b"}}},
+		{At: 2 * s, Kind: Heal},
+		{At: 3 * s, Kind: Crash, Node: "a-1"},
+		{At: 4 * s, Kind: Restart, Node: "a-1"},
+		{At: 5 * s, Kind: Latency, Link: []string{"b", "a"}, Latency: d(100 * time.Millisecond)},
+		{At: 6 * s, Kind: Latency, Link: []string{"a", "b"}, Loss: pct(5)}, // still changed
+		{At: 7 * s, Kind: Latency, Link: []string{"a", "b"}, Latency: d(10 * time.Millisecond), Loss: pct(0)},
+		{At: 8 * s, Kind: Skew, Node: "b-0", By: 5 * s},
+		{At: 9 * s, Kind: Skew, Node: "b-0", By: -2 * s},
+		{At: 10 * s, Kind: Skew, Node: "b-0"},
+		{At: 11 * s, Kind: Latency, Link: []string{"a", "a"}, Latency: d(50 * time.Millisecond)},
+	})
+	want := []FaultWindow{
+		{Kind: "partition a | b (blackhole)", FromMS: 1000, ToMS: 2000},
+		{Kind: "crash a-1", FromMS: 3000, ToMS: 4000},
+		{Kind: "latency b-a 100ms", FromMS: 5000, ToMS: 7000},
+		{Kind: "skew b-0 by 5s", FromMS: 8000, ToMS: 9000},
+		{Kind: "skew b-0 by -2s", FromMS: 9000, ToMS: 10000},
+		{Kind: "latency a-a 50ms", FromMS: 11000, ToMS: -1},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("windows\n%+v\nwant\n%+v", got, want)
+	}
 }

@@ -625,7 +625,7 @@ func (r *netnsRun) play(ctx context.Context, plan Plan, seed uint64) (*Report, e
 	stop()
 	r.bg.Wait()
 	rep.Divergence = samples
-	rep.FaultWindows = faultWindows(plan.Faults)
+	rep.FaultWindows = r.sc.faultWindows(plan.Faults)
 	rep.SimulatedMS = ms(time.Since(begin))
 	crossed := r.crossed.Load()
 	rep.CrossedCut = &crossed

@@ -67,7 +67,7 @@ type Report struct {
 	Cost Cost `json:"cost"`
 	// Divergence samples, every 100 ms from the first op until the checks
 	// end, how many distinct replica states the live nodes hold (1: all
-	// equal). FaultWindows are the partitions and crashes, for the chart.
+	// equal). FaultWindows are the faults' spans, for the chart.
 	Divergence   []Sample      `json:"divergence"`
 	FaultWindows []FaultWindow `json:"fault_windows"`
 	// Propagation is the delay from an op's acknowledgement until every
@@ -244,7 +244,8 @@ type Sample struct {
 }
 
 // FaultWindow is a span of the run under a fault (a partition until its
-// heal, or until the end).
+// heal, a latency change until the link is back, …; ToMS -1: until the
+// end). Kind describes the fault.
 type FaultWindow struct {
 	Kind   string  `json:"kind"`
 	FromMS float64 `json:"from_ms"`

@@ -142,7 +142,7 @@ func (c *cluster) play(ctx context.Context, plan Plan, seed uint64) (*runResult,
 		return nil, err
 	}
 	defer func() { r.Divergence = stopSampling() }()
-	r.FaultWindows = faultWindows(plan.Faults)
+	r.FaultWindows = c.sc.faultWindows(plan.Faults)
 	r.Scenario, r.Seed, r.Nodes, r.Backend = c.sc.Name, seed, len(c.members), "simnet"
 	r.ConvergenceMS = -1
 	deadline := quiet.Add(c.sc.Expect.ConvergeWithin)
@@ -219,12 +219,17 @@ func (c *cluster) sample(start time.Time, every time.Duration) func() []Sample {
 }
 
 // faultWindows turns the fault schedule into spans: a partition or an
-// isolation until its heal, a crash until its restart (or the end of the
-// run, marked -1).
-func faultWindows(faults []Fault) []FaultWindow {
+// isolation until its heal, a crash until its restart, a link's changed
+// latency, jitter or loss until the link is back to the scenario's values,
+// a node's clock skew until it is 0 again (each to the end of the run,
+// marked -1, if nothing ends it).
+func (sc *Scenario) faultWindows(faults []Fault) []FaultWindow {
 	var out []FaultWindow
 	cut := -1
 	down := make(map[string]int)
+	slowed := make(map[[2]string]int) // link (regions in order) → open window
+	links := make(map[[2]string]Link) // links a fault changed: their values now
+	skewed := make(map[string]int)
 	for _, f := range faults {
 		switch f.Kind {
 		case Partition, Isolate:
@@ -242,6 +247,41 @@ func faultWindows(faults []Fault) []FaultWindow {
 			if i, ok := down[f.Node]; ok {
 				out[i].ToMS = ms(f.At)
 				delete(down, f.Node)
+			}
+		case Latency:
+			key := [2]string{min(f.Link[0], f.Link[1]), max(f.Link[0], f.Link[1])}
+			base := sc.link(key[0], key[1])
+			now, ok := links[key]
+			if !ok {
+				now = base
+			}
+			if f.Latency != nil {
+				now.Latency = *f.Latency
+			}
+			if f.Jitter != nil {
+				now.Jitter = *f.Jitter
+			}
+			if f.Loss != nil {
+				now.Loss = *f.Loss
+			}
+			links[key] = now
+			i, open := slowed[key]
+			switch back := now.Latency == base.Latency && now.Jitter == base.Jitter && now.Loss == base.Loss; {
+			case back && open:
+				out[i].ToMS = ms(f.At)
+				delete(slowed, key)
+			case !back && !open:
+				out = append(out, FaultWindow{Kind: f.describe(), FromMS: ms(f.At), ToMS: -1})
+				slowed[key] = len(out) - 1
+			}
+		case Skew:
+			if i, ok := skewed[f.Node]; ok {
+				out[i].ToMS = ms(f.At)
+				delete(skewed, f.Node)
+			}
+			if f.By != 0 {
+				out = append(out, FaultWindow{Kind: f.describe(), FromMS: ms(f.At), ToMS: -1})
+				skewed[f.Node] = len(out) - 1
 			}
 		}
 	}
