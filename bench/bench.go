@@ -211,6 +211,11 @@ type Traffic struct {
 	Sent, Received int64
 	// SentByProtocol splits Sent by libp2p protocol id.
 	SentByProtocol map[string]int64
+	// GossipFirst counts the gossip data messages the node received from
+	// peers, each once, and GossipCopies every copy of them that arrived
+	// (the first ones included). A system whose data does not travel as
+	// gossip leaves both 0.
+	GossipFirst, GossipCopies int64
 }
 
 // Neighbours returns the nodes that node i of a p.N-node cluster connects

@@ -145,10 +145,11 @@ func parseWorkloads(s string) ([]string, error) {
 }
 
 // WriteTable writes results as an aligned table; figures a workload does
-// not measure show as "-". For sustained runs puts/s is the achieved rate.
+// not measure show as "-". For sustained runs puts/s is the achieved rate;
+// dup is DupFactor, gossip copies per delivery.
 func WriteTable(w io.Writer, results []*Result) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "system\tworkload\tn\tk\tstore\tnet\tputs/s\tput p99 ms\tconverge s\treplicated/s\tprop p50 ms\tprop p99 ms\tbytes/key\tfloor\theal s\tkeys/s\tcpu s\trss MiB\t")
+	fmt.Fprintln(tw, "system\tworkload\tn\tk\tstore\tnet\tputs/s\tput p99 ms\tconverge s\treplicated/s\tprop p50 ms\tprop p99 ms\tbytes/key\tfloor\tdup\theal s\tkeys/s\tcpu s\trss MiB\t")
 	num := func(v float64, prec int) string {
 		if v == 0 {
 			return "-"
@@ -160,11 +161,11 @@ func WriteTable(w io.Writer, results []*Result) error {
 		if r.Workload == Sustained {
 			puts = r.AchievedPerS // of r.Rate offered
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s/%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s/%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
 			r.System, r.Workload, r.N, r.K, r.Store, r.Transport, r.Topology,
 			num(puts, 0), num(r.PutP99MS, 2), num(r.ConvergenceS, 3), num(r.ReplicatedPerS, 0),
 			num(r.PropP50MS, 2), num(r.PropP99MS, 2), num(r.BytesPerKey, 0), num(r.FloorBytesPerKey, 0),
-			num(r.HealS, 3), num(r.KeysPerS, 0), num(r.CPUS, 2), num(r.RSSPeakMiB, 0))
+			num(r.DupFactor, 2), num(r.HealS, 3), num(r.KeysPerS, 0), num(r.CPUS, 2), num(r.RSSPeakMiB, 0))
 	}
 	return tw.Flush()
 }

@@ -42,6 +42,12 @@ type Result struct {
 	BytesPerKey float64 `json:"bytes_per_key,omitempty"`
 	// BytesPerKeyByProtocol splits BytesPerKey by libp2p protocol id.
 	BytesPerKeyByProtocol map[string]float64 `json:"bytes_per_key_by_protocol,omitempty"`
+	// DupFactor is the gossip data copies the nodes received per message
+	// delivered (Traffic.GossipCopies / GossipFirst) during the measured
+	// phase: 1 when each node got each message once; how much of
+	// BytesPerKey duplicates cost. Left out for a system whose data does
+	// not travel as gossip.
+	DupFactor float64 `json:"dup_factor,omitempty"`
 	// FloorBytesPerKey is what delivering each key and value once to every
 	// node that lacks it costs: receivers × (key + value) bytes.
 	FloorBytesPerKey float64 `json:"floor_bytes_per_key,omitempty"`
@@ -324,6 +330,8 @@ func (r *run) sent() Traffic {
 	for i := range r.live {
 		n := r.c.Traffic(i)
 		t.Sent += n.Sent
+		t.GossipFirst += n.GossipFirst
+		t.GossipCopies += n.GossipCopies
 		for p, b := range n.SentByProtocol {
 			t.SentByProtocol[p] += b
 		}
@@ -335,6 +343,9 @@ func (r *run) sent() Traffic {
 func (r *run) bytesSince(t0 Traffic, keys int) {
 	t := r.sent()
 	r.res.BytesPerKey = float64(t.Sent-t0.Sent) / float64(keys)
+	if first := t.GossipFirst - t0.GossipFirst; first > 0 {
+		r.res.DupFactor = float64(t.GossipCopies-t0.GossipCopies) / float64(first)
+	}
 	r.res.BytesPerKeyByProtocol = make(map[string]float64)
 	for p, b := range t.SentByProtocol {
 		if d := b - t0.SentByProtocol[p]; d > 0 {

@@ -13,12 +13,15 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/ipfs/go-datastore"
 	dssync "github.com/ipfs/go-datastore/sync"
 	"github.com/libp2p/go-libp2p"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
 
 	"github.com/mycelnet/mycel/bench"
+	"github.com/mycelnet/mycel/gossip"
 	"github.com/mycelnet/mycel/node"
 )
 
@@ -95,10 +98,22 @@ type cluster struct {
 }
 
 type member struct {
-	n  *node.Node
-	ns *node.Namespace
-	bw *bench.ByteCounter
+	n      *node.Node
+	ns     *node.Namespace
+	bw     *bench.ByteCounter
+	copies *gossipCounter
 }
+
+// gossipCounter counts the gossip messages a node receives from peers:
+// each on its first arrival (gossipsub's ValidateMessage, which it reports
+// for peers' messages only), and every later copy (DuplicateMessage).
+type gossipCounter struct {
+	gossip.NopTracer
+	first, dups atomic.Int64
+}
+
+func (g *gossipCounter) ValidateMessage(*pubsub.Message)  { g.first.Add(1) }
+func (g *gossipCounter) DuplicateMessage(*pubsub.Message) { g.dups.Add(1) }
 
 func (c *cluster) member(i int) (*member, error) {
 	c.mu.Lock()
@@ -120,9 +135,11 @@ func (c *cluster) open(ctx context.Context) (int, error) {
 		cfg.Listen = []string{"/ip4/127.0.0.1/udp/0/quic-v1"}
 	}
 	bw := bench.NewByteCounter()
+	copies := new(gossipCounter)
 	opts := []node.Option{
 		node.WithLogger(slog.New(slog.DiscardHandler)),
 		node.WithHostOptions(libp2p.BandwidthReporter(bw)),
+		node.WithPubSubOptions(pubsub.WithRawTracer(copies)),
 	}
 	if c.p.Store == "pebble" {
 		cfg.DataDir = filepath.Join(c.dir, fmt.Sprintf("node-%d", i))
@@ -148,7 +165,7 @@ func (c *cluster) open(ctx context.Context) (int, error) {
 	events := ns.Watch(c.watchCtx, "")
 	c.watchers.Go(func() { c.watch(i, ns, events) })
 	c.mu.Lock()
-	c.members = append(c.members, &member{n: n, ns: ns, bw: bw})
+	c.members = append(c.members, &member{n: n, ns: ns, bw: bw, copies: copies})
 	c.mu.Unlock()
 	return i, nil
 }
@@ -288,7 +305,10 @@ func (c *cluster) Traffic(i int) bench.Traffic {
 	if err != nil {
 		return bench.Traffic{}
 	}
-	return m.bw.Traffic()
+	t := m.bw.Traffic()
+	first := m.copies.first.Load()
+	t.GossipFirst, t.GossipCopies = first, first+m.copies.dups.Load()
+	return t
 }
 
 // Close stops every node and its watcher and removes the stores.

@@ -1,10 +1,13 @@
 package mycelbench
 
 import (
+	"context"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/mycelnet/mycel/bench"
 	"github.com/mycelnet/mycel/bench/benchtest"
 )
 
@@ -26,5 +29,18 @@ func TestName(t *testing.T) {
 		if got := s.Name(); got != want {
 			t.Errorf("%+v: name %q, want %q", s, got, want)
 		}
+	}
+}
+
+// TestDupFactor: the results give the gossip copies per delivery, between
+// 1 (each node got each message once) and n-1 (from every other node).
+func TestDupFactor(t *testing.T) {
+	p := bench.Params{Workload: bench.SingleWriter, N: 3, K: 200, Timeout: bench.Seconds(time.Minute)}
+	res, err := bench.Run(context.Background(), System{}, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.DupFactor < 1 || res.DupFactor > float64(p.N-1) {
+		t.Fatalf("dup factor %v, want 1 to %d", res.DupFactor, p.N-1)
 	}
 }

@@ -187,16 +187,17 @@ var (
 	healBytes   = figure{"heal bytes/key", func(r *bench.Result) float64 { return float64(r.HealBytes) / float64(r.K) }, "%.0f", true}
 	keysPerS    = figure{"keys/s", func(r *bench.Result) float64 { return r.KeysPerS }, "%.0f", false}
 	achieved    = figure{"achieved puts/s", func(r *bench.Result) float64 { return r.AchievedPerS }, "%.0f", false}
+	dupFactor   = figure{"Mycel's gossip copies per delivery", func(r *bench.Result) float64 { return r.DupFactor }, "%.2f", true}
 	rss         = figure{"RSS MiB", func(r *bench.Result) float64 { return r.RSSPeakMiB }, "%.0f", true}
 	cpu         = figure{"CPU s", func(r *bench.Result) float64 { return r.CPUS }, "%.2f", true}
 )
 
 var figuresOf = map[string][]figure{
-	bench.SingleWriter:  {convergence, putsPerS, replicated, propP50, propP99, bytesPerKey, rss},
-	bench.MultiWriter:   {convergence, putsPerS, replicated, propP50, propP99, bytesPerKey, rss},
-	bench.PartitionHeal: {healS, healBytes, convergence, bytesPerKey, rss},
+	bench.SingleWriter:  {convergence, putsPerS, replicated, propP50, propP99, bytesPerKey, dupFactor, rss},
+	bench.MultiWriter:   {convergence, putsPerS, replicated, propP50, propP99, bytesPerKey, dupFactor, rss},
+	bench.PartitionHeal: {healS, healBytes, convergence, bytesPerKey, dupFactor, rss},
 	bench.LateJoiner:    {convergence, keysPerS, bytesPerKey, rss},
-	bench.Sustained:     {achieved, propP50, propP99, bytesPerKey, cpu, rss},
+	bench.Sustained:     {achieved, propP50, propP99, bytesPerKey, dupFactor, cpu, rss},
 }
 
 func writeTables(w io.Writer, pairs []pair) {
@@ -232,9 +233,17 @@ func writeTables(w io.Writer, pairs []pair) {
 	}
 }
 
-// cell shows both figures and how many times better Mycel's is.
+// cell shows both figures and how many times better Mycel's is; the
+// duplicate factor, Mycel's alone (go-ds-crdt's data travels by bitswap,
+// each block pulled once per replica: its bytes are the comparison).
 func cell(f figure, p pair) string {
 	a, b := f.get(p.mycel), f.get(p.peer)
+	if f.name == dupFactor.name {
+		if a == 0 {
+			return "-"
+		}
+		return fmt.Sprintf(f.format, a)
+	}
 	s := fmt.Sprintf(f.format+" / "+f.format, a, b)
 	if f.name == bytesPerKey.name && p.mycel.FloorBytesPerKey > 0 {
 		s = fmt.Sprintf("%.0f (%.1f×) / %.0f (%.1f×)", a, a/p.mycel.FloorBytesPerKey, b, b/p.peer.FloorBytesPerKey)
