@@ -409,6 +409,13 @@ func (a replicaAdapter) View(fn func(*crdt.Namespace, *crdt.Context)) { a.st.Vie
 
 func (a replicaAdapter) ReadLog(ctx context.Context, o crdt.ReplicaID, seq uint64) (gossip.Batch, bool, error) {
 	b, ok, err := a.st.ReadLog(ctx, o, seq)
+	if errors.Is(err, store.ErrCorrupt) {
+		// Served as compacted: the peer reconciles state instead (the key
+		// states hold the entry's effects), and the store's next
+		// compaction removes it. As an error it failed every sync session
+		// that reached it, until retention made it the oldest entry.
+		return gossip.Batch{}, false, nil
+	}
 	return gossip.Batch{Origin: b.Origin, Seq: b.Seq, Delta: b.Delta, Encoded: b.Encoded, Signer: b.Signer, Sig: b.Sig}, ok, err
 }
 

@@ -499,6 +499,12 @@ func (m mdnsNotifee) HandlePeerFound(ai peer.AddrInfo) {
 // ID returns the node's peer id.
 func (n *Node) ID() peer.ID { return n.host.ID() }
 
+// Err returns what failed the node's store — a write or sync the disk
+// refused, or corruption found on it — or nil while it is sound. A node
+// whose store failed refuses writes, local and remote (store.ErrFailed),
+// and needs a restart; health checks report it (the daemon's /healthz).
+func (n *Node) Err() error { return n.st.Err() }
+
 // Replica returns the node's replica id.
 func (n *Node) Replica() crdt.ReplicaID { return n.replica }
 

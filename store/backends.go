@@ -7,6 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	ds "github.com/ipfs/go-datastore"
@@ -41,20 +44,12 @@ func OpenPebble(ctx context.Context, dir string, opts Options) (*Store, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
+	events := &pebbleEvents{logger: logger}
 	popts := &pebble.Options{
 		// Larger memtables mean fewer flushes and less write amplification
 		// for a workload that writes every change twice (state and log).
-		MemTableSize: 64 << 20,
-		EventListener: &pebble.EventListener{
-			// Pebble's default, with go-ds-pebble's logger, is Fatalf: one
-			// bad block on disk ended the process. The read that met it
-			// gets an error instead (ErrCorrupt, naming the record: see
-			// pebbleStore), and a compaction that met it fails and is
-			// logged; the rest of the store goes on serving.
-			DataCorruption: func(info pebble.DataCorruptionInfo) {
-				logger.Error("store: on-disk corruption", "file", info.Path, "keys", info.Bounds.String(), "err", firstLine(info.Details))
-			},
-		},
+		MemTableSize:  64 << 20,
+		EventListener: events.listener(),
 	}
 	d, err := pebbleds.NewDatastore(dir, pebbleds.WithPebbleOpts(popts), pebbleds.WithPebbleWriteOptions(pebble.NoSync))
 	if err != nil {
@@ -74,7 +69,61 @@ func OpenPebble(ctx context.Context, dir string, opts Options) (*Store, error) {
 		_ = closeAll()
 		return nil, err
 	}
+	events.store.Store(s)
 	return s, nil
+}
+
+// pebbleEvents takes Pebble's reports of corruption. Pebble's default, with
+// go-ds-pebble's logger, is Fatalf: one bad block on disk ended the
+// process. Instead, the read that meets a bad block gets ErrCorrupt naming
+// the record (see pebbleStore); a compaction that meets one fails the
+// store, which then refuses writes (Store.Err; the daemon's /healthz
+// answers 503), because Pebble retries that compaction without end and,
+// with writes going on, level 0 fills until writes — and Close, which
+// flushes — stall for good.
+type pebbleEvents struct {
+	logger *slog.Logger
+	store  atomic.Pointer[Store] // once open
+
+	mu      sync.Mutex
+	logged  time.Time
+	skipped int
+}
+
+func (e *pebbleEvents) listener() *pebble.EventListener {
+	return &pebble.EventListener{
+		DataCorruption: func(info pebble.DataCorruptionInfo) {
+			e.log("store: on-disk corruption", "file", info.Path, "keys", info.Bounds.String(), "err", firstLine(info.Details))
+		},
+		BackgroundError: func(err error) {
+			if pebble.IsCorruptionError(err) {
+				if s := e.store.Load(); s != nil {
+					s.fail(fmt.Errorf("%w: found by a compaction: %s", ErrCorrupt, firstLine(err)))
+				}
+			}
+			e.log("store: pebble background error", "err", firstLine(err))
+		},
+	}
+}
+
+// log logs at most once a second, with how many it left out since: Pebble
+// retries a failed compaction of level 0 at once, hundreds of times a
+// second (a 5-minute run logged 170,000 lines).
+func (e *pebbleEvents) log(msg string, args ...any) {
+	e.mu.Lock()
+	now := time.Now()
+	if now.Sub(e.logged) < time.Second {
+		e.skipped++
+		e.mu.Unlock()
+		return
+	}
+	skipped := e.skipped
+	e.logged, e.skipped = now, 0
+	e.mu.Unlock()
+	if skipped > 0 {
+		args = append(args, "left_out", skipped)
+	}
+	e.logger.Error(msg, args...)
 }
 
 // lockDir takes an exclusive, non-blocking lock on dir/mycel.lock. The
@@ -108,13 +157,14 @@ type pebbleStore struct {
 	*pebbleds.Datastore
 }
 
-// corruptRead wraps err, from reading what (see describeRecord), in
-// ErrCorrupt if Pebble found the bytes on disk corrupt.
-func corruptRead(what string, err error) error {
+// corruptRead wraps err, from reading what (see describeRecord; built
+// only for an error), in ErrCorrupt if Pebble found the bytes on disk
+// corrupt.
+func corruptRead(what func() string, err error) error {
 	if err == nil || !pebble.IsCorruptionError(err) {
 		return err
 	}
-	return fmt.Errorf("%w: %s: %s", ErrCorrupt, what, firstLine(err))
+	return fmt.Errorf("%w: %s: %s", ErrCorrupt, what(), firstLine(err))
 }
 
 // firstLine is the first line of err's message: Pebble's goes on over
@@ -127,26 +177,31 @@ func firstLine(err error) string {
 // scanBroke names where a scan of [lower, …) met an error: after the last
 // key it read, or at its start.
 func scanBroke(lower, last string, err error) error {
-	if last == "" {
-		return corruptRead(describeRecord(lower)+", at the start", err)
-	}
-	_, what := recordName(last)
-	return corruptRead(describeRecord(lower)+", after "+what, err)
+	return corruptRead(func() string {
+		if last == "" {
+			return describeRecord(lower) + ", at the start"
+		}
+		ns, what := recordName(last)
+		if lowerNS, _ := recordName(lower); lowerNS == "" || ns != lowerNS {
+			what = describeRecord(last) // name its namespace, too
+		}
+		return describeRecord(lower) + ", after " + what
+	}, err)
 }
 
 func (p pebbleStore) Get(ctx context.Context, k ds.Key) ([]byte, error) {
 	v, err := p.Datastore.Get(ctx, k)
-	return v, corruptRead(describeRecord(k.String()), err)
+	return v, corruptRead(func() string { return describeRecord(k.String()) }, err)
 }
 
 func (p pebbleStore) Has(ctx context.Context, k ds.Key) (bool, error) {
 	ok, err := p.Datastore.Has(ctx, k)
-	return ok, corruptRead(describeRecord(k.String()), err)
+	return ok, corruptRead(func() string { return describeRecord(k.String()) }, err)
 }
 
 func (p pebbleStore) GetSize(ctx context.Context, k ds.Key) (int, error) {
 	n, err := p.Datastore.GetSize(ctx, k)
-	return n, corruptRead(describeRecord(k.String()), err)
+	return n, corruptRead(func() string { return describeRecord(k.String()) }, err)
 }
 
 func (p pebbleStore) scanPrefix(ctx context.Context, prefix string, fn func(key string, val []byte) error) error {

@@ -54,12 +54,22 @@ next:
 				// stopped retention for every namespace, for good
 				// (found by review).
 				// An entry Pebble cannot read (ErrCorrupt from Get) goes
-				// too; its size is unknown, so LogBytes keeps counting it.
+				// too. Its size is unknown: it counts as the log's mean
+				// entry (counting none left LogBytes too high, and
+				// retention, going by it, trimming the log to nothing).
 				s.opts.Logger.Warn("store: removing a corrupt log entry", "namespace", n.name, "origin", origin, "seq", seq, "err", err)
 				if err := s.ds.Delete(ctx, n.layout.logKey(origin, seq)); err != nil {
 					return err
 				}
-				n.forget(origin, seq, len(raw))
+				size := len(raw)
+				if raw == nil {
+					n.mu.RLock()
+					if k := n.kept.Len(); k > 0 {
+						size = int(n.logBytes / int64(k))
+					}
+					n.mu.RUnlock()
+				}
+				n.forget(origin, seq, size)
 				// Look again: this origin's next entry may be due too
 				// (continuing with the next origin ended the pass when
 				// there was none, one corrupt entry a pass).

@@ -151,6 +151,9 @@ func describeRecord(k string) string {
 // key outside every namespace) and the record within it.
 func recordName(k string) (ns, what string) {
 	if rest, ok := strings.CutPrefix(k, prefixRegistry); ok {
+		if rest == "" {
+			return "", "namespace registry"
+		}
 		if name, err := hex.DecodeString(rest); err == nil {
 			return fmt.Sprintf("namespace %q", name), "registry entry"
 		}

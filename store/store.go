@@ -370,6 +370,29 @@ func parseOwner(b []byte) (crdt.ReplicaID, bool, error) {
 func (s *Store) IdentityReused() bool { return s.reused }
 
 func (s *Store) registry(ctx context.Context) ([]string, error) {
+	if ks, ok := s.ds.(rangeScanner); ok {
+		// On Pebble: a scan that reports a bad block (go-ds-pebble's Query
+		// ends quietly at one, and the store then opened without the
+		// namespaces past it).
+		var names []string
+		var bad error
+		err := ks.scanKeys(ctx, prefixRegistry, prefixRegistry[:len(prefixRegistry)-1]+"0", func(k string) bool {
+			name, err := decodeHexName(lastSegment(k))
+			if err != nil {
+				bad = fmt.Errorf("%w: namespace registry key %q: %v", ErrCorrupt, k, err)
+				return false
+			}
+			names = append(names, name)
+			return true
+		})
+		if bad != nil {
+			return nil, bad
+		}
+		if err != nil {
+			return nil, fmt.Errorf("store: list namespaces: %w", err)
+		}
+		return names, nil
+	}
 	res, err := s.ds.Query(ctx, query.Query{Prefix: prefixRegistry, KeysOnly: true})
 	if err != nil {
 		return nil, fmt.Errorf("store: list namespaces: %w", err)
@@ -606,6 +629,12 @@ func (s *Store) PutMeta(ctx context.Context, name string, val []byte) error {
 	return nil
 }
 
+// Err returns the error that failed the store — a write or sync the
+// datastore refused, or corruption Pebble found on disk while compacting —
+// or nil while it is sound. A failed store refuses writes (ErrFailed) and
+// needs reopening.
+func (s *Store) Err() error { return s.failure() }
+
 // failure returns the error that failed the store, or nil.
 func (s *Store) failure() error {
 	s.failMu.Lock()
@@ -633,7 +662,7 @@ func (s *Store) fail(err error) error {
 	defer s.failMu.Unlock()
 	if s.failed == nil {
 		s.failed = fmt.Errorf("%w: %v", ErrFailed, err)
-		s.opts.Logger.Error("store: write failed; refusing further writes", "err", err)
+		s.opts.Logger.Error("store: failed; refusing further writes", "err", err)
 	}
 	return s.failed
 }

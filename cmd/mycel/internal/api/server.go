@@ -115,6 +115,12 @@ func New(opts Options) (*Server, error) {
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("/v1/status", s.only("status", http.MethodGet, s.status))
 	s.mux.HandleFunc("/healthz", s.only("healthz", http.MethodGet, func(w http.ResponseWriter, r *http.Request) {
+		if err := s.opts.Node.Err(); err != nil {
+			// The store failed (a write the disk refused, corruption):
+			// the node refuses writes until restarted.
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "failed", "error": err.Error()})
+			return
+		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	}))
 	s.mux.Handle("/metrics", methods(promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}), http.MethodGet))
