@@ -212,9 +212,10 @@ type Traffic struct {
 	// SentByProtocol splits Sent by libp2p protocol id.
 	SentByProtocol map[string]int64
 	// GossipFirst counts the gossip data messages the node received from
-	// peers, each once, and GossipCopies every copy of them that arrived
-	// (the first ones included). A system whose data does not travel as
-	// gossip leaves both 0.
+	// peers, each once, and GossipCopies every copy that arrived: the
+	// first ones, later ones, and a node's own messages echoed back to it
+	// (its publishes carry no author to drop them by). A system whose data
+	// does not travel as gossip leaves both 0.
 	GossipFirst, GossipCopies int64
 }
 

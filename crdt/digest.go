@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"math"
 	"math/bits"
 )
 
@@ -122,7 +123,11 @@ func (n *Namespace) Equal(o *Namespace) bool {
 // from storage: it checks that every dot of v is in the namespace's context
 // and replaces whatever key held. Use [Namespace.RestoreContext] first.
 func (n *Namespace) Restore(key string, v Value) error {
-	if err := n.limits.CheckName("key", key); err != nil {
+	// Any length: the key was within the limits in force when it was
+	// written, and lowering them later must not make it unloadable.
+	lifted := n.limits
+	lifted.MaxKeyBytes = math.MaxInt
+	if err := lifted.CheckName("key", key); err != nil {
 		return err
 	}
 	var missing *Dot

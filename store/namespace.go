@@ -692,7 +692,7 @@ func (n *Namespace) readLog(ctx context.Context, origin crdt.ReplicaID, seq uint
 	_, enc, signer, sig, err := parseLogRecord(raw)
 	if err == nil {
 		var d crdt.Delta
-		d, err = crdt.DecodeDelta(enc, n.s.opts.Limits)
+		d, err = crdt.DecodeDelta(enc, storedLimits(n.s.opts.Limits))
 		if err == nil {
 			return Batch{Origin: origin, Seq: seq, Delta: d, Encoded: enc, Signer: signer, Sig: sig}, true, nil
 		}
@@ -892,14 +892,18 @@ func growHint(saved uint64) int {
 // each batch (seven replicas each adding 165,000 elements to one set
 // apart make a set of over a million), and a store that wrote it must
 // open it again (found by review: the next open refused the store's own
-// valid data as corrupt). Keys, values and depth are never past the
-// limits, since merging does not grow them; the decoders allocate no more
-// than the bytes they are given, so a corrupt record costs at most its
-// size.
+// valid data as corrupt). Keys and values written under higher limits
+// than today's (a lowered --max-key-bytes or --max-value-bytes) load too,
+// up to what one operation can carry: a configuration change must not
+// turn stored data into "corrupt" records (found by review). The decoders
+// allocate no more than the bytes they are given, so a corrupt record
+// costs at most its size.
 func storedLimits(l crdt.Limits) crdt.Limits {
 	l = l.WithDefaults()
 	l.MaxElements = math.MaxInt32
 	l.MaxBytes = math.MaxInt
+	l.MaxKeyBytes = max(l.MaxKeyBytes, MaxOpBytes)
+	l.MaxValueBytes = max(l.MaxValueBytes, MaxOpBytes)
 	return l
 }
 

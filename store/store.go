@@ -459,14 +459,16 @@ func ValidName(name string, l crdt.Limits) error {
 // instead of waiting out an fsync behind it. Callers asking for the same
 // new namespace wait for its one registration.
 func (s *Store) Namespace(ctx context.Context, name string) (*Namespace, error) {
-	if err := ValidName(name, s.opts.Limits); err != nil {
-		return nil, err
-	}
 	s.nsMu.RLock()
 	n := s.ns[name]
 	s.nsMu.RUnlock()
 	if n != nil {
+		// Held already, so valid when made: a name longer than a key
+		// limit lowered since stays usable.
 		return n, nil
+	}
+	if err := ValidName(name, s.opts.Limits); err != nil {
+		return nil, err
 	}
 	// Waiting on another caller's registration is bounded: a waiter retries
 	// only when that caller's own context ended it.

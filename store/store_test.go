@@ -770,3 +770,42 @@ func TestNamespaceRegistrationPanicLeavesNameUsable(t *testing.T) {
 		t.Fatalf("after a panicked registration: %v", err)
 	}
 }
+
+// TestLowerLimitsKeepStoredData: a store reopened with lower key and value
+// limits (a daemon restarted with a lower --max-key-bytes) loads and serves
+// what it wrote under the higher ones, namespace names included, and
+// applies the new limits to new writes only.
+func TestLowerLimitsKeepStoredData(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	long := strings.Repeat("k", 100)
+	s := openPebble(t, dir, Options{})
+	n := mustNS(t, s, "a namespace with a name of forty bytes!!")
+	put(t, n, long, strings.Repeat("v", 500))
+	if _, err := n.Apply(ctx, crdt.Op{Kind: crdt.OpSetUpdate, Key: "set", Add: []string{long}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	low := crdt.Limits{MaxKeyBytes: 16, MaxValueBytes: 64}
+	s = openPebble(t, dir, Options{Limits: low})
+	defer s.Close()
+	n, err := s.Namespace(ctx, "a namespace with a name of forty bytes!!")
+	if err != nil {
+		t.Fatalf("the stored namespace: %v", err)
+	}
+	if v, ok := getString(n, long); !ok || len(v) != 500 {
+		t.Fatalf("stored key: %d bytes, found %v", len(v), ok)
+	}
+	kept := n.Kept()
+	if _, found, err := n.ReadLog(ctx, testReplica, kept.Min(testReplica)); err != nil || !found {
+		t.Fatalf("stored log entry: found %v, %v", found, err)
+	}
+	if _, err := n.Apply(ctx, crdt.Op{Kind: crdt.OpPut, Key: long, Value: []byte("v")}); !errors.Is(err, crdt.ErrLimit) {
+		t.Fatalf("a new write over the lowered key limit: %v", err)
+	}
+	if _, err := s.Namespace(ctx, "another namespace of forty bytes!!!!!!!"); !errors.Is(err, ErrInvalidName) {
+		t.Fatalf("a new namespace over the lowered limit: %v", err)
+	}
+}

@@ -106,7 +106,8 @@ type member struct {
 
 // gossipCounter counts the gossip messages a node receives from peers:
 // each on its first arrival (gossipsub's ValidateMessage, which it reports
-// for peers' messages only), and every later copy (DuplicateMessage).
+// for peers' messages only), and every other copy that arrived
+// (DuplicateMessage, and the copies dropped on a full validation queue).
 type gossipCounter struct {
 	gossip.NopTracer
 	first, dups atomic.Int64
@@ -114,6 +115,11 @@ type gossipCounter struct {
 
 func (g *gossipCounter) ValidateMessage(*pubsub.Message)  { g.first.Add(1) }
 func (g *gossipCounter) DuplicateMessage(*pubsub.Message) { g.dups.Add(1) }
+func (g *gossipCounter) RejectMessage(_ *pubsub.Message, reason string) {
+	if reason == pubsub.RejectValidationQueueFull {
+		g.dups.Add(1)
+	}
+}
 
 func (c *cluster) member(i int) (*member, error) {
 	c.mu.Lock()

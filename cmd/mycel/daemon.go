@@ -68,8 +68,10 @@ type daemonPlan struct {
 	logger *slog.Logger
 }
 
-// maxKeyBytes bounds --max-key-bytes: the value limit leaves 8 KiB of an
-// operation's MaxOpBytes for the rest, the key among it.
+// maxKeyBytes bounds --max-key-bytes. The value limit leaves 8 KiB of an
+// operation's MaxOpBytes for the rest, the key among it; a map put with a
+// key, a field name and a value all at their limits can still pass
+// MaxOpBytes, and is refused then (ErrTooLarge), before anything is written.
 const maxKeyBytes = 4 << 10
 
 func plan(s settings, stderr io.Writer) (daemonPlan, error) {

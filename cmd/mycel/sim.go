@@ -123,21 +123,24 @@ partitions, check convergence and lost writes, and report timings and traffic.`,
 
 // writable checks, before a run that can take minutes, that the file a
 // flag names can be written: a report the run cannot save is lost with it.
-// A file it had to create for the check is removed again.
+// A file it had to create for the check is removed again; an existing one
+// is left as it is (not truncated).
 func writable(flag, path string) error {
 	if path == "" {
 		return nil
 	}
-	_, statErr := os.Stat(path)
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o644)
-	if err != nil {
-		return usageError{fmt.Errorf("--%s: %w", flag, err)}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err == nil {
+		f.Close()
+		return os.Remove(path)
 	}
-	f.Close()
-	if errors.Is(statErr, fs.ErrNotExist) {
-		os.Remove(path)
+	if errors.Is(err, fs.ErrExist) {
+		f, err = os.OpenFile(path, os.O_WRONLY, 0)
+		if err == nil {
+			return f.Close()
+		}
 	}
-	return nil
+	return usageError{fmt.Errorf("--%s: %w", flag, err)}
 }
 
 func printReport(cmd *cobra.Command, r *sim.Report) {
