@@ -17,6 +17,11 @@ import (
 	"github.com/mycelnet/mycel/crdt"
 )
 
+// unrepeated is a value in which no run of four bytes repeats, so Pebble's
+// block compression (Snappy) leaves it whole and a test finds it in an
+// sstable's bytes.
+const unrepeated = "q7Zx9LmP2vT4wR8sK1nB6yH3cF5jD0gA"
+
 // corruptOnDisk writes 2,000 keys and "target" into namespace "orders"
 // on Pebble in dir, closes the store, has Pebble flush everything into
 // one sstable (so records sit in checksummed blocks, not the WAL), and
@@ -54,6 +59,12 @@ func flushAll(t *testing.T, dir string) (string, []byte) {
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
+	return onlySST(t, dir)
+}
+
+// onlySST returns the path and bytes of the one sstable in dir.
+func onlySST(t *testing.T, dir string) (string, []byte) {
+	t.Helper()
 	ssts, err := filepath.Glob(filepath.Join(dir, "*.sst"))
 	if err != nil || len(ssts) != 1 {
 		t.Fatalf("want one sstable, found %v (%v)", ssts, err)
@@ -121,12 +132,9 @@ func TestCorruptBytesOnDiskAreNamed(t *testing.T) {
 	})
 	t.Run("log entry", func(t *testing.T) {
 		dir := t.TempDir()
-		// Found twice, in the key state, then in the log; no run of four
-		// bytes repeats, so Snappy, which Pebble uses on data blocks
-		// even when told not to compress (its flushes), keeps it whole.
-		value := "q7Zx9LmP2vT4wR8sK1nB6yH3cF5jD0gA"
-		path, b := corruptOnDisk(t, dir, value)
-		mark := []byte(value)
+		// Found twice, in the key state, then in the log.
+		path, b := corruptOnDisk(t, dir, unrepeated)
+		mark := []byte(unrepeated)
 		if c := bytes.Count(b, mark); c != 2 {
 			t.Fatalf("value found %d times", c)
 		}
@@ -153,25 +161,17 @@ func TestCorruptLogFoundWhileRunning(t *testing.T) {
 	s := openPebble(t, dir, Options{CompactEvery: -1})
 	defer s.Close()
 	n := mustNS(t, s, "orders")
-	const value = "q7Zx9LmP2vT4wR8sK1nB6yH3cF5jD0gA" // see TestCorruptBytesOnDiskAreNamed
 	for i := range 2000 {
 		if i == 1000 {
-			put(t, n, "target", value)
+			put(t, n, "target", unrepeated)
 		}
 		put(t, n, fmt.Sprintf("order-%04d", i), fmt.Sprintf("order %d: paid", i))
 	}
 	if err := s.ds.(pebbleStore).DB.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	ssts, err := filepath.Glob(filepath.Join(dir, "*.sst"))
-	if err != nil || len(ssts) != 1 {
-		t.Fatalf("want one sstable, found %v (%v)", ssts, err)
-	}
-	b, err := os.ReadFile(ssts[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	flipAt(t, ssts[0], b, []byte(value), 1)
+	path, b := onlySST(t, dir)
+	flipAt(t, path, b, []byte(unrepeated), 1)
 
 	n.mu.RLock()
 	lo, hi := n.kept.Min(testReplica), n.kept.Max(testReplica)
@@ -250,23 +250,15 @@ func TestCorruptionFoundByCompactionFailsTheStore(t *testing.T) {
 	s := openPebble(t, dir, Options{CompactEvery: -1})
 	n := mustNS(t, s, "orders")
 	db := s.ds.(pebbleStore).DB
-	const value = "q7Zx9LmP2vT4wR8sK1nB6yH3cF5jD0gA" // see TestCorruptBytesOnDiskAreNamed
-	put(t, n, "target", value)
+	put(t, n, "target", unrepeated)
 	for i := range 200 {
 		put(t, n, fmt.Sprintf("order-%04d", i), "paid")
 	}
 	if err := db.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	ssts, err := filepath.Glob(filepath.Join(dir, "*.sst"))
-	if err != nil || len(ssts) != 1 {
-		t.Fatalf("want one sstable, found %v (%v)", ssts, err)
-	}
-	b, err := os.ReadFile(ssts[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	flipAt(t, ssts[0], b, []byte(value), 0)
+	path, b := onlySST(t, dir)
+	flipAt(t, path, b, []byte(unrepeated), 0)
 	// More level-0 files over the same keys, until Pebble compacts them
 	// with the bad one (bounded: it does at four).
 	for round := 0; round < 20 && s.Err() == nil; round++ {

@@ -178,28 +178,23 @@ func recordName(k string) (ns, what string) {
 		if key, err := hex.DecodeString(id); err == nil {
 			return ns, fmt.Sprintf("key %q", key)
 		}
-	case "l":
-		if id == "" {
-			return ns, "log"
-		}
-		return ns, "log entry " + id
-	case "c":
-		if id == "" {
-			return ns, "causal context"
-		}
-		return ns, "causal context of replica " + id
-	case "s":
-		if id == "" {
-			return ns, "seen batches"
-		}
-		return ns, "seen batches of replica " + id
-	case "x":
-		if id == "" {
-			return ns, "position index"
-		}
-		return ns, "position " + id
 	case "sum", "xfloor", "sfloor":
 		return ns, kind + " record"
 	}
+	if names, ok := recordKinds[kind]; ok {
+		if id == "" {
+			return ns, names.all
+		}
+		return ns, names.one + id
+	}
 	return ns, "record " + k
+}
+
+// recordKinds names a namespace's kinds of records (by their key's
+// segment after the namespace) as a whole and one by one.
+var recordKinds = map[string]struct{ all, one string }{
+	"l": {"log", "log entry "},
+	"c": {"causal context", "causal context of replica "},
+	"s": {"seen batches", "seen batches of replica "},
+	"x": {"position index", "position "},
 }

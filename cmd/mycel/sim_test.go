@@ -14,6 +14,19 @@ import (
 	"github.com/mycelnet/mycel/sim"
 )
 
+// readReport reads the JSON report at path into rep and returns its bytes.
+func readReport(t *testing.T, path string, rep any) []byte {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(raw, rep); err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
 func TestSimRun(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "report.json")
 	svg := filepath.Join(t.TempDir(), "divergence.svg")
@@ -25,14 +38,8 @@ func TestSimRun(t *testing.T) {
 	if !strings.Contains(string(b), "seed 3") || !strings.Contains(string(b), "budgets      passed") || !strings.Contains(string(b), "mesh         1 part at the end") {
 		t.Fatalf("output:\n%s", b)
 	}
-	raw, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var rep map[string]any
-	if err := json.Unmarshal(raw, &rep); err != nil {
-		t.Fatal(err)
-	}
+	raw := readReport(t, out, &rep)
 	for _, field := range []string{"converged", "convergence_ms", "lost_writes", "ops", "messages", "bytes", "propagation_ms"} {
 		if _, ok := rep[field]; !ok {
 			t.Fatalf("report lacks %q", field)
@@ -67,18 +74,12 @@ func TestSimRunMissedBudgetExitsOne(t *testing.T) {
 	if !strings.Contains(string(b), "budgets      FAILED") || !strings.Contains(string(b), "p99 propagation") {
 		t.Fatalf("output does not say which budget failed:\n%s", b)
 	}
-	raw, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var rep struct {
 		Passed    bool     `json:"passed"`
 		Converged bool     `json:"converged"`
 		Failures  []string `json:"failures"`
 	}
-	if err := json.Unmarshal(raw, &rep); err != nil {
-		t.Fatal(err)
-	}
+	readReport(t, out, &rep)
 	if rep.Passed || !rep.Converged || len(rep.Failures) != 1 {
 		t.Fatalf("report: passed %v, converged %v, failures %q", rep.Passed, rep.Converged, rep.Failures)
 	}
@@ -123,10 +124,6 @@ func TestSimNetns(t *testing.T) {
 	if err != nil {
 		t.Fatalf("mycel sim run --backend netns: %v\n%s", err, b)
 	}
-	raw, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var rep struct {
 		Backend    string `json:"backend"`
 		Converged  bool   `json:"converged"`
@@ -148,9 +145,7 @@ func TestSimNetns(t *testing.T) {
 			Slowest string `json:"slowest"`
 		} `json:"heals"`
 	}
-	if err := json.Unmarshal(raw, &rep); err != nil {
-		t.Fatal(err)
-	}
+	raw := readReport(t, out, &rep)
 	if rep.Backend != "netns" || !rep.Converged || rep.LostWrites != 0 || rep.Ops < 500 || rep.Messages == 0 || rep.Propagation.P50 <= 0 || rep.CrossedCut == nil || *rep.CrossedCut != 0 {
 		t.Fatalf("report: %s", raw)
 	}
