@@ -67,6 +67,12 @@ type Op struct {
 	Enable bool
 }
 
+// MaxNamespaceNameBytes bounds a namespace's name, whatever Limits say
+// of keys: the name travels in every sync session's first frame, whose
+// decoder takes names up to this size (found by review: a longer name,
+// allowed by a raised key limit, made a namespace no peer could sync).
+const MaxNamespaceNameBytes = 1 << 10
+
 // Limits bounds what an operation may write and what a decoder accepts.
 // Zero fields take the defaults of [DefaultLimits].
 type Limits struct {

@@ -164,7 +164,7 @@ func decodeFrame(b []byte, lim Limits) (*frame, error) {
 	switch f.kind {
 	case frameHello:
 		ns := bytesOf(1)
-		if len(ns) == 0 || len(ns) > 1024 || !utf8.Valid(ns) {
+		if len(ns) == 0 || len(ns) > crdt.MaxNamespaceNameBytes || !utf8.Valid(ns) {
 			return nil, fmt.Errorf("%w: bad namespace name", ErrMalformed)
 		}
 		f.ns = string(ns)

@@ -501,8 +501,9 @@ func (n *Node) ID() peer.ID { return n.host.ID() }
 
 // Err returns what failed the node's store — a write or sync the disk
 // refused, or corruption found on it — or nil while it is sound. A node
-// whose store failed refuses writes, local and remote (store.ErrFailed),
-// and needs a restart; health checks report it (the daemon's /healthz).
+// whose store failed refuses writes, local and remote (store.ErrFailed);
+// it needs reopening, and if the store is corrupt, its data directory
+// restored or cleared first. The daemon exits on it.
 func (n *Node) Err() error { return n.st.Err() }
 
 // Replica returns the node's replica id.

@@ -77,13 +77,15 @@ func OpenPebble(ctx context.Context, dir string, opts Options) (*Store, error) {
 // go-ds-pebble's logger, is Fatalf: one bad block on disk ended the
 // process. Instead, the read that meets a bad block gets ErrCorrupt naming
 // the record (see pebbleStore); a compaction that meets one fails the
-// store, which then refuses writes (Store.Err; the daemon's /healthz
-// answers 503), because Pebble retries that compaction without end and,
-// with writes going on, level 0 fills until writes — and Close, which
-// flushes — stall for good.
+// store (Store.Err; the daemon exits) and closes it. Pebble retries that
+// compaction at once, about a thousand times a second, which kept a core
+// busy, and with writes going on level 0 filled until writes, and Close
+// (which flushes), stalled for good. Reads the store serves from memory
+// go on; the rest return ErrFailed or ErrClosed.
 type pebbleEvents struct {
 	logger *slog.Logger
 	store  atomic.Pointer[Store] // once open
+	closed sync.Once
 
 	mu      sync.Mutex
 	logged  time.Time
@@ -99,6 +101,9 @@ func (e *pebbleEvents) listener() *pebble.EventListener {
 			if pebble.IsCorruptionError(err) {
 				if s := e.store.Load(); s != nil {
 					s.fail(fmt.Errorf("%w: found by a compaction: %s", ErrCorrupt, firstLine(err)))
+					// Not here: Close waits for Pebble's compactions,
+					// this one among them.
+					e.closed.Do(func() { go s.Close() })
 				}
 			}
 			e.log("store: pebble background error", "err", firstLine(err))

@@ -281,6 +281,23 @@ func TestCorruptionFoundByCompactionFailsTheStore(t *testing.T) {
 	if _, err := n.Apply(ctx, crdt.Op{Kind: crdt.OpPut, Key: "after", Value: []byte("x")}); !errors.Is(err, ErrFailed) {
 		t.Fatalf("a write to the failed store: %v", err)
 	}
+	// It closed itself, stopping Pebble's retries of the compaction.
+	dsClosed := func() bool {
+		release, err := s.use()
+		if err == nil {
+			release()
+		}
+		return errors.Is(err, ErrClosed)
+	}
+	for !dsClosed() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond) // polling for the close
+	}
+	if !dsClosed() {
+		t.Fatal("the failed store did not close")
+	}
+	if v, ok := getString(n, "order-0000"); !ok || v == "" {
+		t.Fatalf("a read from memory after the close: %q, %v", v, ok)
+	}
 	closed := make(chan error, 1)
 	go func() { closed <- s.Close() }()
 	select {

@@ -444,8 +444,8 @@ func ValidName(name string, l crdt.Limits) error {
 	switch {
 	case name == "":
 		return fmt.Errorf("%w: empty", ErrInvalidName)
-	case len(name) > withDefaultLimits(l).MaxKeyBytes:
-		return fmt.Errorf("%w: %d bytes", ErrInvalidName, len(name))
+	case len(name) > min(withDefaultLimits(l).MaxKeyBytes, crdt.MaxNamespaceNameBytes):
+		return fmt.Errorf("%w: %d bytes, max %d", ErrInvalidName, len(name), min(withDefaultLimits(l).MaxKeyBytes, crdt.MaxNamespaceNameBytes))
 	case !utf8.ValidString(name):
 		return fmt.Errorf("%w: not valid UTF-8", ErrInvalidName)
 	}

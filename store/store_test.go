@@ -809,3 +809,20 @@ func TestLowerLimitsKeepStoredData(t *testing.T) {
 		t.Fatalf("a new namespace over the lowered limit: %v", err)
 	}
 }
+
+// TestNamespaceNamesStayWithinSyncs: a raised key limit does not raise the
+// namespace name limit past what a sync session's first frame carries
+// (crdt.MaxNamespaceNameBytes): a longer name made a namespace that took
+// writes but no peer could sync.
+func TestNamespaceNamesStayWithinSyncs(t *testing.T) {
+	raised := crdt.Limits{MaxKeyBytes: 4096}
+	if err := ValidName(strings.Repeat("n", crdt.MaxNamespaceNameBytes), raised); err != nil {
+		t.Fatalf("a name at the bound: %v", err)
+	}
+	if err := ValidName(strings.Repeat("n", crdt.MaxNamespaceNameBytes+1), raised); !errors.Is(err, ErrInvalidName) {
+		t.Fatalf("a name past the bound: %v", err)
+	}
+	if err := ValidName(strings.Repeat("n", 17), crdt.Limits{MaxKeyBytes: 16}); !errors.Is(err, ErrInvalidName) {
+		t.Fatalf("a name past a lowered key limit: %v", err)
+	}
+}

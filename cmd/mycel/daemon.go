@@ -271,15 +271,44 @@ func runDaemon(s settings, stdout, stderr io.Writer) error {
 
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
-	select {
-	case <-ctx.Done():
-		log.Info("shutting down", "bound", s.ShutdownWait)
-	case err := <-served:
+	failed, err := awaitEnd(ctx, served, n.Err, time.Second)
+	switch {
+	case err != nil:
 		closeNode()
 		return fmt.Errorf("API server: %w", err)
+	case failed != nil:
+		log.Error("the store failed; shutting down", "err", failed)
+	default:
+		log.Info("shutting down", "bound", s.ShutdownWait)
 	}
 	stop() // a second signal kills the process the default way
-	return shutdown(hs, n, served, s.ShutdownWait, log)
+	if err := shutdown(hs, n, served, s.ShutdownWait, log); err != nil || failed == nil {
+		return err
+	}
+	return fmt.Errorf("the store failed: %w (if it is corrupt, restore the data directory, or move it aside for the node to sync afresh)", failed)
+}
+
+// awaitEnd waits for what ends the daemon: a signal (ctx), the API server
+// stopping (its error), or the store failing (storeErr, checked every
+// interval; its error). A failed store — a write the disk refused,
+// corruption found on it — takes no more writes, local or remote, so the
+// daemon exits rather than serve ever staler reads, and a supervisor sees
+// it.
+func awaitEnd(ctx context.Context, served <-chan error, storeErr func() error, every time.Duration) (failed, serveErr error) {
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, nil
+		case err := <-served:
+			return nil, err
+		case <-tick.C:
+			if err := storeErr(); err != nil {
+				return err, nil
+			}
+		}
+	}
 }
 
 // shutdown stops accepting, lets in-flight requests finish, then closes

@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -10,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -216,4 +219,31 @@ func TestStatusAddrsAndLastSync(t *testing.T) {
 		got := digestOf(t, n1, "test").Keys
 		return got == 1, fmt.Sprintf("%d keys", got)
 	})
+}
+
+// TestAwaitEndOnAFailedStore: the daemon ends when its store fails, as on a
+// signal or the API server's end.
+func TestAwaitEndOnAFailedStore(t *testing.T) {
+	broken := errors.New("disk refused the write")
+	var calls atomic.Int32
+	storeErr := func() error {
+		if calls.Add(1) < 3 {
+			return nil
+		}
+		return broken
+	}
+	failed, err := awaitEnd(context.Background(), make(chan error), storeErr, time.Millisecond)
+	if failed != broken || err != nil {
+		t.Fatalf("awaitEnd: failed %v, err %v", failed, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if failed, err := awaitEnd(ctx, make(chan error), func() error { return nil }, time.Hour); failed != nil || err != nil {
+		t.Fatalf("on a signal: failed %v, err %v", failed, err)
+	}
+	served := make(chan error, 1)
+	served <- http.ErrServerClosed
+	if failed, err := awaitEnd(context.Background(), served, func() error { return nil }, time.Hour); failed != nil || err != http.ErrServerClosed {
+		t.Fatalf("on the server's end: failed %v, err %v", failed, err)
+	}
 }

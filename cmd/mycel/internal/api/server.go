@@ -117,8 +117,13 @@ func New(opts Options) (*Server, error) {
 	s.mux.HandleFunc("/healthz", s.only("healthz", http.MethodGet, func(w http.ResponseWriter, r *http.Request) {
 		if err := s.opts.Node.Err(); err != nil {
 			// The store failed (a write the disk refused, corruption):
-			// the node refuses writes until restarted.
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "failed", "error": err.Error()})
+			// the node refuses writes (and the daemon exits). The reason
+			// can name files: only for callers the API trusts.
+			body := map[string]string{"status": "failed"}
+			if s.opts.Token == "" || s.authorized(r) {
+				body["error"] = err.Error()
+			}
+			writeJSON(w, http.StatusServiceUnavailable, body)
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
