@@ -42,7 +42,7 @@ type settings struct {
 	Pprof         bool          `name:"pprof" usage:"serve net/http/pprof under /debug/pprof/ on the API address"`
 	SyncInterval  time.Duration `name:"sync-interval" usage:"mean time between background syncs with a random peer"`
 	NoSync        bool          `name:"no-sync" usage:"acknowledge writes before fsync (faster; a crash loses up to the last 100 ms of writes)"`
-	MaxKeyBytes   int           `name:"max-key-bytes" usage:"largest key, set element, map field or namespace name accepted, 1 to 4096 (every node of a cluster needs the same: a node refuses batches over its own limits)"`
+	MaxKeyBytes   int           `name:"max-key-bytes" usage:"largest key, set element, map field or namespace name accepted, 1 to 4096 (namespace names: 1024 at most; every node of a cluster needs the same: a node refuses batches over its own limits)"`
 	MaxValueBytes int           `name:"max-value-bytes" usage:"largest value (and request body) accepted"`
 	MeshDegree    int           `name:"mesh-degree" usage:"gossipsub mesh degree D, 2 to 32: fewer duplicate sends below the default, more redundancy above it"`
 	MeshDegreeLow int           `name:"mesh-degree-low" usage:"gossipsub's Dlo, 1 to --mesh-degree: a node with fewer mesh peers grafts more (0: gossipsub's 5 at degree 6, else two thirds of the degree, at least 1; at degree 2 set 2, or a large cluster's mesh splits into islands)"`
