@@ -6,21 +6,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/cockroachdb/pebble/v2"
-
 	"github.com/mycelnet/mycel/crdt"
+	"github.com/mycelnet/mycel/store/storetest"
 )
-
-// unrepeated is a value in which no run of four bytes repeats, so Pebble's
-// block compression (Snappy) leaves it whole and a test finds it in an
-// sstable's bytes.
-const unrepeated = "q7Zx9LmP2vT4wR8sK1nB6yH3cF5jD0gA"
 
 // corruptOnDisk writes 2,000 keys and "target" into namespace "orders"
 // on Pebble in dir, closes the store, has Pebble flush everything into
@@ -42,61 +34,7 @@ func corruptOnDisk(t *testing.T, dir, targetValue string) (string, []byte) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	return flushAll(t, dir)
-}
-
-// flushAll has Pebble flush the closed store in dir into one sstable and
-// returns its path and bytes.
-func flushAll(t *testing.T, dir string) (string, []byte) {
-	t.Helper()
-	db, err := pebble.Open(dir, &pebble.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return onlySST(t, dir)
-}
-
-// onlySST returns the path and bytes of the one sstable in dir.
-func onlySST(t *testing.T, dir string) (string, []byte) {
-	t.Helper()
-	ssts, err := filepath.Glob(filepath.Join(dir, "*.sst"))
-	if err != nil || len(ssts) != 1 {
-		t.Fatalf("want one sstable, found %v (%v)", ssts, err)
-	}
-	b, err := os.ReadFile(ssts[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ssts[0], b
-}
-
-// flipAt flips a byte of the nth occurrence (from 0) of mark in the
-// sstable, in place.
-func flipAt(t *testing.T, path string, b, mark []byte, nth int) {
-	t.Helper()
-	at := -1
-	for i, from := 0, 0; i <= nth; i++ {
-		j := bytes.Index(b[from:], mark)
-		if j < 0 {
-			t.Fatalf("occurrence %d of %q not in the sstable", nth, mark)
-		}
-		at, from = from+j, from+j+len(mark)
-	}
-	at += len(mark) / 2
-	f, err := os.OpenFile(path, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := f.WriteAt([]byte{b[at] ^ 0x55}, int64(at)); err != nil {
-		t.Fatal(err)
-	}
+	return storetest.FlushAll(t, dir)
 }
 
 // TestCorruptBytesOnDiskAreNamed flips bytes in Pebble's files on disk:
@@ -115,7 +53,7 @@ func TestCorruptBytesOnDiskAreNamed(t *testing.T) {
 		if c := bytes.Count(b, mark); c != 1 {
 			t.Fatalf("state key found %d times", c)
 		}
-		flipAt(t, path, b, mark, 0)
+		storetest.FlipAt(t, path, b, mark, 0)
 		s, err := OpenPebble(ctx, dir, Options{Replica: testReplica})
 		if err == nil {
 			s.Close()
@@ -133,12 +71,12 @@ func TestCorruptBytesOnDiskAreNamed(t *testing.T) {
 	t.Run("log entry", func(t *testing.T) {
 		dir := t.TempDir()
 		// Found twice, in the key state, then in the log.
-		path, b := corruptOnDisk(t, dir, unrepeated)
-		mark := []byte(unrepeated)
+		path, b := corruptOnDisk(t, dir, storetest.Unrepeated)
+		mark := []byte(storetest.Unrepeated)
 		if c := bytes.Count(b, mark); c != 2 {
 			t.Fatalf("value found %d times", c)
 		}
-		flipAt(t, path, b, mark, 1) // the log's: log entries sort after key states
+		storetest.FlipAt(t, path, b, mark, 1) // the log's: log entries sort after key states
 		s, err := OpenPebble(ctx, dir, Options{Replica: testReplica})
 		if err == nil {
 			s.Close()
@@ -163,15 +101,15 @@ func TestCorruptLogFoundWhileRunning(t *testing.T) {
 	n := mustNS(t, s, "orders")
 	for i := range 2000 {
 		if i == 1000 {
-			put(t, n, "target", unrepeated)
+			put(t, n, "target", storetest.Unrepeated)
 		}
 		put(t, n, fmt.Sprintf("order-%04d", i), fmt.Sprintf("order %d: paid", i))
 	}
 	if err := s.ds.(pebbleStore).DB.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	path, b := onlySST(t, dir)
-	flipAt(t, path, b, []byte(unrepeated), 1)
+	path, b := storetest.OnlySST(t, dir)
+	storetest.FlipAt(t, path, b, []byte(storetest.Unrepeated), 1)
 
 	n.mu.RLock()
 	lo, hi := n.kept.Min(testReplica), n.kept.Max(testReplica)
@@ -227,8 +165,8 @@ func TestCorruptRegistryFailsOpen(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	path, b := flushAll(t, dir)
-	flipAt(t, path, b, []byte(hex.EncodeToString([]byte("target"))), 0) // the registry's: /node/ sorts before /ns/
+	path, b := storetest.FlushAll(t, dir)
+	storetest.FlipAt(t, path, b, []byte(hex.EncodeToString([]byte("target"))), 0) // the registry's: /node/ sorts before /ns/
 	s, err := OpenPebble(ctx, dir, Options{Replica: testReplica})
 	if err == nil {
 		n := len(s.Namespaces())
@@ -250,15 +188,15 @@ func TestCorruptionFoundByCompactionFailsTheStore(t *testing.T) {
 	s := openPebble(t, dir, Options{CompactEvery: -1})
 	n := mustNS(t, s, "orders")
 	db := s.ds.(pebbleStore).DB
-	put(t, n, "target", unrepeated)
+	put(t, n, "target", storetest.Unrepeated)
 	for i := range 200 {
 		put(t, n, fmt.Sprintf("order-%04d", i), "paid")
 	}
 	if err := db.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	path, b := onlySST(t, dir)
-	flipAt(t, path, b, []byte(unrepeated), 0)
+	path, b := storetest.OnlySST(t, dir)
+	storetest.FlipAt(t, path, b, []byte(storetest.Unrepeated), 0)
 	// More level-0 files over the same keys, until Pebble compacts them
 	// with the bad one (bounded: it does at four).
 	for round := 0; round < 20 && s.Err() == nil; round++ {

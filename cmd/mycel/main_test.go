@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cockroachdb/pebble/v2"
+	"github.com/mycelnet/mycel/store/storetest"
 )
 
 // These tests run the real binary: built once per package run by TestMain,
@@ -941,45 +941,19 @@ func TestWriterAllowlistFlag(t *testing.T) {
 func TestCorruptStoreStopsTheDaemonWithItsName(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "n")
 	d := startDaemon(t, dir)
-	const unrepeated = "q7Zx9LmP2vT4wR8sK1nB6yH3cF5jD0gA" // Snappy keeps it whole
 	for i := range 300 {
 		mustCall(t, 204, "PUT", d.url(fmt.Sprintf("/v1/ns/test/kv/order-%04d", i)), []byte("paid"))
 	}
-	mustCall(t, 204, "PUT", d.url("/v1/ns/test/kv/target"), []byte(unrepeated))
+	mustCall(t, 204, "PUT", d.url("/v1/ns/test/kv/target"), []byte(storetest.Unrepeated))
 	if code, _ := d.signalAndWait(t, syscall.SIGTERM, 12*time.Second); code != 0 {
 		t.Fatalf("exit code %d", code)
 	}
-	store := filepath.Join(dir, "store")
-	db, err := pebble.Open(store, &pebble.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
-	ssts, _ := filepath.Glob(filepath.Join(store, "*.sst"))
-	if len(ssts) != 1 {
-		t.Fatalf("want one sstable, found %v", ssts)
-	}
-	b, err := os.ReadFile(ssts[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	at := bytes.Index(b, []byte(unrepeated)) // the key state's: key states sort before the log
-	if at < 0 {
-		t.Fatal("value not found in the sstable")
-	}
-	b[at+8] ^= 0x55
-	if err := os.WriteFile(ssts[0], b, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	path, b := storetest.FlushAll(t, filepath.Join(dir, "store"))
+	storetest.FlipAt(t, path, b, []byte(storetest.Unrepeated), 0) // the key state's: key states sort before the log
 	cmd := exec.Command(binary, "daemon", "--data-dir", dir, "--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
-	err = runBounded(t, cmd, 30*time.Second)
+	err := runBounded(t, cmd, 30*time.Second)
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
 		t.Fatalf("daemon on a corrupt store: %v, want exit code 1\nstderr: %s", err, &stderr)
