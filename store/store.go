@@ -13,7 +13,6 @@ import (
 	"unicode/utf8"
 
 	ds "github.com/ipfs/go-datastore"
-	"github.com/ipfs/go-datastore/query"
 
 	"github.com/mycelnet/mycel/crdt"
 )
@@ -369,45 +368,24 @@ func parseOwner(b []byte) (crdt.ReplicaID, bool, error) {
 // random floors (see Options.IdentityReused).
 func (s *Store) IdentityReused() bool { return s.reused }
 
+// registry lists the namespaces the store holds. It goes through scan,
+// which on Pebble reports a bad block (go-ds-pebble's Query ends quietly
+// at one, and the store then opened without the namespaces past it).
 func (s *Store) registry(ctx context.Context) ([]string, error) {
-	if ks, ok := s.ds.(rangeScanner); ok {
-		// On Pebble: a scan that reports a bad block (go-ds-pebble's Query
-		// ends quietly at one, and the store then opened without the
-		// namespaces past it).
-		var names []string
-		var bad error
-		err := ks.scanKeys(ctx, prefixRegistry, prefixRegistry[:len(prefixRegistry)-1]+"0", func(k string) bool {
-			name, err := decodeHexName(lastSegment(k))
-			if err != nil {
-				bad = fmt.Errorf("%w: namespace registry key %q: %v", ErrCorrupt, k, err)
-				return false
-			}
-			names = append(names, name)
-			return true
-		})
-		if bad != nil {
-			return nil, bad
-		}
-		if err != nil {
-			return nil, fmt.Errorf("store: list namespaces: %w", err)
-		}
-		return names, nil
-	}
-	res, err := s.ds.Query(ctx, query.Query{Prefix: prefixRegistry, KeysOnly: true})
-	if err != nil {
-		return nil, fmt.Errorf("store: list namespaces: %w", err)
-	}
-	defer res.Close()
 	var names []string
-	for r := range res.Next() {
-		if r.Error != nil {
-			return nil, fmt.Errorf("store: list namespaces: %w", r.Error)
-		}
-		name, err := decodeHexName(lastSegment(r.Key))
+	err := scan(ctx, s, prefixRegistry[:len(prefixRegistry)-1], false, func(k string, _ []byte) error {
+		name, err := decodeHexName(lastSegment(k))
 		if err != nil {
-			return nil, fmt.Errorf("%w: namespace registry key %q: %v", ErrCorrupt, r.Key, err)
+			return fmt.Errorf("%w: namespace registry key: %v", ErrCorrupt, err)
 		}
 		names = append(names, name)
+		return nil
+	})
+	switch {
+	case errors.Is(err, ErrCorrupt):
+		return nil, err
+	case err != nil:
+		return nil, fmt.Errorf("store: list namespaces: %w", err)
 	}
 	return names, nil
 }
