@@ -33,14 +33,17 @@ func TestName(t *testing.T) {
 }
 
 // TestDupFactor: the results give the gossip copies per delivery, between
-// 1 (each node got each message once) and n-1 (from every other node).
+// 1 (each node got each message once) and n: each of n nodes, the writer
+// among them (a copy echoed back to it counts, with no delivery), gets at
+// most one copy from each of the n-1 others. (An upper bound of n-1, which
+// forgot the echoes, failed a CI run at 2.17.)
 func TestDupFactor(t *testing.T) {
 	p := bench.Params{Workload: bench.SingleWriter, N: 3, K: 200, Timeout: bench.Seconds(time.Minute)}
 	res, err := bench.Run(context.Background(), System{}, p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.DupFactor < 1 || res.DupFactor > float64(p.N-1) {
-		t.Fatalf("dup factor %v, want 1 to %d", res.DupFactor, p.N-1)
+	if res.DupFactor < 1 || res.DupFactor > float64(p.N) {
+		t.Fatalf("dup factor %v, want 1 to %d", res.DupFactor, p.N)
 	}
 }
