@@ -38,6 +38,13 @@ type space struct {
 	// which a sync client claims as seen (see pendingLog)
 	pending pendingLog
 
+	// applyFailLogged and applyFailSkipped limit the receive loop's
+	// warnings of batches the replica refused to one a second: a replica
+	// that refuses everything for a while (a disk nearly full) would
+	// otherwise log every batch. Only the receive loop uses them.
+	applyFailLogged  time.Time
+	applyFailSkipped int
+
 	// pull admits one client sync session at a time (see pullTurns).
 	pull *pullTurns
 	// gaps: a batch gossip skipped, pulled if still missing a grace later
@@ -336,7 +343,7 @@ func (s *space) receive() {
 			applied, err := s.rep.ApplyBatch(s.ctx, b)
 			if err != nil {
 				if s.ctx.Err() == nil {
-					s.r.cfg.Logger.Warn("gossip: apply failed", "ns", s.name, "err", err)
+					s.warnApplyFailed(err)
 				}
 				continue
 			}
@@ -347,6 +354,22 @@ func (s *space) receive() {
 		}
 		s.pending.applied(m.n)
 	}
+}
+
+// warnApplyFailed logs a batch the replica refused, at most once a second,
+// with how many it left out since. Sync brings the batch again later.
+func (s *space) warnApplyFailed(err error) {
+	now := s.r.cfg.Now()
+	if now.Sub(s.applyFailLogged) < time.Second {
+		s.applyFailSkipped++
+		return
+	}
+	args := []any{"ns", s.name, "err", err}
+	if s.applyFailSkipped > 0 {
+		args = append(args, "left_out", s.applyFailSkipped)
+	}
+	s.applyFailLogged, s.applyFailSkipped = now, 0
+	s.r.cfg.Logger.Warn("gossip: apply failed", args...)
 }
 
 // enqueue queues a committed local batch for publishing.

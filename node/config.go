@@ -62,6 +62,12 @@ type Config struct {
 	NoSync bool
 	// Limits bound keys (default 1 KiB), values (1 MiB) and decoding.
 	Limits crdt.Limits
+	// MinFreeBytes is the free space kept on DataDir's disk: below it the
+	// node refuses local writes and peers' batches with ErrDiskFull,
+	// serves reads, and takes writes again once there is room (sync then
+	// brings what it missed). Default 128 MiB (store.DefaultMinFreeBytes);
+	// negative turns the check off. Only with DataDir.
+	MinFreeBytes int64
 	// Retention bounds each namespace's delta log. Defaults 256 MiB, 24 h.
 	Retention store.Retention
 	// SyncInterval is the mean time between background syncs with a random

@@ -24,6 +24,10 @@ var (
 	ErrTooLarge = crdt.ErrLimit
 	// ErrInUse: the data directory is held by another process.
 	ErrInUse = store.ErrInUse
+	// ErrDiskFull: the data directory's disk has less free space than
+	// Config.MinFreeBytes; the write changed nothing. Writes resume once
+	// there is room.
+	ErrDiskFull = store.ErrDiskFull
 	// ErrCompacted: a watch position is older than the history kept.
 	ErrCompacted = errors.New("node: watch position compacted; re-read and watch again")
 )
@@ -36,6 +40,9 @@ func ValidNamespaceName(name string, l crdt.Limits) error {
 	}
 	return nil
 }
+
+// DefaultMinFreeBytes is Config.MinFreeBytes's default (128 MiB).
+const DefaultMinFreeBytes = store.DefaultMinFreeBytes
 
 // MaxOpBytes bounds the delta of one operation (store.MaxOpBytes): an
 // operation whose delta is larger is refused with ErrTooLarge, whatever

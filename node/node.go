@@ -248,6 +248,7 @@ func (n *Node) identity() (key crypto.PrivKey, keyNew bool, err error) {
 func (n *Node) openStore(ctx context.Context) error {
 	so := store.Options{
 		Replica: n.replica, Limits: n.cfg.Limits, NoSync: n.cfg.NoSync, Retention: n.cfg.Retention,
+		MinFreeBytes:  n.cfg.MinFreeBytes,
 		MaxClockDrift: n.cfg.MaxClockDrift, Now: n.opts.now, OnCommit: n.onCommit, OnSynced: n.onSynced, Logger: n.log,
 		IdentityReused: n.identityReused, Rand: n.storeRand,
 	}

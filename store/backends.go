@@ -44,6 +44,13 @@ func OpenPebble(ctx context.Context, dir string, opts Options) (*Store, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
+	space := newDiskSpace(dir, opts.MinFreeBytes, logger)
+	if space != nil {
+		if err := roomToOpen(dir, freeBytes); err != nil {
+			lock.Close()
+			return nil, err
+		}
+	}
 	events := &pebbleEvents{logger: logger}
 	popts := &pebble.Options{
 		// Larger memtables mean fewer flushes and less write amplification
@@ -60,7 +67,18 @@ func OpenPebble(ctx context.Context, dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("store: open pebble in %s: %w", dir, err)
 	}
 	closeAll := func() error {
-		err := d.Close()
+		var err error
+		if space != nil && !roomToFlush(dir, d.DB, space.free) {
+			// go-ds-pebble's Close flushes the memtable first, and a flush
+			// that finds no room is retried for ever: Close never
+			// returned. Pebble's own Close syncs the write-ahead log, which
+			// the next open replays; go-ds-pebble's Close adds nothing else
+			// here (no cache of its own, no query running).
+			logger.Warn("store: closing without flushing: too little disk space; the next open replays the write-ahead log", "dir", dir)
+			err = d.DB.Close()
+		} else {
+			err = d.Close()
+		}
 		lock.Close()
 		return err
 	}
@@ -69,6 +87,7 @@ func OpenPebble(ctx context.Context, dir string, opts Options) (*Store, error) {
 		_ = closeAll()
 		return nil, err
 	}
+	s.space = space // set before any caller can write: open has not returned
 	events.store.Store(s)
 	return s, nil
 }

@@ -12,6 +12,11 @@ var (
 	// state may be ahead of the disk, so the store refuses further writes.
 	// Reopen it.
 	ErrFailed = errors.New("store: failed, reopen required")
+	// ErrDiskFull: the data directory's disk has less free space than the
+	// store keeps in reserve (Options.MinFreeBytes), so it refuses writes
+	// until there is room again, or too little to open at all. Nothing
+	// was written.
+	ErrDiskFull = errors.New("store: disk full")
 	// ErrInUse: the data directory is held by another process.
 	ErrInUse = errors.New("store: data directory already in use")
 	// ErrOtherReplica: the datastore holds another replica's store (the

@@ -74,6 +74,14 @@ type Options struct {
 	OnSynced func(upTo uint64)
 	// Logger receives warnings. Default slog.Default().
 	Logger *slog.Logger
+	// MinFreeBytes is the free space a store opened with OpenPebble keeps
+	// on its data directory's disk: below it, local writes and peers'
+	// batches are refused with ErrDiskFull (reads go on) until there is
+	// room again. Pebble cannot survive running out: a failed log write
+	// ends the process, and a reopen on a full disk never returns. Default
+	// DefaultMinFreeBytes (128 MiB); negative turns the check off. Other
+	// datastores are not checked.
+	MinFreeBytes int64
 	// IdentityReused says Replica may have written before, on a store that
 	// is now lost: the identity was kept or injected, but the datastore is
 	// new. Peers may hold that lost store's dots and batch numbers, and
@@ -212,6 +220,10 @@ type Store struct {
 	// ackedWaiters is how many writers waiting on their answer the sync
 	// loop's last acknowledgement released (see gather)
 	ackedWaiters atomic.Int64
+
+	// space refuses writes while the disk is nearly full (nil: no check;
+	// see Options.MinFreeBytes)
+	space *diskSpace
 
 	failMu sync.Mutex
 	failed error

@@ -103,6 +103,9 @@ func plan(s settings, stderr io.Writer) (daemonPlan, error) {
 	if maxValue := node.MaxOpBytes - 8<<10; s.MaxValueBytes < 1 || s.MaxValueBytes > maxValue {
 		return p, usageError{fmt.Errorf("--max-value-bytes %d: want 1 to %d (one operation carries at most %d bytes)", s.MaxValueBytes, maxValue, node.MaxOpBytes)}
 	}
+	if s.MinFreeBytes < 0 {
+		return p, usageError{fmt.Errorf("--min-free-bytes %d: want 0 (no check) or more", s.MinFreeBytes)}
+	}
 	if s.MaxKeyBytes < 1 || s.MaxKeyBytes > maxKeyBytes {
 		return p, usageError{fmt.Errorf("--max-key-bytes %d: want 1 to %d", s.MaxKeyBytes, maxKeyBytes)}
 	}
@@ -147,7 +150,10 @@ func plan(s settings, stderr io.Writer) (daemonPlan, error) {
 		DataDir: s.DataDir, Listen: s.Listen, Bootstrap: s.Bootstrap, MDNS: s.MDNS, DHT: s.DHT,
 		NoSync: s.NoSync, SyncInterval: s.SyncInterval, MeshDegree: s.MeshDegree, FloodPublish: s.FloodPublish,
 		MeshDegreeLow: s.MeshDegreeLow, PeerExchange: s.PeerExchange,
-		Limits: limits,
+		Limits: limits, MinFreeBytes: int64(s.MinFreeBytes),
+	}
+	if s.MinFreeBytes == 0 {
+		p.cfg.MinFreeBytes = -1 // the flag's 0 is the node's "off"
 	}
 	p.cfg.NAT = s.NAT
 	for _, a := range s.AllowPeer {

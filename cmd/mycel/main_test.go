@@ -639,6 +639,7 @@ func TestUsageErrors(t *testing.T) {
 		{"bad log format", []string{"daemon", "--log-format", "xml"}, "want text or json"},
 		{"no namespaces allowed", []string{"daemon", "--max-namespaces", "0"}, "--max-namespaces 0: want at least 1"},
 		{"no watchers allowed", []string{"daemon", "--max-watchers", "0"}, "--max-watchers 0: want at least 1"},
+		{"negative free-space reserve", []string{"daemon", "--min-free-bytes", "-1"}, "--min-free-bytes -1: want 0 (no check) or more"},
 		{"value limit zero", []string{"daemon", "--max-value-bytes", "0"}, "--max-value-bytes 0: want 1 to"},
 		{"key limit zero", []string{"daemon", "--max-key-bytes", "0"}, "--max-key-bytes 0: want 1 to 4096"},
 		{"key limit over", []string{"daemon", "--max-key-bytes", "4097"}, "--max-key-bytes 4097: want 1 to 4096"},

@@ -44,6 +44,7 @@ type settings struct {
 	NoSync        bool          `name:"no-sync" usage:"acknowledge writes before fsync (faster; a crash loses up to the last 100 ms of writes)"`
 	MaxKeyBytes   int           `name:"max-key-bytes" usage:"largest key, set element, map field or namespace name accepted, 1 to 4096 (namespace names: 1024 at most; every node of a cluster needs the same: a node refuses batches over its own limits)"`
 	MaxValueBytes int           `name:"max-value-bytes" usage:"largest value (and request body) accepted"`
+	MinFreeBytes  int           `name:"min-free-bytes" usage:"free space kept on the data directory's disk: below it writes (local and from peers) get 507 until there is room again, reads go on; 0 turns the check off (a full disk then ends the process)"`
 	MeshDegree    int           `name:"mesh-degree" usage:"gossipsub mesh degree D, 2 to 32: fewer duplicate sends below the default, more redundancy above it"`
 	MeshDegreeLow int           `name:"mesh-degree-low" usage:"gossipsub's Dlo, 1 to --mesh-degree: a node with fewer mesh peers grafts more (0: gossipsub's 5 at degree 6, else two thirds of the degree, at least 1; at degree 2 set 2, or a large cluster's mesh splits into islands)"`
 	FloodPublish  bool          `name:"flood-publish" usage:"also send this node's own changes straight to every connected peer in the namespace, not only along the gossip mesh (one hop fewer, more duplicate sends)"`
@@ -63,6 +64,7 @@ func defaultSettings() settings {
 		SyncInterval:  10 * time.Second,
 		MaxKeyBytes:   1 << 10,
 		MaxValueBytes: 1 << 20,
+		MinFreeBytes:  node.DefaultMinFreeBytes,
 		MeshDegree:    node.DefaultMeshDegree,
 		ShutdownWait:  10 * time.Second,
 		MaxNamespaces: 1024,

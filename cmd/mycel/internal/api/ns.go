@@ -501,6 +501,8 @@ func writeNodeError(w http.ResponseWriter, err error) {
 		writeError(w, http.StatusConflict, trimPrefix(err))
 	case errors.Is(err, node.ErrInvalid), errors.Is(err, node.ErrTooLarge):
 		writeError(w, http.StatusBadRequest, trimPrefix(err))
+	case errors.Is(err, node.ErrDiskFull):
+		writeError(w, http.StatusInsufficientStorage, trimPrefix(err))
 	case errors.Is(err, node.ErrClosed), errors.Is(err, context.Canceled):
 		writeError(w, http.StatusServiceUnavailable, "node is shutting down")
 	case errors.Is(err, context.DeadlineExceeded):
