@@ -359,7 +359,7 @@ func (s *space) receive() {
 // warnApplyFailed logs a batch the replica refused, at most once a second,
 // with how many it left out since. Sync brings the batch again later.
 func (s *space) warnApplyFailed(err error) {
-	now := s.r.cfg.Now()
+	now := time.Now() // real time for a log rate, as pace does, not Config.Now
 	if now.Sub(s.applyFailLogged) < time.Second {
 		s.applyFailSkipped++
 		return

@@ -46,7 +46,7 @@ func OpenPebble(ctx context.Context, dir string, opts Options) (*Store, error) {
 	}
 	space := newDiskSpace(dir, opts.MinFreeBytes, logger)
 	if space != nil {
-		if err := roomToOpen(dir, freeBytes); err != nil {
+		if err := roomToOpen(dir, space.free); err != nil {
 			lock.Close()
 			return nil, err
 		}
@@ -55,7 +55,7 @@ func OpenPebble(ctx context.Context, dir string, opts Options) (*Store, error) {
 	popts := &pebble.Options{
 		// Larger memtables mean fewer flushes and less write amplification
 		// for a workload that writes every change twice (state and log).
-		MemTableSize:  64 << 20,
+		MemTableSize:  memTableBytes,
 		EventListener: events.listener(),
 	}
 	d, err := pebbleds.NewDatastore(dir, pebbleds.WithPebbleOpts(popts), pebbleds.WithPebbleWriteOptions(pebble.NoSync))
@@ -66,7 +66,12 @@ func OpenPebble(ctx context.Context, dir string, opts Options) (*Store, error) {
 		}
 		return nil, fmt.Errorf("store: open pebble in %s: %w", dir, err)
 	}
-	closeAll := func() error {
+	if err := os.Remove(filepath.Join(dir, flushedMark)); err != nil && !os.IsNotExist(err) {
+		logger.Warn("store: cannot remove the flushed mark; an open after a crash may not check for room to replay the log", "err", err)
+	}
+	// Once: a failed open closes the store, which closes the datastore,
+	// and then closes it again here; Pebble panics on a second Close.
+	closeAll := sync.OnceValue(func() error {
 		var err error
 		if space != nil && !roomToFlush(dir, d.DB, space.free) {
 			// go-ds-pebble's Close flushes the memtable first, and a flush
@@ -76,18 +81,19 @@ func OpenPebble(ctx context.Context, dir string, opts Options) (*Store, error) {
 			// here (no cache of its own, no query running).
 			logger.Warn("store: closing without flushing: too little disk space; the next open replays the write-ahead log", "dir", dir)
 			err = d.DB.Close()
-		} else {
-			err = d.Close()
+		} else if err = d.Close(); err == nil && space != nil {
+			// Flushed: the next open replays no log (see roomToOpen).
+			_ = os.WriteFile(filepath.Join(dir, flushedMark), nil, 0o600)
 		}
 		lock.Close()
 		return err
-	}
+	})
+	opts.space = space
 	s, err := open(ctx, pebbleStore{d}, opts, closeAll)
 	if err != nil {
 		_ = closeAll()
 		return nil, err
 	}
-	s.space = space // set before any caller can write: open has not returned
 	events.store.Store(s)
 	return s, nil
 }

@@ -49,6 +49,9 @@ type pending struct {
 	// waits: its writer waits for the answer (see gather). Set before it
 	// is queued, so the sync loop never acknowledges it uncounted.
 	waits bool
+	// charged: the bytes it counts as admitted and not yet written (see
+	// diskSpace), until the commit loop wrote it
+	charged int64
 }
 
 type keyWrite struct {
@@ -72,6 +75,10 @@ func (p *pending) wait(ctx context.Context) error {
 }
 
 func (s *Store) enqueue(p *pending) {
+	if s.space != nil {
+		p.charged = pendingBytes(p)
+		s.space.charge(p.charged)
+	}
 	s.qMu.Lock()
 	s.queue = append(s.queue, p)
 	s.qMu.Unlock()
@@ -372,6 +379,9 @@ func (s *Store) commit(items []*pending) {
 	g := &group{items: items}
 	if err == nil {
 		g.outs, g.durable, err = s.write(ctx, items)
+	}
+	for _, p := range items {
+		s.space.wrote(p.charged)
 	}
 	if err != nil {
 		g.err = s.fail(err)

@@ -111,7 +111,7 @@ func (n *Namespace) Apply(ctx context.Context, op crdt.Op, opts ...WriteOption) 
 		o(&wo)
 	}
 	s := n.s
-	if err := s.space.room(); err != nil {
+	if err := s.space.room(opBytes(op)); err != nil {
 		return crdt.Delta{}, err
 	}
 	if err := s.acquire(ctx); err != nil {
@@ -166,7 +166,7 @@ func (n *Namespace) ApplyAll(ctx context.Context, ops []crdt.Op, opts ...WriteOp
 		keys[op.Key] = true
 	}
 	s := n.s
-	if err := s.space.room(); err != nil {
+	if err := s.space.room(opsBytes(ops)); err != nil {
 		return err
 	}
 	if err := s.acquire(ctx); err != nil {
@@ -257,7 +257,7 @@ func (n *Namespace) ApplyBatch(ctx context.Context, b Batch, opts ...WriteOption
 		return false, fmt.Errorf("store: batch signer of %d bytes or signature of %d, max %d and %d", len(b.Signer), len(b.Sig), MaxBatchSignerBytes, MaxBatchSigBytes)
 	}
 	s := n.s
-	if err := s.space.room(); err != nil {
+	if err := s.space.room(2 * int64(len(b.Encoded))); err != nil {
 		return false, err
 	}
 	if err := s.acquire(ctx); err != nil {
@@ -594,7 +594,7 @@ func (n *Namespace) ApplyStateTracked(ctx context.Context, deltas []crdt.Delta, 
 
 func (n *Namespace) applyState(ctx context.Context, deltas []crdt.Delta, seen, cctx crdt.Context, t *ChangeTracker, mergeOK func() bool) (merged bool, err error) {
 	s := n.s
-	if err := s.space.room(); err != nil {
+	if err := s.space.room(0); err != nil {
 		return false, err
 	}
 	if err := s.acquire(ctx); err != nil {

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -159,7 +160,7 @@ func TestRoomToOpen(t *testing.T) {
 	if err := roomToOpen(dir, fakeFree(&free)); err != nil {
 		t.Fatalf("open with 8 MiB free and a 3 MiB log: %v", err)
 	}
-	unknown := func(string) (uint64, error) { return 0, errSpaceUnknown }
+	unknown := func(string) (uint64, error) { return 0, errors.New("statfs: not supported") }
 	if err := roomToOpen(dir, unknown); err != nil {
 		t.Fatalf("open with free space unknown: %v", err)
 	}
@@ -180,3 +181,99 @@ func TestMinFreeBytesNegativeTurnsTheCheckOff(t *testing.T) {
 }
 
 func eqContext(a, b crdt.Context) bool { return a.Equal(b) }
+
+// TestBurstCannotOverrunTheReserve: writes admitted but not yet written,
+// and those written since the last reading, count against the reserve. A
+// writer that does not wait for its answers (as gossip and sync apply
+// peers' batches) queued hundreds of batches on one reading before.
+func TestBurstCannotOverrunTheReserve(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openPebble(t, dir, Options{})
+	defer s.Close()
+	n := mustNS(t, s, "ns")
+	const room = 4 << 20 // above the reserve at the start
+	// The disk as the store fills it: the reserve plus room, less what
+	// the store's files grew by.
+	start := dirBytes(t, dir)
+	var reads atomic.Int64
+	s.space.free = func(string) (uint64, error) {
+		reads.Add(1)
+		return uint64(int64(s.space.min) + room - (dirBytes(t, dir) - start)), nil
+	}
+	s.space.checked.Store(0) // read afresh at the next write
+	value := make([]byte, 256<<10)
+	accepted := 0
+	for i := range 200 {
+		_, err := n.Apply(ctx, crdt.Op{Kind: crdt.OpPut, Key: fmt.Sprintf("k%03d", i), Value: value}, WithoutWait())
+		if errors.Is(err, ErrDiskFull) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		accepted++
+	}
+	// Each put writes its value twice (key state and log entry).
+	if maxPuts := room / (2 * len(value)); accepted == 0 || accepted > maxPuts {
+		t.Fatalf("%d puts of 256 KiB accepted with 4 MiB above the reserve, want 1 to %d (%d readings)", accepted, maxPuts, reads.Load())
+	}
+	if err := s.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.space.inflight.Load(); got != 0 {
+		t.Fatalf("%d bytes still counted in flight after a flush", got)
+	}
+}
+
+func dirBytes(t *testing.T, dir string) int64 {
+	t.Helper()
+	var n int64
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if fi, err := e.Info(); err == nil && !e.IsDir() {
+			n += fi.Size()
+		}
+	}
+	return n
+}
+
+// TestCleanCloseLeavesNothingToReplay: a close that flushed leaves its
+// mark, so the next open needs no room for the log files Pebble keeps for
+// reuse; an open removes the mark. Closing twice is harmless.
+func TestCleanCloseLeavesNothingToReplay(t *testing.T) {
+	dir := t.TempDir()
+	s := openPebble(t, dir, Options{})
+	put(t, mustNS(t, s, "ns"), "a", "b")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.closer(); err != nil { // a second close of the datastore: no panic
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, flushedMark)); err != nil {
+		t.Fatalf("no flushed mark after a clean close: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "999999.log"), make([]byte, 8<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var free atomic.Uint64
+	free.Store(openMarginBytes)
+	if err := roomToOpen(dir, fakeFree(&free)); err != nil {
+		t.Fatalf("open after a flushed close with only the margin free: %v", err)
+	}
+	if err := os.Remove(filepath.Join(dir, "999999.log")); err != nil {
+		t.Fatal(err)
+	}
+	s = openPebble(t, dir, Options{})
+	defer s.Close()
+	if _, err := os.Stat(filepath.Join(dir, flushedMark)); !os.IsNotExist(err) {
+		t.Fatalf("the flushed mark outlived the open: %v", err)
+	}
+	if err := roomToOpen(dir, fakeFree(&free)); !errors.Is(err, ErrDiskFull) {
+		t.Fatalf("open without the mark and a log to replay, margin free: %v, want ErrDiskFull", err)
+	}
+}

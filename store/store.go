@@ -94,6 +94,10 @@ type Options struct {
 	IdentityReused bool
 	// Rand draws those floors. Default: crypto/rand.
 	Rand func() uint64
+
+	// space is OpenPebble's free-space check (MinFreeBytes), set before
+	// the store's goroutines start.
+	space *diskSpace
 }
 
 // FloorBase is the lowest counter floor a store with a reused identity
@@ -246,6 +250,7 @@ func open(ctx context.Context, d ds.Batching, opts Options, closer func() error)
 		return nil, err
 	}
 	s := &Store{
+		space:    opts.space,
 		ds:       d,
 		opts:     opts,
 		closer:   closer,
@@ -458,6 +463,10 @@ func (s *Store) Namespace(ctx context.Context, name string) (*Namespace, error) 
 		return n, nil
 	}
 	if err := ValidName(name, s.opts.Limits); err != nil {
+		return nil, err
+	}
+	// A new namespace is written to disk (its registry record) at once.
+	if err := s.space.room(int64(len(name)) + 64); err != nil {
 		return nil, err
 	}
 	// Waiting on another caller's registration is bounded: a waiter retries
