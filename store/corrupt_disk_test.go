@@ -205,7 +205,15 @@ func TestCorruptionFoundByCompactionFailsTheStore(t *testing.T) {
 				break
 			}
 		}
-		if err := db.Flush(); err != nil {
+		// Held through the flush: the store closes itself once the
+		// compaction's report comes, and Pebble panics on a closed DB.
+		release, err := s.use()
+		if err != nil {
+			break
+		}
+		err = db.Flush()
+		release()
+		if err != nil {
 			t.Fatal(err)
 		}
 	}
