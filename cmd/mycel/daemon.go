@@ -203,6 +203,11 @@ func readPSK(path string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--psk-file: %w", err)
 	}
+	return parsePSK(b, path)
+}
+
+// parsePSK reads the key from b, the contents of the file path.
+func parsePSK(b []byte, path string) ([]byte, error) {
 	if len(b) == 32 {
 		return b, nil
 	}

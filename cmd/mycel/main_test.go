@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -31,6 +32,12 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if f := flag.Lookup("test.fuzz"); f != nil && f.Value.String() != "" {
+		// Fuzzing (go test -run '^$' -fuzz ...) needs no binary, and
+		// every fuzz worker would build its own.
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "mycel-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -178,6 +178,13 @@ func loadFile(path string, s *settings) error {
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
+	return parseSettingsFile(b, path, s)
+}
+
+// parseSettingsFile sets s from b, the contents of the settings file path
+// (whose extension names its format). On an error s is left as it was.
+func parseSettingsFile(b []byte, path string, s *settings) error {
+	var err error
 	raw := map[string]any{}
 	switch strings.ToLower(filepath.Ext(path)) {
 	case ".toml":
@@ -203,7 +210,8 @@ func loadFile(path string, s *settings) error {
 	for _, f := range settingFields() {
 		fields[f.name] = f
 	}
-	v := reflect.ValueOf(s).Elem()
+	out := *s
+	v := reflect.ValueOf(&out).Elem()
 	for key, val := range raw {
 		f, ok := fields[key]
 		if !ok {
@@ -213,6 +221,7 @@ func loadFile(path string, s *settings) error {
 			return fmt.Errorf("config %s: %s: %v", path, key, err)
 		}
 	}
+	*s = out
 	return nil
 }
 
