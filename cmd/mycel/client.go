@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unicode"
 
 	"github.com/spf13/cobra"
 )
@@ -303,7 +304,7 @@ func keysCmd() *cobra.Command {
 				return nil
 			}
 			for _, k := range all {
-				fmt.Fprintln(cmd.OutOrStdout(), k)
+				fmt.Fprintln(cmd.OutOrStdout(), shown(k, ""))
 			}
 			return nil
 		})
@@ -382,7 +383,7 @@ func setCmd() *cobra.Command {
 				return nil
 			}
 			for _, e := range body.Elements {
-				fmt.Fprintln(cmd.OutOrStdout(), e)
+				fmt.Fprintln(cmd.OutOrStdout(), shown(e, ""))
 			}
 			return nil
 		})
@@ -504,6 +505,20 @@ func (ir *idleReader) Read(p []byte) (int, error) {
 // idle reports whether the reader gave up for lack of data.
 func (ir *idleReader) idle() bool { return ir.fired.Load() }
 
+// shown is a key or element as the output for people prints it: as it is
+// when that is unambiguous, else Go-quoted. Names may hold newlines, tabs
+// and other control characters, which would split a line or forge one;
+// one that starts with a quote, or holds a character of special (the
+// separators of where it is printed), is quoted too. --json prints names
+// as they are.
+func shown(s, special string) string {
+	if s == "" || s[0] == '"' || strings.ContainsAny(s, special) ||
+		strings.IndexFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0 {
+		return strconv.Quote(s)
+	}
+	return s
+}
+
 // printEvents copies server-sent events to out, one line per change.
 func printEvents(ctx context.Context, body io.Reader, out io.Writer, asJSON bool) error {
 	sc := bufio.NewScanner(body)
@@ -534,8 +549,8 @@ func printEvents(ctx context.Context, body io.Reader, out io.Writer, asJSON bool
 				Counter            *int64
 				Elements           []string
 			}
-			if json.Unmarshal([]byte(data), &ev) != nil {
-				continue
+			if err := json.Unmarshal([]byte(data), &ev); err != nil {
+				return fmt.Errorf("the daemon sent an event this client cannot read (%v): %.200q", err, data)
 			}
 			var what string
 			switch {
@@ -544,11 +559,15 @@ func printEvents(ctx context.Context, body io.Reader, out io.Writer, asJSON bool
 			case ev.Counter != nil:
 				what = strconv.FormatInt(*ev.Counter, 10)
 			case ev.Elements != nil:
-				what = "{" + strings.Join(ev.Elements, ", ") + "}"
+				els := make([]string, len(ev.Elements))
+				for i, e := range ev.Elements {
+					els[i] = shown(e, ",{}")
+				}
+				what = "{" + strings.Join(els, ", ") + "}"
 			default:
 				what = strconv.Quote(string(ev.Value))
 			}
-			fmt.Fprintf(out, "%s\t%s\t%s\t%s\n", ev.Cursor, ev.Key, ev.Kinds, what)
+			fmt.Fprintf(out, "%s\t%s\t%s\t%s\n", ev.Cursor, shown(ev.Key, ""), ev.Kinds, what)
 		case line == "":
 			event = ""
 		}

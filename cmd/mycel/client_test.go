@@ -69,6 +69,14 @@ func TestCLI(t *testing.T) {
 		{"", []string{"peers", "--json"}, `"peers"`, 0},
 		{"", []string{"put", "-n", "test", "visits", "x"}, "wrong type", 1},
 		{"", []string{"put"}, "accepts between 1 and 2 arg(s)", 2},
+		// Names with newlines, tabs or control characters are quoted in
+		// the output for people, so they cannot split or forge a line.
+		{"", []string{"put", "-n", "odd", "line\nforged", "v"}, "", 0},
+		{"", []string{"put", "-n", "odd", "plain key", "v"}, "", 0},
+		{"", []string{"keys", "-n", "odd"}, "\"line\\nforged\"\nplain key\n", 0},
+		{"", []string{"keys", "-n", "odd", "--json"}, `"line\nforged"`, 0},
+		{"", []string{"set", "-n", "odd", "s", "--add", "tab\there", "--add", "ok"}, "", 0},
+		{"", []string{"set", "-n", "odd", "s"}, "ok\n\"tab\\there\"\n", 0},
 	}
 	for _, s := range steps {
 		out, code := mycel(t, d, s.stdin, s.args...)
@@ -401,5 +409,28 @@ func TestWatchGivesUpOnASilentDaemon(t *testing.T) {
 	}
 	if !ir.idle() || err == nil {
 		t.Fatalf("idle %v, err %v", ir.idle(), err)
+	}
+}
+
+// TestWatchOutputQuotesNames: mycel watch prints a key or set element
+// that would split or forge a line (a newline, a tab, a separator of the
+// set's braces) quoted, and an event it cannot read ends the watch with
+// an error instead of vanishing.
+func TestWatchOutputQuotesNames(t *testing.T) {
+	stream := "id: 1\nevent: change\n" +
+		`data: {"cursor":"1","key":"a\nforged\tline","kinds":"register","value":"dg=="}` + "\n\n" +
+		"id: 2\nevent: change\n" +
+		`data: {"cursor":"2","key":"s","kinds":"set","elements":["x, y","{z}","plain one"]}` + "\n\n" +
+		"id: 3\nevent: change\n" +
+		`data: {"cursor":"3","key":"k","kinds":"register","value":"not base64!"}` + "\n\n"
+	var out strings.Builder
+	err := printEvents(context.Background(), strings.NewReader(stream), &out, false)
+	want := "1\t\"a\\nforged\\tline\"\tregister\t\"v\"\n" +
+		"2\ts\tset\t{\"x, y\", \"{z}\", plain one}\n"
+	if out.String() != want {
+		t.Fatalf("printed %q, want %q", out.String(), want)
+	}
+	if err == nil || !strings.Contains(err.Error(), "cannot read") || !strings.Contains(err.Error(), "not base64!") {
+		t.Fatalf("an unreadable event gave %v, want an error quoting it", err)
 	}
 }
