@@ -505,7 +505,7 @@ func (ir *idleReader) Read(p []byte) (int, error) {
 // idle reports whether the reader gave up for lack of data.
 func (ir *idleReader) idle() bool { return ir.fired.Load() }
 
-// shown is a key or element as the output for people prints it: as it is
+// shown is a key, element or namespace as the output for people prints it: as it is
 // when that is unambiguous, else Go-quoted. Names may hold newlines, tabs
 // and other control characters, which would split a line or forge one;
 // one that starts with a quote, or holds a character of special (the
@@ -620,7 +620,11 @@ func statusCmd() *cobra.Command {
 				}
 			}
 			fmt.Fprintf(out, "peers:      %d connected, %d known\n", connected, len(st.Peers))
-			fmt.Fprintf(out, "namespaces: %s\n", strings.Join(st.Namespaces, ", "))
+			names := make([]string, len(st.Namespaces))
+			for i, ns := range st.Namespaces {
+				names[i] = shown(ns, ",")
+			}
+			fmt.Fprintf(out, "namespaces: %s\n", strings.Join(names, ", "))
 			return nil
 		})
 }

@@ -77,6 +77,8 @@ func TestCLI(t *testing.T) {
 		{"", []string{"keys", "-n", "odd", "--json"}, `"line\nforged"`, 0},
 		{"", []string{"set", "-n", "odd", "s", "--add", "tab\there", "--add", "ok"}, "", 0},
 		{"", []string{"set", "-n", "odd", "s"}, "ok\n\"tab\\there\"\n", 0},
+		{"", []string{"put", "-n", "a, b", "k", "v"}, "", 0},
+		{"", []string{"status"}, `namespaces: "a, b", odd, test`, 0},
 	}
 	for _, s := range steps {
 		out, code := mycel(t, d, s.stdin, s.args...)
