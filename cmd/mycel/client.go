@@ -508,11 +508,12 @@ func (ir *idleReader) idle() bool { return ir.fired.Load() }
 // shown is a key, element or namespace as the output for people prints it: as it is
 // when that is unambiguous, else Go-quoted. Names may hold newlines, tabs
 // and other control characters, which would split a line or forge one;
-// one that starts with a quote, or holds a character of special (the
+// one that starts with a quote, starts or ends with a space, or holds a
+// character of special (the
 // separators of where it is printed), is quoted too. --json prints names
 // as they are.
 func shown(s, special string) string {
-	if s == "" || s[0] == '"' || strings.ContainsAny(s, special) ||
+	if s == "" || s[0] == '"' || s[0] == ' ' || s[len(s)-1] == ' ' || strings.ContainsAny(s, special) ||
 		strings.IndexFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0 {
 		return strconv.Quote(s)
 	}
@@ -523,10 +524,12 @@ func shown(s, special string) string {
 func printEvents(ctx context.Context, body io.Reader, out io.Writer, asJSON bool) error {
 	sc := bufio.NewScanner(body)
 	sc.Buffer(make([]byte, 64<<10), 4<<20)
-	event := ""
+	event, id := "", ""
 	for sc.Scan() {
 		line := sc.Text()
 		switch {
+		case strings.HasPrefix(line, "id: "):
+			id = strings.TrimPrefix(line, "id: ")
 		case strings.HasPrefix(line, "event: "):
 			event = strings.TrimPrefix(line, "event: ")
 		case strings.HasPrefix(line, "data: "):
@@ -550,7 +553,7 @@ func printEvents(ctx context.Context, body io.Reader, out io.Writer, asJSON bool
 				Elements           []string
 			}
 			if err := json.Unmarshal([]byte(data), &ev); err != nil {
-				return fmt.Errorf("the daemon sent an event this client cannot read (%v): %.200q", err, data)
+				return fmt.Errorf("the daemon sent an event this client cannot read (%v): %.200q; resume after it with --from %s", err, data, id)
 			}
 			var what string
 			switch {

@@ -422,17 +422,17 @@ func TestWatchOutputQuotesNames(t *testing.T) {
 	stream := "id: 1\nevent: change\n" +
 		`data: {"cursor":"1","key":"a\nforged\tline","kinds":"register","value":"dg=="}` + "\n\n" +
 		"id: 2\nevent: change\n" +
-		`data: {"cursor":"2","key":"s","kinds":"set","elements":["x, y","{z}","plain one"]}` + "\n\n" +
+		`data: {"cursor":"2","key":"s ","kinds":"set","elements":["x, y","{z}","plain one"]}` + "\n\n" +
 		"id: 3\nevent: change\n" +
 		`data: {"cursor":"3","key":"k","kinds":"register","value":"not base64!"}` + "\n\n"
 	var out strings.Builder
 	err := printEvents(context.Background(), strings.NewReader(stream), &out, false)
 	want := "1\t\"a\\nforged\\tline\"\tregister\t\"v\"\n" +
-		"2\ts\tset\t{\"x, y\", \"{z}\", plain one}\n"
+		"2\t\"s \"\tset\t{\"x, y\", \"{z}\", plain one}\n"
 	if out.String() != want {
 		t.Fatalf("printed %q, want %q", out.String(), want)
 	}
-	if err == nil || !strings.Contains(err.Error(), "cannot read") || !strings.Contains(err.Error(), "not base64!") {
+	if err == nil || !strings.Contains(err.Error(), "cannot read") || !strings.Contains(err.Error(), "not base64!") || !strings.HasSuffix(err.Error(), "--from 3") {
 		t.Fatalf("an unreadable event gave %v, want an error quoting it", err)
 	}
 }

@@ -19,6 +19,7 @@ func FuzzSettingsFile(f *testing.F) {
 		{false, "listen: /ip4/127.0.0.1/tcp/0\n"},
 		{false, "max-namespaces: 1.5\n"},
 		{false, "unknown: 1\n"},
+		{false, "api: 127.0.0.1:1\nmax-namespaces: 1.5\n"},
 		{false, "api: x\n---\napi: y\n"},
 		{false, "sync-interval: 5\n"},
 		{false, "writer: [{a: b}]\n"},

@@ -33,9 +33,9 @@ var (
 
 func TestMain(m *testing.M) {
 	flag.Parse()
-	if f := flag.Lookup("test.fuzz"); f != nil && f.Value.String() != "" {
-		// Fuzzing (go test -run '^$' -fuzz ...) needs no binary, and
-		// every fuzz worker would build its own.
+	if f, r := flag.Lookup("test.fuzz"), flag.Lookup("test.run"); f != nil && f.Value.String() != "" && r != nil && r.Value.String() == "^$" {
+		// Fuzzing alone (go test -run '^$' -fuzz ...) needs no binary,
+		// and every fuzz worker would build its own.
 		os.Exit(m.Run())
 	}
 	dir, err := os.MkdirTemp("", "mycel-bin-")

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -212,7 +214,9 @@ func parseSettingsFile(b []byte, path string, s *settings) error {
 	}
 	out := *s
 	v := reflect.ValueOf(&out).Elem()
-	for key, val := range raw {
+	// In order, so that of several bad keys the same one is named.
+	for _, key := range slices.Sorted(maps.Keys(raw)) {
+		val := raw[key]
 		f, ok := fields[key]
 		if !ok {
 			return fmt.Errorf("config %s: unknown key %q", path, key)
