@@ -3,6 +3,7 @@ package sim
 import (
 	"net"
 	"reflect"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -183,8 +184,8 @@ func TestReusedDotIsReported(t *testing.T) {
 		acks = append(acks, a)
 	}
 	m := newModel(acks)
-	if m.reused != 1 {
-		t.Fatalf("model counted %d reused dots", m.reused)
+	if m.reused != 1 || len(m.reusedOps) != 1 || !strings.Contains(m.reusedOps[0], "op 0 (node 1, put \"r/1\"") || !strings.Contains(m.reusedOps[0], "op 1 (node 1, put \"r/2\"") {
+		t.Fatalf("model counted %d reused dots: %q", m.reused, m.reusedOps)
 	}
 	// The first op lost on its node's wipe, the second given its dot after
 	// the restart: still a reuse.

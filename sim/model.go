@@ -35,6 +35,14 @@ type ack struct {
 
 func (a *ack) ok() bool { return !a.skipped && a.err == nil }
 
+// describe names the op and its outcome, for a report's detail.
+func (a *ack) describe() string {
+	var dots []crdt.Dot
+	a.delta.StoreDots(func(x crdt.Dot) { dots = append(dots, x) })
+	return fmt.Sprintf("op %d (node %d, %s %q field %q at %v, returned at %v, lost on a wipe %v, the delta's dots %v)",
+		a.id, a.op.Node, a.op.Kind, a.op.Key, a.op.Field, a.op.At, a.at.Format("15:04:05.000"), a.lostOnWipe, dots)
+}
+
 // newDot returns the dot an op's delta created, if any: the one live dot
 // the workload's single-key, single-element ops ever create.
 func newDot(d crdt.Delta) (crdt.Dot, bool) {
@@ -75,18 +83,25 @@ type model struct {
 	// counters is the case to catch, and there the op before the wipe is
 	// usually the one lost.)
 	reused int
+	// reusedOps names the ops behind the first few reused dots, to trace
+	// one back.
+	reusedOps []string
 }
 
 func newModel(acks []ack) *model {
 	m := &model{keys: make(map[string]OpKind), byKey: make(map[string][]crdt.Dot), created: make(map[crdt.Dot]entry), removed: make(map[crdt.Dot]bool), counters: make(map[string]int64)}
 	byReplica := make(map[crdt.ReplicaID][]uint64)
-	given := make(map[crdt.Dot]bool)
+	given := make(map[crdt.Dot]*ack)
 	for i := range acks {
 		if a := &acks[i]; a.ok() && a.dot != (crdt.Dot{}) {
-			if given[a.dot] {
+			if first := given[a.dot]; first != nil {
 				m.reused++
+				if len(m.reusedOps) < 10 {
+					m.reusedOps = append(m.reusedOps, fmt.Sprintf("dot %v: %s; %s", a.dot, first.describe(), a.describe()))
+				}
+				continue
 			}
-			given[a.dot] = true
+			given[a.dot] = a
 		}
 	}
 	for i := range acks {

@@ -39,6 +39,8 @@ type Report struct {
 	// DotsReused counts dots two ops were given: a replica reused its dot
 	// counter (after a wipe), which loses writes however they merge.
 	DotsReused int `json:"dots_reused"`
+	// DotsReusedOps names the ops behind the first ten reused dots.
+	DotsReusedOps []string `json:"dots_reused_ops,omitempty"`
 
 	// Ops is the number of acknowledged ops; FailedOps those that returned
 	// an error on a running node; SkippedOps those planned on a crashed

@@ -178,7 +178,7 @@ func (c *cluster) play(ctx context.Context, plan Plan, seed uint64) (*runResult,
 	lost := checkLostWrites(ctx, r.spaces, c.sc.nodeNames(), r.model)
 	r.LostWrites = len(lost)
 	r.Lost = lost[:min(len(lost), maxLostListed)]
-	r.DotsReused = r.model.reused
+	r.DotsReused, r.DotsReusedOps = r.model.reused, r.model.reusedOps
 	r.Messages, r.Bytes = c.nw.totals()
 	r.Dropped = Dropped{Partition: c.nw.droppedCut.Load(), Loss: c.nw.droppedLoss.Load()}
 	return r, nil
