@@ -520,6 +520,15 @@ func shown(s, special string) string {
 	return s
 }
 
+// joinShown joins names with ", ", each as shown prints it.
+func joinShown(names []string, special string) string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = shown(n, special)
+	}
+	return strings.Join(out, ", ")
+}
+
 // printEvents copies server-sent events to out, one line per change.
 func printEvents(ctx context.Context, body io.Reader, out io.Writer, asJSON bool) error {
 	sc := bufio.NewScanner(body)
@@ -562,11 +571,7 @@ func printEvents(ctx context.Context, body io.Reader, out io.Writer, asJSON bool
 			case ev.Counter != nil:
 				what = strconv.FormatInt(*ev.Counter, 10)
 			case ev.Elements != nil:
-				els := make([]string, len(ev.Elements))
-				for i, e := range ev.Elements {
-					els[i] = shown(e, ",{}")
-				}
-				what = "{" + strings.Join(els, ", ") + "}"
+				what = "{" + joinShown(ev.Elements, ",{}") + "}"
 			default:
 				what = strconv.Quote(string(ev.Value))
 			}
@@ -623,11 +628,7 @@ func statusCmd() *cobra.Command {
 				}
 			}
 			fmt.Fprintf(out, "peers:      %d connected, %d known\n", connected, len(st.Peers))
-			names := make([]string, len(st.Namespaces))
-			for i, ns := range st.Namespaces {
-				names[i] = shown(ns, ",")
-			}
-			fmt.Fprintf(out, "namespaces: %s\n", strings.Join(names, ", "))
+			fmt.Fprintf(out, "namespaces: %s\n", joinShown(st.Namespaces, ","))
 			return nil
 		})
 }
