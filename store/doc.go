@@ -27,4 +27,7 @@
 // ([Options.IdentityReused]) counts this replica's dots and batch numbers
 // from a random floor at or above [FloorBase] in every namespace, so that
 // it never hands out what a lost store of the same identity gave to peers.
+// When peers pass on such a lost store's numbers above its own, it moves
+// its floor [DotSkip] past them, since the lost store may have used the
+// next ones too.
 package store

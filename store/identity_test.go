@@ -259,3 +259,196 @@ func TestUnreplicableOpsRefused(t *testing.T) {
 		}
 	}
 }
+
+// A replica on its second lost store in a row can learn, from peers, some
+// of the writes of the store lost before it, whose floor was higher than
+// its own. It must not continue counting right after the highest it
+// learned: the lost store may have handed out the next dots and batch
+// numbers too, in batches still on their way (found by the soak
+// scenario: one dot handed out twice, and replicas that never converged).
+func TestLearnedDotsOfALostStoreAreNotReused(t *testing.T) {
+	ctx := context.Background()
+	high := func() uint64 { return ^uint64(0) }
+	low := func() uint64 { return 0 }
+	lost := memStore(t, Options{Replica: testReplica, IdentityReused: true, Rand: high})
+	ln := mustNS(t, lost, "ns")
+	for _, k := range []string{"a", "b", "c"} {
+		put(t, ln, k, "lost store")
+	}
+	batches := logged(t, lost, ln)
+	if len(batches) != 3 {
+		t.Fatalf("%d batches, want 3", len(batches))
+	}
+	var lostDots []crdt.Dot
+	for _, b := range batches {
+		b.Delta.StoreDots(func(x crdt.Dot) { lostDots = append(lostDots, x) })
+	}
+
+	fresh := memStore(t, Options{Replica: testReplica, IdentityReused: true, Rand: low})
+	fn := mustNS(t, fresh, "ns")
+	if fn.floor >= ln.floor {
+		t.Fatalf("floors %d and %d: the test needs the new store's lower", fn.floor, ln.floor)
+	}
+	// A peer passed on the lost store's first two batches; the third is
+	// still on its way.
+	for _, b := range batches[:2] {
+		if applied, err := fn.ApplyBatch(ctx, b); err != nil || !applied {
+			t.Fatalf("batch %d: applied %v, %v", b.Seq, applied, err)
+		}
+	}
+	d, err := fn.Apply(ctx, crdt.Op{Kind: crdt.OpPut, Key: "d", Value: []byte("new store")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.StoreDots(func(x crdt.Dot) {
+		for _, l := range lostDots {
+			if x.Counter <= l.Counter+1 {
+				t.Fatalf("new dot %v does not clear the lost store's %v", x, l)
+			}
+		}
+	})
+	mine := logged(t, fresh, fn)
+	last := mine[len(mine)-1]
+	if last.Seq <= batches[2].Seq {
+		t.Fatalf("new batch numbered %d, the lost store's third was %d", last.Seq, batches[2].Seq)
+	}
+	// The third batch arrives: it is new here, and the new store's batch is
+	// new to a peer that holds all of the lost store's.
+	if applied, err := fn.ApplyBatch(ctx, batches[2]); err != nil || !applied {
+		t.Fatalf("the lost store's third batch: applied %v, %v", applied, err)
+	}
+	if applied, err := ln.ApplyBatch(ctx, last); err != nil || !applied {
+		t.Fatalf("the new store's batch on a peer: applied %v, %v", applied, err)
+	}
+	for _, n := range []*Namespace{ln, fn} {
+		for _, k := range []string{"a", "b", "c", "d"} {
+			if _, ok := getString(n, k); !ok {
+				t.Fatalf("key %q missing", k)
+			}
+		}
+	}
+	if da, _ := ln.Digest(); da != func() crdt.Digest { d, _ := fn.Digest(); return d }() {
+		t.Fatal("replicas differ")
+	}
+}
+
+// The floor moved past learned numbers holds after a restart: the restart
+// neither counts on from them nor announces a skipped range that would
+// declare the lost store's batches still on their way deleted.
+func TestLearnedDotsOfALostStoreSurviveARestart(t *testing.T) {
+	ctx := context.Background()
+	lost := memStore(t, Options{Replica: testReplica, IdentityReused: true, Rand: func() uint64 { return ^uint64(0) }})
+	ln := mustNS(t, lost, "ns")
+	for _, k := range []string{"a", "b", "c"} {
+		put(t, ln, k, "lost store")
+	}
+	batches := logged(t, lost, ln)
+	var third crdt.Dot
+	batches[2].Delta.StoreDots(func(x crdt.Dot) { third = x })
+
+	d := dssync.MutexWrap(ds.NewMapDatastore())
+	opts := Options{Replica: testReplica, IdentityReused: true, Rand: func() uint64 { return 0 }}
+	s, err := Open(ctx, d, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fn := mustNS(t, s, "ns")
+	for _, b := range batches[:2] {
+		if applied, err := fn.ApplyBatch(ctx, b); err != nil || !applied {
+			t.Fatalf("batch %d: applied %v, %v", b.Seq, applied, err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, clean := range []bool{false, true} {
+		if !clean {
+			if err := ForgetCleanClose(ctx, d); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s, err = Open(ctx, d, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fn = mustNS(t, s, "ns")
+		dl, err := fn.Apply(ctx, crdt.Op{Kind: crdt.OpPut, Key: fmt.Sprintf("after %v", clean), Value: []byte("v")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dl.StoreDots(func(x crdt.Dot) {
+			if x.Counter <= third.Counter {
+				t.Fatalf("clean %v: dot after the restart %v, the lost store's third %v", clean, x, third)
+			}
+		})
+		for _, b := range logged(t, s, fn) {
+			if c := b.Delta.Context(); b.Delta.Len() == 0 && c.Contains(third) {
+				t.Fatalf("clean %v: the restart's skip (batch %d) covers the lost store's dot %v", clean, b.Seq, third)
+			}
+			if b.Seq == batches[2].Seq {
+				t.Fatalf("clean %v: batch number %d handed out again", clean, b.Seq)
+			}
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err = Open(ctx, d, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if applied, err := mustNS(t, s, "ns").ApplyBatch(ctx, batches[2]); err != nil || !applied {
+		t.Fatalf("the lost store's third batch after the restarts: applied %v, %v", applied, err)
+	}
+	if _, ok := getString(mustNS(t, s, "ns"), "c"); !ok {
+		t.Fatal("the lost store's third write is not held")
+	}
+}
+
+// The same holds when the numbers are learned through a state
+// reconciliation with a peer instead of batch by batch.
+func TestLearnedDotsOfALostStoreThroughState(t *testing.T) {
+	ctx := context.Background()
+	lost := memStore(t, Options{Replica: testReplica, IdentityReused: true, Rand: func() uint64 { return ^uint64(0) }})
+	ln := mustNS(t, lost, "ns")
+	for _, k := range []string{"a", "b", "c"} {
+		put(t, ln, k, "lost store")
+	}
+	batches := logged(t, lost, ln)
+	var third crdt.Dot
+	batches[2].Delta.StoreDots(func(x crdt.Dot) { third = x })
+	peer := mustNS(t, memStore(t, Options{Replica: testReplica + 1}), "ns")
+	for _, b := range batches[:2] {
+		if applied, err := peer.ApplyBatch(ctx, b); err != nil || !applied {
+			t.Fatalf("batch %d on the peer: applied %v, %v", b.Seq, applied, err)
+		}
+	}
+	var deltas []crdt.Delta
+	var seen, cctx crdt.Context
+	peer.View(func(st *crdt.Namespace, sn *crdt.Context) {
+		for _, k := range st.Keys("") {
+			deltas = append(deltas, st.KeyDelta(k, nil))
+		}
+		seen, cctx = sn.Clone(), st.Context()
+	})
+	fn := mustNS(t, memStore(t, Options{Replica: testReplica, IdentityReused: true, Rand: func() uint64 { return 0 }}), "ns")
+	if err := fn.ApplyState(ctx, deltas, seen, cctx, fn.RemoteApplies()); err != nil {
+		t.Fatal(err)
+	}
+	d, err := fn.Apply(ctx, crdt.Op{Kind: crdt.OpPut, Key: "d", Value: []byte("new store")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.StoreDots(func(x crdt.Dot) {
+		if x.Counter <= third.Counter {
+			t.Fatalf("new dot %v does not clear the lost store's %v", x, third)
+		}
+	})
+	if s := fn.Seen(); s.Contains(crdt.Dot{Replica: testReplica, Counter: batches[2].Seq}) {
+		t.Fatalf("batch number %d handed out again", batches[2].Seq)
+	}
+	if applied, err := fn.ApplyBatch(ctx, batches[2]); err != nil || !applied {
+		t.Fatalf("the lost store's third batch: applied %v, %v", applied, err)
+	}
+}

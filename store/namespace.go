@@ -271,6 +271,7 @@ func (n *Namespace) ApplyBatch(ctx context.Context, b Batch, opts ...WriteOption
 		return false, nil
 	}
 	s.observe(b.Delta.MaxTimestamp())
+	dot0, seq0 := n.ownHigh()
 	n.seen.Add(id)
 	n.remoteApplies++
 	enc := b.Encoded
@@ -293,6 +294,7 @@ func (n *Namespace) ApplyBatch(ctx context.Context, b Batch, opts ...WriteOption
 		}
 	}
 	n.applyLocked(b.Delta, p)
+	n.passLearned(p, dot0, seq0)
 	s.enqueue(p)
 	n.mu.Unlock()
 	if wo.noWait {
@@ -364,6 +366,46 @@ func (n *Namespace) applyLocked(d crdt.Delta, p *pending) {
 		p.ctxs = append(p.ctxs, ctxWrite{replica: r, ranges: c.Encode(nil)})
 	}
 	p.sum = n.sum.Bytes()
+}
+
+// ownHigh returns the highest dot counter and batch number of this
+// replica that it may have handed out itself as far as this store knows:
+// the highest its state and seen batches hold, or just below its floors.
+// n.mu is held.
+func (n *Namespace) ownHigh() (dot, seq uint64) {
+	self := n.s.opts.Replica
+	dot, seq = n.state.MaxDot(self), n.seen.Max(self)
+	if n.floor > 0 {
+		dot, seq = max(dot, n.floor-1), max(seq, n.floor-1)
+	}
+	if n.seqFloor > 0 {
+		seq = max(seq, n.seqFloor-1)
+	}
+	return dot, seq
+}
+
+// passLearned moves this replica's floor DotSkip past the dots and batch
+// numbers of its own that remote input (added to p) just brought above
+// every one it could have handed out (dot0 and seq0, ownHigh before the
+// input). Such numbers are a lost store's of the same identity (see
+// Options.IdentityReused), whose floor was above this store's: counting
+// on right after the highest learned would hand out again the ones that
+// lost store gave to batches still on their way, or held by peers not yet
+// heard from. The new floor is written with p: a restart must not count
+// from the learned numbers either, nor announce a skip that covers the
+// lost store's batches.
+func (n *Namespace) passLearned(p *pending, dot0, seq0 uint64) {
+	dot, seq := n.ownHigh()
+	if dot <= dot0 && seq <= seq0 {
+		return
+	}
+	hi := max(dot, seq)
+	if hi > math.MaxUint64-DotSkip-1 {
+		return // no room for the jump: counting goes on from the highest
+	}
+	floor := hi + DotSkip + 1
+	n.setFloor(floor)
+	p.keys = append(p.keys, keyWrite{key: registryKey(n.name), val: registryRecord(floor)})
 }
 
 // sealLocal assigns the next sequence number to a local batch being
@@ -602,6 +644,7 @@ func (n *Namespace) applyState(ctx context.Context, deltas []crdt.Delta, seen, c
 	}
 	n.mu.Lock()
 	p := &pending{kind: pendingState, ns: n, durable: !s.opts.NoSync, waits: true, done: make(chan error, 1)}
+	dot0, seq0 := n.ownHigh()
 	n.applyingFor = t
 	for _, d := range deltas {
 		s.observe(d.MaxTimestamp())
@@ -615,6 +658,7 @@ func (n *Namespace) applyState(ctx context.Context, deltas []crdt.Delta, seen, c
 		p.stateSeen = seen
 	}
 	n.applyingFor = nil
+	n.passLearned(p, dot0, seq0)
 	n.remoteApplies++
 	s.enqueue(p)
 	n.mu.Unlock()
