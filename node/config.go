@@ -37,6 +37,13 @@ type Config struct {
 	// dropped sooner, after the backoff reached so far. Default 1 min (local
 	// preset: 5 s). Lower heals long partitions sooner; higher dials less.
 	MaxRedialBackoff time.Duration
+	// ForgetPeers turns off the known-peers record. By default the node
+	// keeps the peers it is connected to (up to 32, with their addresses)
+	// in its store, written every 5 s when they changed and at a clean
+	// shutdown, and dials them, up to three times each, when it starts
+	// again: a restarted node finds its cluster at once even if it has
+	// no bootstrap peers, or they are down.
+	ForgetPeers bool
 	// MDNS finds peers on the local network. Default false (LAN preset: true).
 	MDNS bool
 	// DHT runs a Kademlia DHT (Mycel's own, protocol prefix /mycel) seeded

@@ -48,6 +48,9 @@ type Node struct {
 	// storeRand draws the store's counter floors: crypto/rand unless a
 	// random source was injected.
 	storeRand func() uint64
+	// knownPeers is the known-peers record as stored (see rememberPeers);
+	// used by its saver goroutine, then by Close.
+	knownPeers []byte
 
 	host host.Host
 	// relayHost publishes host to AutoRelay's goroutine (relayCandidates),
@@ -182,6 +185,9 @@ func (n *Node) open(ctx context.Context) error {
 		}
 	}
 	n.keepBootstrapConnected()
+	if !n.cfg.ForgetPeers {
+		n.rememberPeers(ctx)
+	}
 	if n.cfg.DHT {
 		if err := n.startDHT(ctx); err != nil {
 			return err
@@ -562,6 +568,11 @@ func (n *Node) Close() error {
 		n.watchers.close()
 		n.cancel()
 		n.wg.Wait()
+		if n.host != nil && n.rep != nil && !n.cfg.ForgetPeers {
+			// The peers of a clean shutdown, for the next start; the
+			// saver may not have run since the last change.
+			n.saveKnownPeers(context.Background())
+		}
 		if n.dht != nil {
 			errs = append(errs, n.dht.Close())
 		}
