@@ -159,6 +159,19 @@ func (c *Context) Max(r ReplicaID) uint64 {
 	return 0
 }
 
+// NextGap returns the lowest counter of r at or above from that the
+// context lacks, or 0 if it holds every one up to 2^64-1 (from 0 counts
+// from 1). Ranges are non-adjacent, so it is one past the range holding
+// from, if any.
+func (c *Context) NextGap(r ReplicaID, from uint64) uint64 {
+	from = max(from, 1)
+	i := c.search(r, from)
+	if i < len(c.ranges) && c.ranges[i].Replica == r && c.ranges[i].Lo <= from {
+		return c.ranges[i].Hi + 1 // wraps to 0 past the last counter
+	}
+	return from
+}
+
 // Next returns the dot a write by r should take: one past the highest seen.
 func (c *Context) Next(r ReplicaID) Dot { return Dot{r, c.Max(r) + 1} }
 

@@ -461,6 +461,7 @@ func TestDotFloor(t *testing.T) {
 			t.Fatalf("other replica's dot %v", d)
 		}
 	})
+	ns.ApplyDelta(o, nil)
 	// An earlier incarnation's write under the same replica, learned
 	// later, is not covered by the floor and still applies.
 	old := NewNamespace(Limits{})
@@ -481,16 +482,70 @@ func TestDotFloor(t *testing.T) {
 			t.Fatalf("second dot %v, want %d", d, floor+1)
 		}
 	})
-	// A floor below what was seen changes nothing.
 	ns.ApplyDelta(next, nil)
-	ns.SetDotFloor(me, 5)
+	// Dots of the same replica that another incarnation handed out above
+	// the run from the floor are skipped where seen, never followed: the
+	// next dot is the first gap from the floor up.
+	other2 := NewNamespace(Limits{})
+	other2.SetDotFloor(me, floor+2)
+	learned, err := other2.Prepare(Op{Kind: OpPut, Key: "d", Value: []byte("elsewhere")}, me, Timestamp{Wall: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other2.ApplyDelta(learned, nil)
+	far, err := other2.Prepare(Op{Kind: OpPut, Key: "e", Value: []byte("far")}, me, Timestamp{Wall: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	farDot := floor + 2
+	far.StoreDots(func(d Dot) { farDot = d.Counter })
+	if farDot != floor+3 {
+		t.Fatalf("the other incarnation's second dot %d", farDot)
+	}
+	ns.ApplyDelta(learned, nil) // floor+2, contiguous with the run: skipped (far is not learned)
 	third, err := ns.Prepare(Op{Kind: OpPut, Key: "a", Value: []byte("third")}, me, Timestamp{Wall: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
 	third.StoreDots(func(d Dot) {
-		if d != (Dot{me, floor + 2}) {
-			t.Fatalf("third dot %v", d)
+		if d != (Dot{me, floor + 3}) {
+			t.Fatalf("third dot %v, want the first gap %d", d, floor+3)
 		}
 	})
+	// A seen dot far above the run is not followed.
+	ns.ApplyDelta(third, nil)
+	var high Context
+	high.Add(Dot{me, floor + 1000})
+	ns.ApplyDelta(ContextDelta(high), nil)
+	fourth, err := ns.Prepare(Op{Kind: OpPut, Key: "a", Value: []byte("fourth")}, me, Timestamp{Wall: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fourth.StoreDots(func(d Dot) {
+		if d != (Dot{me, floor + 4}) {
+			t.Fatalf("fourth dot %v, want %d, not past the seen %d", d, floor+4, floor+1000)
+		}
+	})
+	if got := ns.NextDot(other); got != 2 {
+		t.Fatalf("another replica's next dot %d, want one past its highest", got)
+	}
+}
+
+func TestContextNextGap(t *testing.T) {
+	var c Context
+	c.AddRange(1, 5, 9)
+	c.AddRange(1, 20, 20)
+	c.AddRange(2, 1, 3)
+	c.AddRange(3, 10, ^uint64(0))
+	for _, tc := range []struct {
+		r          ReplicaID
+		from, want uint64
+	}{
+		{1, 0, 1}, {1, 1, 1}, {1, 5, 10}, {1, 7, 10}, {1, 9, 10}, {1, 10, 10}, {1, 20, 21}, {1, 21, 21},
+		{2, 1, 4}, {2, 4, 4}, {4, 1, 1}, {3, 9, 9}, {3, 10, 0}, {3, ^uint64(0), 0},
+	} {
+		if got := c.NextGap(tc.r, tc.from); got != tc.want {
+			t.Errorf("NextGap(%d, %d) = %d, want %d", tc.r, tc.from, got, tc.want)
+		}
+	}
 }

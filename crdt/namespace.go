@@ -29,25 +29,35 @@ func NewNamespace(limits Limits) *Namespace {
 // Limits returns the limits the namespace enforces.
 func (n *Namespace) Limits() Limits { return n.limits }
 
-// SetDotFloor makes Prepare give r's new dots counters of at least floor,
-// without claiming anything about the counters below it (the context is not
-// changed). A replica whose earlier history may be lost (its identity
-// outlived its store) counts from a floor no earlier incarnation reached,
-// instead of from the highest counter it happens to have seen. One replica
-// has a floor at a time; floor 0 removes it.
+// SetDotFloor makes r's new dots count from floor instead of from the
+// highest counter of r seen: Prepare gives r the lowest counter at or above
+// floor that the context lacks. A replica whose earlier history may be lost
+// (its identity outlived its store) counts, from a random floor, within a
+// range of its own: from the floor, its own dots form one run in the
+// context (a restart's skipped range joins it), so the next dot is found
+// again after a restart, while dots of r that other incarnations handed
+// out elsewhere — seen or not yet seen, above the floor or below it — are
+// never followed. (Following the highest seen reused, in the simulator's
+// soak, a dot an earlier lost store had given to a batch still on its
+// way.) Nothing is claimed about the counters below the floor (the
+// context is not changed). One replica has a floor at a time; floor 0
+// removes it.
 func (n *Namespace) SetDotFloor(r ReplicaID, floor uint64) {
 	n.floorReplica, n.floor = r, floor
 }
 
 // lastCounter is the counter r's new dots count up from: the highest seen,
-// or just below r's floor.
+// or, for the replica with a floor, just below its lowest counter from the
+// floor up that the context lacks (math.MaxUint64 if none is left).
 func (n *Namespace) lastCounter(r ReplicaID) uint64 {
-	last := n.ctx.Max(r)
-	if r == n.floorReplica && n.floor > 0 && last < n.floor-1 {
-		last = n.floor - 1
+	if r == n.floorReplica && n.floor > 0 {
+		return n.ctx.NextGap(r, n.floor) - 1 // 0 - 1: none left
 	}
-	return last
+	return n.ctx.Max(r)
 }
+
+// NextDot returns the counter Prepare gives r's next new dot.
+func (n *Namespace) NextDot(r ReplicaID) uint64 { return n.lastCounter(r) + 1 }
 
 // Len returns the number of keys holding a value.
 func (n *Namespace) Len() int { return n.keys.len() }

@@ -27,7 +27,7 @@
 // ([Options.IdentityReused]) counts this replica's dots and batch numbers
 // from a random floor at or above [FloorBase] in every namespace, so that
 // it never hands out what a lost store of the same identity gave to peers.
-// When peers pass on such a lost store's numbers above its own, it moves
-// its floor [DotSkip] past them, since the lost store may have used the
-// next ones too.
+// Its own numbers form one run from the floor; it never counts on from
+// numbers of the same identity that peers pass on (a lost store's, whose
+// next ones may still be on their way).
 package store

@@ -65,8 +65,9 @@ type Namespace struct {
 	// simulator's 100-node runs.
 	trimDue atomic.Bool
 	// floor is where this replica's dots and batch numbers count from in
-	// a store whose identity was reused (0: from the highest seen). Set
-	// before the namespace is shared.
+	// a store whose identity was reused (0: from the highest seen): its
+	// own form one run from there (see nextSeq). Set before the namespace
+	// is shared.
 	floor uint64
 	// seqFloor is where this replica's batch numbers count from after an
 	// unclean shutdown (see loadNamespace). Set before the namespace is
@@ -271,7 +272,6 @@ func (n *Namespace) ApplyBatch(ctx context.Context, b Batch, opts ...WriteOption
 		return false, nil
 	}
 	s.observe(b.Delta.MaxTimestamp())
-	dot0, seq0 := n.ownHigh()
 	n.seen.Add(id)
 	n.remoteApplies++
 	enc := b.Encoded
@@ -294,7 +294,6 @@ func (n *Namespace) ApplyBatch(ctx context.Context, b Batch, opts ...WriteOption
 		}
 	}
 	n.applyLocked(b.Delta, p)
-	n.passLearned(p, dot0, seq0)
 	s.enqueue(p)
 	n.mu.Unlock()
 	if wo.noWait {
@@ -368,55 +367,31 @@ func (n *Namespace) applyLocked(d crdt.Delta, p *pending) {
 	p.sum = n.sum.Bytes()
 }
 
-// ownHigh returns the highest dot counter and batch number of this
-// replica that it may have handed out itself as far as this store knows:
-// the highest its state and seen batches hold, or just below its floors.
-// n.mu is held.
-func (n *Namespace) ownHigh() (dot, seq uint64) {
-	self := n.s.opts.Replica
-	dot, seq = n.state.MaxDot(self), n.seen.Max(self)
-	if n.floor > 0 {
-		dot, seq = max(dot, n.floor-1), max(seq, n.floor-1)
-	}
-	if n.seqFloor > 0 {
-		seq = max(seq, n.seqFloor-1)
-	}
-	return dot, seq
-}
-
-// passLearned moves this replica's floor DotSkip past the dots and batch
-// numbers of its own that remote input (added to p) just brought above
-// every one it could have handed out (dot0 and seq0, ownHigh before the
-// input). Such numbers are a lost store's of the same identity (see
-// Options.IdentityReused), whose floor was above this store's: counting
-// on right after the highest learned would hand out again the ones that
-// lost store gave to batches still on their way, or held by peers not yet
-// heard from. The new floor is written with p: a restart must not count
-// from the learned numbers either, nor announce a skip that covers the
-// lost store's batches.
-func (n *Namespace) passLearned(p *pending, dot0, seq0 uint64) {
-	dot, seq := n.ownHigh()
-	if dot <= dot0 && seq <= seq0 {
-		return
-	}
-	hi := max(dot, seq)
-	if hi > math.MaxUint64-DotSkip-1 {
-		return // no room for the jump: counting goes on from the highest
-	}
-	floor := hi + DotSkip + 1
-	n.setFloor(floor)
-	p.keys = append(p.keys, keyWrite{key: registryKey(n.name), val: registryRecord(floor)})
-}
-
 // sealLocal assigns the next sequence number to a local batch being
 // committed.
 func (n *Namespace) sealLocal() uint64 {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	self := n.s.opts.Replica
-	seq := max(n.seen.Max(self)+1, n.floor, n.seqFloor)
+	seq := n.nextSeq()
 	n.seen.Add(crdt.Dot{Replica: self, Counter: seq})
 	return seq
+}
+
+// nextSeq returns the number this replica's next local batch takes: one
+// past the highest of its batches seen, or, counting from a floor (see
+// Options.IdentityReused), the lowest number from the floor (or the
+// batch-number floor of an unclean restart, if higher) that seen lacks —
+// never one past numbers that another store of the same identity handed
+// out (see crdt.Namespace.SetDotFloor). n.mu is held.
+func (n *Namespace) nextSeq() uint64 {
+	self := n.s.opts.Replica
+	if n.floor > 0 {
+		if seq := n.seen.NextGap(self, max(n.floor, n.seqFloor)); seq != 0 {
+			return seq
+		}
+	}
+	return max(n.seen.Max(self)+1, n.seqFloor)
 }
 
 func (n *Namespace) noteLogged(origin crdt.ReplicaID, seq uint64, size int) {
@@ -438,12 +413,10 @@ func (n *Namespace) skipDots(ctx context.Context, clean bool) error {
 		return err
 	}
 	n.mu.Lock()
-	// Dots from below the floor are an earlier incarnation's: skip from
-	// the floor, never announce theirs.
-	hi := n.state.MaxDot(self)
-	if n.floor > 0 && hi < n.floor {
-		hi = n.floor - 1
-	}
+	// Skip from this replica's own last dot: counting from a floor, the
+	// end of its run from the floor, never announcing the dots another
+	// store of the same identity handed out, above the floor or below.
+	hi := n.state.NextDot(self) - 1
 	if hi == 0 && clean {
 		n.mu.Unlock()
 		s.release()
@@ -644,7 +617,6 @@ func (n *Namespace) applyState(ctx context.Context, deltas []crdt.Delta, seen, c
 	}
 	n.mu.Lock()
 	p := &pending{kind: pendingState, ns: n, durable: !s.opts.NoSync, waits: true, done: make(chan error, 1)}
-	dot0, seq0 := n.ownHigh()
 	n.applyingFor = t
 	for _, d := range deltas {
 		s.observe(d.MaxTimestamp())
@@ -658,7 +630,6 @@ func (n *Namespace) applyState(ctx context.Context, deltas []crdt.Delta, seen, c
 		p.stateSeen = seen
 	}
 	n.applyingFor = nil
-	n.passLearned(p, dot0, seq0)
 	n.remoteApplies++
 	s.enqueue(p)
 	n.mu.Unlock()
@@ -909,10 +880,15 @@ func loadNamespace(ctx context.Context, s *Store, name string, clean bool) (*Nam
 	if err != nil {
 		return nil, corrupt(name, err)
 	}
-	if self := n.seen.Max(s.opts.Replica); !clean {
+	// This replica's last batch number on disk (nextSeq reads the floor
+	// of the restart before, which its numbers continued from).
+	n.seqFloor = seqFloor
+	if self := n.nextSeq() - 1; !clean {
 		// Batch numbers in the gap are never used: no replica holds or
 		// asks for them. Raised even when none of ours is on disk: a
-		// batch numbered 1 may have been published and then lost.
+		// batch numbered 1 may have been published and then lost. A store
+		// counting from a floor raises it from its own last number, not
+		// from the highest seen (another store's of the same identity).
 		seqFloor = max(self, seqFloor) + positionSkip
 		if seqFloor < positionSkip {
 			return nil, corrupt(name, errors.New("batch numbers exhausted"))
