@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 
@@ -547,5 +548,41 @@ func TestContextNextGap(t *testing.T) {
 		if got := c.NextGap(tc.r, tc.from); got != tc.want {
 			t.Errorf("NextGap(%d, %d) = %d, want %d", tc.r, tc.from, got, tc.want)
 		}
+	}
+}
+
+// An op taking several dots skips counters of its replica the context
+// holds above the first gap from the floor (found by review: a set add of
+// three elements took a counter seen from another incarnation).
+func TestDotFloorSkipsSeenCounters(t *testing.T) {
+	const me = ReplicaID(7)
+	const floor = uint64(1) << 63
+	ns := NewNamespace(Limits{})
+	ns.SetDotFloor(me, floor)
+	var seen Context
+	seen.AddRange(me, floor+1, floor+1)
+	seen.AddRange(me, floor+3, floor+4)
+	ns.ApplyDelta(ContextDelta(seen), nil)
+	d, err := ns.Prepare(Op{Kind: OpSetUpdate, Key: "s", Add: []string{"a", "b", "c"}}, me, Timestamp{Wall: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []uint64
+	d.StoreDots(func(x Dot) { got = append(got, x.Counter-floor) })
+	slices.Sort(got)
+	if !slices.Equal(got, []uint64{0, 2, 5}) {
+		t.Fatalf("dots floor+%v, want floor+[0 2 5]", got)
+	}
+	// No counter left past the seen ones: refused, not wrapped.
+	full := NewNamespace(Limits{})
+	full.SetDotFloor(me, floor)
+	var rest Context
+	rest.AddRange(me, floor+1, ^uint64(0))
+	full.ApplyDelta(ContextDelta(rest), nil)
+	if _, err := full.Prepare(Op{Kind: OpSetUpdate, Key: "s", Add: []string{"a", "b"}}, me, Timestamp{Wall: 1}); !errors.Is(err, ErrLimit) {
+		t.Fatalf("an add with one counter left: %v, want ErrLimit", err)
+	}
+	if _, err := full.Prepare(Op{Kind: OpPut, Key: "r", Value: []byte("v")}, me, Timestamp{Wall: 1}); err != nil {
+		t.Fatalf("a put with one counter left: %v", err)
 	}
 }

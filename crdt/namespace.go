@@ -212,10 +212,19 @@ func (n *Namespace) Prepare(op Op, r ReplicaID, ts Timestamp) (Delta, error) {
 	// retains (the entry list, the context ranges, the top extension).
 	s := new(prepScratch)
 	p := preparer{op: &s.op, next: last + 1, replica: r, ts: ts, scratch: s}
+	if r == n.floorReplica && n.floor > 0 {
+		// The first gap from the floor may be followed by counters seen
+		// (another incarnation's, in the unlikely case the two runs
+		// meet): an op taking several dots skips those.
+		p.seen = &n.ctx
+	}
 	s.op = op
 	p.ctx.ranges = s.ranges[:0]
 	var one [1]RegEntry
 	v, err := p.at(n.keys.at(op.Key).read(op.Key, &one), 0)
+	if err == nil && p.exhausted {
+		err = fmt.Errorf("%w: replica %v has no dot counters left", ErrLimit, r)
+	}
 	if err != nil {
 		return Delta{}, err
 	}
@@ -237,6 +246,10 @@ type preparer struct {
 	ts      Timestamp
 	ctx     Context
 	scratch *prepScratch
+	// seen, if set, holds counters of replica that new dots must skip;
+	// exhausted: none was left.
+	seen      *Context
+	exhausted bool
 }
 
 // newExt returns an empty extension for the delta, from the scratch space
@@ -250,6 +263,14 @@ func (p *preparer) newExt() *valueExt {
 }
 
 func (p *preparer) dot() Dot {
+	switch {
+	case p.next == 0:
+		p.exhausted = true // wrapped past the last counter
+	case p.seen != nil:
+		if p.next = p.seen.NextGap(p.replica, p.next); p.next == 0 {
+			p.exhausted = true
+		}
+	}
 	d := Dot{p.replica, p.next}
 	p.next++
 	p.ctx.Add(d)

@@ -626,3 +626,51 @@ func TestRelearnedAfterACrashDoesNotReuse(t *testing.T) {
 		t.Fatalf("batch number %d of the lost write: seen again after the restart", eSeq)
 	}
 }
+
+// A second unclean restart raises the batch-number floor from the end of
+// the run that followed the first one's floor, not from the run at the
+// namespace's floor: else, with 2^20 batches or more since the first, it
+// would land inside numbers used (found by review).
+func TestSecondUncleanRestartFloorsFromTheLatestRun(t *testing.T) {
+	ctx := context.Background()
+	d := dssync.MutexWrap(ds.NewMapDatastore())
+	opts := lowFloor(false)
+	s, err := Open(ctx, d, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := mustNS(t, s, "ns")
+	put(t, n, "a", "1")
+	floor, layout := n.floor, n.layout
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// As the disk would be after a first unclean restart raised the floor
+	// to first and 2^21 batches followed.
+	first := floor + positionSkip
+	var seen crdt.Context
+	seen.AddRange(testReplica, floor, floor)
+	seen.AddRange(testReplica, first, first+1<<21)
+	if err := d.Put(ctx, layout.seqFloorKey(), posFloorRecord(first)); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Put(ctx, layout.seenKey(testReplica), seen.Encode(nil)); err != nil {
+		t.Fatal(err)
+	}
+	if err := ForgetCleanClose(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(ctx, d, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	n = mustNS(t, s, "ns")
+	if n.seqFloor <= first+1<<21 {
+		t.Fatalf("batch-number floor %d, inside the run up to %d", n.seqFloor, first+1<<21)
+	}
+	put(t, n, "b", "2")
+	if c := n.Seen(); c.Max(testReplica) <= first+1<<21 {
+		t.Fatalf("next batch numbered %d", c.Max(testReplica))
+	}
+}
