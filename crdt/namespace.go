@@ -212,11 +212,13 @@ func (n *Namespace) Prepare(op Op, r ReplicaID, ts Timestamp) (Delta, error) {
 	// retains (the entry list, the context ranges, the top extension).
 	s := new(prepScratch)
 	p := preparer{op: &s.op, next: last + 1, replica: r, ts: ts, scratch: s}
+	p.ownLo, p.ownHi = 1, math.MaxUint64
 	if r == n.floorReplica && n.floor > 0 {
 		// The first gap from the floor may be followed by counters seen
 		// (another incarnation's, in the unlikely case the two runs
 		// meet): an op taking several dots skips those.
 		p.seen = &n.ctx
+		p.ownLo, p.ownHi = n.floor, last
 	}
 	s.op = op
 	p.ctx.ranges = s.ranges[:0]
@@ -250,6 +252,9 @@ type preparer struct {
 	// exhausted: none was left.
 	seen      *Context
 	exhausted bool
+	// ownLo and ownHi bound the dots this incarnation of replica handed
+	// out: with a floor, its run from there; else all of them.
+	ownLo, ownHi uint64
 }
 
 // newExt returns an empty extension for the delta, from the scratch space
@@ -321,9 +326,15 @@ func (p *preparer) at(cur Value, depth int) (Value, error) {
 		var share int64
 		if cur.ext != nil {
 			for _, e := range cur.ext.ctr {
-				if e.Dot.Replica == p.replica {
-					// A replica can hold two entries of its own (one
-					// from before a dot floor): add with care.
+				// Only this incarnation's entries are folded in: an
+				// entry of another incarnation of the replica (a lost
+				// store's) is left as it is, for that incarnation's
+				// later add, which may still be on its way and holds
+				// its share, replaces it; folded in, the share would
+				// count twice.
+				if e.Dot.Replica == p.replica && e.Dot.Counter >= p.ownLo && e.Dot.Counter <= p.ownHi {
+					// Entries of the run from before a restart are
+					// folded too: add with care.
 					if (e.N > 0 && share > math.MaxInt64-e.N) || (e.N < 0 && share < math.MinInt64-e.N) {
 						return Value{}, fmt.Errorf("%w: counter overflow", ErrLimit)
 					}
