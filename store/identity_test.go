@@ -372,10 +372,7 @@ func TestLearnedDotsOfALostStoreSurviveARestart(t *testing.T) {
 	ln, batches, lostDots := lostStore(t, "a", "b", "c")
 	d := dssync.MutexWrap(ds.NewMapDatastore())
 	opts := lowFloor(false)
-	s, err := Open(ctx, d, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openOn(t, d, opts)
 	fn := mustNS(t, s, "ns")
 	for _, b := range batches[:2] {
 		if applied, err := fn.ApplyBatch(ctx, b); err != nil || !applied {
@@ -391,10 +388,7 @@ func TestLearnedDotsOfALostStoreSurviveARestart(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		s, err = Open(ctx, d, opts)
-		if err != nil {
-			t.Fatal(err)
-		}
+		s = openOn(t, d, opts)
 		fn = mustNS(t, s, "ns")
 		dl, err := fn.Apply(ctx, crdt.Op{Kind: crdt.OpPut, Key: fmt.Sprintf("after %v", clean), Value: []byte("v")})
 		if err != nil {
@@ -416,10 +410,7 @@ func TestLearnedDotsOfALostStoreSurviveARestart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	s, err = Open(ctx, d, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s = openOn(t, d, opts)
 	defer s.Close()
 	if applied, err := mustNS(t, s, "ns").ApplyBatch(ctx, batches[2]); err != nil || !applied {
 		t.Fatalf("the lost store's third batch after the restarts: applied %v, %v", applied, err)
@@ -476,10 +467,7 @@ func TestLostStoreRestartedAfterTheLearnedWrites(t *testing.T) {
 			ctx := context.Background()
 			dA := dssync.MutexWrap(ds.NewMapDatastore())
 			optsA := Options{Replica: testReplica, IdentityReused: true, Rand: func() uint64 { return ^uint64(0) }}
-			a, err := Open(ctx, dA, optsA)
-			if err != nil {
-				t.Fatal(err)
-			}
+			a := openOn(t, dA, optsA)
 			an := mustNS(t, a, "ns")
 			for _, k := range []string{"a", "b", "c"} {
 				put(t, an, k, "lost store")
@@ -488,9 +476,7 @@ func TestLostStoreRestartedAfterTheLearnedWrites(t *testing.T) {
 			if err := a.Close(); err != nil {
 				t.Fatal(err)
 			}
-			if a, err = Open(ctx, dA, optsA); err != nil {
-				t.Fatal(err)
-			}
+			a = openOn(t, dA, optsA)
 			an = mustNS(t, a, "ns")
 			put(t, an, "d", "lost store, after its restart")
 			all := logged(t, a, an)
@@ -532,13 +518,9 @@ func TestLostStoreRestartedAfterTheLearnedWrites(t *testing.T) {
 // to the restart's skip announcement: peers would drop the announcement as
 // seen and keep the lost write (found by review).
 func TestUncleanRestartFromAFloorSkipsBatchNumbers(t *testing.T) {
-	ctx := context.Background()
 	d := dssync.MutexWrap(ds.NewMapDatastore())
 	opts := lowFloor(true)
-	s, err := Open(ctx, d, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openOn(t, d, opts)
 	n := mustNS(t, s, "ns")
 	disk := copyDatastore(t, d) // what the disk held when the crash came
 	put(t, n, "a", "published, then lost")
@@ -546,10 +528,7 @@ func TestUncleanRestartFromAFloorSkipsBatchNumbers(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s, err = Open(ctx, disk, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s = openOn(t, disk, opts)
 	defer s.Close()
 	n = mustNS(t, s, "ns")
 	put(t, n, "b", "after the restart")
@@ -572,10 +551,7 @@ func TestRelearnedAfterACrashDoesNotReuse(t *testing.T) {
 	_, batches, _ := lostStore(t, "a", "b")
 	d := dssync.MutexWrap(ds.NewMapDatastore())
 	opts := lowFloor(true)
-	s, err := Open(ctx, d, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openOn(t, d, opts)
 	n := mustNS(t, s, "ns")
 	disk := copyDatastore(t, d)
 	for _, b := range batches {
@@ -596,10 +572,7 @@ func TestRelearnedAfterACrashDoesNotReuse(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s, err = Open(ctx, disk, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s = openOn(t, disk, opts)
 	defer s.Close()
 	n = mustNS(t, s, "ns")
 	for _, b := range batches {
@@ -635,10 +608,7 @@ func TestSecondUncleanRestartFloorsFromTheLatestRun(t *testing.T) {
 	ctx := context.Background()
 	d := dssync.MutexWrap(ds.NewMapDatastore())
 	opts := lowFloor(false)
-	s, err := Open(ctx, d, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openOn(t, d, opts)
 	n := mustNS(t, s, "ns")
 	put(t, n, "a", "1")
 	floor, layout := n.floor, n.layout
@@ -660,10 +630,7 @@ func TestSecondUncleanRestartFloorsFromTheLatestRun(t *testing.T) {
 	if err := ForgetCleanClose(ctx, d); err != nil {
 		t.Fatal(err)
 	}
-	s, err = Open(ctx, d, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s = openOn(t, d, opts)
 	defer s.Close()
 	n = mustNS(t, s, "ns")
 	if n.seqFloor <= first+1<<21 {
@@ -673,4 +640,14 @@ func TestSecondUncleanRestartFloorsFromTheLatestRun(t *testing.T) {
 	if c := n.Seen(); c.Max(testReplica) <= first+1<<21 {
 		t.Fatalf("next batch numbered %d", c.Max(testReplica))
 	}
+}
+
+// openOn opens a store on d, failing the test on an error.
+func openOn(t *testing.T, d ds.Batching, opts Options) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), d, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
