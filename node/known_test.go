@@ -152,3 +152,30 @@ func peerIDForTest(t *testing.T) peer.ID {
 	}
 	return id
 }
+
+// The record is written while the node runs, not only at a clean close: a
+// node whose network went first (as in a crash) still finds its peer
+// after the restart.
+func TestKnownPeersRecordedWhileRunning(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	a := cluster(t, 1, nil)[0]
+	b := cluster(t, 1, func(_ int, c *Config) { c.DataDir = dir })[0]
+	connect(t, a, b)
+	waitFor(t, "the known-peers record", 4*knownPeersEvery, func() bool {
+		rec, ok, err := b.st.GetMeta(ctx, knownPeersMeta)
+		if err != nil || !ok {
+			return false
+		}
+		peers, err := decodeKnownPeers(rec)
+		return err == nil && len(peers) == 1 && peers[0].ID == a.ID()
+	})
+	_ = b.Host().Network().Close() // the connections go first, as in a crash
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	back := cluster(t, 1, func(_ int, c *Config) { c.DataDir = dir })[0]
+	waitFor(t, "the restarted node to dial its known peer", 20*time.Second, func() bool {
+		return back.Host().Network().Connectedness(a.ID()) == network.Connected
+	})
+}
