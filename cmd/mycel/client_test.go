@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/mycelnet/mycel/node"
 )
 
 // mycel runs a client command against d and returns stdout and the exit code.
@@ -271,17 +273,23 @@ func TestSettingsPrecedence(t *testing.T) {
 	if _, err := parse(twoDocs, nil); err == nil || !strings.Contains(err.Error(), "more than one YAML document") {
 		t.Fatalf("two YAML documents: %v", err)
 	}
-	// flood-publish and peer-exchange default off; flag, environment and
-	// file turn each on.
+	// flood-publish, peer-exchange and forget-peers default off; flag,
+	// environment and file turn each on, and the node is configured so.
 	for _, knob := range []struct {
 		name, env string
 		on        func(settings) bool
+		cfg       func(node.Config) bool
 	}{
-		{"flood-publish", "MYCEL_FLOOD_PUBLISH", func(s settings) bool { return s.FloodPublish }},
-		{"peer-exchange", "MYCEL_PEER_EXCHANGE", func(s settings) bool { return s.PeerExchange }},
+		{"flood-publish", "MYCEL_FLOOD_PUBLISH", func(s settings) bool { return s.FloodPublish }, func(c node.Config) bool { return c.FloodPublish }},
+		{"peer-exchange", "MYCEL_PEER_EXCHANGE", func(s settings) bool { return s.PeerExchange }, func(c node.Config) bool { return c.PeerExchange }},
+		{"forget-peers", "MYCEL_FORGET_PEERS", func(s settings) bool { return s.ForgetPeers }, func(c node.Config) bool { return c.ForgetPeers }},
 	} {
-		if s, err := parse("", nil); err != nil || knob.on(s) {
+		s, err := parse("", nil)
+		if err != nil || knob.on(s) {
 			t.Fatalf("default %s: %v %v", knob.name, knob.on(s), err)
+		}
+		if p, err := plan(s, io.Discard); err != nil || knob.cfg(p.cfg) {
+			t.Fatalf("default %s: node config %v %v", knob.name, knob.cfg(p.cfg), err)
 		}
 		file := filepath.Join(dir, knob.name+".yaml")
 		os.WriteFile(file, []byte(knob.name+": true\nmesh-degree: 2\n"), 0o600)
@@ -294,8 +302,12 @@ func TestSettingsPrecedence(t *testing.T) {
 			{"", map[string]string{knob.env: "true"}, nil},
 			{file, nil, nil},
 		} {
-			if s, err := parse(c.file, c.env, c.args...); err != nil || !knob.on(s) {
+			s, err := parse(c.file, c.env, c.args...)
+			if err != nil || !knob.on(s) {
 				t.Fatalf("%s on (%v %v %v): %v %v", knob.name, c.file, c.env, c.args, knob.on(s), err)
+			}
+			if p, err := plan(s, io.Discard); err != nil || !knob.cfg(p.cfg) {
+				t.Fatalf("%s on (%v %v %v): node config %v %v", knob.name, c.file, c.env, c.args, knob.cfg(p.cfg), err)
 			}
 		}
 	}

@@ -149,7 +149,7 @@ func plan(s settings, stderr io.Writer) (daemonPlan, error) {
 	p.cfg = node.Config{
 		DataDir: s.DataDir, Listen: s.Listen, Bootstrap: s.Bootstrap, MDNS: s.MDNS, DHT: s.DHT,
 		NoSync: s.NoSync, SyncInterval: s.SyncInterval, MeshDegree: s.MeshDegree, FloodPublish: s.FloodPublish,
-		MeshDegreeLow: s.MeshDegreeLow, PeerExchange: s.PeerExchange,
+		MeshDegreeLow: s.MeshDegreeLow, PeerExchange: s.PeerExchange, ForgetPeers: s.ForgetPeers,
 		Limits: limits, MinFreeBytes: int64(s.MinFreeBytes),
 	}
 	if s.MinFreeBytes == 0 {
