@@ -62,9 +62,10 @@ const (
 // The workload goes through each daemon's HTTP API, dialled from inside the
 // node's namespace, and the checkers read the API: digests for
 // convergence, the touched keys for lost writes (see expectation), the
-// watch stream for propagation. It needs root and iproute2, and cannot add
-// latency or loss (ValidateNetns says what it refuses). Every namespace
-// and process it starts is gone when it returns.
+// watch stream for propagation. A region's bandwidth is a token bucket
+// (tc's tbf) on both ends of each of its nodes' veth pairs. It needs root
+// and iproute2, and cannot add latency or loss (ValidateNetns says what it
+// refuses). Every namespace and process it starts is gone when it returns.
 func RunNetns(ctx context.Context, sc Scenario, seed uint64, o NetnsOptions) (*Report, error) {
 	if err := sc.ValidateNetns(); err != nil {
 		return nil, err
@@ -75,12 +76,19 @@ func RunNetns(ctx context.Context, sc Scenario, seed uint64, o NetnsOptions) (*R
 	if err := netnsAvailable(); err != nil {
 		return nil, err
 	}
+	shaped := false
+	for _, reg := range sc.Regions {
+		shaped = shaped || reg.Bandwidth > 0
+	}
+	if _, err := exec.LookPath("tc"); shaped && err != nil {
+		return nil, errors.New("sim: the netns backend shapes a region's bandwidth with the tc command (iproute2), which is missing")
+	}
 	plan, err := sc.Plan(seed)
 	if err != nil {
 		return nil, err
 	}
 	full := sc.withDefaults()
-	r := &netnsRun{sc: &full, o: o, rng: rand.New(rand.NewPCG(seed, 0x6e65746e73))}
+	r := &netnsRun{sc: &full, o: o, rng: rand.New(rand.NewPCG(seed, 0x6e65746e73)), bandwidth: regionBandwidths(sc)}
 	if r.o.Logf == nil {
 		r.o.Logf = func(string, ...any) {}
 	}
@@ -127,14 +135,18 @@ type netnsNode struct {
 }
 
 type netnsRun struct {
-	sc    *Scenario
-	o     NetnsOptions
-	rng   *rand.Rand
-	tag   string
-	hub   string
-	dir   string
-	nodes []*netnsNode
-	made  []string // namespaces made, deleted at teardown
+	sc *Scenario
+	o  NetnsOptions
+	// bandwidth is each region's rate in bits per second as the scenario
+	// gives it, 0 where it gives none: unshaped, the veth pair's own speed
+	// (sc holds the simnet backend's default there).
+	bandwidth []int
+	rng       *rand.Rand
+	tag       string
+	hub       string
+	dir       string
+	nodes     []*netnsNode
+	made      []string // namespaces made, deleted at teardown
 
 	cutMu  sync.Mutex
 	routes [][]string // ip arguments that undo the standing cut
@@ -164,6 +176,40 @@ func (r *netnsRun) ip(ctx context.Context, args ...string) error {
 		return fmt.Errorf("sim: ip %s: %v: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
 	}
 	return nil
+}
+
+func (r *netnsRun) tc(ctx context.Context, args ...string) error {
+	out, err := exec.CommandContext(ctx, "tc", args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("sim: tc %s: %v: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+// regionBandwidths is each region's bandwidth as sc gives it (0: none).
+func regionBandwidths(sc Scenario) []int {
+	out := make([]int, len(sc.Regions))
+	for i, reg := range sc.Regions {
+		out[i] = max(reg.Bandwidth, 0)
+	}
+	return out
+}
+
+func (r *netnsRun) regionBandwidth(region int) int {
+	if region < len(r.bandwidth) {
+		return r.bandwidth[region]
+	}
+	return 0
+}
+
+// tbfArgs are the arguments of a token-bucket qdisc that passes
+// bitsPerSecond: the burst is the simnet backend's (linkBurst: a delivery
+// tick's worth), but at least two full Ethernet frames, since a frame
+// larger than the bucket would never pass; a packet waits at most 500 ms
+// in the queue before it is dropped, as a shaped access link would.
+func tbfArgs(bitsPerSecond int) []string {
+	burst := max(linkBurst(bitsPerSecond), 2*1514)
+	return []string{"tbf", "rate", strconv.Itoa(bitsPerSecond) + "bit", "burst", strconv.Itoa(burst), "latency", "500ms"}
 }
 
 // setup removes namespaces left by dead runs, then makes the hub with its
@@ -222,12 +268,26 @@ func (r *netnsRun) setup(ctx context.Context) error {
 				return err
 			}
 		}
+		if bw := r.regionBandwidth(reg); bw > 0 {
+			// Uplink: what the node's end sends; downlink: what the hub's
+			// end sends to it.
+			for _, end := range [][2]string{{n.netns, "eth0"}, {r.hub, hubEnd}} {
+				if err := r.tc(ctx, append([]string{"-n", end[0], "qdisc", "add", "dev", end[1], "root"}, tbfArgs(bw)...)...); err != nil {
+					return err
+				}
+			}
+		}
 		if err := os.MkdirAll(n.dir, 0o700); err != nil {
 			return err
 		}
 		r.nodes = append(r.nodes, n)
 	}
 	r.o.Logf("netns: %d nodes in namespaces %s0..%d, hub %s, data in %s", len(r.nodes), r.tag, len(r.nodes)-1, r.hub, dir)
+	for i, bw := range r.bandwidth {
+		if bw > 0 {
+			r.o.Logf("netns: region %s: each node's link shaped to %d bit/s each way (tbf)", r.sc.Regions[i].Name, bw)
+		}
+	}
 	return nil
 }
 

@@ -6,11 +6,15 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestNetnsCutCountsZero is the netns backend's partition-isolation test:
@@ -106,6 +110,126 @@ func TestNetnsCutCountsZero(t *testing.T) {
 		send()
 		waitCaptured(before + 20)
 	}
+}
+
+// TestNetnsBandwidthIsShaped: a region's bandwidth bounds what its node
+// sends and what it receives. A TCP stream runs for a second each way
+// between a node of a shaped region and one of an unshaped region; the
+// bytes that arrive must fit the rate over the time plus the bucket's
+// burst. Unshaped, a veth pair carries hundreds of megabytes in that time.
+// The nodes run no daemon.
+func TestNetnsBandwidthIsShaped(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to make network namespaces")
+	}
+	for _, tool := range []string{"ip", "tc"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skip("needs iproute2's " + tool)
+		}
+	}
+	const bandwidth = 4_000_000 // bits per second
+	sc := Scenario{Regions: []Region{{Name: "slow", Nodes: 1, Bandwidth: bandwidth}, {Name: "fast", Nodes: 1}}, Links: []Link{{A: "slow", B: "fast"}}}
+	full := sc.withDefaults()
+	r := &netnsRun{sc: &full, rng: rand.New(rand.NewPCG(1, 2)), o: NetnsOptions{Logf: t.Logf}, bandwidth: regionBandwidths(sc)}
+	defer func() {
+		r.teardown()
+		out, _ := exec.Command("ip", "netns", "list").Output()
+		if strings.Contains(string(out), r.tag) {
+			t.Errorf("namespaces left behind:\n%s", out)
+		}
+	}()
+	ctx := context.Background()
+	if err := r.setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	slow, fast := r.nodes[0], r.nodes[1]
+	burst := max(linkBurst(bandwidth), 2*1514)
+	for _, c := range []struct {
+		name     string
+		from, to *netnsNode
+	}{{"uplink", slow, fast}, {"downlink", fast, slow}} {
+		got, took := streamFor(t, c.from, c.to, time.Second)
+		limit := int64(float64(bandwidth)/8*took.Seconds()) + int64(burst)
+		t.Logf("%s: %d bytes in %v (limit %d)", c.name, got, took, limit)
+		if got == 0 || got > limit {
+			t.Errorf("%s: %d bytes arrived in %v; a %d bit/s link carries at most %d", c.name, got, took, bandwidth, limit)
+		}
+	}
+}
+
+// streamFor sends a TCP stream from node from to node to for about d and
+// returns how many bytes arrived and the time from before the connection
+// was made to the last read.
+func streamFor(t *testing.T, from, to *netnsNode, d time.Duration) (int64, time.Duration) {
+	t.Helper()
+	ln, err := netnsListen("/var/run/netns/"+to.netns, to.ip+":7000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	start := time.Now()
+	conn, err := netnsDialer("/var/run/netns/"+from.netns)(context.Background(), "tcp", to.ip+":7000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	in, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		chunk := make([]byte, 64<<10)
+		_ = conn.SetWriteDeadline(start.Add(d))
+		for {
+			if _, err := conn.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
+	_ = in.SetReadDeadline(start.Add(d))
+	var got int64
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := in.Read(buf)
+		got += int64(n)
+		if err != nil {
+			break
+		}
+	}
+	took := time.Since(start)
+	conn.Close()
+	<-sent
+	return got, took
+}
+
+// netnsListen listens from inside the network namespace at path, on an OS
+// thread locked and left to die, as netnsDialer dials.
+func netnsListen(path, addr string) (net.Listener, error) {
+	type result struct {
+		ln  net.Listener
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies with this goroutine
+		f, err := os.Open(path)
+		if err != nil {
+			ch <- result{nil, err}
+			return
+		}
+		defer f.Close()
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			ch <- result{nil, fmt.Errorf("setns %s: %w", path, err)}
+			return
+		}
+		ln, err := net.Listen("tcp", addr)
+		ch <- result{ln, err}
+	}()
+	res := <-ch
+	return res.ln, res.err
 }
 
 // A read error on a path that contains "404" is not a 404.

@@ -89,7 +89,8 @@ type Region struct {
 	// Default 0.
 	Latency time.Duration `yaml:"latency"`
 	// Bandwidth is each node's uplink and downlink rate in bits per
-	// second. Default 100 Mbit/s.
+	// second. Default 100 Mbit/s on simnet; on the netns backend, unset
+	// leaves the links unshaped.
 	Bandwidth int `yaml:"bandwidth"`
 }
 
