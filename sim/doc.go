@@ -18,7 +18,8 @@
 // RunNetns is the second backend (Linux, root): every node a real mycel
 // daemon process in a network namespace of its own, partitions made with
 // routes, crashes with SIGKILL, the workload and the checks through each
-// daemon's HTTP API (netns.go). It cannot add latency or loss.
+// daemon's HTTP API (netns.go). It shapes a region's bandwidth with tc's
+// token bucket (tbf), and cannot add latency or loss.
 //
 // # Scenario and plan
 //

@@ -178,6 +178,41 @@ func (r *netnsRun) ip(ctx context.Context, args ...string) error {
 	return nil
 }
 
+// shape puts (verb "add") or puts anew (verb "replace", with a handle
+// other than the current one) a token bucket at the node's region's rate on
+// both ends of its veth pair: the node's end shapes what it sends, the
+// hub's end what it receives. A region without bandwidth is left alone.
+func (r *netnsRun) shape(ctx context.Context, n *netnsNode, verb, handle string) error {
+	bw := r.regionBandwidth(n.region)
+	if bw <= 0 {
+		return nil
+	}
+	for _, end := range [][2]string{{n.netns, "eth0"}, {r.hub, "h" + strconv.Itoa(n.index)}} {
+		if err := r.tc(ctx, append([]string{"-n", end[0], "qdisc", verb, "dev", end[1], "root", "handle", handle}, tbfArgs(bw)...)...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// dropQueued drops the packets waiting in the token buckets of the shaped
+// nodes among idx, both ways: they were routed before a cut's routes went
+// in, and a bucket holds up to its latency's worth (500 ms), so they would
+// cross the cut long after its grace. A link that goes down loses what
+// was queued on it. Replacing a qdisc with one of another handle drops its
+// queue (a replace with the same handle keeps it); the second replace
+// brings the handle back.
+func (r *netnsRun) dropQueued(ctx context.Context, idx []int) error {
+	for _, i := range idx {
+		for _, handle := range []string{"2:", "1:"} {
+			if err := r.shape(ctx, r.nodes[i], "replace", handle); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 func (r *netnsRun) tc(ctx context.Context, args ...string) error {
 	out, err := exec.CommandContext(ctx, "tc", args...).CombinedOutput()
 	if err != nil {
@@ -268,14 +303,8 @@ func (r *netnsRun) setup(ctx context.Context) error {
 				return err
 			}
 		}
-		if bw := r.regionBandwidth(reg); bw > 0 {
-			// Uplink: what the node's end sends; downlink: what the hub's
-			// end sends to it.
-			for _, end := range [][2]string{{n.netns, "eth0"}, {r.hub, hubEnd}} {
-				if err := r.tc(ctx, append([]string{"-n", end[0], "qdisc", "add", "dev", end[1], "root"}, tbfArgs(bw)...)...); err != nil {
-					return err
-				}
-			}
+		if err := r.shape(ctx, n, "add", "1:"); err != nil {
+			return err
 		}
 		if err := os.MkdirAll(n.dir, 0o700); err != nil {
 			return err
@@ -876,12 +905,18 @@ func (r *netnsRun) apply(ctx context.Context, f Fault) error {
 				}
 			}
 		}
-		// Count crossings from now on: every route is in place.
+		// Count crossings from now on: every route is in place, and
+		// nothing routed before them waits in a token bucket.
 		sides := make(map[[4]byte]int)
+		var cut []int
 		for gi, g := range groups {
 			for _, a := range g {
 				sides[ipv4(r.nodes[a].ip)] = gi
+				cut = append(cut, a)
 			}
+		}
+		if err := r.dropQueued(ctx, cut); err != nil {
+			return err
 		}
 		r.startCut(sides, time.Now())
 	case Heal:
@@ -1235,7 +1270,8 @@ type standingCut struct {
 
 // cutGrace is how long after a cut's routes are in place a frame may still
 // pass that was routed before them (in flight through the veth pair and
-// the bridge).
+// the bridge). What a shaped node's token buckets held is dropped at the
+// cut (dropQueued), or it would pass up to 500 ms later.
 const cutGrace = 10 * time.Millisecond
 
 // startCut records a cut standing from the moment from.

@@ -177,6 +177,12 @@ func sortedKeys[V any](m map[string]V) []string {
 	return out
 }
 
+// minNetnsBandwidth is the lowest bandwidth the netns backend shapes: tc
+// takes rates in whole bytes per second (under 8 bit/s it refuses the
+// qdisc), and slower links could not carry a connection's handshake in any
+// useful time.
+const minNetnsBandwidth = 8_000
+
 // netnsUnsupported lists what a scenario asks of the network that real
 // network namespaces on this kernel cannot give (no netem: no latency,
 // jitter or loss; no per-process clocks; the daemon has no switch to turn
@@ -188,6 +194,9 @@ func (sc *Scenario) netnsUnsupported() []string {
 	for _, r := range sc.Regions {
 		if r.Latency != 0 {
 			out = append(out, fmt.Sprintf("region %s: latency", r.Name))
+		}
+		if r.Bandwidth > 0 && r.Bandwidth < minNetnsBandwidth {
+			out = append(out, fmt.Sprintf("region %s: a bandwidth under %d bit/s (tc shapes whole bytes per second)", r.Name, minNetnsBandwidth))
 		}
 	}
 	for _, l := range sc.Links {

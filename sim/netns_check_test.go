@@ -2,6 +2,7 @@ package sim
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -81,6 +82,15 @@ func TestValidateNetns(t *testing.T) {
 	}
 	if err := ok.ValidateNetns(); err != nil {
 		t.Fatalf("netns-split: %v", err)
+	}
+	slow := ok
+	slow.Regions = slices.Clone(ok.Regions)
+	slow.Regions[1].Bandwidth = 5
+	if err := slow.ValidateNetns(); !errors.Is(err, ErrScenario) || !strings.Contains(err.Error(), "region b: a bandwidth under 8000 bit/s") {
+		t.Fatalf("netns-split with 5 bit/s: %v", err)
+	}
+	if err := slow.Validate(); err != nil {
+		t.Fatalf("5 bit/s on simnet: %v", err)
 	}
 	maps := ok
 	maps.Workload.Mix.MapDelete = 1

@@ -4,6 +4,7 @@ package sim
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -144,6 +145,33 @@ func TestNetnsBandwidthIsShaped(t *testing.T) {
 	}
 	slow, fast := r.nodes[0], r.nodes[1]
 	burst := max(linkBurst(bandwidth), 2*1514)
+	// The buckets hold the region's rate (tc shows it in bytes per
+	// second) on both ends of the slow node's pair, none on the fast one's.
+	for _, end := range []struct {
+		netns, dev string
+		rate       int
+	}{{slow.netns, "eth0", bandwidth / 8}, {r.hub, "h0", bandwidth / 8}, {fast.netns, "eth0", 0}, {r.hub, "h1", 0}} {
+		out, err := exec.Command("tc", "-n", end.netns, "-j", "qdisc", "show", "dev", end.dev).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var qdiscs []struct {
+			Kind    string
+			Options struct{ Rate int }
+		}
+		if err := json.Unmarshal(out, &qdiscs); err != nil {
+			t.Fatalf("tc -j qdisc show: %v: %s", err, out)
+		}
+		rate := 0
+		for _, q := range qdiscs {
+			if q.Kind == "tbf" {
+				rate = q.Options.Rate
+			}
+		}
+		if rate != end.rate {
+			t.Errorf("%s %s: token bucket of %d bytes/s, want %d: %s", end.netns, end.dev, rate, end.rate, out)
+		}
+	}
 	for _, c := range []struct {
 		name     string
 		from, to *netnsNode
@@ -154,6 +182,37 @@ func TestNetnsBandwidthIsShaped(t *testing.T) {
 		if got == 0 || got > limit {
 			t.Errorf("%s: %d bytes arrived in %v; a %d bit/s link carries at most %d", c.name, got, took, bandwidth, limit)
 		}
+	}
+
+	// A cut drops what waits in the buckets: those packets were routed
+	// before its routes went in and would cross it long after its grace.
+	bg, stop := context.WithCancel(ctx)
+	r.bgCtx, r.stopBG = bg, stop
+	if err := r.startCapture(); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := netnsDialer("/var/run/netns/"+slow.netns)(ctx, "udp", fast.ip+":9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for range 200 { // 290 KB: more than half a second at the rate
+		_, _ = conn.Write(make([]byte, 1400))
+	}
+	if err := r.apply(ctx, Fault{Kind: Partition, Groups: [][]string{{"slow"}, {"fast"}}}); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the bridge has been quiet for 300 ms: anything left in a
+	// bucket would pass within its 500 ms.
+	for range 100 {
+		n := r.captured.Load()
+		time.Sleep(300 * time.Millisecond)
+		if r.captured.Load() == n {
+			break
+		}
+	}
+	if got := r.crossed.Load(); got != 0 {
+		t.Errorf("%d packets queued before the cut crossed it (%d captured)", got, r.captured.Load())
 	}
 }
 
