@@ -37,7 +37,8 @@ type Config struct {
 	// dropped sooner, after the backoff reached so far. Default 1 min (local
 	// preset: 5 s). Lower heals long partitions sooner; higher dials less.
 	MaxRedialBackoff time.Duration
-	// ForgetPeers turns off the known-peers record. By default the node
+	// ForgetPeers turns off the known-peers record, and removes one an
+	// earlier run kept. By default the node
 	// keeps the peers it is connected to (up to 32, with their addresses)
 	// in its store, written every 5 s when they changed and at a clean
 	// shutdown, and dials them, up to three times each, when it starts

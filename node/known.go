@@ -161,6 +161,18 @@ func (n *Node) rememberPeers(ctx context.Context) {
 	}()
 }
 
+// forgetPeers removes a record an earlier run kept: a node told to forget
+// its peers keeps none on disk. A failure is only logged, as the record is
+// never read while ForgetPeers is set.
+func (n *Node) forgetPeers(ctx context.Context) {
+	if _, ok, err := n.st.GetMeta(ctx, knownPeersMeta); err != nil || !ok {
+		return
+	}
+	if err := n.st.DeleteMeta(ctx, knownPeersMeta); err != nil {
+		n.log.Warn("node: remove the known peers record", "err", err)
+	}
+}
+
 // saveKnownPeers writes the connected peers over the record when they
 // differ from it. With no peer connected (a partition, a restart still
 // dialling, a crash that took the network first) it keeps the old one.

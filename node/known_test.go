@@ -71,6 +71,32 @@ func TestBadKnownPeersRecordIsReplaced(t *testing.T) {
 	})
 }
 
+// TestForgetPeersRemovesTheRecord: a node started with ForgetPeers
+// neither dials the peers an earlier run kept nor keeps their record, and
+// keeps none while it runs.
+func TestForgetPeersRemovesTheRecord(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	a := cluster(t, 1, nil)[0]
+	b := cluster(t, 1, func(_ int, c *Config) { c.DataDir = dir })[0]
+	connect(t, b, a)
+	if err := b.Close(); err != nil { // a clean close writes the record
+		t.Fatal(err)
+	}
+	forgets := cluster(t, 1, func(_ int, c *Config) { c.DataDir = dir; c.ForgetPeers = true })[0]
+	if _, ok, err := forgets.st.GetMeta(ctx, knownPeersMeta); err != nil || ok {
+		t.Fatalf("record after a start with ForgetPeers: ok %v, %v", ok, err)
+	}
+	connect(t, forgets, a)
+	if err := forgets.Close(); err != nil {
+		t.Fatal(err)
+	}
+	again := cluster(t, 1, func(_ int, c *Config) { c.DataDir = dir; c.ForgetPeers = true })[0]
+	if _, ok, err := again.st.GetMeta(ctx, knownPeersMeta); err != nil || ok {
+		t.Fatalf("record after a run with ForgetPeers: ok %v, %v", ok, err)
+	}
+}
+
 func TestDecodeKnownPeers(t *testing.T) {
 	id := peerIDForTest(t)
 	addr := "/ip4/127.0.0.1/tcp/4001"

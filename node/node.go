@@ -185,7 +185,9 @@ func (n *Node) open(ctx context.Context) error {
 		}
 	}
 	n.keepBootstrapConnected()
-	if !n.cfg.ForgetPeers {
+	if n.cfg.ForgetPeers {
+		n.forgetPeers(ctx)
+	} else {
 		n.rememberPeers(ctx)
 	}
 	if n.cfg.DHT {

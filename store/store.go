@@ -630,6 +630,26 @@ func (s *Store) PutMeta(ctx context.Context, name string, val []byte) error {
 	return nil
 }
 
+// DeleteMeta durably removes the caller metadata stored under name; one
+// that is absent is no error.
+func (s *Store) DeleteMeta(ctx context.Context, name string) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	release, err := s.use()
+	if err != nil {
+		return err
+	}
+	defer release()
+	if err := s.ds.Delete(ctx, metaKey(name)); err != nil && !errors.Is(err, ds.ErrNotFound) {
+		return fmt.Errorf("store: delete meta %q: %w", name, err)
+	}
+	if err := s.ds.Sync(ctx, metaKey(name)); err != nil {
+		return fmt.Errorf("store: sync meta %q: %w", name, err)
+	}
+	return nil
+}
+
 // Err returns the error that failed the store — a write or sync the
 // datastore refused, or corruption Pebble found on disk while compacting —
 // or nil while it is sound. A failed store refuses writes (ErrFailed) and

@@ -51,7 +51,7 @@ type settings struct {
 	MeshDegreeLow int           `name:"mesh-degree-low" usage:"gossipsub's Dlo, 1 to --mesh-degree: a node with fewer mesh peers grafts more (0: gossipsub's 5 at degree 6, else two thirds of the degree, at least 1; at degree 2 set 2, or a large cluster's mesh splits into islands)"`
 	FloodPublish  bool          `name:"flood-publish" usage:"also send this node's own changes straight to every connected peer in the namespace, not only along the gossip mesh (one hop fewer, more duplicate sends)"`
 	PeerExchange  bool          `name:"peer-exchange" usage:"answer each peer pruned from (or refused into) this node's full gossip mesh with up to 16 other peers to dial (gossipsub peer exchange): for the nodes others bootstrap from"`
-	ForgetPeers   bool          `name:"forget-peers" usage:"neither keep nor dial a record of the peers this node was connected to (by default up to 32 are kept in the store and dialled at the next start)"`
+	ForgetPeers   bool          `name:"forget-peers" usage:"keep no record of the peers this node was connected to, and remove one an earlier run kept (by default up to 32 are kept in the store and dialled at the next start)"`
 	ShutdownWait  time.Duration `name:"shutdown-timeout" usage:"bound on graceful shutdown after SIGINT/SIGTERM: draining API requests gets at most half, closing the node the rest"`
 	MaxNamespaces int           `name:"max-namespaces" usage:"the API creates a namespace only while the node holds fewer (507 past it); those opened at start count too"`
 	MaxWatchers   int           `name:"max-watchers" usage:"watch streams open at once; one more is answered 503"`
