@@ -353,36 +353,41 @@ func removeStaleNetns(ctx context.Context) {
 	}
 }
 
-// netnsDialer dials from inside the network namespace at path: the socket
-// is made on an OS thread switched into it. That thread stays locked and
-// dies with its goroutine, so no other goroutine ever runs in the node's
-// namespace.
+// netnsDialer dials from inside the network namespace at path (inNetns).
 func netnsDialer(path string) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		type result struct {
-			c   net.Conn
-			err error
-		}
-		ch := make(chan result, 1)
-		go func() {
-			runtime.LockOSThread() // never unlocked: see above
-			f, err := os.Open(path)
-			if err != nil {
-				ch <- result{nil, err}
-				return
-			}
-			defer f.Close()
-			if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-				ch <- result{nil, fmt.Errorf("setns %s: %w", path, err)}
-				return
-			}
+		var c net.Conn
+		err := inNetns(path, func() error {
 			var d net.Dialer
-			c, err := d.DialContext(ctx, network, addr)
-			ch <- result{c, err}
-		}()
-		res := <-ch
-		return res.c, res.err
+			var err error
+			c, err = d.DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
 	}
+}
+
+// inNetns runs fn on an OS thread switched into the network namespace at
+// path, so that the sockets fn makes belong to it. That thread stays
+// locked and dies with its goroutine, so no other goroutine ever runs in
+// the node's namespace.
+func inNetns(path string, fn func() error) error {
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: see above
+		f, err := os.Open(path)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer f.Close()
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			done <- fmt.Errorf("setns %s: %w", path, err)
+			return
+		}
+		done <- fn()
+	}()
+	return <-done
 }
 
 // start runs node n's daemon and waits until its API answers.

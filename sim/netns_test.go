@@ -10,13 +10,29 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
+
+// setupNetns makes sc's namespaces, links and token buckets, with no
+// daemon, and removes them, checking that none is left, when t ends.
+func setupNetns(t *testing.T, sc Scenario) *netnsRun {
+	t.Helper()
+	full := sc.withDefaults()
+	r := &netnsRun{sc: &full, rng: rand.New(rand.NewPCG(1, 2)), o: NetnsOptions{Logf: t.Logf}, bandwidth: regionBandwidths(sc)}
+	t.Cleanup(func() {
+		r.teardown()
+		out, _ := exec.Command("ip", "netns", "list").Output()
+		if strings.Contains(string(out), r.tag) {
+			t.Errorf("namespaces left behind:\n%s", out)
+		}
+	})
+	if err := r.setup(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
 
 // TestNetnsCutCountsZero is the netns backend's partition-isolation test:
 // with no route in place the hub's packet socket counts packets between
@@ -30,20 +46,8 @@ func TestNetnsCutCountsZero(t *testing.T) {
 	if _, err := exec.LookPath("ip"); err != nil {
 		t.Skip("needs iproute2")
 	}
-	sc := Scenario{Regions: []Region{{Name: "a", Nodes: 1}, {Name: "b", Nodes: 1}}, Links: []Link{{A: "a", B: "b"}}}
-	full := sc.withDefaults()
-	r := &netnsRun{sc: &full, rng: rand.New(rand.NewPCG(1, 2)), o: NetnsOptions{Logf: t.Logf}}
-	defer func() {
-		r.teardown()
-		out, _ := exec.Command("ip", "netns", "list").Output()
-		if strings.Contains(string(out), r.tag) {
-			t.Errorf("namespaces left behind:\n%s", out)
-		}
-	}()
+	r := setupNetns(t, Scenario{Regions: []Region{{Name: "a", Nodes: 1}, {Name: "b", Nodes: 1}}, Links: []Link{{A: "a", B: "b"}}})
 	ctx := context.Background()
-	if err := r.setup(ctx); err != nil {
-		t.Fatal(err)
-	}
 	bg, stop := context.WithCancel(ctx)
 	r.bgCtx, r.stopBG = bg, stop
 	if err := r.startCapture(); err != nil {
@@ -129,20 +133,8 @@ func TestNetnsBandwidthIsShaped(t *testing.T) {
 		}
 	}
 	const bandwidth = 4_000_000 // bits per second
-	sc := Scenario{Regions: []Region{{Name: "slow", Nodes: 1, Bandwidth: bandwidth}, {Name: "fast", Nodes: 1}}, Links: []Link{{A: "slow", B: "fast"}}}
-	full := sc.withDefaults()
-	r := &netnsRun{sc: &full, rng: rand.New(rand.NewPCG(1, 2)), o: NetnsOptions{Logf: t.Logf}, bandwidth: regionBandwidths(sc)}
-	defer func() {
-		r.teardown()
-		out, _ := exec.Command("ip", "netns", "list").Output()
-		if strings.Contains(string(out), r.tag) {
-			t.Errorf("namespaces left behind:\n%s", out)
-		}
-	}()
+	r := setupNetns(t, Scenario{Regions: []Region{{Name: "slow", Nodes: 1, Bandwidth: bandwidth}, {Name: "fast", Nodes: 1}}, Links: []Link{{A: "slow", B: "fast"}}})
 	ctx := context.Background()
-	if err := r.setup(ctx); err != nil {
-		t.Fatal(err)
-	}
 	slow, fast := r.nodes[0], r.nodes[1]
 	burst := max(linkBurst(bandwidth), 2*1514)
 	// The buckets hold the region's rate (tc shows it in bytes per
@@ -264,31 +256,15 @@ func streamFor(t *testing.T, from, to *netnsNode, d time.Duration) (int64, time.
 	return got, took
 }
 
-// netnsListen listens from inside the network namespace at path, on an OS
-// thread locked and left to die, as netnsDialer dials.
+// netnsListen listens from inside the network namespace at path.
 func netnsListen(path, addr string) (net.Listener, error) {
-	type result struct {
-		ln  net.Listener
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with this goroutine
-		f, err := os.Open(path)
-		if err != nil {
-			ch <- result{nil, err}
-			return
-		}
-		defer f.Close()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			ch <- result{nil, fmt.Errorf("setns %s: %w", path, err)}
-			return
-		}
-		ln, err := net.Listen("tcp", addr)
-		ch <- result{ln, err}
-	}()
-	res := <-ch
-	return res.ln, res.err
+	var ln net.Listener
+	err := inNetns(path, func() error {
+		var err error
+		ln, err = net.Listen("tcp", addr)
+		return err
+	})
+	return ln, err
 }
 
 // A read error on a path that contains "404" is not a 404.

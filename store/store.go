@@ -613,26 +613,28 @@ func (s *Store) GetMeta(ctx context.Context, name string) (val []byte, ok bool, 
 
 // PutMeta durably stores caller metadata under name.
 func (s *Store) PutMeta(ctx context.Context, name string, val []byte) error {
-	if err := s.check(); err != nil {
-		return err
-	}
-	release, err := s.use()
-	if err != nil {
-		return err
-	}
-	defer release()
-	if err := s.ds.Put(ctx, metaKey(name), val); err != nil {
-		return fmt.Errorf("store: write meta %q: %w", name, err)
-	}
-	if err := s.ds.Sync(ctx, metaKey(name)); err != nil {
-		return fmt.Errorf("store: sync meta %q: %w", name, err)
-	}
-	return nil
+	return s.changeMeta(ctx, name, func(k ds.Key) error {
+		if err := s.ds.Put(ctx, k, val); err != nil {
+			return fmt.Errorf("store: write meta %q: %w", name, err)
+		}
+		return nil
+	})
 }
 
 // DeleteMeta durably removes the caller metadata stored under name; one
 // that is absent is no error.
 func (s *Store) DeleteMeta(ctx context.Context, name string) error {
+	return s.changeMeta(ctx, name, func(k ds.Key) error {
+		if err := s.ds.Delete(ctx, k); err != nil && !errors.Is(err, ds.ErrNotFound) {
+			return fmt.Errorf("store: delete meta %q: %w", name, err)
+		}
+		return nil
+	})
+}
+
+// changeMeta makes change to name's key in a sound, open store, then syncs
+// it.
+func (s *Store) changeMeta(ctx context.Context, name string, change func(ds.Key) error) error {
 	if err := s.check(); err != nil {
 		return err
 	}
@@ -641,8 +643,8 @@ func (s *Store) DeleteMeta(ctx context.Context, name string) error {
 		return err
 	}
 	defer release()
-	if err := s.ds.Delete(ctx, metaKey(name)); err != nil && !errors.Is(err, ds.ErrNotFound) {
-		return fmt.Errorf("store: delete meta %q: %w", name, err)
+	if err := change(metaKey(name)); err != nil {
+		return err
 	}
 	if err := s.ds.Sync(ctx, metaKey(name)); err != nil {
 		return fmt.Errorf("store: sync meta %q: %w", name, err)
