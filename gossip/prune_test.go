@@ -2,15 +2,14 @@ package gossip
 
 import (
 	"context"
-	"crypto/rand"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
-	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
+	p2ptest "github.com/libp2p/go-libp2p/core/test"
 
 	"github.com/mycelnet/mycel/crdt"
 )
@@ -23,19 +22,6 @@ func loopbackHost(t *testing.T) host.Host {
 	}
 	t.Cleanup(func() { h.Close() })
 	return h
-}
-
-func randomPeer(t *testing.T) peer.ID {
-	t.Helper()
-	_, pub, err := crypto.GenerateEd25519Key(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := peer.IDFromPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id
 }
 
 // TestPerPeerStateIsBounded: a node that meets thousands of peers over its
@@ -61,13 +47,13 @@ func TestPerPeerStateIsBounded(t *testing.T) {
 	// A connected peer whose status is the oldest of all, and a peer with
 	// a session open.
 	r.noteStatus(other.ID(), "ns", func(ps *PeerSync) { ps.LastPull = clock })
-	busy := randomPeer(t)
+	busy := p2ptest.RandPeerIDFatal(t)
 	if !r.admit(busy) {
 		t.Fatal("first session refused")
 	}
 	for i := range 3000 {
 		clock = clock.Add(time.Second)
-		p := randomPeer(t)
+		p := p2ptest.RandPeerIDFatal(t)
 		if !r.admit(p) {
 			t.Fatalf("peer %d refused its first session", i)
 		}

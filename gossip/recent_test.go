@@ -14,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	p2ptest "github.com/libp2p/go-libp2p/core/test"
 
 	"github.com/mycelnet/mycel/crdt"
 )
@@ -410,7 +411,7 @@ func TestAppliedMessageIsStillForwarded(t *testing.T) {
 	r := &Replicator{cfg: Config{Host: loopbackHost(t), Limits: Limits{}.withDefaults(), SyncGrace: time.Second}}
 	validate := func(rep *seenReplica, data []byte) (pubsub.ValidationResult, any) {
 		s := &space{r: r, name: "ns", rep: rep}
-		msg := &pubsub.Message{Message: &pb.Message{Data: data}, ReceivedFrom: randomPeer(t)}
+		msg := &pubsub.Message{Message: &pb.Message{Data: data}, ReceivedFrom: p2ptest.RandPeerIDFatal(t)}
 		return s.validate(context.Background(), msg.ReceivedFrom, msg), msg.ValidatorData
 	}
 	applied := &seenReplica{}

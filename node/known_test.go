@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	p2ptest "github.com/libp2p/go-libp2p/core/test"
 	"github.com/multiformats/go-multiaddr"
 )
 
@@ -98,7 +98,7 @@ func TestForgetPeersRemovesTheRecord(t *testing.T) {
 }
 
 func TestDecodeKnownPeers(t *testing.T) {
-	id := peerIDForTest(t)
+	id := p2ptest.RandPeerIDFatal(t)
 	addr := "/ip4/127.0.0.1/tcp/4001"
 	good := `[{"id":"` + id.String() + `","addrs":["` + addr + `"]}]`
 	peers, err := decodeKnownPeers([]byte(good))
@@ -164,19 +164,6 @@ func FuzzKnownPeers(f *testing.F) {
 			t.Fatalf("round trip: %v, then %v", peers, again)
 		}
 	})
-}
-
-func peerIDForTest(t *testing.T) peer.ID {
-	t.Helper()
-	_, pub, err := crypto.GenerateEd25519Key(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := peer.IDFromPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id
 }
 
 // The record is written while the node runs, not only at a clean close: a
