@@ -860,6 +860,12 @@ func (r *netnsRun) do(ctx context.Context, n *netnsNode, op Op) netnsAck {
 	case OpSetRemove:
 		method, path = http.MethodPost, "/set/"+key
 		body, _ = json.Marshal(map[string][]string{"remove": {op.Value}})
+	case OpMapPut:
+		method, path = http.MethodPost, "/map/"+key
+		body, _ = json.Marshal(map[string]string{"field": op.Field, "put": op.Value})
+	case OpMapDelete:
+		method, path = http.MethodPost, "/map/"+key
+		body, _ = json.Marshal(map[string]any{"field": op.Field, "delete": true})
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -999,7 +1005,7 @@ func (r *netnsRun) finish(ctx context.Context, rep *Report, acks []netnsAck, hea
 		}
 	}
 	e := expect(acks, lenient)
-	keys := map[OpKind]map[string]bool{OpPut: {}, OpCounterAdd: {}, OpSetAdd: {}}
+	keys := map[OpKind]map[string]bool{OpPut: {}, OpCounterAdd: {}, OpSetAdd: {}, OpMapPut: {}}
 	for _, a := range acks {
 		kind := a.op.Kind
 		switch kind {
@@ -1007,6 +1013,8 @@ func (r *netnsRun) finish(ctx context.Context, rep *Report, acks []netnsAck, hea
 			kind = OpPut
 		case OpSetRemove:
 			kind = OpSetAdd
+		case OpMapDelete:
+			kind = OpMapPut
 		}
 		keys[kind][a.op.Key] = true
 	}
@@ -1194,6 +1202,25 @@ func (r *netnsRun) readState(ctx context.Context, n *netnsNode, keys map[OpKind]
 		}
 		if len(s.Elements) > 0 {
 			st.sets[k] = s.Elements
+		}
+	}
+	for k := range keys[OpMapPut] {
+		var m struct {
+			Fields map[string]struct {
+				Register       *string `json:"register"`
+				RegisterBase64 []byte  `json:"register_base64"`
+			} `json:"fields"`
+		}
+		if err := n.getJSON(ctx, base+"/map/"+url.PathEscape(k), &m); err != nil && !isNotFound(err) {
+			return st, err
+		}
+		for field, f := range m.Fields {
+			switch {
+			case f.Register != nil:
+				st.registers[mapFieldKey(k, field)] = *f.Register
+			case f.RegisterBase64 != nil:
+				st.registers[mapFieldKey(k, field)] = string(f.RegisterBase64)
+			}
 		}
 	}
 	return st, nil

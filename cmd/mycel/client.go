@@ -164,7 +164,7 @@ func clientCmd(c *client, use, short, example string, args cobra.PositionalArgs,
 }
 
 func clientCmds() []*cobra.Command {
-	return []*cobra.Command{putCmd(), getCmd(), delCmd(), keysCmd(), counterCmd(), setCmd(), digestCmd(), watchCmd(), statusCmd(), peersCmd()}
+	return []*cobra.Command{putCmd(), getCmd(), delCmd(), keysCmd(), counterCmd(), setCmd(), mapCmd(), digestCmd(), watchCmd(), statusCmd(), peersCmd()}
 }
 
 func putCmd() *cobra.Command {
@@ -560,6 +560,7 @@ func printEvents(ctx context.Context, body io.Reader, out io.Writer, asJSON bool
 				Value              []byte
 				Counter            *int64
 				Elements           []string
+				Fields             json.RawMessage
 			}
 			if err := json.Unmarshal([]byte(data), &ev); err != nil {
 				return fmt.Errorf("the daemon sent an event this client cannot read (%v): %.200q; resume after it with --from %s", err, data, id)
@@ -572,6 +573,9 @@ func printEvents(ctx context.Context, body io.Reader, out io.Writer, asJSON bool
 				what = strconv.FormatInt(*ev.Counter, 10)
 			case ev.Elements != nil:
 				what = "{" + joinShown(ev.Elements, ",{}") + "}"
+			case ev.Fields != nil:
+				// JSON escapes every control character: one line.
+				what = string(ev.Fields)
 			default:
 				what = strconv.Quote(string(ev.Value))
 			}

@@ -350,7 +350,34 @@ func TestThreeNodesConverge(t *testing.T) {
 		return expect(code, err, 204, "set update")
 	})
 
-	eventually(t, 60*time.Second, "three replicas converge", sameDigests(t, "test", keys+counters+sets, nodes...))
+	// A map written on two nodes at once: every kind of field, one nested.
+	for i, req := range []struct {
+		d    *daemon
+		body string
+	}{
+		{n3, `{"field": "name", "put": "Ada"}`},
+		{n1, `{"field": "visits", "add": 2}`},
+		{n3, `{"field": "visits", "add": 3}`},
+		{n1, `{"field": "tags", "set_add": ["x", "y"]}`},
+		{n3, `{"field": "tags", "set_remove": ["x"]}`},
+		{n1, `{"field": "admin", "flag": true}`},
+		{n3, `{"path": ["address"], "field": "city", "put": "Lyon"}`},
+		{n1, `{"field": "raw", "put_base64": "/wA="}`},
+		{n3, `{"field": "gone", "put": "soon"}`},
+		{n3, `{"field": "gone", "delete": true}`},
+	} {
+		if i == 4 {
+			// The remove must follow the add it removes: an
+			// observed remove leaves what it has not seen.
+			eventually(t, 30*time.Second, "the set field to reach n3", func() (bool, string) {
+				b := mustCall(t, 200, "GET", n3.url("/v1/ns/test/map/profile"), nil)
+				return strings.Contains(string(b), `"set":["x","y"]`), string(b)
+			})
+		}
+		mustCall(t, 204, "POST", req.d.url("/v1/ns/test/map/profile"), []byte(req.body))
+	}
+
+	eventually(t, 60*time.Second, "three replicas converge", sameDigests(t, "test", keys+counters+sets+1, nodes...))
 
 	var st struct {
 		PeerID string `json:"peer_id"`
@@ -399,6 +426,10 @@ func TestThreeNodesConverge(t *testing.T) {
 			if got := strings.TrimSpace(string(b)); got != `{"elements":["a","c","d"]}` {
 				t.Fatalf("%s set-%d = %s", d.api, s, got)
 			}
+		}
+		const wantMap = `{"fields":{"address":{"map":{"city":{"register":"Lyon"}}},"admin":{"flag":true},"name":{"register":"Ada"},"raw":{"register_base64":"/wA="},"tags":{"set":["y"]},"visits":{"counter":5}}}`
+		if got := strings.TrimSpace(string(mustCall(t, 200, "GET", d.url("/v1/ns/test/map/profile"), nil))); got != wantMap {
+			t.Fatalf("%s map profile = %s, want %s", d.api, got, wantMap)
 		}
 	}
 }

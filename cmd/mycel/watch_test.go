@@ -111,9 +111,11 @@ func TestWatchCommand(t *testing.T) {
 	mustCall(t, 204, "PUT", d.url("/v1/ns/test/kv/other"), []byte("not watched"))
 	mustCall(t, 204, "POST", d.url("/v1/ns/test/counter/w/2"), []byte(`{"add": 7}`))
 	mustCall(t, 204, "POST", d.url("/v1/ns/test/set/w/3"), []byte(`{"add": ["b", "a"]}`))
+	mustCall(t, 204, "POST", d.url("/v1/ns/test/map/w/m"), []byte(`{"path": ["p"], "field": "f", "put": "v"}`))
 	mustCall(t, 204, "DELETE", d.url("/v1/ns/test/kv/w/1"), nil)
-	lines := human.lines(t, 4)
-	want := [][3]string{{"w/1", "register", `"one"`}, {"w/2", "counter", "7"}, {"w/3", "set", "{a, b}"}, {"w/1", "none", "deleted"}}
+	lines := human.lines(t, 5)
+	want := [][3]string{{"w/1", "register", `"one"`}, {"w/2", "counter", "7"}, {"w/3", "set", "{a, b}"},
+		{"w/m", "map", `{"p":{"map":{"f":{"register":"v"}}}}`}, {"w/1", "none", "deleted"}}
 	var cursors []string
 	for i, line := range lines {
 		f := strings.Split(line, "\t")
@@ -158,7 +160,7 @@ func TestWatchCommand(t *testing.T) {
 	mustCall(t, 204, "POST", d.url("/v1/ns/test/counter/w/2"), []byte(`{"add": 1}`))
 	evs := decode(js.lines(t, 2))
 	if len(evs) != 2 || evs[0].Key != "w/4" || string(evs[0].Value) != "four" || evs[0].Kinds != "register" || evs[0].Namespace != "test" ||
-		evs[1].Key != "w/2" || evs[1].Counter == nil || *evs[1].Counter != 8 || cursorOf(evs[0].Cursor) <= cursorOf(cursors[3]) {
+		evs[1].Key != "w/2" || evs[1].Counter == nil || *evs[1].Counter != 8 || cursorOf(evs[0].Cursor) <= cursorOf(cursors[4]) {
 		t.Fatalf("mycel watch --json printed %+v", evs)
 	}
 	cursors = append(cursors, evs[0].Cursor, evs[1].Cursor)

@@ -58,6 +58,8 @@ func FuzzRequest(f *testing.F) {
 			{"PUT", "/v1/ns/a/kv/reg", "v"},
 			{"POST", "/v1/ns/a/counter/cnt", `{"add": 2}`},
 			{"POST", "/v1/ns/a/set/set", `{"add": ["x", "y"]}`},
+			{"POST", "/v1/ns/a/map/map", `{"field": "f", "put": "v"}`},
+			{"POST", "/v1/ns/a/map/map", `{"path": ["in"], "field": "c", "add": 1}`},
 		} {
 			w := httptest.NewRecorder()
 			srv.Handler().ServeHTTP(w, httptest.NewRequest(r.method, r.target, strings.NewReader(r.body)))
@@ -87,6 +89,18 @@ func FuzzRequest(f *testing.F) {
 		{3, "v1/ns/a/set/set", "", []byte(`{"add": ["z"], "remove": ["x"]}`)},
 		{3, "v1/ns/a/set/set", "", []byte(`{"add": [1]}`)},
 		{2, "v1/ns/a/set/set", "", []byte(`{}`)},
+		{3, "v1/ns/a/map/map", "", []byte(`{"field": "f", "put_base64": "/w=="}`)},
+		{3, "v1/ns/a/map/map", "", []byte(`{"path": ["in"], "field": "s", "set_add": ["e"], "set_remove": ["d"]}`)},
+		{3, "v1/ns/a/map/map", "", []byte(`{"field": "g", "flag": true}`)},
+		{3, "v1/ns/a/map/map", "", []byte(`{"field": "f", "delete": true}`)},
+		{3, "v1/ns/a/map/map", "", []byte(`{"field": "f", "put": "v", "add": 1}`)},
+		{3, "v1/ns/a/map/map", "", []byte(`{"field": "", "put": "v"}`)},
+		{3, "v1/ns/a/map/map", "", []byte(`{"path": [""], "field": "f", "put": "v"}`)},
+		{3, "v1/ns/a/map/map", "", []byte(`{"field": "f"}`)},
+		{3, "v1/ns/a/map/map", "", []byte(`{"path": ["f"], "field": "x", "add": 1}`)},
+		{3, "v1/ns/a/map/reg", "", []byte(`{"field": "f", "put": "v"}`)},
+		{0, "v1/ns/a/map/map", "", nil},
+		{0, "v1/ns/a/map/reg", "", nil},
 		{2, "v1/ns/b%2Fc/kv/k", "", []byte("v")},
 		{2, "v1/ns//kv/k", "", []byte("v")},
 		{2, "v1/ns/a/kv/", "", []byte("v")},

@@ -106,6 +106,14 @@ func (s *Server) serveNamespace(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPost {
 			op, h = "set_update", s.setUpdate
 		}
+	case rt.kind == "map" && rt.hasKey:
+		if !allow(w, r, http.MethodGet, http.MethodPost) {
+			return
+		}
+		op, h = "map_get", direct(s.mapGet)
+		if r.Method == http.MethodPost {
+			op, h = "map_update", s.mapUpdate
+		}
 	case rt.kind == "digest" && !rt.hasKey:
 		op, h = "digest", direct(s.digest)
 		if !allow(w, r, http.MethodGet) {

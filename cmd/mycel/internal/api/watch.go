@@ -59,8 +59,10 @@ type Event struct {
 	Siblings  int      `json:"siblings,omitempty"`
 	Counter   *int64   `json:"counter,omitempty"`
 	Elements  []string `json:"elements,omitempty"`
-	Origin    string   `json:"origin"` // replica id of the writer, hex
-	Seq       uint64   `json:"seq"`
+	// Fields is a map's fields, as GET map/{key} shows them.
+	Fields map[string]*mapField `json:"fields,omitempty"`
+	Origin string               `json:"origin"` // replica id of the writer, hex
+	Seq    uint64               `json:"seq"`
 }
 
 func encodeEvent(ev node.Event) (id string, data []byte) {
@@ -78,6 +80,9 @@ func encodeEvent(ev node.Event) (id string, data []byte) {
 	}
 	if k&crdt.KindSet != 0 {
 		e.Elements = ev.Value.SetElements()
+	}
+	if k&crdt.KindMap != 0 {
+		e.Fields = showMap(ev.Value)
 	}
 	data, _ = json.Marshal(e)
 	return e.Cursor, data
