@@ -523,16 +523,17 @@ func isNotFound(err error) bool {
 }
 
 // watch records, for every register value node n shows on its watch
-// stream, the first time it showed it; it reconnects until ctx ends, from
+// stream (a map field's too: the workload's put values are unique), the
+// first time it showed it; it reconnects until ctx ends, from
 // the last event it got, so a dropped or cut-off stream loses no value (a
 // node that lost its store refuses the old cursor: then from now).
 func (r *netnsRun) watch(ctx context.Context, n *netnsNode) {
 	defer r.bg.Done()
 	last := ""
 	for ctx.Err() == nil {
-		path := "/v1/ns/" + netnsSpace + "/watch?prefix=r/"
+		path := "/v1/ns/" + netnsSpace + "/watch"
 		if last != "" {
-			path += "&from=" + url.QueryEscape(last)
+			path += "?from=" + url.QueryEscape(last)
 		}
 		resp, err := n.get(ctx, path)
 		if err == nil && resp.StatusCode != http.StatusOK {
@@ -555,20 +556,34 @@ func (r *netnsRun) watch(ctx context.Context, n *netnsNode) {
 					continue
 				}
 				var ev struct {
-					Value []byte `json:"value"`
+					Value  []byte `json:"value"`
+					Fields map[string]struct {
+						Register *string `json:"register"`
+					} `json:"fields"`
 				}
-				if json.Unmarshal([]byte(data), &ev) != nil || len(ev.Value) == 0 {
+				if json.Unmarshal([]byte(data), &ev) != nil {
 					continue
+				}
+				values := make([]string, 0, 1+len(ev.Fields))
+				if len(ev.Value) > 0 {
+					values = append(values, string(ev.Value))
+				}
+				for _, f := range ev.Fields {
+					if f.Register != nil && *f.Register != "" {
+						values = append(values, *f.Register)
+					}
 				}
 				now := time.Now()
 				r.arrMu.Lock()
-				at := r.arrivals[string(ev.Value)]
-				if at == nil {
-					at = make([]time.Time, len(r.nodes))
-					r.arrivals[string(ev.Value)] = at
-				}
-				if at[n.index].IsZero() {
-					at[n.index] = now
+				for _, v := range values {
+					at := r.arrivals[v]
+					if at == nil {
+						at = make([]time.Time, len(r.nodes))
+						r.arrivals[v] = at
+					}
+					if at[n.index].IsZero() {
+						at[n.index] = now
+					}
 				}
 				r.arrMu.Unlock()
 			}
@@ -979,7 +994,7 @@ func (r *netnsRun) finish(ctx context.Context, rep *Report, acks []netnsAck, hea
 		if n.wipedAt.IsZero() || a.at.After(n.wipedAt) {
 			return false
 		}
-		if a.op.Kind == OpPut {
+		if a.op.Kind == OpPut || a.op.Kind == OpMapPut {
 			for i, t := range arrivals[a.op.Value] {
 				if i != a.op.Node && !t.IsZero() && t.Before(n.wipedAt) {
 					return false
@@ -992,10 +1007,10 @@ func (r *netnsRun) finish(ctx context.Context, rep *Report, acks []netnsAck, hea
 		switch a.state {
 		case acked:
 			rep.Ops++
-			// Only a put can be shown lost (no other node ever showed its
-			// value); counter and set ops of a wiped node are just not
-			// required.
-			if a.op.Kind == OpPut && lenient(a) {
+			// Only a put (a map field's too) can be shown lost (no
+			// other node ever showed its value); counter and set ops of
+			// a wiped node are just not required.
+			if (a.op.Kind == OpPut || a.op.Kind == OpMapPut) && lenient(a) {
 				rep.LostOnWiped++
 			}
 		case refused:

@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 	"unicode"
+	"unicode/utf16"
 
 	"github.com/spf13/cobra"
 )
@@ -529,6 +530,27 @@ func joinShown(names []string, special string) string {
 	return strings.Join(out, ", ")
 }
 
+// printableJSON returns JSON text with every rune that is not printable
+// written as a \u escape: the JSON encoder leaves C1 controls and
+// direction marks (U+0085, U+009B, U+202E) raw, and on a terminal they can
+// move the cursor or reorder a line. Outside strings compact JSON has no
+// such runes, so the result is the same JSON.
+func printableJSON(b []byte) string {
+	var sb strings.Builder
+	for _, r := range string(b) {
+		switch {
+		case unicode.IsPrint(r):
+			sb.WriteRune(r)
+		case r > 0xFFFF:
+			hi, lo := utf16.EncodeRune(r)
+			fmt.Fprintf(&sb, "\\u%04x\\u%04x", hi, lo)
+		default:
+			fmt.Fprintf(&sb, "\\u%04x", r)
+		}
+	}
+	return sb.String()
+}
+
 // printEvents copies server-sent events to out, one line per change.
 func printEvents(ctx context.Context, body io.Reader, out io.Writer, asJSON bool) error {
 	sc := bufio.NewScanner(body)
@@ -574,8 +596,7 @@ func printEvents(ctx context.Context, body io.Reader, out io.Writer, asJSON bool
 			case ev.Elements != nil:
 				what = "{" + joinShown(ev.Elements, ",{}") + "}"
 			case ev.Fields != nil:
-				// JSON escapes every control character: one line.
-				what = string(ev.Fields)
+				what = printableJSON(ev.Fields)
 			default:
 				what = strconv.Quote(string(ev.Value))
 			}

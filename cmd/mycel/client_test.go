@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"syscall"
@@ -37,6 +38,21 @@ func combined(stdout, stderr string, code int) (string, int) {
 		return stdout + stderr, code
 	}
 	return stdout, 0
+}
+
+// TestPrintableJSON: what mycel watch prints of a map's fields is the same
+// JSON with every rune a terminal could act on escaped.
+func TestPrintableJSON(t *testing.T) {
+	in := "{\"a\u0085b\u009b1A\u202e\":{\"register\":\"\U000e0001 ok\"}}"
+	got := printableJSON([]byte(in))
+	want := `{"a\u0085b\u009b1A\u202e":{"register":"\udb40\udc01 ok"}}`
+	if got != want {
+		t.Fatalf("printableJSON(%q) = %q, want %q", in, got, want)
+	}
+	var a, b any
+	if json.Unmarshal([]byte(in), &a) != nil || json.Unmarshal([]byte(got), &b) != nil || !reflect.DeepEqual(a, b) {
+		t.Fatalf("printableJSON changed the JSON: %v against %v", b, a)
+	}
 }
 
 func TestCLI(t *testing.T) {
@@ -71,6 +87,10 @@ func TestCLI(t *testing.T) {
 		{"", []string{"map", "-n", "test", "user", "--json"}, `"visits":{"counter":-2}`, 0},
 		{"", []string{"map", "-n", "test", "user", "admin", "--delete"}, "", 0},
 		{"", []string{"map", "-n", "test", "user", "--json"}, `"tags":{"set":["a","b,c"]}`, 0},
+		{"", []string{"map", "-n", "test", "user", "bin", "--put", "\xff\xfe"}, "", 0},
+		{"", []string{"map", "-n", "test", "user", "--json"}, `"bin":{"register_base64":"//4="}`, 0},
+		{"", []string{"map", "-n", "test", "user", "bin", "--delete=false"}, "asks for nothing", 2},
+		{"", []string{"map", "-n", "test", "user", "\xff", "--put", "v"}, "not valid UTF-8", 2},
 		{"", []string{"map", "-n", "test", "user", "name", "--put", "x", "--add", "1"}, "exactly one of", 2},
 		{"", []string{"map", "-n", "test", "user", "name"}, "exactly one of", 2},
 		{"", []string{"map", "-n", "test", "user", "--put", "x"}, "needs a FIELD", 2},

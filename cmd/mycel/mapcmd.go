@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"sort"
 	"strconv"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 )
@@ -41,10 +42,16 @@ func mapCmd() *cobra.Command {
 		func(cmd *cobra.Command, args []string) error {
 			fs := cmd.Flags()
 			var ops []string
-			for _, name := range []string{"put", "add", "flag", "delete"} {
+			for _, name := range []string{"put", "add", "flag"} {
 				if fs.Changed(name) {
 					ops = append(ops, "--"+name)
 				}
+			}
+			if fs.Changed("delete") {
+				if !del {
+					return usageError{fmt.Errorf("map: --delete=false asks for nothing; leave it out")}
+				}
+				ops = append(ops, "--delete")
 			}
 			if len(setAdd) > 0 || len(setRemove) > 0 {
 				ops = append(ops, "--set-add/--set-remove")
@@ -58,11 +65,21 @@ func mapCmd() *cobra.Command {
 			if len(ops) != 1 {
 				return usageError{fmt.Errorf("map: a FIELD takes exactly one of --put, --add, --set-add/--set-remove, --flag, --delete (got %d)", len(ops))}
 			}
+			// JSON carries text: a name that is not UTF-8 would arrive
+			// changed (U+FFFD), so refuse it here; a value that is not
+			// goes as base64.
+			for _, name := range append(append(append([]string{args[1]}, path...), setAdd...), setRemove...) {
+				if !utf8.ValidString(name) {
+					return usageError{fmt.Errorf("map: %s is not valid UTF-8", strconv.Quote(name))}
+				}
+			}
 			body := map[string]any{"field": args[1]}
 			if len(path) > 0 {
 				body["path"] = path
 			}
 			switch {
+			case fs.Changed("put") && !utf8.ValidString(put):
+				body["put_base64"] = []byte(put)
 			case fs.Changed("put"):
 				body["put"] = put
 			case fs.Changed("add"):
@@ -77,7 +94,7 @@ func mapCmd() *cobra.Command {
 					return usageError{fmt.Errorf("map: --flag wants true or false, got %q", flag)}
 				}
 				body["flag"] = on
-			case del:
+			case fs.Changed("delete"):
 				body["delete"] = true
 			default:
 				body["set_add"], body["set_remove"] = nonNilStrings(setAdd), nonNilStrings(setRemove)

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/mycelnet/mycel/crdt"
 	"github.com/mycelnet/mycel/node"
@@ -467,6 +468,12 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool)
 func (s *Server) decodeJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 	b, ok := s.readBody(w, r)
 	if !ok {
+		return false
+	}
+	if !utf8.Valid(b) {
+		// The decoder would turn the bad bytes into U+FFFD: a name or
+		// value changed, not refused.
+		writeError(w, http.StatusBadRequest, "malformed JSON body: not valid UTF-8 (send bytes as base64, e.g. put_base64)")
 		return false
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
