@@ -92,28 +92,16 @@ func (s *Server) serveNamespace(w http.ResponseWriter, r *http.Request) {
 			op, h = "get", direct(s.get)
 		}
 	case rt.kind == "counter" && rt.hasKey:
-		if !allow(w, r, http.MethodGet, http.MethodPost) {
+		if op, h = readOrWrite(w, r, "counter_get", direct(s.counterGet), "counter_add", s.counterAdd); h == nil {
 			return
-		}
-		op, h = "counter_get", direct(s.counterGet)
-		if r.Method == http.MethodPost {
-			op, h = "counter_add", s.counterAdd
 		}
 	case rt.kind == "set" && rt.hasKey:
-		if !allow(w, r, http.MethodGet, http.MethodPost) {
+		if op, h = readOrWrite(w, r, "set_get", direct(s.setGet), "set_update", s.setUpdate); h == nil {
 			return
-		}
-		op, h = "set_get", direct(s.setGet)
-		if r.Method == http.MethodPost {
-			op, h = "set_update", s.setUpdate
 		}
 	case rt.kind == "map" && rt.hasKey:
-		if !allow(w, r, http.MethodGet, http.MethodPost) {
+		if op, h = readOrWrite(w, r, "map_get", direct(s.mapGet), "map_update", s.mapUpdate); h == nil {
 			return
-		}
-		op, h = "map_get", direct(s.mapGet)
-		if r.Method == http.MethodPost {
-			op, h = "map_update", s.mapUpdate
 		}
 	case rt.kind == "digest" && !rt.hasKey:
 		op, h = "digest", direct(s.digest)
@@ -205,6 +193,19 @@ func (s *Server) waitFirstSync(ctx context.Context, ns *node.Namespace) {
 	if err := ns.WaitFirstSync(ctx); err != nil {
 		s.log.Debug("api: answering before the namespace's first sync ended", "ns", ns.Name(), "err", err)
 	}
+}
+
+// readOrWrite picks the handler of a counter, set or map route: POST
+// changes the value, GET (and HEAD) reads it; any other method is answered
+// 405 and gets a nil handler.
+func readOrWrite(w http.ResponseWriter, r *http.Request, readOp string, read nsHandler, writeOp string, write nsHandler) (string, nsHandler) {
+	if !allow(w, r, http.MethodGet, http.MethodPost) {
+		return "", nil
+	}
+	if r.Method == http.MethodPost {
+		return writeOp, write
+	}
+	return readOp, read
 }
 
 // allow answers 405 (with Allow) unless r's method is one of methods; GET
