@@ -583,6 +583,7 @@ func printEvents(ctx context.Context, body io.Reader, out io.Writer, asJSON bool
 				Counter            *int64
 				Elements           []string
 				Fields             json.RawMessage
+				Truncated          bool
 			}
 			if err := json.Unmarshal([]byte(data), &ev); err != nil {
 				return fmt.Errorf("the daemon sent an event this client cannot read (%v): %.200q; resume after it with --from %s", err, data, id)
@@ -591,6 +592,8 @@ func printEvents(ctx context.Context, body io.Reader, out io.Writer, asJSON bool
 			switch {
 			case ev.Deleted:
 				what = "deleted"
+			case ev.Truncated:
+				what = "(too large to show here: read the key)"
 			case ev.Counter != nil:
 				what = strconv.FormatInt(*ev.Counter, 10)
 			case ev.Elements != nil:

@@ -61,22 +61,36 @@ type Event struct {
 	Elements  []string `json:"elements,omitempty"`
 	// Fields is a map's fields, as GET map/{key} shows them.
 	Fields map[string]*mapField `json:"fields,omitempty"`
-	Origin string               `json:"origin"` // replica id of the writer, hex
-	Seq    uint64               `json:"seq"`
+	// Truncated: the value is too large for one event (maxEventData), so
+	// the event carries none of it; read the key instead.
+	Truncated bool   `json:"truncated,omitempty"`
+	Origin    string `json:"origin"` // replica id of the writer, hex
+	Seq       uint64 `json:"seq"`
 }
+
+// maxEventData bounds an event's data line. Clients read a line at a
+// time, mycel watch and the simulator up to 4 MiB: an event past that
+// could never be read, and a client resuming before it would meet it
+// again on every retry. A key's state is bounded (3 MiB, what a sync
+// frame carries), but its JSON can be longer: base64 adds a third to a
+// register's bytes, and a map field's text register escapes each control
+// character in six bytes. So a value whose event would pass the bound is
+// left out of it (Truncated).
+const maxEventData = 3 << 20
 
 func encodeEvent(ev node.Event) (id string, data []byte) {
 	e := Event{
 		Cursor: cursorOf(ev), Namespace: ev.Namespace, Key: ev.Key,
 		Kinds: ev.Value.Kinds().String(), Deleted: ev.Value.IsEmpty(), Origin: ev.Origin.String(), Seq: ev.Seq,
 	}
-	if v, sib, ok := ev.Value.Register(); ok {
-		e.Value, e.Siblings = v, sib
-	}
+	bare := e
 	k := ev.Value.Kinds()
 	if k&crdt.KindCounter != 0 {
 		n := ev.Value.Counter()
-		e.Counter = &n
+		e.Counter, bare.Counter = &n, &n
+	}
+	if v, sib, ok := ev.Value.Register(); ok {
+		e.Value, e.Siblings = v, sib
 	}
 	if k&crdt.KindSet != 0 {
 		e.Elements = ev.Value.SetElements()
@@ -85,6 +99,10 @@ func encodeEvent(ev node.Event) (id string, data []byte) {
 		e.Fields = showMap(ev.Value)
 	}
 	data, _ = json.Marshal(e)
+	if len(data) > maxEventData {
+		bare.Truncated = true
+		data, _ = json.Marshal(bare)
+	}
 	return e.Cursor, data
 }
 

@@ -1,6 +1,14 @@
 package api
 
 import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/mycelnet/mycel/node"
@@ -26,4 +34,68 @@ func FuzzParseCursor(f *testing.F) {
 			t.Fatalf("parseCursor(%q) = (%d, %d), but its cursor %q reads (%d, %d, %v)", s, pos, index, cursorOf(ev), p2, i2, err)
 		}
 	})
+}
+
+// TestWatchLeavesOutValuesTooLargeForAnEvent: over real HTTP, a map whose
+// JSON would pass what one event line may carry (maxEventData: a text
+// field of control characters is escaped six bytes each) gets an event
+// without its fields, marked truncated; a client reading lines of 4 MiB
+// (as mycel watch does) reads it, and the events after it.
+func TestWatchLeavesOutValuesTooLargeForAnEvent(t *testing.T) {
+	ctx := t.Context()
+	n, err := node.Open(ctx, node.DefaultLocalConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	srv, err := New(Options{Node: n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	hs := httptest.NewServer(srv.Handler())
+	defer hs.Close()
+	ns, err := n.Namespace(ctx, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get(hs.URL + "/v1/ns/test/watch")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	// 100 KB of \x01 is 600 KB of JSON; 700 KB more makes 4.8 MB.
+	if err := ns.Map("m").Put(ctx, "small", bytes.Repeat([]byte{1}, 100_000)); err != nil {
+		t.Fatal(err)
+	}
+	if err := ns.Map("m").Put(ctx, "large", bytes.Repeat([]byte{1}, 700_000)); err != nil {
+		t.Fatal(err)
+	}
+	if err := ns.Put(ctx, "after", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	var got []string
+	for len(got) < 3 && sc.Scan() {
+		data, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok {
+			continue
+		}
+		if len(data) > maxEventData {
+			t.Fatalf("an event of %d bytes, over %d", len(data), maxEventData)
+		}
+		var ev Event
+		if err := json.Unmarshal([]byte(data), &ev); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, fmt.Sprintf("%s %s %d %v %q", ev.Key, ev.Kinds, len(ev.Fields), ev.Truncated, ev.Value))
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatalf("reading the stream: %v (after %q)", err, got)
+	}
+	want := []string{`m map 1 false ""`, `m map 0 true ""`, `after register 0 false "v"`}
+	if !slices.Equal(got, want) {
+		t.Fatalf("events %q, want %q", got, want)
+	}
 }
