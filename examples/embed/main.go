@@ -50,13 +50,16 @@ func run(ctx context.Context) error {
 	if err := inA.Set("tags").Add(ctx, "blue", "large"); err != nil {
 		return err
 	}
+	if err := inB.Map("profile").Put(ctx, "name", []byte("Ada")); err != nil {
+		return err
+	}
 
 	// Wait (bounded) until both replicas hold the same state.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		da, _ := inA.Digest()
 		db, keys := inB.Digest()
-		if da == db && keys == 3 {
+		if da == db && keys == 4 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -70,6 +73,9 @@ func run(ctx context.Context) error {
 	}
 	visits, _ := inA.Counter("visits").Value(ctx)
 	tags, _ := inB.Set("tags").Elements(ctx)
-	fmt.Fprintf(os.Stdout, "converged: sku-1=%s visits=%d tags=%v\n", v, visits, tags)
+	profile, _ := inA.Map("profile").Value()
+	field, _ := profile.Field("name")
+	name, _, _ := field.Register()
+	fmt.Fprintf(os.Stdout, "converged: sku-1=%s visits=%d tags=%v profile.name=%s\n", v, visits, tags, name)
 	return nil
 }

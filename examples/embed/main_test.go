@@ -12,7 +12,7 @@ func TestExampleRuns(t *testing.T) {
 	if err != nil {
 		t.Fatalf("example failed: %v\n%s", err, out)
 	}
-	if !strings.Contains(string(out), "converged: sku-1=42 visits=3 tags=[blue large]") {
+	if !strings.Contains(string(out), "converged: sku-1=42 visits=3 tags=[blue large] profile.name=Ada") {
 		t.Fatalf("unexpected output:\n%s", out)
 	}
 }
