@@ -1,7 +1,7 @@
 // Command mycel is the Mycel daemon and its command-line client.
 //
 //	mycel daemon [flags]          run a node and its HTTP API (see daemon.go)
-//	mycel put|get|del|keys|counter|set|digest|watch|status|peers
+//	mycel put|get|del|keys|counter|set|map|digest|watch|status|peers
 //	                              talk to a running daemon over its API
 //	mycel version
 //

@@ -24,11 +24,12 @@
 //	GET    /v1/ns/{ns}/kv?prefix=&limit=&after=   {"keys":[...],"next":"..."}
 //	POST   /v1/ns/{ns}/counter/{key}   {"add":n} → 204;   GET → {"value":n}
 //	POST   /v1/ns/{ns}/set/{key}       {"add":[...],"remove":[...]} → 204;   GET → {"elements":[...]}
+//	POST   /v1/ns/{ns}/map/{key}       {"field":F,"path":[...],<one of put, put_base64, add, set_add/set_remove, flag, delete>} → 204;   GET → {"fields":{...}}
 //	GET    /v1/ns/{ns}/digest          {"digest":"<hex>","keys":n}
 //	GET    /v1/ns/{ns}/watch?prefix=&from=        text/event-stream
 //	GET    /v1/status, /healthz, /metrics (and /debug/pprof/ with Options.Pprof)
 //
-// Keys are everything after kv/, counter/ or set/, percent-decoded, so a
+// Keys are everything after kv/, counter/, set/ or map/, percent-decoded, so a
 // key may contain '/' (escaped or not). Handlers are safe for concurrent
 // use; a write handler returns only after node's write has returned, which
 // by default means the write is durable.

@@ -34,7 +34,7 @@ func newMetrics(s *Server) *metrics {
 	m := &metrics{
 		ops: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mycel_api_ops_total",
-			Help: "API operations by type (put, get, delete, keys, counter_add, counter_get, set_update, set_get, digest, watch, status, healthz) and HTTP status code.",
+			Help: "API operations by type (put, get, delete, keys, counter_add, counter_get, set_update, set_get, map_update, map_get, digest, watch, status, healthz) and HTTP status code.",
 		}, []string{"op", "code"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "mycel_api_op_duration_seconds",
