@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -53,20 +52,8 @@ func (b brokenBatch) Commit(ctx context.Context) error {
 // the node's store has failed (here, a write the disk refused), so that a
 // supervisor restarts a node that can no longer take writes.
 func TestHealthzReportsAFailedStore(t *testing.T) {
-	ctx := context.Background()
 	disk := &brokenDisk{Batching: dssync.MutexWrap(ds.NewMapDatastore())}
-	n, err := node.Open(ctx, node.DefaultLocalConfig(), node.WithDatastore(disk))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
-	srv, err := New(Options{Node: n})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	hs := httptest.NewServer(srv.Handler())
-	defer hs.Close()
+	_, _, hs := serveOnLoopback(t, Options{}, node.WithDatastore(disk))
 	health := func() (int, map[string]string) {
 		t.Helper()
 		resp, err := http.Get(hs.URL + "/healthz")

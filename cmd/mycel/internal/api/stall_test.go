@@ -6,12 +6,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/mycelnet/mycel/node"
 )
 
 // A watch client that stops reading loses its stream once a write has
@@ -20,18 +17,7 @@ import (
 // stays connected.
 func TestStalledWatchReaderIsDropped(t *testing.T) {
 	ctx := context.Background()
-	n, err := node.Open(ctx, node.DefaultLocalConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
-	srv, err := New(Options{Node: n, WatchWriteTimeout: 300 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	hs := httptest.NewServer(srv.Handler())
-	defer hs.Close()
+	n, srv, hs := serveOnLoopback(t, Options{WatchWriteTimeout: 300 * time.Millisecond})
 	ns, err := n.Namespace(ctx, "t")
 	if err != nil {
 		t.Fatal(err)

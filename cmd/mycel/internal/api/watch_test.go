@@ -3,6 +3,7 @@ package api
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -43,18 +44,7 @@ func FuzzParseCursor(f *testing.F) {
 // (as mycel watch does) reads it, and the events after it.
 func TestWatchLeavesOutValuesTooLargeForAnEvent(t *testing.T) {
 	ctx := t.Context()
-	n, err := node.Open(ctx, node.DefaultLocalConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
-	srv, err := New(Options{Node: n})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	hs := httptest.NewServer(srv.Handler())
-	defer hs.Close()
+	n, _, hs := serveOnLoopback(t, Options{})
 	ns, err := n.Namespace(ctx, "test")
 	if err != nil {
 		t.Fatal(err)
@@ -98,4 +88,25 @@ func TestWatchLeavesOutValuesTooLargeForAnEvent(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("events %q, want %q", got, want)
 	}
+}
+
+// serveOnLoopback opens an in-memory node (with nodeOpts) and serves the
+// API on it (opts, with Node set) over real HTTP on 127.0.0.1; the test's
+// end stops all of it, the server first.
+func serveOnLoopback(t *testing.T, opts Options, nodeOpts ...node.Option) (*node.Node, *Server, *httptest.Server) {
+	t.Helper()
+	n, err := node.Open(context.Background(), node.DefaultLocalConfig(), nodeOpts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	opts.Node = n
+	srv, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	return n, srv, hs
 }
