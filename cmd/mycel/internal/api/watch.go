@@ -71,11 +71,12 @@ type Event struct {
 // maxEventData bounds an event's data line. Clients read a line at a
 // time, mycel watch and the simulator up to 4 MiB: an event past that
 // could never be read, and a client resuming before it would meet it
-// again on every retry. A key's state is bounded (3 MiB, what a sync
-// frame carries), but its JSON can be longer: base64 adds a third to a
-// register's bytes, and a map field's text register escapes each control
-// character in six bytes. So a value whose event would pass the bound is
-// left out of it (Truncated).
+// again on every retry. A local write may not grow a key past 3 MiB (what
+// a sync frame carries), but remote batches are applied whatever size
+// they make it, and JSON is longer than the state: base64 adds a third to
+// a register's bytes, and a map field's text register escapes each
+// control character in six bytes. So a value whose event would pass the
+// bound is left out of it (Truncated).
 const maxEventData = 3 << 20
 
 func encodeEvent(ev node.Event) (id string, data []byte) {
