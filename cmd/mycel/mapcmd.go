@@ -10,18 +10,9 @@ import (
 	"unicode/utf8"
 
 	"github.com/spf13/cobra"
-)
 
-// mapField is one field of a map as the API answers it.
-type mapField struct {
-	Register       *string              `json:"register,omitempty"`
-	RegisterBase64 []byte               `json:"register_base64,omitempty"`
-	Siblings       int                  `json:"siblings,omitempty"`
-	Counter        *int64               `json:"counter,omitempty"`
-	Set            []string             `json:"set,omitempty"`
-	Flag           bool                 `json:"flag,omitempty"`
-	Map            map[string]*mapField `json:"map,omitempty"`
-}
+	"github.com/mycelnet/mycel/cmd/mycel/internal/api"
+)
 
 func mapCmd() *cobra.Command {
 	c := &client{}
@@ -122,7 +113,7 @@ func mapCmd() *cobra.Command {
 // named by their path joined with dots.
 func printMap(cmd *cobra.Command, c *client, key string) error {
 	var body struct {
-		Fields map[string]*mapField `json:"fields"`
+		Fields map[string]*api.MapField `json:"fields"`
 	}
 	raw, err := c.getJSON(cmd.Context(), c.nsPath("map", key), nil, &body)
 	if err != nil {
@@ -136,7 +127,7 @@ func printMap(cmd *cobra.Command, c *client, key string) error {
 	return nil
 }
 
-func printFields(out io.Writer, prefix string, fields map[string]*mapField) {
+func printFields(out io.Writer, prefix string, fields map[string]*api.MapField) {
 	names := make([]string, 0, len(fields))
 	for n := range fields {
 		names = append(names, n)

@@ -87,9 +87,10 @@ func (s *Server) mapUpdate(w http.ResponseWriter, r *http.Request, rt nsRoute) f
 	}
 }
 
-// mapField is one field of a map as the API shows it: every kind the field
-// holds (concurrent writes of different kinds are all kept).
-type mapField struct {
+// MapField is one field of a map as the API shows it (GET map/{key}, watch
+// events; mycel map reads it too): every kind the field holds (concurrent
+// writes of different kinds are all kept).
+type MapField struct {
 	// Register is the winning write as text, if it is valid UTF-8;
 	// otherwise RegisterBase64 holds its bytes.
 	Register       *string              `json:"register,omitempty"`
@@ -98,18 +99,18 @@ type mapField struct {
 	Counter        *int64               `json:"counter,omitempty"`
 	Set            []string             `json:"set,omitempty"`
 	Flag           bool                 `json:"flag,omitempty"`
-	Map            map[string]*mapField `json:"map,omitempty"`
+	Map            map[string]*MapField `json:"map,omitempty"`
 }
 
-func showMap(v crdt.Value) map[string]*mapField {
-	out := make(map[string]*mapField)
+func showMap(v crdt.Value) map[string]*MapField {
+	out := make(map[string]*MapField)
 	for _, name := range v.Fields() {
 		fv, _ := v.Field(name)
 		k := fv.Kinds()
 		if k == 0 {
 			continue
 		}
-		f := &mapField{}
+		f := &MapField{}
 		if val, siblings, ok := fv.Register(); ok {
 			if utf8.Valid(val) {
 				t := string(val)

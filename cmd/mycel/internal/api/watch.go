@@ -60,7 +60,7 @@ type Event struct {
 	Counter   *int64   `json:"counter,omitempty"`
 	Elements  []string `json:"elements,omitempty"`
 	// Fields is a map's fields, as GET map/{key} shows them.
-	Fields map[string]*mapField `json:"fields,omitempty"`
+	Fields map[string]*MapField `json:"fields,omitempty"`
 	// Truncated: the value is too large for one event (maxEventData), so
 	// the event carries none of it; read the key instead.
 	Truncated bool   `json:"truncated,omitempty"`
