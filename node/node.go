@@ -54,12 +54,14 @@ type Node struct {
 
 	host host.Host
 	// relayHost publishes host to AutoRelay's goroutine (relayCandidates),
-	// which may start before openHost has stored it.
-	relayHost atomic.Pointer[host.Host]
-	dht       *dht.IpfsDHT
-	gater     *Gater
-	ps        *pubsub.PubSub
-	mesh      *gossip.MeshWatch // gossipsub's grafts, for rep
+	// which may start before openHost has stored it; relayReady is closed
+	// once openHost has stored it, or failed to make it.
+	relayHost  atomic.Pointer[host.Host]
+	relayReady chan struct{}
+	dht        *dht.IpfsDHT
+	gater      *Gater
+	ps         *pubsub.PubSub
+	mesh       *gossip.MeshWatch // gossipsub's grafts, for rep
 	// meshParams are the gossipsub parameters the node runs with.
 	meshParams pubsub.GossipSubParams
 	rep        *gossip.Replicator
@@ -329,6 +331,8 @@ func (n *Node) openHost(key crypto.PrivKey) error {
 			libp2p.EnableAutoRelayWithPeerSource(n.relayCandidates, autorelay.WithMinCandidates(1)))
 	}
 	hopts = append(hopts, n.opts.hostOpts...)
+	n.relayReady = make(chan struct{})
+	defer close(n.relayReady)
 	n.host, err = libp2p.New(hopts...)
 	if err != nil {
 		// libp2p does not close the connection manager on every failure
@@ -345,21 +349,32 @@ func (n *Node) openHost(key crypto.PrivKey) error {
 // and then each one identified later, until num are sent or AutoRelay
 // cancels ctx. Public Mycel nodes offer a relay, so a node behind a NAT
 // needs no list of relays: its bootstrap peers serve.
+//
+// AutoRelay may ask while libp2p.New is still making the host (a node
+// known to be private from the start, e.g. ForceReachabilityPrivate):
+// the answer then waits for the host. An empty answer would do no good,
+// as AutoRelay asks its source again only after its minimum interval,
+// 30 s, and the node would have no relayed address until then.
 func (n *Node) relayCandidates(ctx context.Context, num int) <-chan peer.AddrInfo {
 	out := make(chan peer.AddrInfo)
-	hp := n.relayHost.Load()
-	if hp == nil { // AutoRelay asked before Open finished: it asks again
-		close(out)
-		return out
-	}
-	h := *hp
-	sub, err := h.EventBus().Subscribe(new(event.EvtPeerIdentificationCompleted))
-	if err != nil {
-		close(out)
-		return out
-	}
 	go func() {
 		defer close(out)
+		select {
+		case <-n.relayReady:
+		case <-ctx.Done():
+			return
+		}
+		hp := n.relayHost.Load()
+		if hp == nil {
+			return // no host was made
+		}
+		h := *hp
+		// Subscribed before the peers are listed: none identified in
+		// between is missed.
+		sub, err := h.EventBus().Subscribe(new(event.EvtPeerIdentificationCompleted))
+		if err != nil {
+			return
+		}
 		defer sub.Close()
 		sent := 0
 		offer := func(p peer.ID) (more bool) {

@@ -64,3 +64,70 @@ func TestNATPresetReservesRelay(t *testing.T) {
 		t.Fatalf("connected to the private node, but not through the relay: %v", conns)
 	}
 }
+
+// TestRelayCandidatesWaitForTheHost: AutoRelay may ask for relays while
+// libp2p.New is still making the host. The answer must wait for the host
+// and then offer its relays: an answer closed at once left a node behind
+// a NAT without a relayed address for AutoRelay's 30 s re-ask interval
+// (TestNATPresetReservesRelay took 34 s).
+func TestRelayCandidatesWaitForTheHost(t *testing.T) {
+	relay, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.EnableRelayService(), libp2p.ForceReachabilityPublic())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer relay.Close()
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+
+	n := &Node{relayReady: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	candidates := n.relayCandidates(ctx, 1) // asked before the host is made
+
+	ctxConnect, cancelConnect := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancelConnect()
+	if err := h.Connect(ctxConnect, peer.AddrInfo{ID: relay.ID(), Addrs: relay.Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	n.relayHost.Store(&h)
+	close(n.relayReady)
+
+	select {
+	case c, ok := <-candidates:
+		if !ok {
+			t.Fatal("no relay offered: the answer ended before the host was made")
+		}
+		if c.ID != relay.ID() {
+			t.Fatalf("offered %s, want the relay %s", c.ID, relay.ID())
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("no relay offered after 60 s")
+	}
+	select {
+	case _, ok := <-candidates:
+		if ok {
+			t.Fatal("more relays offered than asked for")
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("answer not closed after num relays")
+	}
+
+	// No host made (libp2p.New failed): the answer ends empty.
+	failed := &Node{relayReady: make(chan struct{})}
+	empty := failed.relayCandidates(ctx, 1)
+	close(failed.relayReady)
+	if _, ok := <-empty; ok {
+		t.Fatal("a relay offered with no host")
+	}
+	// AutoRelay gives up before the host is made: the answer ends.
+	waiting := &Node{relayReady: make(chan struct{})}
+	ctxGone, cancelGone := context.WithCancel(context.Background())
+	abandoned := waiting.relayCandidates(ctxGone, 1)
+	cancelGone()
+	if _, ok := <-abandoned; ok {
+		t.Fatal("a relay offered after AutoRelay cancelled")
+	}
+}
