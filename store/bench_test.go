@@ -185,7 +185,13 @@ func BenchmarkReferencePebble64(b *testing.B) {
 // and synced write options, 64 writers each doing one Put of a 100-byte
 // value. BenchmarkReferencePebble64 is raw Pebble with the store's 64 MiB
 // memtables; on this disk the go-ds-pebble reference has run the faster.
-func BenchmarkReferenceDsPebble64(b *testing.B) {
+func BenchmarkReferenceDsPebble64(b *testing.B) { benchDsPebble(b, 64) }
+
+// BenchmarkReferenceDsPebble1 is the same reference with one writer: one
+// fsync per put, the ceiling of BenchmarkDurablePut1 on the same disk.
+func BenchmarkReferenceDsPebble1(b *testing.B) { benchDsPebble(b, 1) }
+
+func benchDsPebble(b *testing.B, writers int) {
 	d, err := pebbleds.NewDatastore(b.TempDir(), pebbleds.WithPebbleOpts(&pebble.Options{Logger: quietLogger{}}), pebbleds.WithPebbleWriteOptions(pebble.Sync))
 	if err != nil {
 		b.Fatal(err)
@@ -193,7 +199,7 @@ func BenchmarkReferenceDsPebble64(b *testing.B) {
 	defer d.Close()
 	ctx := context.Background()
 	val := make([]byte, 100)
-	putConcurrently(b, 64, func(i int64) error {
+	putConcurrently(b, writers, func(i int64) error {
 		return d.Put(ctx, datastore.NewKey(fmt.Sprintf("/ns/key-%09d", i)), val)
 	})
 }
