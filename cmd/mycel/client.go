@@ -576,34 +576,11 @@ func printEvents(ctx context.Context, body io.Reader, out io.Writer, asJSON bool
 				fmt.Fprintln(out, data)
 				continue
 			}
-			var ev struct {
-				Cursor, Key, Kinds string
-				Deleted            bool
-				Value              []byte
-				Counter            *int64
-				Elements           []string
-				Fields             json.RawMessage
-				Truncated          bool
-			}
-			if err := json.Unmarshal([]byte(data), &ev); err != nil {
+			line, err := watchLine([]byte(data))
+			if err != nil {
 				return fmt.Errorf("the daemon sent an event this client cannot read (%v): %.200q; resume after it with --from %s", err, data, id)
 			}
-			var what string
-			switch {
-			case ev.Deleted:
-				what = "deleted"
-			case ev.Truncated:
-				what = "(too large to show here: read the key)"
-			case ev.Counter != nil:
-				what = strconv.FormatInt(*ev.Counter, 10)
-			case ev.Elements != nil:
-				what = "{" + joinShown(ev.Elements, ",{}") + "}"
-			case ev.Fields != nil:
-				what = printableJSON(ev.Fields)
-			default:
-				what = strconv.Quote(string(ev.Value))
-			}
-			fmt.Fprintf(out, "%s\t%s\t%s\t%s\n", ev.Cursor, shown(ev.Key, ""), ev.Kinds, what)
+			fmt.Fprintln(out, line)
 		case line == "":
 			event = ""
 		}
@@ -615,6 +592,71 @@ func printEvents(ctx context.Context, body io.Reader, out io.Writer, asJSON bool
 		return err
 	}
 	return errors.New("the daemon closed the stream")
+}
+
+// watchLine is how mycel watch prints one event: cursor, key, kinds and
+// what the key holds. A key holds more than one kind after concurrent
+// writes of different kinds (a put on one node, a counter add on
+// another): then each is shown, named, so the conflict is seen.
+func watchLine(data []byte) (string, error) {
+	var ev struct {
+		Cursor, Key, Kinds string
+		Deleted            bool
+		Value              []byte
+		Siblings           int
+		Counter            *int64
+		Elements           []string
+		Fields             json.RawMessage
+		Flag               *bool
+		Truncated          bool
+	}
+	if err := json.Unmarshal(data, &ev); err != nil {
+		return "", err
+	}
+	var what string
+	switch {
+	case ev.Deleted:
+		what = "deleted"
+	case ev.Truncated:
+		what = "(too large to show here: read the key)"
+	default:
+		kinds := strings.Split(ev.Kinds, "|")
+		parts := make([]string, 0, len(kinds))
+		for _, kind := range kinds {
+			var part string
+			switch kind {
+			case "register":
+				part = strconv.Quote(string(ev.Value))
+				if ev.Siblings > 1 { // every value held, the winner included
+					part += fmt.Sprintf(" (+%d concurrent)", ev.Siblings-1)
+				}
+			case "counter":
+				if ev.Counter == nil {
+					continue
+				}
+				part = strconv.FormatInt(*ev.Counter, 10)
+			case "set":
+				part = "{" + joinShown(ev.Elements, ",{}") + "}"
+			case "map":
+				part = printableJSON(ev.Fields)
+			case "flag":
+				if ev.Flag == nil {
+					continue
+				}
+				part = strconv.FormatBool(*ev.Flag)
+			default:
+				continue // a kind newer than this client
+			}
+			if len(kinds) > 1 {
+				part = kind + "=" + part
+			}
+			parts = append(parts, part)
+		}
+		what = strings.Join(parts, " ")
+	}
+	// Cursor and kinds come from the daemon too: quoted like names if a
+	// daemon ever sent one that is not plain text.
+	return fmt.Sprintf("%s\t%s\t%s\t%s", shown(ev.Cursor, "\t"), shown(ev.Key, ""), shown(ev.Kinds, "\t"), what), nil
 }
 
 type statusBody struct {

@@ -488,3 +488,30 @@ func TestWatchOutputQuotesNames(t *testing.T) {
 		t.Fatalf("an unreadable event gave %v, want an error quoting it", err)
 	}
 }
+
+// TestWatchLine: what mycel watch prints of each event, one kind or
+// several (concurrent writes of different kinds), and what it does not
+// know.
+func TestWatchLine(t *testing.T) {
+	for _, c := range []struct{ data, want string }{
+		{`{"cursor":"5","key":"k","kinds":"register","value":"dg=="}`, "5\tk\tregister\t\"v\""},
+		{`{"cursor":"5","key":"k","kinds":"register","value":"dg==","siblings":1}`, "5\tk\tregister\t\"v\""},
+		{`{"cursor":"5","key":"k","kinds":"register","value":"dg==","siblings":3}`, "5\tk\tregister\t\"v\" (+2 concurrent)"},
+		{`{"cursor":"6","key":"k","kinds":"register|counter","value":"dg==","counter":5}`, "6\tk\tregister|counter\tregister=\"v\" counter=5"},
+		{`{"cursor":"7","key":"k","kinds":"set|map","elements":["a","b"],"fields":{"f":{"counter":1}}}`, "7\tk\tset|map\tset={a, b} map={\"f\":{\"counter\":1}}"},
+		{`{"cursor":"8","key":"k","kinds":"counter","counter":-3}`, "8\tk\tcounter\t-3"},
+		{`{"cursor":"9","key":"k","kinds":"flag","flag":true}`, "9\tk\tflag\ttrue"},
+		{`{"cursor":"10","key":"k","kinds":"none","deleted":true}`, "10\tk\tnone\tdeleted"},
+		{`{"cursor":"11","key":"k","kinds":"register|counter","counter":2,"truncated":true}`, "11\tk\tregister|counter\t(too large to show here: read the key)"},
+		{`{"cursor":"12","key":"k","kinds":"tree|counter","counter":2}`, "12\tk\ttree|counter\tcounter=2"},
+		{`{"cursor":"13\n","key":"k","kinds":"counter\u202e","counter":2}`, "\"13\\n\"\tk\t\"counter\\u202e\"\t"},
+	} {
+		got, err := watchLine([]byte(c.data))
+		if err != nil || got != c.want {
+			t.Errorf("watchLine(%s) = %q, %v; want %q", c.data, got, err, c.want)
+		}
+	}
+	if _, err := watchLine([]byte(`{"cursor":5}`)); err == nil {
+		t.Error("watchLine took a cursor that is not a string")
+	}
+}

@@ -61,6 +61,9 @@ type Event struct {
 	Elements  []string `json:"elements,omitempty"`
 	// Fields is a map's fields, as GET map/{key} shows them.
 	Fields map[string]*MapField `json:"fields,omitempty"`
+	// Flag is a flag's state, for a key that holds one (the library
+	// writes top-level flags; over HTTP they live in map fields).
+	Flag *bool `json:"flag,omitempty"`
 	// Truncated: the value is too large for one event (maxEventData), so
 	// the event carries none of it; read the key instead.
 	Truncated bool   `json:"truncated,omitempty"`
@@ -98,6 +101,10 @@ func encodeEvent(ev node.Event) (id string, data []byte) {
 	}
 	if k&crdt.KindMap != 0 {
 		e.Fields = showMap(ev.Value)
+	}
+	if k&crdt.KindFlag != 0 {
+		f := ev.Value.Flag()
+		e.Flag, bare.Flag = &f, &f
 	}
 	data, _ = json.Marshal(e)
 	if len(data) > maxEventData {

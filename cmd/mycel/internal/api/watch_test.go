@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mycelnet/mycel/crdt"
 	"github.com/mycelnet/mycel/node"
 )
 
@@ -109,4 +110,49 @@ func serveOnLoopback(t *testing.T, opts Options, nodeOpts ...node.Option) (*node
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
 	return n, srv, hs
+}
+
+// TestEventCarriesEveryKind: a key holding several kinds (concurrent
+// writes of different kinds) gets an event with each one's state, and a
+// top-level flag (written through the library) shows as "flag".
+func TestEventCarriesEveryKind(t *testing.T) {
+	merged := crdt.NewNamespace(crdt.Limits{})
+	other := crdt.NewNamespace(crdt.Limits{})
+	ts := crdt.Timestamp{Wall: 1}
+	put, err := merged.Prepare(crdt.Op{Kind: crdt.OpPut, Key: "k", Value: []byte("v")}, 1, ts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	add, err := other.Prepare(crdt.Op{Kind: crdt.OpCounterAdd, Key: "k", N: 5}, 2, ts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	merged.ApplyDelta(put, nil)
+	merged.ApplyDelta(add, nil)
+	flag, err := merged.Prepare(crdt.Op{Kind: crdt.OpFlag, Key: "f", Enable: true}, 1, ts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	merged.ApplyDelta(flag, nil)
+	decode := func(key string) map[string]any {
+		t.Helper()
+		v, ok := merged.Get(key)
+		if !ok {
+			t.Fatalf("%q not held", key)
+		}
+		_, data := encodeEvent(node.Event{Namespace: "ns", Key: key, Value: v, Position: 1, LastInCommit: true})
+		var ev map[string]any
+		if err := json.Unmarshal(data, &ev); err != nil {
+			t.Fatal(err)
+		}
+		return ev
+	}
+	ev := decode("k")
+	if ev["kinds"] != "register|counter" || ev["value"] != "dg==" || ev["counter"] != 5.0 {
+		t.Fatalf("event of a register and a counter: %v", ev)
+	}
+	ev = decode("f")
+	if ev["kinds"] != "flag" || ev["flag"] != true {
+		t.Fatalf("event of a flag: %v", ev)
+	}
 }
