@@ -104,17 +104,36 @@ echo "(done at ${SECONDS} s)" >>"$racelog"
 # not to the go command's cache ($GOCACHE/fuzz): there they pile up from
 # run to run, and every run first replays them all ("gathering baseline
 # coverage"); a fresh directory starts from the committed seeds each time.
+#
+# The binaries are built two at a time, before any runs: most of a build is
+# its link, which keeps one core busy, and the fuzz step runs after both
+# lines of tests, with nothing else to use the other core.
 fuzzstatus=0
 if [ "$racestatus" -eq 0 ]; then
 	fuzztime="${FUZZTIME:-5000x}"
+	fuzzpkgs=()
 	for pkg in $(go list ./...); do
 		dir=$(go list -f '{{.Dir}}' "$pkg")
+		if grep -q '^func Fuzz' "$dir"/*_test.go 2>/dev/null; then
+			fuzzpkgs+=("$pkg")
+		fi
+	done
+	mkdir -p "$fuzzcache/bin"
+	began=$SECONDS
+	echo "-- build: ${fuzzpkgs[*]}" >>"$fuzzlog"
+	# $0 is the binaries' directory, $1 the package; a binary is named
+	# after its package's path, slashes made underscores.
+	printf '%s\n' "${fuzzpkgs[@]}" | xargs -r -P 2 -n 1 sh -c '
+		name=$(printf %s "$1" | tr / _)
+		go test -c -fuzz . -o "$0/bin/$name.test" "$1" >"$0/build-$name.log" 2>&1 || {
+			echo "-- build of $1 failed:"; cat "$0/build-$name.log"; exit 1
+		}' "$fuzzcache" >>"$fuzzlog" 2>&1 || fuzzstatus=$?
+	echo "-- built in $((SECONDS - began)) s" >>"$fuzzlog"
+	[ "$fuzzstatus" -eq 0 ] || fuzzpkgs=()
+	for pkg in "${fuzzpkgs[@]}"; do
+		dir=$(go list -f '{{.Dir}}' "$pkg")
 		targets=$(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //' || true)
-		[ -n "$targets" ] || continue
 		bin="$fuzzcache/bin/${pkg//\//_}.test"
-		echo "-- $pkg: build" >>"$fuzzlog"
-		go test -c -fuzz . -o "$bin" "$pkg" >>"$fuzzlog" 2>&1 || fuzzstatus=$?
-		[ "$fuzzstatus" -eq 0 ] || break
 		for target in $targets; do
 			echo "-- $pkg $target" >>"$fuzzlog"
 			began=$SECONDS
