@@ -134,9 +134,9 @@ func TestEventCarriesEveryKind(t *testing.T) {
 		t.Fatal(err)
 	}
 	merged.ApplyDelta(flag, nil)
-	decode := func(key string) map[string]any {
+	decode := func(ns *crdt.Namespace, key string) map[string]any {
 		t.Helper()
-		v, ok := merged.Get(key)
+		v, ok := ns.Get(key)
 		if !ok {
 			t.Fatalf("%q not held", key)
 		}
@@ -147,12 +147,30 @@ func TestEventCarriesEveryKind(t *testing.T) {
 		}
 		return ev
 	}
-	ev := decode("k")
+	ev := decode(merged, "k")
 	if ev["kinds"] != "register|counter" || ev["value"] != "dg==" || ev["counter"] != 5.0 {
 		t.Fatalf("event of a register and a counter: %v", ev)
 	}
-	ev = decode("f")
+	ev = decode(merged, "f")
 	if ev["kinds"] != "flag" || ev["flag"] != true {
 		t.Fatalf("event of a flag: %v", ev)
+	}
+
+	// Too large for an event: the flag stays, the register's value goes.
+	large := crdt.NewNamespace(crdt.Limits{MaxValueBytes: maxEventData + 1})
+	other = crdt.NewNamespace(crdt.Limits{})
+	big, err := large.Prepare(crdt.Op{Kind: crdt.OpPut, Key: "b", Value: make([]byte, maxEventData)}, 1, ts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	on, err := other.Prepare(crdt.Op{Kind: crdt.OpFlag, Key: "b", Enable: true}, 2, ts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	large.ApplyDelta(big, nil)
+	large.ApplyDelta(on, nil)
+	ev = decode(large, "b")
+	if ev["kinds"] != "register|flag" || ev["truncated"] != true || ev["flag"] != true || ev["value"] != nil || ev["siblings"] != nil {
+		t.Fatalf("truncated event of a register and a flag: kinds %v, truncated %v, flag %v, value present %v", ev["kinds"], ev["truncated"], ev["flag"], ev["value"] != nil)
 	}
 }
