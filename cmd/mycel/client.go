@@ -617,12 +617,13 @@ func watchLine(data []byte) (string, error) {
 	switch {
 	case ev.Deleted:
 		what = "deleted"
-	case ev.Truncated:
-		what = "(too large to show here: read the key)"
 	default:
 		kinds := strings.Split(ev.Kinds, "|")
-		parts := make([]string, 0, len(kinds))
+		parts := make([]string, 0, len(kinds)+1)
 		for _, kind := range kinds {
+			if ev.Truncated && kind != "counter" && kind != "flag" {
+				continue // left out of the event; the counter and flag stay
+			}
 			var part string
 			switch kind {
 			case "register":
@@ -651,6 +652,9 @@ func watchLine(data []byte) (string, error) {
 				part = kind + "=" + part
 			}
 			parts = append(parts, part)
+		}
+		if ev.Truncated {
+			parts = append(parts, "(too large to show here: read the key)")
 		}
 		what = strings.Join(parts, " ")
 	}

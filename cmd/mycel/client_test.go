@@ -502,7 +502,8 @@ func TestWatchLine(t *testing.T) {
 		{`{"cursor":"8","key":"k","kinds":"counter","counter":-3}`, "8\tk\tcounter\t-3"},
 		{`{"cursor":"9","key":"k","kinds":"flag","flag":true}`, "9\tk\tflag\ttrue"},
 		{`{"cursor":"10","key":"k","kinds":"none","deleted":true}`, "10\tk\tnone\tdeleted"},
-		{`{"cursor":"11","key":"k","kinds":"register|counter","counter":2,"truncated":true}`, "11\tk\tregister|counter\t(too large to show here: read the key)"},
+		{`{"cursor":"11","key":"k","kinds":"register|counter","counter":2,"truncated":true}`, "11\tk\tregister|counter\tcounter=2 (too large to show here: read the key)"},
+		{`{"cursor":"11","key":"k","kinds":"map","truncated":true}`, "11\tk\tmap\t(too large to show here: read the key)"},
 		{`{"cursor":"12","key":"k","kinds":"tree|counter","counter":2}`, "12\tk\ttree|counter\tcounter=2"},
 		{`{"cursor":"13\n","key":"k","kinds":"counter\u202e","counter":2}`, "\"13\\n\"\tk\t\"counter\\u202e\"\t"},
 	} {
